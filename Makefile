@@ -1,0 +1,31 @@
+# `make demo` and `make test` are the contract with users (README); CI runs `make test`.
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -ec
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# pip warns once per local wheel location it skips; the warnings are harmless here.
+PIP := $(PY) -m pip install -q --disable-pip-version-check -c constraints.txt
+QUIET := 2>&1 | { grep -v "is ignored" || true; }
+
+.PHONY: setup test bench clean
+
+setup: $(STAMP)
+
+# torch and torchvision first (large, CUDA build, from local disk where available), then
+# the pinned stack and the project itself, editable. Re-runs only when the pins change.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) torch torchvision $(QUIET)
+	$(PIP) -e '.[sweep,test]' $(QUIET)
+	touch $@
+
+test: setup
+	$(PY) -m pytest
+
+bench: setup
+	$(PY) benchmarks/optim_step.py
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

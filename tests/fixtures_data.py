@@ -1,0 +1,165 @@
+"""Small data sets written in their real on-disk formats, for tests that load them.
+
+The layouts are written out here by hand (not taken from the code under test):
+- CIFAR-10: `cifar-10-batches-py/{data_batch_1..5,test_batch,batches.meta}`, Python 2
+  style pickles (protocol 2, bytes keys) holding b"data" (uint8 N x 3072, channel-major)
+  and b"labels"; CIFAR-100: `cifar-100-python/{train,test,meta}` with b"fine_labels"
+  and b"coarse_labels".
+- Tiny ImageNet: `tiny-imagenet-200/wnids.txt`, `train/<wnid>/images/<wnid>_<i>.JPEG`,
+  `train/<wnid>/<wnid>_boxes.txt`, `val/images/val_<i>.JPEG`, `val/val_annotations.txt`.
+`serve_directory` serves a folder over HTTP on localhost, so downloads run through
+torchvision's real code path without internet (its downloader cannot read file:// URLs).
+Each writer returns the expected uint8 tensors (N x C x H x W) and int64 labels, so a
+test compares what the loader read with what was written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import http.server
+import pickle
+import tarfile
+import threading
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+@dataclass
+class Expected:
+    """What a loader should return for a fixture written on disk."""
+
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    val_images: torch.Tensor
+    val_labels: torch.Tensor
+
+
+CIFAR_LAYOUTS = {
+    # name: (folder, train files, test files, meta file, number of classes)
+    "c10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], "batches.meta", 10),
+    "c100": ("cifar-100-python", ["train"], ["test"], "meta", 100),
+}
+CIFAR_ARCHIVES = {"c10": "cifar-10-python.tar.gz", "c100": "cifar-100-python.tar.gz"}
+
+
+def _cifar_batch(name: str, images: np.ndarray, labels: np.ndarray, batch_label: str) -> dict:
+    if name == "c10":
+        label_entries = {b"labels": labels.tolist()}
+    else:
+        label_entries = {b"fine_labels": labels.tolist(), b"coarse_labels": (labels // 5).tolist()}
+    return {
+        b"batch_label": batch_label.encode(),
+        **label_entries,
+        b"data": images.reshape(len(images), 3 * 32 * 32),
+        b"filenames": [f"img_{i}.png".encode() for i in range(len(images))],
+    }
+
+
+def _pickle(obj: object, path: Path) -> None:
+    with open(path, "wb") as f:
+        pickle.dump(obj, f, protocol=2)
+
+
+def write_cifar(data_dir: Path, name: str = "c10", per_file: int = 3, seed: int = 0) -> Expected:
+    """Write a CIFAR-10 ("c10") or CIFAR-100 ("c100") fixture with `per_file` images per pickle."""
+    folder_name, train_files, test_files, meta_file, num_classes = CIFAR_LAYOUTS[name]
+    folder = Path(data_dir) / folder_name
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    written = {}
+    for file in train_files + test_files:
+        images = rng.integers(0, 256, size=(per_file, 3, 32, 32), dtype=np.uint8)
+        labels = rng.integers(0, num_classes, size=per_file)
+        _pickle(_cifar_batch(name, images, labels, f"fixture {file}"), folder / file)
+        written[file] = (torch.from_numpy(images), torch.from_numpy(labels).to(torch.int64))
+    _pickle({b"label_names": [f"class{i}".encode() for i in range(num_classes)]}, folder / meta_file)
+
+    def join(files: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.cat([written[f][0] for f in files]), torch.cat([written[f][1] for f in files])
+
+    return Expected(*join(train_files), *join(test_files))
+
+
+def write_tiny_imagenet(data_dir: Path, wnids: tuple[str, ...] = ("n02", "n01", "n03"), per_class: int = 2,
+                        num_val: int = 4, seed: int = 0) -> Expected:
+    """Write a tiny `tiny-imagenet-200` tree of real 64x64 JPEGs.
+
+    wnids.txt keeps the given (unsorted) order: labels are positions in that file. The
+    first training image of the first class is grayscale. Expected pixels are PIL's own
+    decode of each written file (JPEG is lossy), converted to RGB.
+    """
+    root = Path(data_dir) / "tiny-imagenet-200"
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "wnids.txt").write_text("".join(f"{w}\n" for w in wnids))
+
+    def save(path: Path, grayscale: bool = False) -> torch.Tensor:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pixels = rng.integers(0, 256, size=(64, 64, 3), dtype=np.uint8)
+        image = Image.fromarray(pixels[:, :, 0] if grayscale else pixels)  # 2-D uint8 -> mode "L"
+        image.save(path, format="JPEG", quality=95)
+        with Image.open(path) as decoded:
+            assert decoded.mode == ("L" if grayscale else "RGB")
+            return torch.from_numpy(np.asarray(decoded.convert("RGB")).copy()).permute(2, 0, 1)
+
+    train_images, train_labels = [], []
+    for label, wnid in enumerate(wnids):
+        boxes = []
+        for i in range(per_class):
+            file = f"{wnid}_{i}.JPEG"
+            train_images.append(save(root / "train" / wnid / "images" / file, grayscale=(label == 0 and i == 0)))
+            train_labels.append(label)
+            boxes.append(f"{file}\t0\t0\t63\t63\n")
+        (root / "train" / wnid / f"{wnid}_boxes.txt").write_text("".join(boxes))
+
+    val_images, val_labels, annotations = [], [], []
+    for i in range(num_val):
+        label = int(rng.integers(len(wnids)))
+        file = f"val_{i}.JPEG"
+        val_images.append(save(root / "val" / "images" / file))
+        val_labels.append(label)
+        annotations.append(f"{file}\t{wnids[label]}\t1\t2\t60\t61\n")
+    (root / "val" / "val_annotations.txt").write_text("".join(annotations))
+    return Expected(torch.stack(train_images), torch.tensor(train_labels),
+                    torch.stack(val_images), torch.tensor(val_labels))
+
+
+def make_archive(folder: Path, archive: Path) -> str:
+    """Pack `folder` (as its own top-level directory) into a .tar.gz or .zip; returns the md5."""
+    folder, archive = Path(folder), Path(archive)
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    if archive.name.endswith(".tar.gz"):
+        with tarfile.open(archive, "w:gz") as tar:
+            tar.add(folder, arcname=folder.name)
+    else:
+        with zipfile.ZipFile(archive, "w") as zf:
+            for path in sorted(folder.rglob("*")):
+                zf.write(path, path.relative_to(folder.parent).as_posix())
+    return hashlib.md5(archive.read_bytes()).hexdigest()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # keep test output clean
+        pass
+
+
+@contextlib.contextmanager
+def serve_directory(folder: Path) -> Iterator[str]:
+    """Serve `folder` over HTTP on 127.0.0.1 for the duration; yields the base URL (no trailing slash)."""
+    handler = functools.partial(_QuietHandler, directory=str(folder))
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        thread.start()
+        try:
+            yield f"http://127.0.0.1:{server.server_address[1]}"
+        finally:
+            server.shutdown()
+            thread.join()

@@ -1,0 +1,250 @@
+"""One trial end to end on the offline digits data: config, loop, checkpoints, CLI."""
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from trainables.config import TrialConfig
+from trainables.data import load_dataset, num_train_batches
+from trainables.errors import ConfigError
+from trainables.train import CHECKPOINT_FILE, lr_factor, run_trial
+
+TIMING = {"epoch_time_s", "images_per_s"}
+SMALL = dict(dataset="digits", model="res20s", batch_size=128, warmup_epochs=1, lr=3e-3)
+
+
+def digits_steps_per_epoch(batch_size=128):
+    return num_train_batches(load_dataset("digits"), batch_size)
+
+
+def without_timing(metrics):
+    return {k: v for k, v in metrics.items() if k not in TIMING}
+
+
+class Recorder(list):
+    """A `report` that keeps every epoch's metrics."""
+
+    def __call__(self, metrics):
+        self.append(dict(metrics))
+
+
+# ---- config -----------------------------------------------------------------------------
+
+def test_defaults_are_the_seed_recipe():
+    c = TrialConfig()
+    assert (c.optimizer, c.base, c.lr, c.weight_decay, c.batch_size, c.epochs) == \
+        ("zsharp", "adam", 1e-3, 5e-5, 256, 200)
+    assert (c.warmup_epochs, c.schedule, c.rho, c.alpha, c.beta1, c.beta2) == \
+        (5, "step", 0.05, 0.95, 0.9, 0.999)
+
+
+def test_config_dict_round_trip_is_plain_json():
+    d = TrialConfig(optimizer="sam", lr=0.01, epochs=3).to_dict()
+    assert json.loads(json.dumps(d)) == d
+    assert TrialConfig.from_dict(d).to_dict() == d
+    assert set(d) == set(TrialConfig.field_names())
+
+
+@pytest.mark.parametrize("changes, word", [
+    (dict(learning_rate=0.1), "learning_rate"),
+    (dict(lr=0.0), "lr"),
+    (dict(lr=float("nan")), "lr"),
+    (dict(lr="fast"), "lr"),
+    (dict(epochs=2.5), "epochs"),
+    (dict(epochs=0), "epochs"),
+    (dict(batch_size=True), "batch_size"),
+    (dict(alpha=1.0), "alpha"),
+    (dict(rho=-0.01), "rho"),
+    (dict(lmbda=2.0), "lmbda"),
+    (dict(momentum=1.0), "momentum"),
+    (dict(label_smoothing=1.0), "label_smoothing"),
+    (dict(schedule="linear"), "schedule"),
+    (dict(optimizer="lion"), "optimizer"),
+    (dict(model="resnet1000"), "model"),
+    (dict(dataset="imagenet"), "dataset"),
+    (dict(device="tpu"), "device"),
+    (dict(precision="fp8"), "precision"),
+    (dict(compile="yes"), "compile"),
+])
+def test_bad_settings_raise_one_clear_config_error(changes, word):
+    with pytest.raises(ConfigError, match=word):
+        TrialConfig.from_dict({**TrialConfig().to_dict(), **changes})
+
+
+def test_whole_floats_are_accepted_for_integer_settings():
+    # Searchers hand back floats; 64.0 is a valid batch size, stored as an int.
+    assert TrialConfig.from_dict({"batch_size": 64.0}).batch_size == 64
+
+
+# ---- schedule -----------------------------------------------------------------------------
+
+def test_warmup_starts_above_zero_then_steps_down_by_the_seed_factor():
+    kw = dict(schedule="step", warmup_steps=10, steps_per_epoch=2, total_steps=200)
+    assert lr_factor(0, **kw) == pytest.approx(0.1)
+    assert lr_factor(9, **kw) == pytest.approx(1.0)
+    assert lr_factor(10, **kw) == 1.0
+    assert lr_factor(10 + 30 * 2 - 1, **kw) == 1.0
+    assert lr_factor(10 + 30 * 2, **kw) == 0.75
+    assert lr_factor(10 + 60 * 2, **kw) == 0.75 ** 2
+
+
+def test_cosine_decays_to_zero_at_the_last_step():
+    kw = dict(schedule="cosine", warmup_steps=0, steps_per_epoch=5, total_steps=100)
+    assert lr_factor(0, **kw) == 1.0
+    assert lr_factor(50, **kw) == pytest.approx(0.5)
+    assert lr_factor(100, **kw) == pytest.approx(0.0, abs=1e-12)
+
+
+# ---- the loop -------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def zsharp_run():
+    reports = Recorder()
+    config = TrialConfig(**SMALL, optimizer="zsharp", epochs=2)
+    return config, reports, run_trial(config, reports)
+
+
+def test_reports_every_epoch_with_the_promised_metrics(zsharp_run):
+    config, reports, result = zsharp_run
+    assert result.status == "completed"
+    assert [m["epoch"] for m in reports] == [1, 2]
+    required = {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s",
+                "images_per_s", "grad_evals", "kept_fraction", "diverged"}
+    for m in reports:
+        assert required <= set(m)
+        assert 0 <= m["train_acc"] <= 1 and 0 <= m["val_acc"] <= 1
+        assert m["images_per_s"] > 0 and m["epoch_time_s"] > 0 and m["diverged"] == 0
+    assert result.metrics == reports[-1]
+    assert reports[-1]["val_acc"] > 0.3  # learns: chance is 0.1
+
+
+def test_grad_evals_count_both_passes_of_a_sam_family_step(zsharp_run):
+    _, reports, _ = zsharp_run
+    steps = digits_steps_per_epoch()
+    assert [m["grad_evals"] for m in reports] == [2 * steps * 128, 4 * steps * 128]
+
+
+def test_zsharp_kept_fraction_matches_its_quantile(zsharp_run):
+    # Distinct gradient values: each filtered tensor keeps n - floor(alpha (n-1)) - 1 entries.
+    from trainables.models import create_model
+    model = create_model("res20s", 10, in_channels=1, image_size=8)
+    filtered = [p.numel() for p in model.parameters() if p.ndim > 1]
+    expected = sum(n - math.floor(0.95 * (n - 1)) - 1 for n in filtered) / sum(filtered)
+    _, reports, _ = zsharp_run
+    for m in reports:
+        assert m["kept_fraction"] == pytest.approx(expected, abs=2e-3)
+
+
+def test_reported_lr_follows_the_schedule_on_the_base_optimizer(zsharp_run):
+    config, reports, _ = zsharp_run
+    steps = digits_steps_per_epoch()
+    for m in reports:
+        last_step = m["epoch"] * steps - 1
+        expected = config.lr * lr_factor(last_step, schedule="step", warmup_steps=steps,
+                                         steps_per_epoch=steps, total_steps=2 * steps)
+        assert m["lr"] == pytest.approx(expected)
+
+
+def test_same_config_and_seed_give_identical_metrics(zsharp_run):
+    config, reports, _ = zsharp_run
+    again = Recorder()
+    run_trial(config.to_dict(), again)
+    assert [without_timing(m) for m in again] == [without_timing(m) for m in reports]
+    other_seed = Recorder()
+    run_trial(config.replace(seed=7, epochs=1), other_seed)
+    assert without_timing(other_seed[0]) != without_timing(reports[0])
+
+
+@pytest.mark.parametrize("optimizer", ["sam", "sgd"])
+def test_stopped_after_two_epochs_and_resumed_equals_an_uninterrupted_run(tmp_path, optimizer):
+    config = TrialConfig(**SMALL, optimizer=optimizer, base="sgd", momentum=0.9, epochs=4,
+                         schedule="cosine")
+    uninterrupted = Recorder()
+    run_trial(config, uninterrupted)
+
+    class Crash(Exception):
+        pass
+
+    first = Recorder()
+
+    def crash_after_two(metrics):
+        first(metrics)
+        if metrics["epoch"] == 2:
+            raise Crash  # the worker dies right after reporting epoch 2
+
+    with pytest.raises(Crash):
+        run_trial(config, crash_after_two, tmp_path)
+    resumed = Recorder()
+    result = run_trial(config, resumed, tmp_path)
+    assert [m["epoch"] for m in resumed] == [3, 4]
+    assert [without_timing(m) for m in first + resumed] == \
+        [without_timing(m) for m in uninterrupted]
+    assert result.metrics == resumed[-1]
+    # A finished trial returns its result without training again.
+    finished = Recorder()
+    assert run_trial(config, finished, tmp_path).metrics == result.metrics
+    assert finished == []
+
+
+def test_checkpoint_holds_everything_and_bn_counts_one_pass_per_step(tmp_path):
+    config = TrialConfig(**SMALL, optimizer="sam", epochs=1)
+    run_trial(config, None, tmp_path)
+    state = torch.load(tmp_path / CHECKPOINT_FILE, weights_only=True)
+    assert {"model", "optimizer", "scheduler", "rng", "epoch", "config"} <= set(state)
+    assert state["epoch"] == 1 and state["config"] == config.to_dict()
+    tracked = [v for k, v in state["model"].items() if k.endswith("num_batches_tracked")]
+    # BatchNorm statistics move in the first pass only: once per step, not twice.
+    assert tracked and all(int(t) == digits_steps_per_epoch() for t in tracked)
+
+
+def test_checkpoint_of_another_trial_is_refused(tmp_path):
+    run_trial(TrialConfig(**SMALL, optimizer="adam", epochs=1), None, tmp_path)
+    with pytest.raises(ConfigError, match="optimizer"):
+        run_trial(TrialConfig(**SMALL, optimizer="sam", epochs=2), None, tmp_path)
+
+
+def test_an_absurd_learning_rate_ends_diverged_with_a_last_report(tmp_path):
+    reports = Recorder()
+    config = TrialConfig(**{**SMALL, "lr": 1e12, "warmup_epochs": 0}, optimizer="sgd",
+                         momentum=0.9, epochs=5)
+    result = run_trial(config, reports, tmp_path)
+    assert result.status == "diverged"
+    assert len(reports) < 5 and reports[-1]["diverged"] == 1.0
+    assert not math.isfinite(reports[-1]["train_loss"])
+    # Resuming a diverged trial does not train it again.
+    assert run_trial(config, Recorder(), tmp_path).status == "diverged"
+
+
+# ---- command line ---------------------------------------------------------------------------
+
+def run_cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "trainables.train", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_cli_prints_one_line_per_epoch():
+    done = run_cli("--dataset", "digits", "--model", "res20s", "--optimizer", "zsharp",
+                   "--epochs", "2", "--batch-size", "256", "--warmup_epochs", "1")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert [line.split()[1] for line in lines[:2]] == ["1/2", "2/2"]
+    assert lines[-1].startswith("completed")
+
+
+@pytest.mark.parametrize("args, word", [
+    (["--lr", "-1"], "lr"),
+    (["--lr", "abc"], "--lr"),
+    (["--bogus", "1"], "--bogus"),
+    (["--optimizer", "lion"], "lion"),
+    (["--epochs", "0"], "epochs"),
+    (["--dataset", "c10", "--data-dir", "{tmp}"], "cifar-10"),
+])
+def test_cli_bad_input_gives_one_line_and_exit_2(tmp_path, args, word):
+    done = run_cli(*[a.format(tmp=tmp_path) for a in args])
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and word in lines[0] and "Traceback" not in done.stderr

@@ -1,0 +1,425 @@
+"""The SAM family (SAM, ASAM, Friendly-SAM, ZSharp) and the optimizer registry.
+
+Each variant is one small class in the davda54/sam shape: it wraps a base optimizer,
+`first_step` adds an ascent perturbation e to the weights, `second_step` restores the
+weights exactly and steps the base optimizer with the gradient taken at w + e. The
+classes differ only in how e is computed (exact rules: shared/notes/sam_family.md).
+
+A SAM-family step costs two forward/backward passes ("twice as slow" as its base);
+`get_optimizer_info(name).passes_per_step` says so for budgets and reports.
+
+Speed: `first_step` and `second_step` never synchronise with the host (no `.item()`,
+no Python branch on a tensor value); element-wise work uses `torch._foreach_*` (one
+multi-tensor kernel per operation on CUDA instead of one per parameter), and ZSharp
+finds its quantile by selection (`kthvalue`, O(n)) instead of a full sort.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "SAM",
+    "ASAM",
+    "FriendlySAM",
+    "ZSharp",
+    "SAMFamily",
+    "OptimizerInfo",
+    "create_optimizer",
+    "get_optimizer_info",
+    "list_optimizers",
+    "frozen_bn_stats",
+]
+
+
+def _require(name: str, value: float, ok: bool, rule: str) -> None:
+    # `ok` is computed by the caller with comparisons that are False for NaN.
+    if not ok:
+        raise ValueError(f"{name} must be {rule}, got {value!r}")
+
+
+def _check_rho(rho: float) -> None:
+    _require("rho", rho, rho >= 0 and math.isfinite(rho), "a finite number >= 0")
+
+
+def _norm_dtype(tensors: list[Tensor]) -> torch.dtype:
+    # Norms accumulate in float32 even for bf16/fp16 gradients; float64 stays float64.
+    return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
+
+
+def _global_norm(tensors: list[Tensor]) -> Tensor:
+    """L2 norm over all entries of all tensors, as a 0-d tensor (no host sync)."""
+    if not tensors:
+        return torch.zeros(())
+    norms = torch._foreach_norm(tensors, 2, dtype=_norm_dtype(tensors))
+    device = tensors[0].device
+    return torch.linalg.vector_norm(torch.stack([n.to(device) for n in norms]))
+
+
+class SAMFamily(torch.optim.Optimizer):
+    """Two-pass sharpness-aware step around a base optimizer.
+
+    Usage (davda54/sam):
+        loss_fn(model(x), y).backward()
+        opt.first_step(zero_grad=True)          # w <- w + e
+        with frozen_bn_stats(model):
+            loss_fn(model(x), y).backward()     # gradient at w + e
+        opt.second_step(zero_grad=True)         # w restored, base step
+
+    Subclasses implement `_perturbations`. Attach LR schedulers to `base_optimizer`; its
+    param_groups are this optimizer's param_groups (one set of dicts), so hparams such as
+    rho can be changed per group at run time.
+    """
+
+    def __init__(self, params, base_optimizer: type[torch.optim.Optimizer],
+                 own_defaults: dict, base_kwargs: dict):
+        _check_rho(own_defaults["rho"])
+        super().__init__(params, {**own_defaults, **base_kwargs})
+        self.base_optimizer = base_optimizer(self.param_groups, **base_kwargs)
+        self.param_groups = self.base_optimizer.param_groups
+        self.defaults.update(self.base_optimizer.defaults)
+        # Weights before the ascent, one reused buffer per parameter. Kept out of
+        # `self.state` so checkpoints do not carry a second copy of the model.
+        self._origin: dict[Tensor, Tensor] = {}
+        self._perturbed: tuple[list[Tensor], list[Tensor]] = ([], [])
+        # Device tensors describing the last ascent (e.g. ZSharp's kept fraction);
+        # reading them syncs, so the training loop accumulates and reads once per epoch.
+        self.last_ascent_stats: dict[str, Tensor] = {}
+
+    def _groups_with_grads(self) -> list[tuple[dict, list[Tensor], list[Tensor]]]:
+        groups = []
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            groups.append((group, params, [p.grad for p in params]))
+        return groups
+
+    def _perturbations(self, groups) -> list[list[Tensor]]:
+        """e for every parameter with a gradient, one list per group."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def first_step(self, zero_grad: bool = False) -> None:
+        """Move every parameter with a gradient to w + e (the ascent step)."""
+        groups = self._groups_with_grads()
+        perturbations = self._perturbations(groups)
+        params = [p for _, group_params, _ in groups for p in group_params]
+        offsets = [e for group_e in perturbations for e in group_e]
+        origins = [self._origin_buffer(p) for p in params]
+        if params:
+            torch._foreach_copy_(origins, params)
+            torch._foreach_add_(params, offsets)
+        self._perturbed = (params, origins)
+        if zero_grad:
+            self.zero_grad()
+
+    def _origin_buffer(self, p: Tensor) -> Tensor:
+        buffer = self._origin.get(p)
+        if buffer is None:
+            buffer = self._origin[p] = torch.empty_like(p)
+        return buffer
+
+    @torch.no_grad()
+    def second_step(self, zero_grad: bool = False) -> None:
+        """Restore the weights saved by `first_step` bit for bit, then step the base optimizer."""
+        params, origins = self._perturbed
+        if params:
+            torch._foreach_copy_(params, origins)
+        self._perturbed = ([], [])
+        self.base_optimizer.step()
+        if zero_grad:
+            self.zero_grad()
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Tensor] | None = None):
+        """Full step; the gradient at w must already be in `.grad`.
+
+        `closure` must zero nothing and recompute the loss and its gradients (it is called
+        at w + e); returns its loss.
+        """
+        if closure is None:
+            raise ValueError(f"{type(self).__name__}.step needs a closure that recomputes the "
+                             "loss and gradients, or call first_step/second_step")
+        self.first_step(zero_grad=True)
+        with torch.enable_grad():
+            loss = closure()
+        self.second_step()
+        return loss
+
+    def state_dict(self) -> dict:
+        """Own state (e.g. F-SAM momentum) and the base optimizer's state."""
+        return {"ascent": super().state_dict(), "base": self.base_optimizer.state_dict()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Inverse of `state_dict`; keeps the param_groups shared with the base optimizer."""
+        super().load_state_dict(state_dict["ascent"])
+        self.base_optimizer.load_state_dict(state_dict["base"])
+        self.param_groups = self.base_optimizer.param_groups
+
+
+class SAM(SAMFamily):
+    """SAM (Foret et al. 2021): e = rho * g / ||g||, ||g|| over all parameters."""
+
+    def __init__(self, params, base_optimizer=torch.optim.Adam, rho: float = 0.05, **base_kwargs):
+        super().__init__(params, base_optimizer, dict(rho=rho), base_kwargs)
+
+    def _perturbations(self, groups):
+        all_grads = [g for _, _, grads in groups for g in grads]
+        grad_norm = _global_norm(all_grads)
+        return [torch._foreach_mul(grads, group["rho"] / (grad_norm + 1e-12)) if grads else []
+                for group, _, grads in groups]
+
+
+class ASAM(SAMFamily):
+    """Adaptive SAM (Kwon et al. 2021): e = rho * T^2 g / ||T g||.
+
+    T = |w| + eta in groups with `adaptive=True` (weights) and T = 1 elsewhere (biases);
+    `create_optimizer("asam", model)` builds the two groups from parameter names.
+    """
+
+    def __init__(self, params, base_optimizer=torch.optim.Adam, rho: float = 0.5,
+                 eta: float = 0.01, adaptive: bool = True, **base_kwargs):
+        _require("eta", eta, eta >= 0 and math.isfinite(eta), "a finite number >= 0")
+        super().__init__(params, base_optimizer, dict(rho=rho, eta=eta, adaptive=adaptive),
+                         base_kwargs)
+
+    @staticmethod
+    def param_groups_by_name(named_parameters: Iterable[tuple[str, Tensor]]) -> list[dict]:
+        """Groups for ASAM: names ending in "weight" (norm weights too) are adaptive."""
+        weights, others = [], []
+        for name, p in named_parameters:
+            if p.requires_grad:
+                (weights if name.endswith("weight") else others).append(p)
+        groups = [{"params": weights, "adaptive": True}, {"params": others, "adaptive": False}]
+        return [g for g in groups if g["params"]]
+
+    def _perturbations(self, groups):
+        scaled_grads, scales = [], []
+        for group, params, grads in groups:
+            if group["adaptive"] and params:
+                scale = torch._foreach_abs(params)
+                torch._foreach_add_(scale, group["eta"])
+                scaled_grads.append(torch._foreach_mul(scale, grads))
+                scales.append(scale)
+            else:
+                scaled_grads.append(grads)
+                scales.append(None)
+        norm = _global_norm([t for group_t in scaled_grads for t in group_t])
+        perturbations = []
+        for (group, _, _), tg, scale in zip(groups, scaled_grads, scales):
+            e = torch._foreach_mul(tg, scale) if scale is not None else list(tg)
+            if e:
+                e = torch._foreach_mul(e, group["rho"] / (norm + 1e-16))
+            perturbations.append(e)
+        return perturbations
+
+
+class FriendlySAM(SAMFamily):
+    """Friendly-SAM (Li et al. CVPR 2024): the ascent removes the gradient's running mean.
+
+    d = g - sigma * m_prev, m = lmbda * m_prev + (1 - lmbda) * g, e = rho * d / ||d||; on a
+    parameter's first step m = g and d = g. m lives in `self.state` (checkpointed).
+    """
+
+    def __init__(self, params, base_optimizer=torch.optim.Adam, rho: float = 0.05,
+                 sigma: float = 1.0, lmbda: float = 0.9, **base_kwargs):
+        _require("sigma", sigma, math.isfinite(sigma), "a finite number")
+        _require("lmbda", lmbda, 0 <= lmbda <= 1, "in [0, 1]")
+        super().__init__(params, base_optimizer, dict(rho=rho, sigma=sigma, lmbda=lmbda),
+                         base_kwargs)
+
+    def _directions(self, group, params, grads) -> list[Tensor]:
+        directions = list(grads)
+        seen = [i for i, p in enumerate(params) if "momentum" in self.state[p]]
+        for i, p in enumerate(params):
+            if "momentum" not in self.state[p]:
+                self.state[p]["momentum"] = grads[i].clone()
+        if seen:
+            momenta = [self.state[params[i]]["momentum"] for i in seen]
+            seen_grads = [grads[i] for i in seen]
+            for i, d in zip(seen, torch._foreach_add(seen_grads, momenta, alpha=-group["sigma"])):
+                directions[i] = d
+            torch._foreach_mul_(momenta, group["lmbda"])
+            torch._foreach_add_(momenta, seen_grads, alpha=1 - group["lmbda"])
+        return directions
+
+    def _perturbations(self, groups):
+        directions = [self._directions(*g) for g in groups]
+        norm = _global_norm([d for group_d in directions for d in group_d])
+        return [torch._foreach_mul(d, group["rho"] / (norm + 1e-12)) if d else []
+                for (group, _, _), d in zip(groups, directions)]
+
+
+def _kth_smallest(values: Tensor, k: int) -> Tensor:
+    """k-th smallest entry (1-based) of a 1-D tensor by selection: O(n), no size cap."""
+    return torch.kthvalue(values, k).values
+
+
+def zsharp_mask(grad: Tensor, alpha: float) -> Tensor:
+    """Entries of `grad` whose |z-score| exceeds the alpha-quantile of all |z| (strict >).
+
+    Equals `abs(z) > torch.quantile(abs(z), alpha)` (linear interpolation): that quantile
+    lies between the j-th and (j+1)-th smallest |z|, j = floor(alpha * (n - 1)) + 1, and
+    no |z| lies strictly between those two, so "> quantile" is "> the j-th smallest"
+    unless both are equal. Works in float32 at least (quantile and selection refuse or
+    lose precision in fp16/bf16); returns a bool tensor shaped like `grad`.
+    """
+    x = grad.reshape(-1).to(torch.promote_types(grad.dtype, torch.float32))
+    std, mean = torch.std_mean(x)  # unbiased std, as the seed
+    abs_z = (x - mean).abs_().div_(std + 1e-12)
+    j = math.floor(alpha * (x.numel() - 1)) + 1
+    return (abs_z > _kth_smallest(abs_z, j)).view(grad.shape)
+
+
+class ZSharp(SAMFamily):
+    """ZSharp (Yun 2025): SAM whose ascent keeps only large-|z-score| gradient entries.
+
+    For tensors with ndim > 1: f = g where |z| > alpha-quantile of |z| (per tensor), else 0,
+    e = rho * f / ||f|| (each tensor rescaled to norm rho on its own), or the SAM
+    perturbation rho * g / ||g|| if nothing survives. Tensors with ndim <= 1 (biases,
+    norm weights) get the SAM perturbation, ||g|| over all unfiltered gradients.
+    `last_ascent_stats["kept_fraction"]`: entries kept over entries filtered.
+    """
+
+    def __init__(self, params, base_optimizer=torch.optim.Adam, rho: float = 0.05,
+                 alpha: float = 0.95, **base_kwargs):
+        _require("alpha", alpha, 0 <= alpha < 1, "in [0, 1)")
+        super().__init__(params, base_optimizer, dict(rho=rho, alpha=alpha), base_kwargs)
+
+    def _perturbations(self, groups):
+        grad_norm = _global_norm([g for _, _, grads in groups for g in grads])
+        kept, filtered = [], 0
+        perturbations = []
+        for group, _, grads in groups:
+            sam_scale = group["rho"] / (grad_norm + 1e-12)
+            group_e = []
+            for g in grads:
+                if g.ndim <= 1:
+                    group_e.append(g * sam_scale)
+                    continue
+                mask = zsharp_mask(g, group["alpha"])
+                kept_norm = torch.linalg.vector_norm(g * mask, dtype=_norm_dtype([g]))
+                # Per-entry factor: rho/||f|| on kept entries, 0 elsewhere; SAM's scale
+                # everywhere if nothing was kept. torch.where keeps this on the device.
+                factor = torch.where(kept_norm > 0, mask * (group["rho"] / (kept_norm + 1e-12)),
+                                     sam_scale)
+                group_e.append((g * factor).to(g.dtype))
+                kept.append(mask.sum())
+                filtered += mask.numel()
+            perturbations.append(group_e)
+        self.last_ascent_stats = (
+            {"kept_fraction": torch.stack(kept).sum() / filtered} if kept else {})
+        return perturbations
+
+
+@contextlib.contextmanager
+def frozen_bn_stats(model: nn.Module) -> Iterator[None]:
+    """Inside, BatchNorm layers normalise with batch statistics but update no running
+    statistics (nor `num_batches_tracked`); restored on exit.
+
+    For the second (perturbed) pass of a SAM-family step: updating there would count each
+    batch twice, at weights that are never kept. Turning off `track_running_stats` rather
+    than setting momentum to 0 (davda54) also keeps a NaN in the perturbed pass out of the
+    running statistics (0 * NaN is NaN).
+    """
+    layers = [m for m in model.modules()
+              if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    for m in layers:
+        m.track_running_stats = False
+    try:
+        yield
+    finally:
+        for m in layers:
+            m.track_running_stats = True
+
+
+# ---- registry ---------------------------------------------------------------------
+
+_BASES: dict[str, tuple[type[torch.optim.Optimizer], frozenset[str]]] = {
+    "sgd": (torch.optim.SGD, frozenset({"lr", "weight_decay", "momentum", "nesterov"})),
+    "adam": (torch.optim.Adam, frozenset({"lr", "weight_decay", "betas", "eps"})),
+    "adamw": (torch.optim.AdamW, frozenset({"lr", "weight_decay", "betas", "eps"})),
+}
+
+
+def _trainable(model: nn.Module) -> list[dict]:
+    return [{"params": [p for p in model.parameters() if p.requires_grad]}]
+
+
+def _asam_groups(model: nn.Module) -> list[dict]:
+    return ASAM.param_groups_by_name(model.named_parameters())
+
+
+@dataclass(frozen=True)
+class OptimizerInfo:
+    """What the registry knows about one optimizer name."""
+
+    name: str
+    description: str
+    passes_per_step: int  # forward/backward passes per step: 1, or 2 for the SAM family
+    wrapper: type[SAMFamily] | None = None  # None: the name is a base optimizer itself
+    own_hparams: frozenset[str] = frozenset()
+    param_groups: Callable[[nn.Module], list[dict]] = _trainable
+
+
+_REGISTRY: dict[str, OptimizerInfo] = {}
+
+
+def _register(info: OptimizerInfo) -> None:
+    _REGISTRY[info.name] = info
+
+
+for _name, _description in [("sgd", "SGD (momentum, nesterov optional)"),
+                            ("adam", "Adam (weight decay coupled, as the seed's baselines)"),
+                            ("adamw", "AdamW (decoupled weight decay)")]:
+    _register(OptimizerInfo(_name, _description, passes_per_step=1))
+_register(OptimizerInfo("sam", "SAM around a base optimizer", 2, SAM, frozenset({"rho"})))
+_register(OptimizerInfo("asam", "Adaptive SAM around a base optimizer", 2, ASAM,
+                        frozenset({"rho", "eta"}), _asam_groups))
+_register(OptimizerInfo("fsam", "Friendly-SAM around a base optimizer", 2, FriendlySAM,
+                        frozenset({"rho", "sigma", "lmbda"})))
+_register(OptimizerInfo("zsharp", "ZSharp: SAM with z-score gradient filtering", 2, ZSharp,
+                        frozenset({"rho", "alpha"})))
+
+
+def list_optimizers() -> list[str]:
+    """Registered optimizer names."""
+    return sorted(_REGISTRY)
+
+
+def get_optimizer_info(name: str) -> OptimizerInfo:
+    """The registry entry for `name`; ValueError naming the valid names if unknown."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown optimizer {name!r}; choose from {', '.join(list_optimizers())}") from None
+
+
+def create_optimizer(name: str, model: nn.Module, **hparams) -> torch.optim.Optimizer:
+    """Build optimizer `name` for `model`'s trainable parameters.
+
+    hparams: `base` (sgd|adam|adamw, SAM family only, default adam as in the seed), the
+    base's own (lr, weight_decay; momentum, nesterov for sgd; betas, eps for adam/adamw)
+    and the variant's (rho; alpha for zsharp; eta for asam; sigma, lmbda for fsam).
+    A hyperparameter the optimizer does not take raises ValueError naming it.
+    """
+    info = get_optimizer_info(name)
+    base = hparams.pop("base", "adam") if info.wrapper else name
+    if base not in _BASES:
+        raise ValueError(f"unknown base optimizer {base!r} for {name}; choose from {', '.join(_BASES)}")
+    base_cls, base_hparams = _BASES[base]
+    allowed = base_hparams | info.own_hparams
+    unknown = sorted(set(hparams) - allowed)
+    if unknown:
+        where = f"{name} with base {base}" if info.wrapper else name
+        raise ValueError(f"{where} does not take {', '.join(unknown)}; it takes "
+                         f"{', '.join(sorted(allowed | ({'base'} if info.wrapper else set())))}")
+    groups = info.param_groups(model)
+    if info.wrapper is None:
+        return base_cls(groups, **hparams)
+    return info.wrapper(groups, base_optimizer=base_cls, **hparams)

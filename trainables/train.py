@@ -1,0 +1,362 @@
+"""The training loop of one trial: `run_trial(config, report, checkpoint_dir)`.
+
+The whole contract between a trial and whatever runs it (a test, a Ray worker, the
+command line, a GPU machine with only torch and torchvision). Each epoch it trains,
+evaluates, writes its checkpoint and then calls `report(metrics)`, so a wrapper can
+attach that checkpoint to the report; on start it resumes from the checkpoint it finds.
+
+    python -m trainables.train --dataset digits --model res20s --optimizer zsharp --epochs 5
+
+Speed: the data set sits on the trial's device as uint8 and is augmented there in whole
+batches; metrics are summed on the device and read once per epoch (one host sync).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from trainables.config import TrialConfig
+from trainables.data import ImageData, eval_batches, load_dataset, num_train_batches, train_batches
+from trainables.errors import ConfigError, DataUnavailableError
+from trainables.models import create_model
+from trainables.optim import create_optimizer, frozen_bn_stats, get_optimizer_info
+
+__all__ = ["TrialConfig", "TrialResult", "run_trial", "main", "CHECKPOINT_FILE"]
+
+CHECKPOINT_FILE = "checkpoint.pt"
+STEP_DECAY_EVERY = 30     # epochs between step decays (the seed's StepLR(30, 0.75))
+STEP_DECAY_FACTOR = 0.75
+# Settings a checkpoint may be resumed under although they differ: where and how fast it
+# runs, and how far (extending a finished run).
+RESUMABLE_CHANGES = frozenset({"epochs", "data_dir", "device", "precision", "compile"})
+
+Report = Callable[[dict], None]
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    """How a trial ended: status `completed` or `diverged`, and its last metrics."""
+
+    status: str
+    metrics: dict
+
+
+# ---- learning-rate schedule (one multiplier per optimizer step, LambdaLR) -------------
+
+def _step_decay(steps_after_warmup: int, steps_per_epoch: int, decay_steps: int) -> float:
+    return STEP_DECAY_FACTOR ** (steps_after_warmup // (STEP_DECAY_EVERY * steps_per_epoch))
+
+
+def _cosine(steps_after_warmup: int, steps_per_epoch: int, decay_steps: int) -> float:
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, steps_after_warmup / max(1, decay_steps))))
+
+
+_SCHEDULES = {"step": _step_decay, "cosine": _cosine}
+
+
+def lr_factor(step: int, *, schedule: str, warmup_steps: int, steps_per_epoch: int,
+              total_steps: int) -> float:
+    """Multiplier of the peak lr at optimizer step `step` (0-based).
+
+    Linear warm-up from 1/warmup_steps (the seed started at 0, a wasted epoch) to 1,
+    then the schedule.
+    """
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    return _SCHEDULES[schedule](step - warmup_steps, steps_per_epoch, total_steps - warmup_steps)
+
+
+# ---- device and precision -------------------------------------------------------------
+
+def _resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} requested but CUDA is not available")
+    return device
+
+
+def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """bf16 autocast on CUDA by default: no GradScaler needed, unlike fp16."""
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    return None
+
+
+# ---- the trial ----------------------------------------------------------------------------
+
+class _Trial:
+    """Model, optimizer, scheduler and data of one trial, and one epoch of work."""
+
+    def __init__(self, config: TrialConfig, data: ImageData, device: torch.device):
+        self.config = config
+        self.device = device
+        # Keep the data on the device as uint8 when it fits: no host transfer per batch.
+        self.data = data.to(device) if data.fits_on(device) else data
+        self.generator = torch.Generator(device=self.data.train_images.device)
+        self.generator.manual_seed(config.seed)
+        torch.manual_seed(config.seed)
+        channels, size, _ = data.shape
+        self.model = create_model(config.model, data.num_classes, in_channels=channels,
+                                  image_size=size).to(device)
+        self.memory_format = (torch.channels_last if device.type == "cuda"
+                              else torch.contiguous_format)
+        self.model.to(memory_format=self.memory_format)
+        self.forward_model = torch.compile(self.model) if config.compile else self.model
+        self.passes = get_optimizer_info(config.optimizer).passes_per_step
+        self.optimizer = create_optimizer(config.optimizer, self.model, **_optimizer_hparams(config))
+        base = getattr(self.optimizer, "base_optimizer", self.optimizer)
+        self.steps_per_epoch = num_train_batches(self.data, config.batch_size)
+        schedule = functools.partial(
+            lr_factor, schedule=config.schedule,
+            warmup_steps=config.warmup_epochs * self.steps_per_epoch,
+            steps_per_epoch=self.steps_per_epoch,
+            total_steps=config.epochs * self.steps_per_epoch)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(base, schedule)
+        self.autocast_dtype = _autocast_dtype(config.precision, device)
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+        self.grad_evals = 0  # forward/backward passes over samples, cumulative
+
+    def _loss(self, images, labels):
+        with torch.autocast(self.device.type, dtype=self.autocast_dtype,
+                            enabled=self.autocast_dtype is not None):
+            logits = self.forward_model(images)
+            return logits, self.criterion(logits.float(), labels)
+
+    def _step(self, images, labels):
+        logits, loss = self._loss(images, labels)
+        loss.backward()
+        if self.passes == 2:
+            self.optimizer.first_step(zero_grad=True)
+            with frozen_bn_stats(self.model):
+                self._loss(images, labels)[1].backward()
+            self.optimizer.second_step(zero_grad=True)
+        else:
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        return logits.detach(), loss.detach()
+
+    def _batches(self, batches):
+        for images, labels in batches:
+            yield (images.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format),
+                   labels.to(self.device, non_blocking=True))
+
+    def train_epoch(self) -> dict:
+        """One pass over the training set; metrics read from the device once, at the end."""
+        self.model.train()
+        sums = torch.zeros(3, device=self.device)  # loss * images, correct, kept fraction
+        count = 0
+        lr = self.scheduler.get_last_lr()[0]
+        batches = train_batches(self.data, self.config.batch_size, self.generator)
+        for images, labels in self._batches(batches):
+            lr = self.scheduler.get_last_lr()[0]
+            logits, loss = self._step(images, labels)
+            sums[0] += loss * len(labels)
+            sums[1] += (logits.argmax(1) == labels).sum()
+            kept = self.optimizer_stats().get("kept_fraction")
+            if kept is not None:
+                sums[2] += kept
+            count += len(labels)
+            self.grad_evals += self.passes * len(labels)
+        loss_sum, correct, kept_sum = sums.tolist()  # host sync, once per epoch
+        metrics = {"train_loss": loss_sum / count, "train_acc": correct / count, "lr": lr,
+                   "train_images": count}
+        if self.config.optimizer == "zsharp":
+            metrics["kept_fraction"] = kept_sum / self.steps_per_epoch
+        return metrics
+
+    def optimizer_stats(self) -> dict:
+        return getattr(self.optimizer, "last_ascent_stats", {})
+
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        """Loss and accuracy on the validation set, BatchNorm in inference mode."""
+        self.model.eval()
+        sums = torch.zeros(2, device=self.device)  # loss * images, correct
+        count = 0
+        for images, labels in self._batches(eval_batches(self.data, self.config.batch_size)):
+            logits, loss = self._loss(images, labels)
+            sums[0] += loss * len(labels)
+            sums[1] += (logits.argmax(1) == labels).sum()
+            count += len(labels)
+        loss_sum, correct = sums.tolist()  # host sync, once per evaluation
+        return {"val_loss": loss_sum / count, "val_acc": correct / count}
+
+    def state_dict(self) -> dict:
+        rng = {"torch": torch.get_rng_state(), "data": self.generator.get_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "rng": rng,
+                "grad_evals": self.grad_evals}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"]["torch"])
+        self.generator.set_state(state["rng"]["data"])
+        if "cuda" in state["rng"] and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+        self.grad_evals = state["grad_evals"]
+
+
+def _optimizer_hparams(config: TrialConfig) -> dict:
+    """The registry hyperparameters this optimizer (and its base) takes, from the config."""
+    info = get_optimizer_info(config.optimizer)
+    base = config.base if info.wrapper else config.optimizer
+    hparams = {"lr": config.lr, "weight_decay": config.weight_decay}
+    if base == "sgd":
+        hparams["momentum"] = config.momentum
+    else:
+        hparams["betas"] = (config.beta1, config.beta2)
+    if info.wrapper:
+        hparams["base"] = base
+    hparams.update({name: getattr(config, name) for name in info.own_hparams})
+    return hparams
+
+
+# ---- checkpoints ------------------------------------------------------------------------
+
+def _save_checkpoint(directory: Path, trial: _Trial, epoch: int, result: TrialResult) -> None:
+    """Atomic: a crash mid-write leaves the previous checkpoint intact."""
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {**trial.state_dict(), "epoch": epoch, "status": result.status,
+             "metrics": result.metrics, "config": trial.config.to_dict()}
+    partial = directory / (CHECKPOINT_FILE + ".tmp")
+    torch.save(state, partial)
+    os.replace(partial, directory / CHECKPOINT_FILE)
+
+
+def _load_checkpoint(directory: Path | None, config: TrialConfig, device) -> dict | None:
+    path = directory / CHECKPOINT_FILE if directory else None
+    if path is None or not path.exists():
+        return None
+    state = torch.load(path, map_location=device, weights_only=True)
+    changed = sorted(k for k, v in state["config"].items()
+                     if getattr(config, k, None) != v and k not in RESUMABLE_CHANGES)
+    if changed:
+        raise ConfigError(f"checkpoint {path} is of a different trial (differs in "
+                          f"{', '.join(changed)}); use another checkpoint directory")
+    return state
+
+
+# ---- the contract -------------------------------------------------------------------------
+
+def run_trial(config: TrialConfig | dict, report: Report | None = None,
+              checkpoint_dir: str | os.PathLike | None = None,
+              data: ImageData | None = None) -> TrialResult:
+    """Train and evaluate one configuration, epoch by epoch.
+
+    config: a TrialConfig or its plain dict (validated strictly).
+    report: called after every epoch with the metrics (epoch counted from 1, train/val
+        loss and accuracy as fractions, lr, epoch_time_s, images_per_s, cumulative
+        grad_evals, diverged 0/1, and kept_fraction for ZSharp), after the checkpoint of
+        that epoch is written.
+    checkpoint_dir: where each epoch's checkpoint goes; a checkpoint found there is
+        resumed (a finished trial returns its result at once).
+    data: an already loaded data set (benchmarks); by default `config.dataset` is loaded.
+    A NaN or infinite loss ends the trial with status `diverged` after a last report.
+    """
+    config = config if isinstance(config, TrialConfig) else TrialConfig.from_dict(config)
+    device = _resolve_device(config.device)
+    directory = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    saved = _load_checkpoint(directory, config, device)
+    if saved is not None and (saved["status"] == "diverged" or saved["epoch"] >= config.epochs):
+        return TrialResult(saved["status"], saved["metrics"])
+    data = data if data is not None else load_dataset(config.dataset, config.data_dir)
+    trial = _Trial(config, data, device)
+    start = 0
+    if saved is not None:
+        trial.load_state_dict(saved)
+        start = saved["epoch"]
+    result = TrialResult("completed", saved["metrics"] if saved else {})
+    for epoch in range(start + 1, config.epochs + 1):
+        result = _run_epoch(trial, epoch)
+        if directory is not None:
+            _save_checkpoint(directory, trial, epoch, result)
+        if report is not None:
+            report(result.metrics)
+        if result.status == "diverged":
+            break
+    return result
+
+
+def _run_epoch(trial: _Trial, epoch: int) -> TrialResult:
+    started = time.perf_counter()
+    train = trial.train_epoch()
+    train_seconds = time.perf_counter() - started
+    metrics = {"epoch": epoch, **train, **trial.evaluate()}
+    diverged = not (math.isfinite(metrics["train_loss"]) and math.isfinite(metrics["val_loss"]))
+    metrics.update(epoch_time_s=time.perf_counter() - started,
+                   images_per_s=metrics.pop("train_images") / train_seconds,
+                   grad_evals=trial.grad_evals, diverged=float(diverged))
+    return TrialResult("diverged" if diverged else "completed", metrics)
+
+
+# ---- command line ---------------------------------------------------------------------------
+
+class _OneLineParser(argparse.ArgumentParser):
+    """Bad flags: one line on stderr and exit 2 (argparse's default adds a usage block)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _OneLineParser(prog="python -m trainables.train",
+                            description="Train one trial; flags are TrialConfig's fields.")
+    types = {"int": int, "float": float, "str": str}
+    for f in fields(TrialConfig):
+        flags = sorted({f"--{f.name}", f"--{f.name.replace('_', '-')}"})
+        if f.type == "bool":
+            parser.add_argument(*flags, dest=f.name, default=f.default,
+                                action=argparse.BooleanOptionalAction)
+        else:
+            parser.add_argument(*flags, dest=f.name, default=f.default, type=types[f.type],
+                                metavar=f.type.upper())
+    parser.add_argument("--checkpoint-dir", default=None,
+                        help="write checkpoints here and resume from the one found")
+    return parser
+
+
+def _print_epoch(total_epochs: int) -> Report:
+    def report(m: dict) -> None:
+        extra = f"  kept {m['kept_fraction']:.3f}" if "kept_fraction" in m else ""
+        print(f"epoch {m['epoch']}/{total_epochs}  train_loss {m['train_loss']:.4f}  "
+              f"train_acc {m['train_acc']:.4f}  val_loss {m['val_loss']:.4f}  "
+              f"val_acc {m['val_acc']:.4f}  lr {m['lr']:.3g}  "
+              f"{m['images_per_s']:.0f} img/s  {m['epoch_time_s']:.1f}s{extra}", flush=True)
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point; returns the exit status (2 for bad input)."""
+    parser = _parser()
+    args = vars(parser.parse_args(argv))
+    checkpoint_dir = args.pop("checkpoint_dir")
+    try:
+        config = TrialConfig.from_dict(args)
+        result = run_trial(config, _print_epoch(config.epochs), checkpoint_dir)
+    except (ConfigError, DataUnavailableError) as error:
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return 2
+    print(f"{result.status}: val_acc {result.metrics.get('val_acc', float('nan')):.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
