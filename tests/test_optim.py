@@ -14,6 +14,8 @@ from trainables.optim import (
     create_optimizer,
     frozen_bn_stats,
     get_optimizer_info,
+    kth_smallest_by_partition,
+    kth_smallest_by_topk,
     list_optimizers,
     zsharp_mask,
 )
@@ -291,6 +293,17 @@ def test_zsharp_mask_equals_torch_quantile(alpha, kind):
         z = (g - g.mean()) / (g.std() + 1e-12)
         expected = z.abs() > torch.quantile(z.abs().flatten(), alpha)
         assert torch.equal(zsharp_mask(g, alpha), expected), shape
+
+
+@pytest.mark.parametrize("select", [kth_smallest_by_partition, kth_smallest_by_topk])
+def test_both_selections_equal_kthvalue(select):
+    gen = torch.Generator().manual_seed(3)
+    for rows in [torch.randn(4, 1001, generator=gen),
+                 torch.randint(0, 5, (3, 64), generator=gen).float()]:
+        n = rows.shape[-1]
+        for k in [1, 2, n // 2, n // 2 + 1, n - 1, n]:
+            expected = torch.kthvalue(rows, k, dim=-1, keepdim=True).values
+            assert torch.equal(select(rows, k), expected), (select.__name__, k)
 
 
 def test_zsharp_handles_a_parameter_above_the_quantile_size_cap():

@@ -11,7 +11,8 @@ A SAM-family step costs two forward/backward passes ("twice as slow" as its base
 Speed: `first_step` and `second_step` never synchronise with the host (no `.item()`,
 no Python branch on a tensor value); element-wise work uses `torch._foreach_*` (one
 multi-tensor kernel per operation on CUDA instead of one per parameter), and ZSharp
-finds its quantile by selection (`kthvalue`, O(n)) instead of a full sort.
+finds its quantile by selection (introselect on CPU, `topk` on CUDA) instead of a full
+sort, filtering all layers of one size as the rows of one tensor.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -48,18 +50,19 @@ def _check_rho(rho: float) -> None:
     _require("rho", rho, rho >= 0 and math.isfinite(rho), "a finite number >= 0")
 
 
-def _norm_dtype(tensors: list[Tensor]) -> torch.dtype:
-    # Norms accumulate in float32 even for bf16/fp16 gradients; float64 stays float64.
-    return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
-
-
 def _global_norm(tensors: list[Tensor]) -> Tensor:
-    """L2 norm over all entries of all tensors, as a 0-d tensor (no host sync)."""
+    """L2 norm over all entries of all tensors, as a 0-d tensor (no host sync).
+
+    fp16/bf16 norms accumulate in float32; float32 and float64 are not converted (a
+    conversion would copy every gradient).
+    """
     if not tensors:
         return torch.zeros(())
-    norms = torch._foreach_norm(tensors, 2, dtype=_norm_dtype(tensors))
+    half = any(t.dtype in (torch.float16, torch.bfloat16) for t in tensors)
+    norms = torch._foreach_norm(tensors, 2, dtype=torch.float32 if half else None)
     device = tensors[0].device
-    return torch.linalg.vector_norm(torch.stack([n.to(device) for n in norms]))
+    wide = torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
+    return torch.linalg.vector_norm(torch.stack([n.to(device, wide) for n in norms]))
 
 
 class SAMFamily(torch.optim.Optimizer):
@@ -255,25 +258,73 @@ class FriendlySAM(SAMFamily):
                 for (group, _, _), d in zip(groups, directions)]
 
 
+def kth_smallest_by_partition(values: Tensor, k: int) -> Tensor:
+    """k-th smallest entry (1-based) of each row of a CPU B x n tensor, as B x 1.
+
+    numpy's introselect, O(n): 5-7x faster than torch.kthvalue here (rows of 432 to
+    36,864 entries, 2 cores), and a full sort is 7-10x slower again.
+    """
+    rows = values.detach().numpy()
+    return torch.from_numpy(np.partition(rows, k - 1, axis=-1)[:, k - 1:k])
+
+
+def kth_smallest_by_topk(values: Tensor, k: int) -> Tensor:
+    """k-th smallest entry (1-based) of each row of a B x n tensor, as B x 1, by `topk`
+    of the smaller side (the largest n-k+1 or the smallest k entries, unsorted).
+
+    For CUDA, whose kthvalue is far slower on large rows (H200, 2^24 entries: 123 ms
+    against 0.5 ms for topk; 2.4M entries: 11 ms against 0.3 ms).
+    """
+    n = values.shape[-1]
+    if k <= n - k + 1:
+        return torch.topk(values, k, dim=-1, largest=False, sorted=False).values.amax(-1, keepdim=True)
+    return torch.topk(values, n - k + 1, dim=-1, largest=True, sorted=False).values.amin(-1, keepdim=True)
+
+
 def _kth_smallest(values: Tensor, k: int) -> Tensor:
-    """k-th smallest entry (1-based) of a 1-D tensor by selection: O(n), no size cap."""
-    return torch.kthvalue(values, k).values
+    # Selection, not a sort; neither way has torch.quantile's 2^24-entry cap.
+    select = kth_smallest_by_partition if values.device.type == "cpu" else kth_smallest_by_topk
+    return select(values, k)
 
 
-def zsharp_mask(grad: Tensor, alpha: float) -> Tensor:
-    """Entries of `grad` whose |z-score| exceeds the alpha-quantile of all |z| (strict >).
+def zsharp_masks(rows: Tensor, alpha: float) -> Tensor:
+    """Per row of a B x n tensor: entries whose |z-score| exceeds the row's alpha-quantile
+    of |z| (strict >), as a bool B x n tensor. Rows should be float32 or wider.
 
     Equals `abs(z) > torch.quantile(abs(z), alpha)` (linear interpolation): that quantile
     lies between the j-th and (j+1)-th smallest |z|, j = floor(alpha * (n - 1)) + 1, and
     no |z| lies strictly between those two, so "> quantile" is "> the j-th smallest"
-    unless both are equal. Works in float32 at least (quantile and selection refuse or
-    lose precision in fp16/bf16); returns a bool tensor shaped like `grad`.
+    unless both are equal, when the two tests agree too.
     """
-    x = grad.reshape(-1).to(torch.promote_types(grad.dtype, torch.float32))
-    std, mean = torch.std_mean(x)  # unbiased std, as the seed
-    abs_z = (x - mean).abs_().div_(std + 1e-12)
-    j = math.floor(alpha * (x.numel() - 1)) + 1
-    return (abs_z > _kth_smallest(abs_z, j)).view(grad.shape)
+    n = rows.shape[-1]
+    centered = rows - rows.mean(dim=-1, keepdim=True)
+    # Unbiased std, as the seed (torch.std); two plain passes beat std_mean's Welford
+    # pass on CPU by about 4x.
+    std = torch.linalg.vector_norm(centered, dim=-1, keepdim=True) / math.sqrt(max(n - 1, 0))
+    abs_z = centered.abs_().div_(std + 1e-12)
+    j = math.floor(alpha * (n - 1)) + 1
+    return abs_z > _kth_smallest(abs_z, j)
+
+
+def zsharp_mask(grad: Tensor, alpha: float) -> Tensor:
+    """`zsharp_masks` of one tensor (selection in float32 at least: quantile and
+    selection refuse or lose precision in fp16/bf16), shaped like `grad`."""
+    rows = grad.reshape(1, -1).to(torch.promote_types(grad.dtype, torch.float32))
+    return zsharp_masks(rows, alpha).view(grad.shape)
+
+
+def _same_size_batches(grads: list[Tensor]) -> dict[tuple, list[int]]:
+    """Indices of the filtered (ndim > 1) gradients, grouped by (numel, dtype, device).
+
+    Layers of one shape (a ResNet stage, a ViT's attention and MLP matrices) are then
+    filtered as the rows of one stacked tensor: a few kernel launches per shape instead
+    of per layer, which is what a small model's step time is made of on a GPU.
+    """
+    batches: dict[tuple, list[int]] = {}
+    for i, g in enumerate(grads):
+        if g.ndim > 1:
+            batches.setdefault((g.numel(), g.dtype, g.device), []).append(i)
+    return batches
 
 
 class ZSharp(SAMFamily):
@@ -297,19 +348,23 @@ class ZSharp(SAMFamily):
         perturbations = []
         for group, _, grads in groups:
             sam_scale = group["rho"] / (grad_norm + 1e-12)
-            group_e = []
-            for g in grads:
-                if g.ndim <= 1:
-                    group_e.append(g * sam_scale)
-                    continue
-                mask = zsharp_mask(g, group["alpha"])
-                kept_norm = torch.linalg.vector_norm(g * mask, dtype=_norm_dtype([g]))
-                # Per-entry factor: rho/||f|| on kept entries, 0 elsewhere; SAM's scale
-                # everywhere if nothing was kept. torch.where keeps this on the device.
-                factor = torch.where(kept_norm > 0, mask * (group["rho"] / (kept_norm + 1e-12)),
-                                     sam_scale)
-                group_e.append((g * factor).to(g.dtype))
-                kept.append(mask.sum())
+            group_e = [g * sam_scale if g.ndim <= 1 else None for g in grads]
+            for (numel, dtype, _), indices in _same_size_batches(grads).items():
+                rows = torch.stack([grads[i].reshape(-1) for i in indices])
+                rows = rows.to(torch.promote_types(dtype, torch.float32))
+                mask = zsharp_masks(rows, group["alpha"])
+                # torch.where rather than multiplying by the mask: a bool operand would be
+                # converted to a float copy first.
+                kept_rows = torch.where(mask, rows, 0.0)
+                kept_norm = torch.linalg.vector_norm(kept_rows, dim=-1, keepdim=True)
+                # Row scale rho/||f||, or SAM's scale on the whole row if nothing survived
+                # the filter; torch.where keeps the choice on the device.
+                nothing_kept = kept_norm == 0
+                scale = torch.where(nothing_kept, sam_scale, group["rho"] / (kept_norm + 1e-12))
+                offsets = torch.where(nothing_kept, rows, kept_rows).mul_(scale).to(dtype)
+                for i, e in zip(indices, offsets.unbind()):
+                    group_e[i] = e.view(grads[i].shape)
+                kept.append(torch.count_nonzero(mask))
                 filtered += mask.numel()
             perturbations.append(group_e)
         self.last_ascent_stats = (
