@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 PIP := $(PY) -m pip install -q --disable-pip-version-check -c constraints.txt
 QUIET := 2>&1 | { grep -v "is ignored" || true; }
 
-.PHONY: setup test bench clean
+.PHONY: setup demo test bench clean
 
 setup: $(STAMP)
 
@@ -20,6 +20,11 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PIP) torch torchvision $(QUIET)
 	$(PIP) -e '.[sweep,test]' $(QUIET)
 	touch $@
+
+# The quickstart sweep on the offline digits data; a new experiment name per run so a
+# second `make demo` does not collide with the first (resume one with launch.py --resume).
+demo: setup
+	$(PY) launch.py --space quickstart --experiment quickstart-$$(date +%Y%m%d-%H%M%S)
 
 test: setup
 	$(PY) -m pytest

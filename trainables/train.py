@@ -28,7 +28,7 @@ from torch import nn
 
 from trainables.config import TrialConfig
 from trainables.data import ImageData, eval_batches, load_dataset, num_train_batches, train_batches
-from trainables.errors import ConfigError, DataUnavailableError
+from trainables.errors import ConfigError, DataUnavailableError, OneLineArgumentParser
 from trainables.models import create_model
 from trainables.optim import create_optimizer, frozen_bn_stats, get_optimizer_info
 
@@ -311,15 +311,8 @@ def _run_epoch(trial: _Trial, epoch: int) -> TrialResult:
 
 # ---- command line ---------------------------------------------------------------------------
 
-class _OneLineParser(argparse.ArgumentParser):
-    """Bad flags: one line on stderr and exit 2 (argparse's default adds a usage block)."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def _parser() -> argparse.ArgumentParser:
-    parser = _OneLineParser(prog="python -m trainables.train",
+    parser = OneLineArgumentParser(prog="python -m trainables.train",
                             description="Train one trial; flags are TrialConfig's fields.")
     types = {"int": int, "float": float, "str": str}
     for f in fields(TrialConfig):

@@ -1,0 +1,122 @@
+"""Launch a sweep: `python launch.py --space quickstart` (local Ray) or `--address` a cluster.
+
+Thin: parse the command line, resolve a `SweepPlan` (space + overrides + where it runs),
+and hand it to `tune.sweep.run_sweep`. Bad input gives one line on stderr and exit 2
+before any trial starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+
+from trainables.errors import ConfigError, OneLineArgumentParser
+
+SMOKE_TEST = dict(trials_per_optimizer=1, max_epochs=1, grace_period=1)
+
+
+def _number(kind, minimum, strict):
+    """argparse type: a number of `kind` >= minimum (> with strict), with a clear message."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
+        if value < minimum or (strict and value == minimum):
+            raise argparse.ArgumentTypeError(f"{text} must be {'>' if strict else '>='} {minimum}")
+        return value
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def _names(text: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    if not names:
+        raise argparse.ArgumentTypeError("expected comma-separated names")
+    return names
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = OneLineArgumentParser(prog="launch.py", description=__doc__.splitlines()[0])
+    p.add_argument("--space", default="quickstart", help="a named space or a YAML file")
+    p.add_argument("--list-spaces", action="store_true", help="list the named spaces and exit")
+    p.add_argument("--num-samples", type=_number(int, 1, False), help="trials per optimizer")
+    p.add_argument("--max-epochs", type=_number(int, 1, False), help="epochs per trial")
+    p.add_argument("--optimizers", type=_names, help="e.g. sam,zsharp (a subset or others)")
+    p.add_argument("--model", help="override the space's model")
+    p.add_argument("--dataset", help="override the space's data set")
+    p.add_argument("--data-dir", default="data", help="where data sets are (or are downloaded)")
+    p.add_argument("--address", help="an existing Ray cluster (host:port or auto); "
+                                     "default: a local Ray started and stopped here")
+    p.add_argument("--storage", default="results", help="results folder or URI (s3://...)")
+    p.add_argument("--mlflow-uri", help="tracking server http://host:port; "
+                                        "default: SQLite in the storage folder")
+    p.add_argument("--experiment", help="experiment name (default: the space's name)")
+    p.add_argument("--resume", action="store_true", help="continue the experiment")
+    p.add_argument("--cpus-per-trial", type=_number(float, 0, True))
+    p.add_argument("--gpus-per-trial", type=_number(float, 0, False))
+    p.add_argument("--max-concurrent", type=_number(int, 1, False))
+    p.add_argument("--seed", type=_number(int, 0, False), help="searcher seed")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved plan, start nothing")
+    p.add_argument("--smoke-test", action="store_true",
+                   help="one trial of one epoch per optimizer: runs in seconds")
+    return p
+
+
+def _space_overrides(args) -> dict:
+    picked = {"model": args.model, "dataset": args.dataset, "optimizers": args.optimizers,
+              "trials_per_optimizer": args.num_samples, "max_epochs": args.max_epochs,
+              "cpus_per_trial": args.cpus_per_trial, "gpus_per_trial": args.gpus_per_trial,
+              "max_concurrent": args.max_concurrent, "seed": args.seed}
+    overrides = {k: v for k, v in picked.items() if v is not None}
+    if args.smoke_test:
+        overrides.update(SMOKE_TEST)
+    return overrides
+
+
+def resolve_plan(args, argv: list[str]):
+    """Space + overrides + locations -> a validated SweepPlan (raises ConfigError)."""
+    from search_spaces import get_space
+    from tune.plan import SweepError, SweepPlan, is_uri, local_storage
+
+    space = get_space(args.space)
+    space = space.with_overrides(**_space_overrides(args))
+    local = local_storage(args.storage)
+    storage = args.storage if is_uri(args.storage) else local  # made absolute for Ray
+    tracking = args.mlflow_uri
+    if tracking is None:
+        if local is None:
+            raise SweepError("--mlflow-uri is required when --storage is not a local folder")
+        tracking = f"sqlite:///{os.path.join(local, 'mlflow.db')}"
+    return SweepPlan(space=space, experiment=args.experiment or space.name, storage=storage,
+                     tracking_uri=tracking, data_dir=os.path.abspath(args.data_dir),
+                     address=args.address, resume=args.resume,
+                     command=shlex.join(["python", "launch.py", *argv]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.list_spaces:
+            from search_spaces import get_space, list_spaces
+            for name in list_spaces():
+                print(f"{name:22s} {get_space(name).description}")
+            return 0
+        plan = resolve_plan(args, argv)
+        if args.dry_run:
+            print(plan.describe())
+            return 0
+        from tune.sweep import run_sweep
+        return run_sweep(plan)
+    except ConfigError as error:
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,418 @@
+"""`Distribution` and `SearchSpace`: one sweep, as validated data.
+
+A space names a data set, a model and the optimizers to compare, the trial settings held
+fixed, how each searched hyperparameter is sampled, and the budget every optimizer gets
+(trials, epochs, ASHA's early stopping, Ray resources). It holds no training logic and
+imports neither Ray nor Optuna; tune/ turns distributions into Optuna calls.
+
+Which hyperparameters an optimizer is searched over is decided from the optimizer
+registry (`own_hparams`): alpha only for zsharp, eta only for asam, and so on, so a new
+variant needs no change here. Every check runs on construction, including that each end
+of every range makes a valid `TrialConfig`, so a bad space fails before any trial starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from trainables.config import TrialConfig
+from trainables.data import list_datasets
+from trainables.errors import ConfigError
+from trainables.models import list_models
+from trainables.optim import get_optimizer_info, list_optimizers
+
+KINDS = ("uniform", "loguniform", "int", "choice")
+
+# Trial settings the space sets itself (epochs is max_epochs); never fixed, never searched.
+_OWN = ("dataset", "model", "optimizer", "epochs")
+# Searchable: the numeric trial settings. Annotations are strings ("int", "float").
+_SEARCHABLE = {f.name: f.type for f in dataclasses.fields(TrialConfig)
+               if f.type in ("int", "float") and f.name not in _OWN}
+# Base-optimizer settings that only some bases take (as trainables.train passes them).
+_BASE_ONLY = {"momentum": ("sgd",), "beta1": ("adam", "adamw"), "beta2": ("adam", "adamw")}
+# Space names become experiment folder names.
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+# Budget fields: (whole number?, lowest, lowest allowed?, highest).
+_LIMITS = {
+    "max_epochs": (True, 1, True, math.inf),
+    "grace_period": (True, 1, True, math.inf),
+    "reduction_factor": (False, 1, False, math.inf),
+    "trials_per_optimizer": (True, 1, True, math.inf),
+    "max_concurrent": (True, 1, True, math.inf),
+    "cpus_per_trial": (False, 0, False, math.inf),
+    "gpus_per_trial": (False, 0, True, math.inf),
+    "seed": (True, 0, True, 2 ** 32 - 1),  # Optuna seeds numpy's RandomState: 32 bits
+}
+
+
+class SpaceError(ConfigError):
+    """A search space (or its file) is unknown, malformed or would make an invalid trial."""
+
+
+def _number(value, label: str, integral: bool = False) -> int | float:
+    """`value` as an int (whole floats from YAML accepted) or a float; no bools, no NaN/inf."""
+    if (isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value)
+            or (integral and not float(value).is_integer())):
+        raise SpaceError(f"{label}: must be a {'whole' if integral else 'finite'} number, got {value!r}")
+    return int(value) if integral else float(value)
+
+
+def _mapping(label: str, value) -> dict:
+    """A copy of `value`, which must be a mapping with string keys."""
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+        raise SpaceError(f"{label}: must be a mapping with string keys, got {value!r}")
+    return dict(value)
+
+
+def _trial(label: str, values: dict) -> TrialConfig:
+    """`TrialConfig.from_dict(values)`, its ConfigError turned into a SpaceError at `label`."""
+    try:
+        return TrialConfig.from_dict(values)
+    except ConfigError as err:
+        raise SpaceError(f"{label}: {err}") from None
+
+
+def _optimizer_names(label: str, value) -> tuple[str, ...]:
+    """`value` as a tuple of registered optimizer names, non-empty and without repeats."""
+    if isinstance(value, str) or not isinstance(value, (list, tuple)) or not value:
+        raise SpaceError(f"{label}: must be a non-empty list of optimizer names, got {value!r}")
+    known = list_optimizers()
+    for i, name in enumerate(value):
+        if name not in known:
+            raise SpaceError(f"{label}: unknown optimizer {name!r}; choose from {', '.join(known)}")
+        if name in value[:i]:
+            raise SpaceError(f"{label}: {name!r} is listed twice")
+    return tuple(value)
+
+
+def _variant_hparams() -> frozenset[str]:
+    """Hyperparameters that belong to some optimizer variant (rho, alpha, eta, ...)."""
+    return frozenset().union(*(get_optimizer_info(n).own_hparams for n in list_optimizers()))
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """How one hyperparameter is sampled: uniform, loguniform or int in [low, high], or a choice.
+
+    Validated on construction; uniform and loguniform bounds are stored as floats, int
+    bounds as ints, choices as a tuple of numbers (searched settings are all numeric).
+    """
+
+    kind: str                 # "uniform" | "loguniform" | "int" | "choice"
+    low: float | None = None
+    high: float | None = None
+    values: tuple = ()        # for choice
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise SpaceError(f"distribution kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
+        if self.kind == "choice":
+            self._check_choice()
+        else:
+            self._check_range()
+
+    def _check_range(self) -> None:
+        if self.values:
+            raise SpaceError(f"{self.kind} takes low and high, not values {self.values!r}")
+        integral = self.kind == "int"
+        low = _number(self.low, f"{self.kind} low", integral)
+        high = _number(self.high, f"{self.kind} high", integral)
+        if not low < high:
+            raise SpaceError(f"{self.kind} needs low < high, got [{low!r}, {high!r}]")
+        if self.kind == "loguniform" and low <= 0:
+            raise SpaceError(f"loguniform needs low > 0, got {low!r}")
+        object.__setattr__(self, "low", low)
+        object.__setattr__(self, "high", high)
+
+    def _check_choice(self) -> None:
+        if self.low is not None or self.high is not None:
+            raise SpaceError("choice takes values, not low and high")
+        if isinstance(self.values, str) or not isinstance(self.values, (list, tuple)) or not self.values:
+            raise SpaceError(f"choice needs a non-empty list of values, got {self.values!r}")
+        values = tuple(_number(v, "choice value", isinstance(v, numbers.Integral)) for v in self.values)
+        if len(set(values)) < len(values):
+            raise SpaceError(f"choice lists a value twice: {list(values)!r}")
+        object.__setattr__(self, "values", values)
+
+    @classmethod
+    def from_spec(cls, spec, where: str) -> Distribution:
+        """Parse `{kind: [low, high]}` or `{"choice": [v, ...]}`; SpaceError names `where`."""
+        if not isinstance(spec, Mapping) or len(spec) != 1:
+            raise SpaceError(f"{where}: expected one kind and its arguments, such as "
+                             f"{{loguniform: [1e-4, 1e-2]}} or {{choice: [64, 128]}}, got {spec!r}")
+        ((kind, args),) = spec.items()
+        try:
+            if not isinstance(args, (list, tuple)):
+                raise SpaceError(f"{kind} needs a list, got {args!r}")
+            if kind == "choice":
+                return cls(kind, values=tuple(args))
+            if len(args) != 2:
+                raise SpaceError(f"{kind} needs [low, high], got {list(args)!r}")
+            return cls(kind, *args)
+        except SpaceError as err:
+            raise SpaceError(f"{where}: {err}") from None
+
+    def to_spec(self) -> dict:
+        """The inverse of `from_spec`: plain, YAML- and JSON-friendly data."""
+        if self.kind == "choice":
+            return {"choice": list(self.values)}
+        return {self.kind: [self.low, self.high]}
+
+    def _ends(self) -> tuple:
+        """The extreme values a trial can get: both bounds, or every choice."""
+        return self.values if self.kind == "choice" else (self.low, self.high)
+
+
+def _distributions(label: str, value) -> dict[str, Distribution]:
+    """A copy of a name -> Distribution mapping, checked."""
+    found = _mapping(label, value)
+    for name, dist in found.items():
+        if not isinstance(dist, Distribution):
+            raise SpaceError(f"{label}.{name}: must be a Distribution, got {dist!r}")
+    return found
+
+
+def _parse_specs(label: str, value) -> dict[str, Distribution]:
+    """A name -> spec mapping (file data) as name -> Distribution."""
+    return {name: Distribution.from_spec(spec, f"{label}.{name}")
+            for name, spec in _mapping(label, value).items()}
+
+
+def _check_searchable(label: str, name: str, dist: Distribution) -> None:
+    if name not in _SEARCHABLE:
+        raise SpaceError(f"{label}: {name!r} is not a searchable trial setting; "
+                         f"choose from {', '.join(_SEARCHABLE)}")
+    if _SEARCHABLE[name] == "int" and dist.kind in ("uniform", "loguniform"):
+        raise SpaceError(f"{label}: {name} is a whole number; use int or choice, not {dist.kind}")
+
+
+def _specs(dists: dict[str, Distribution]) -> dict[str, dict]:
+    return {name: dist.to_spec() for name, dist in dists.items()}
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """One sweep: data, model, optimizers, fixed and searched settings, budget and resources.
+
+    Every optimizer gets the same trials and the same budget (tuned against tuned).
+    Construction validates everything; `from_dict` / `to_dict` are the file format.
+    """
+
+    name: str
+    description: str
+    dataset: str              # trainables.data registry name
+    model: str                # trainables.models registry name
+    optimizers: tuple[str, ...]
+    fixed: dict               # other TrialConfig settings held constant (batch_size, base, ...)
+    search: dict              # name -> Distribution, for every optimizer that takes the name
+    search_per_optimizer: dict  # optimizer -> {name -> Distribution}: overrides or additions
+    max_epochs: int           # epochs per trial: TrialConfig.epochs and ASHA's max_t
+    grace_period: int         # ASHA: epochs before the first stopping decision
+    reduction_factor: float   # ASHA: 1/reduction_factor of the trials go on at each rung
+    trials_per_optimizer: int
+    max_concurrent: int       # trials running at once
+    cpus_per_trial: float
+    gpus_per_trial: float     # fractional: several small trials share one GPU
+    seed: int = 0             # searcher seed
+
+    def __post_init__(self):
+        where = f"space {self.name!r}"
+        self._check_names(where)
+        self._set("optimizers", _optimizer_names(f"{where}: optimizers", self.optimizers))
+        self._check_budget(where)
+        self._check_fixed(where)
+        self._set("search", _distributions(f"{where}: search", self.search))
+        self._set("search_per_optimizer", self._checked_per_optimizer(where))
+        self._check_search(where)
+        self._check_ends(where)
+
+    def _set(self, name: str, value) -> None:
+        object.__setattr__(self, name, value)
+
+    def _check_names(self, where: str) -> None:
+        if not isinstance(self.name, str) or not _NAME.match(self.name):
+            raise SpaceError(f"{where}: name: must be letters, digits, '_', '.' or '-' "
+                             f"(it names the experiment folder), got {self.name!r}")
+        if not isinstance(self.description, str):
+            raise SpaceError(f"{where}: description: must be a string, got {self.description!r}")
+        for field, known in (("dataset", list_datasets()), ("model", list_models())):
+            value = getattr(self, field)
+            if value not in known:
+                raise SpaceError(f"{where}: {field}: unknown {field} {value!r}; choose from {', '.join(known)}")
+
+    def _check_budget(self, where: str) -> None:
+        for field, (integral, lowest, lowest_ok, highest) in _LIMITS.items():
+            value = _number(getattr(self, field), f"{where}: {field}", integral)
+            if value < lowest or (value == lowest and not lowest_ok) or value > highest:
+                bound = f"{'>=' if lowest_ok else '>'} {lowest}"
+                if highest < math.inf:
+                    bound += f" and <= {highest}"
+                raise SpaceError(f"{where}: {field}: must be {bound}, got {value!r}")
+            self._set(field, value)
+        if self.grace_period > self.max_epochs:
+            raise SpaceError(f"{where}: grace_period: must be <= max_epochs ({self.max_epochs}), "
+                             f"got {self.grace_period}")
+        for field in ("cpus_per_trial", "gpus_per_trial"):
+            value = getattr(self, field)
+            if value > 1 and not value.is_integer():  # Ray accepts fractions of one unit only
+                raise SpaceError(f"{where}: {field}: above 1 must be a whole number, got {value!r}")
+
+    def _check_fixed(self, where: str) -> None:
+        fixed = _mapping(f"{where}: fixed", self.fixed)
+        for key in fixed:
+            if key in _OWN:
+                raise SpaceError(f"{where}: fixed: {key} is set by the space itself "
+                                 f"(dataset, model, optimizers, max_epochs), not fixed")
+            if key not in TrialConfig.field_names():
+                raise SpaceError(f"{where}: fixed: unknown trial setting {key!r}; "
+                                 f"choose from {', '.join(TrialConfig.field_names())}")
+        self._set("fixed", fixed)
+        trial = _trial(f"{where}: fixed", self.base_config(self.optimizers[0]))
+        self._set("fixed", {key: getattr(trial, key) for key in fixed})  # e.g. 128.0 -> 128
+
+    def _checked_per_optimizer(self, where: str) -> dict:
+        label = f"{where}: search_per_optimizer"
+        per_optimizer = _mapping(label, self.search_per_optimizer)
+        for optimizer, dists in per_optimizer.items():
+            if optimizer not in self.optimizers:
+                raise SpaceError(f"{label}: {optimizer!r} is not one of the space's optimizers "
+                                 f"({', '.join(self.optimizers)})")
+            per_optimizer[optimizer] = _distributions(f"{label}.{optimizer}", dists)
+        return per_optimizer
+
+    def _check_search(self, where: str) -> None:
+        for name, dist in self.search.items():
+            _check_searchable(f"{where}: search.{name}", name, dist)
+            if not any(self._takes(o, name) for o in self.optimizers):
+                raise SpaceError(f"{where}: search.{name}: none of the optimizers "
+                                 f"({', '.join(self.optimizers)}) takes {name}")
+        for optimizer, dists in self.search_per_optimizer.items():
+            for name, dist in dists.items():
+                label = f"{where}: search_per_optimizer.{optimizer}.{name}"
+                _check_searchable(label, name, dist)
+                if not self._takes(optimizer, name):
+                    raise SpaceError(f"{label}: {optimizer} does not take {name}")
+        for optimizer in self.optimizers:
+            dists = self.distributions_for(optimizer)
+            if not dists:
+                raise SpaceError(f"{where}: search: nothing is searched for {optimizer}")
+            both = sorted(set(dists) & set(self.fixed))
+            if both:
+                raise SpaceError(f"{where}: fixed: {', '.join(both)} is also searched")
+
+    def _check_ends(self, where: str) -> None:
+        """Each end of every range, and every choice, makes a valid trial with the fixed values."""
+        for optimizer in self.optimizers:
+            base = self.base_config(optimizer)
+            for name, dist in self.distributions_for(optimizer).items():
+                origin = (f"search_per_optimizer.{optimizer}.{name}"
+                          if name in self.search_per_optimizer.get(optimizer, {}) else f"search.{name}")
+                for end in dist._ends():
+                    _trial(f"{where}: {origin}: {end!r} makes an invalid {optimizer} trial",
+                           {**base, name: end})
+
+    def _takes(self, optimizer: str, name: str) -> bool:
+        """Whether `optimizer` (with the fixed base) uses trial setting `name`."""
+        info = get_optimizer_info(optimizer)
+        if name in _variant_hparams():
+            return name in info.own_hparams
+        if name in _BASE_ONLY:
+            base = self.fixed.get("base", TrialConfig.base) if info.wrapper else optimizer
+            return base in _BASE_ONLY[name]
+        return True
+
+    def _require_optimizer(self, optimizer: str) -> None:
+        if optimizer not in self.optimizers:
+            raise SpaceError(f"space {self.name!r}: optimizer {optimizer!r} is not in this space "
+                             f"({', '.join(self.optimizers)})")
+
+    @classmethod
+    def from_dict(cls, data: dict, where: str) -> SearchSpace:
+        """Build from plain data (a YAML file's mapping); strict: unknown or missing keys,
+        wrong types and bad values raise a one-line SpaceError naming `where` and the field.
+
+        `fixed`, `search_per_optimizer` and `seed` may be left out (empty, empty, 0).
+        """
+        if not isinstance(data, Mapping):
+            raise SpaceError(f"{where}: a search space must be a mapping of its fields, "
+                             f"got {type(data).__name__}")
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(map(str, set(data) - set(names)))
+        if unknown:
+            raise SpaceError(f"{where}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(names)}")
+        values = {"fixed": {}, "search_per_optimizer": {}, "seed": 0, **data}
+        missing = [n for n in names if n not in values]
+        if missing:
+            raise SpaceError(f"{where}: missing key(s) {', '.join(missing)}")
+        try:
+            label = f"space {values['name']!r}"
+            values["search"] = _parse_specs(f"{label}: search", values["search"])
+            values["search_per_optimizer"] = {
+                optimizer: _parse_specs(f"{label}: search_per_optimizer.{optimizer}", specs)
+                for optimizer, specs in _mapping(f"{label}: search_per_optimizer",
+                                                 values["search_per_optimizer"]).items()}
+            return cls(**values)
+        except SpaceError as err:
+            raise SpaceError(f"{where}: {err}") from None
+
+    def to_dict(self) -> dict:
+        """Plain data, what a YAML file holds; `from_dict(to_dict())` equals the space."""
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        data.update(optimizers=list(self.optimizers), fixed=dict(self.fixed), search=_specs(self.search),
+                    search_per_optimizer={o: _specs(d) for o, d in self.search_per_optimizer.items()})
+        return data
+
+    def distributions_for(self, optimizer: str) -> dict[str, Distribution]:
+        """The searched hyperparameters of one optimizer (its conditional space).
+
+        From `search`, the names this optimizer takes: generic ones (lr, weight_decay, ...)
+        always, a variant's own (rho, alpha, eta, sigma, lmbda) only where the optimizer
+        registry lists them, momentum only on an sgd base, beta1/beta2 only on adam/adamw;
+        then `search_per_optimizer[optimizer]`, which overrides or adds.
+        """
+        self._require_optimizer(optimizer)
+        dists = {name: dist for name, dist in self.search.items() if self._takes(optimizer, name)}
+        dists.update(self.search_per_optimizer.get(optimizer, {}))
+        return dists
+
+    def base_config(self, optimizer: str) -> dict:
+        """The fixed part of one optimizer's TrialConfig dict: dataset, model, optimizer,
+        epochs (= max_epochs) and `fixed`; a trial adds the sampled values."""
+        self._require_optimizer(optimizer)
+        return {"dataset": self.dataset, "model": self.model, "optimizer": optimizer,
+                "epochs": self.max_epochs, **self.fixed}
+
+    def with_overrides(self, **changes) -> SearchSpace:
+        """A copy with some fields changed, validated again.
+
+        Unless also given: new `optimizers` drop the searched names and per-optimizer
+        entries that none of them takes (so a subset of a comparison stays valid), and a
+        new `max_epochs` lowers `grace_period` to at most itself.
+        """
+        names = [f.name for f in dataclasses.fields(self)]
+        unknown = sorted(set(changes) - set(names))
+        if unknown:
+            raise SpaceError(f"space {self.name!r}: cannot override {', '.join(unknown)}; "
+                             f"valid: {', '.join(names)}")
+        derived = self._derived(changes)
+        return dataclasses.replace(self, **{**derived, **changes})
+
+    def _derived(self, changes: dict) -> dict:
+        where = f"space {self.name!r}"
+        derived = {}
+        if "optimizers" in changes:
+            optimizers = _optimizer_names(f"{where}: optimizers", changes["optimizers"])
+            derived["search"] = {name: dist for name, dist in self.search.items()
+                                 if any(self._takes(o, name) for o in optimizers)}
+            derived["search_per_optimizer"] = {o: dict(d) for o, d in self.search_per_optimizer.items()
+                                               if o in optimizers}
+        if "max_epochs" in changes:
+            max_epochs = _number(changes["max_epochs"], f"{where}: max_epochs", integral=True)
+            derived["grace_period"] = min(self.grace_period, max_epochs)
+        return derived

@@ -1,0 +1,95 @@
+"""The benchmark scripts run and print their figures; ZSharp's ascent beats the seed's.
+
+Each script's `--smoke-test` runs as a subprocess with this interpreter from the
+repository root, as a user would run it (about 50 s together on 2 CPU cores, most of it
+gpu_check's three tiny trials). Only that the figures are there and are sane numbers is
+checked: their values depend on the machine, except the one ratio the slow test bounds.
+"""
+
+import importlib.util
+import math
+import os
+import re
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NUMBER = r"[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|inf|nan)"  # what the scripts print for a float
+
+
+def run_smoke_test(script: str) -> str:
+    """stdout of `script --smoke-test`, after checking it exited with status 0."""
+    # The scripts import `trainables`; the root on the path makes that work without the
+    # editable install too.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--smoke-test"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, f"{script} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+def figure(pattern: str, text: str) -> float:
+    """The number captured by `pattern` in `text`, checked positive and finite."""
+    match = re.search(pattern, text, re.MULTILINE)
+    assert match, f"no line matching {pattern!r} in:\n{text}"
+    value = float(match.group(1))
+    assert math.isfinite(value) and value > 0, f"{pattern!r}: {value} is not a positive finite number"
+    return value
+
+
+def test_train_throughput_smoke_prints_rates_and_ratios():
+    out = run_smoke_test("train_throughput.py")
+    for pipeline in ("run_trial", "minimal", "dataloader"):
+        figure(rf"^{pipeline}\s+({NUMBER})\s", out)  # median images/s
+    figure(rf"^run_trial / minimal = ({NUMBER}) ", out)
+    figure(rf"^run_trial / dataloader = ({NUMBER}) ", out)
+    assert re.search(r"^load average \(1 min\) at end: \d", out, re.MULTILINE), out
+
+
+def test_optim_step_smoke_prints_table_and_key_figure():
+    out = run_smoke_test("optim_step.py")
+    assert "torch.allclose = True" in out, out
+    models = re.findall(r"^(\w+): \d+ tensors", out, re.MULTILINE)
+    assert models == ["res20s"], out  # the smoke test times ResNet-20 only
+    for variant in ("adam", "sam", "zsharp", "zsharp-seed"):
+        figure(rf"^{variant}\s+(?:-|{NUMBER})\s+({NUMBER})\s", out)  # full step, microseconds
+    figure(rf"^key: zsharp first_step / zsharp-seed first_step = ({NUMBER}) ", out)
+
+
+def test_gpu_check_smoke_prints_throughput_table():
+    out = run_smoke_test("gpu_check.py")
+    lines = out.splitlines()
+    header = next((i for i, line in enumerate(lines) if "zsharp/sam step time" in line), None)
+    assert header is not None, out
+    optimizers = lines[header].split()[1:-3]  # "model", the optimizers, "zsharp/sam step time"
+    assert optimizers == ["adam", "sam", "zsharp"], lines[header]
+    row = lines[header + 1].split()
+    assert row[0] == "res20s" and len(row) == len(optimizers) + 2, lines[header + 1]
+    for cell in row[1:]:  # images/s per optimizer, then the step-time ratio
+        figure(rf"({NUMBER})", cell)
+
+
+def load_optim_step():
+    """benchmarks/optim_step.py as a module (benchmarks/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("optim_step", ROOT / "benchmarks" / "optim_step.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_zsharp_first_step_faster_than_seed_style():
+    """Measured now, in this process: both variants timed interleaved on the same gradients.
+
+    The benchmark's target is 0.5 (currently about 0.36-0.40 on 2 cores); 0.8 leaves room
+    for a busy machine while still failing if the speed-up is lost. About 3 s.
+    """
+    bench = load_optim_step()
+    timings = bench.run_benchmark("res20s", rounds=20, warmup=3)
+    ratio = (statistics.median(timings["zsharp"]["first_step"])
+             / statistics.median(timings[bench.SEED_VARIANT]["first_step"]))
+    assert ratio < 0.8, f"zsharp first_step / {bench.SEED_VARIANT} first_step = {ratio:.3f}"

@@ -1,0 +1,410 @@
+"""The sweep end to end on digits, with real Ray, Optuna and MLflow (no mocks).
+
+Each test runs `launch.py` as a user would, in a subprocess, and reads what the sweep
+left in MLflow and in Ray's storage. Processes a test starts (drivers, Ray daemons, an
+MLflow server) are stopped by pid, never with `ray stop`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
+TERMINAL = {"completed", "stopped_early", "diverged", "error"}
+pytestmark = pytest.mark.slow
+
+
+def space_file(folder: Path, **changes) -> str:
+    """A small digits space as a YAML file, the format users write."""
+    space = {
+        "name": "digits_test", "description": "small digits sweep for tests",
+        "dataset": "digits", "model": "res20s", "optimizers": ["adam", "zsharp"],
+        "fixed": {"batch_size": 128, "warmup_epochs": 1, "schedule": "cosine"},
+        "search": {"lr": {"loguniform": [1e-3, 1e-2]}, "rho": {"uniform": [0.01, 0.1]},
+                   "alpha": {"uniform": [0.8, 0.95]}},
+        "search_per_optimizer": {},
+        "max_epochs": 3, "grace_period": 1, "reduction_factor": 4, "trials_per_optimizer": 4,
+        "max_concurrent": 2, "cpus_per_trial": 1, "gpus_per_trial": 0, "seed": 0,
+    }
+    space.update(changes)
+    path = folder / f"{space['name']}.yaml"
+    path.write_text(yaml.safe_dump(space))
+    return str(path)
+
+
+def launch_cmd(*args) -> list[str]:
+    return [sys.executable, str(ROOT / "launch.py"), *args]
+
+
+def launch(*args, timeout=900) -> subprocess.CompletedProcess:
+    return subprocess.run(launch_cmd(*args), cwd=ROOT, env=ENV, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def tracking(storage: Path) -> MlflowClient:
+    return MlflowClient(f"sqlite:///{storage / 'mlflow.db'}")
+
+
+def runs_of(client: MlflowClient, experiment: str):
+    """(parent runs, child runs) of an MLflow experiment."""
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return [], []
+    runs = client.search_runs([found.experiment_id], max_results=1000)
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return [r for r in runs if "mlflow.parentRunId" not in r.data.tags], children
+
+
+def kill_tree(root: psutil.Process) -> None:
+    """SIGKILL a process and every descendant, until none is left (by pid)."""
+    for _ in range(5):
+        try:
+            procs = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return
+        for p in procs:
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(procs, timeout=10)
+
+
+def kill_sessions(session_ids) -> None:
+    """SIGKILL every process in the given sessions (what `ray start` left running)."""
+    victims = []
+    for p in psutil.process_iter():
+        try:
+            if os.getsid(p.pid) in session_ids:
+                victims.append(p)
+        except (ProcessLookupError, psutil.NoSuchProcess, PermissionError):
+            pass
+    for p in victims:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(victims, timeout=15)
+
+
+def wait_for(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---- a real sweep ---------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("sweep")
+    storage = folder / "results"
+    space = space_file(folder)
+    done = launch("--space", space, "--storage", str(storage))
+    return folder, storage, space, done
+
+
+def test_sweep_runs_to_the_end_and_prints_the_best_per_optimizer(sweep):
+    _, storage, _, done = sweep
+    assert done.returncode == 0, done.stderr[-3000:]
+    table = done.stdout.split("best val_acc")[-1]
+    assert "adam" in table and "zsharp" in table
+    assert f"mlflow ui --backend-store-uri sqlite:///{storage}/mlflow.db" in done.stdout
+    assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_mlflow_holds_the_parent_and_one_child_per_trial(sweep):
+    _, storage, _, _ = sweep
+    parents, children = runs_of(tracking(storage), "digits_test")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    tags = parents[0].data.tags
+    assert tags["space"] == "digits_test" and "launch.py" in tags["command"]
+    assert len(tags["git_commit"]) == 40 and tags["version.torch"]
+    assert len(children) == 8  # 4 trials x 2 optimizers
+    assert {c.data.tags["optimizer"] for c in children} == {"adam", "zsharp"}
+    assert len({c.data.tags["trial_id"] for c in children}) == 8
+    for child in children:
+        assert child.info.status == "FINISHED"
+        assert child.data.tags["status"] in TERMINAL - {"error"}
+        params = child.data.params
+        from trainables.config import TrialConfig
+        assert set(params) == set(TrialConfig.field_names())  # the full resolved config
+        assert params["dataset"] == "digits" and params["epochs"] == "3"
+        assert ("alpha" in json.dumps(params)) and float(params["lr"]) >= 1e-3
+
+
+def test_metrics_are_logged_every_epoch(sweep):
+    _, storage, _, _ = sweep
+    client = tracking(storage)
+    _, children = runs_of(client, "digits_test")
+    for child in children:
+        history = client.get_metric_history(child.info.run_id, "val_acc")
+        steps = sorted(m.step for m in history)
+        assert steps == list(range(1, len(steps) + 1)) and steps
+        last_epoch = int(child.data.metrics["epoch"])
+        expected = "completed" if last_epoch == 3 else "stopped_early"
+        assert child.data.tags["status"] == expected
+        if child.data.tags["optimizer"] == "zsharp":
+            assert 0 < child.data.metrics["kept_fraction"] < 0.25
+
+
+def test_asha_stopped_some_trials_early(sweep):
+    _, storage, _, _ = sweep
+    _, children = runs_of(tracking(storage), "digits_test")
+    statuses = [c.data.tags["status"] for c in children]
+    assert "stopped_early" in statuses and "completed" in statuses
+
+
+def test_each_optimizer_got_its_own_seeded_search(sweep):
+    _, storage, _, _ = sweep
+    _, children = runs_of(tracking(storage), "digits_test")
+    zsharp = [c.data.params for c in children if c.data.tags["optimizer"] == "zsharp"]
+    adam = [c.data.params for c in children if c.data.tags["optimizer"] == "adam"]
+    assert len(zsharp) == len(adam) == 4
+    assert all(0.8 <= float(p["alpha"]) <= 0.95 and 0.01 <= float(p["rho"]) <= 0.1 for p in zsharp)
+    assert len({p["lr"] for p in zsharp}) == 4  # sampled, not fixed
+
+
+def test_a_second_launch_without_resume_refuses(sweep):
+    _, storage, space, _ = sweep
+    done = launch("--space", space, "--storage", str(storage))
+    assert done.returncode == 2
+    assert "already exists" in done.stderr and "--resume" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_a_diverging_trial_ends_diverged_and_the_sweep_completes(tmp_path):
+    space = space_file(tmp_path, name="diverge", optimizers=["sgd"],
+                       fixed={"batch_size": 128, "warmup_epochs": 0, "momentum": 0.9},
+                       search={"lr": {"choice": [1.0e12]}}, trials_per_optimizer=1,
+                       grace_period=3)
+    done = launch("--space", space, "--storage", str(tmp_path / "results"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    _, children = runs_of(tracking(tmp_path / "results"), "diverge")
+    assert [c.data.tags["status"] for c in children] == ["diverged"]
+    assert children[0].info.status == "FINISHED"
+
+
+# ---- crashes --------------------------------------------------------------------------
+
+def test_driver_killed_mid_sweep_then_resumed(tmp_path):
+    storage = tmp_path / "results"
+    space = space_file(tmp_path, name="crash", max_epochs=4, grace_period=4,
+                       trials_per_optimizer=3)
+    log = open(tmp_path / "driver.log", "w")
+    driver = subprocess.Popen(launch_cmd("--space", space, "--storage", str(storage)), cwd=ROOT,
+                              env=ENV, stdout=log, stderr=subprocess.STDOUT)
+    client = tracking(storage)
+
+    def one_finished_one_running():
+        try:
+            _, children = runs_of(client, "crash")
+        except Exception:  # the database may not exist yet
+            return None
+        finished = [c for c in children if c.info.status == "FINISHED"]
+        running = [c for c in children if c.info.status == "RUNNING"]
+        return (finished, running) if finished and running else None
+
+    finished, _ = wait_for(one_finished_one_running, 600, "a finished and a running trial")
+    time.sleep(2)  # a trial that finished two seconds before the crash must not be rerun
+    _, children = runs_of(client, "crash")
+    done_before = {c.info.run_id: c.info.end_time for c in children if c.info.status == "FINISHED"}
+    kill_tree(psutil.Process(driver.pid))
+    driver.wait()
+
+    resumed = launch("--space", space, "--storage", str(storage), "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    parents, children = runs_of(client, "crash")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(children) == 6  # the planned 3 trials x 2 optimizers, no duplicates
+    assert len({c.data.tags["trial_id"] for c in children}) == 6
+    assert all(c.info.status == "FINISHED" and c.data.tags["status"] in TERMINAL for c in children)
+    after = {c.info.run_id: c.info.end_time for c in children}
+    for run_id, end_time in done_before.items():
+        assert after[run_id] == end_time, "a finished trial was run again"
+    for c in children:
+        steps = [m.step for m in client.get_metric_history(c.info.run_id, "epoch")]
+        assert len(steps) == len(set(steps)), "an epoch was logged twice"
+
+
+def _trial_results(storage: Path, experiment: str) -> list[dict]:
+    files = list((storage / experiment).glob("*/result.json"))
+    assert len(files) == 1
+    return [json.loads(line) for line in files[0].read_text().splitlines() if line.strip()]
+
+
+def test_a_killed_trial_worker_restarts_from_its_checkpoint(tmp_path):
+    storage = tmp_path / "results"
+    space = space_file(tmp_path, name="worker", optimizers=["adam"], max_epochs=5,
+                       grace_period=5, trials_per_optimizer=1, max_concurrent=1)
+    log = open(tmp_path / "driver.log", "w")
+    driver = subprocess.Popen(launch_cmd("--space", space, "--storage", str(storage)), cwd=ROOT,
+                              env=ENV, stdout=log, stderr=subprocess.STDOUT)
+    client = tracking(storage)
+
+    def reached_epoch_two():
+        try:
+            _, children = runs_of(client, "worker")
+        except Exception:
+            return None
+        return children and children[0].data.metrics.get("epoch", 0) >= 2
+
+    try:
+        wait_for(reached_epoch_two, 600, "epoch 2 of the trial")
+        workers = [p for p in psutil.Process(driver.pid).children(recursive=True)
+                   if "ImplicitFunc" in " ".join(p.cmdline())]
+        assert workers, "no trial worker process found"
+        for worker in workers:
+            worker.kill()
+        assert driver.wait(timeout=600) == 0, (tmp_path / "driver.log").read_text()[-3000:]
+    finally:
+        kill_tree(psutil.Process(driver.pid)) if driver.poll() is None else None
+    results = _trial_results(storage, "worker")
+    epochs = [r["epoch"] for r in results]
+    assert epochs.count(1) == 1, f"restarted from scratch: {epochs}"
+    assert max(epochs) == 5 and len({r["pid"] for r in results}) == 2
+    _, children = runs_of(client, "worker")
+    assert children[0].data.tags["status"] == "completed"
+
+
+# ---- a two-node cluster and a tracking server --------------------------------------------
+
+@pytest.fixture
+def two_node_cluster(tmp_path):
+    """A Ray head and a second node (its own resources) plus an MLflow server, on loopback."""
+    port, mlflow_port = free_port(), free_port()
+    temp = Path(f"/tmp/rt{port}")
+    sessions = []
+
+    def start(cmd, **kw):
+        proc = subprocess.Popen(cmd, env=ENV, start_new_session=True, **kw)
+        sessions.append(proc.pid)  # its session id: what it leaves running shares it
+        return proc
+
+    ray_bin = str(Path(sys.executable).parent / "ray")
+    try:
+        start([ray_bin, "start", "--head", f"--port={port}", "--num-cpus=1",
+               "--include-dashboard=false", f"--temp-dir={temp}"],
+              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).wait(120)
+        start([ray_bin, "start", f"--address=127.0.0.1:{port}", "--num-cpus=1",
+               '--resources={"node2": 1}'], stdout=subprocess.DEVNULL,
+              stderr=subprocess.DEVNULL).wait(120)
+        start([str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1",
+               "--port", str(mlflow_port), "--backend-store-uri",
+               f"sqlite:///{tmp_path / 'server.db'}", "--workers", "1"],
+              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        uri = f"http://127.0.0.1:{mlflow_port}"
+
+        def healthy():
+            try:
+                return urllib.request.urlopen(f"{uri}/health", timeout=2).status == 200
+            except OSError:
+                return False
+
+        wait_for(healthy, 60, "the MLflow server")
+        yield f"127.0.0.1:{port}", uri
+    finally:
+        kill_sessions(set(sessions))
+
+
+def test_sweep_on_a_two_node_cluster_with_a_tracking_server(tmp_path, two_node_cluster):
+    address, uri = two_node_cluster
+    space = space_file(tmp_path, name="cluster", optimizers=["adam"], max_epochs=1,
+                       grace_period=1, trials_per_optimizer=2)
+    # A local results folder is refused on several nodes: the other node cannot see it.
+    refused = launch("--space", space, "--address", address, "--mlflow-uri", uri,
+                     "--storage", str(tmp_path / "local"))
+    assert refused.returncode == 2 and "local path" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+    done = launch("--space", space, "--address", address, "--mlflow-uri", uri,
+                  "--storage", f"file://{tmp_path / 'shared'}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    request = urllib.request.Request(f"{uri}/api/2.0/mlflow/experiments/get-by-name?experiment_name=cluster")
+    experiment_id = json.load(urllib.request.urlopen(request))["experiment"]["experiment_id"]
+    body = json.dumps({"experiment_ids": [experiment_id], "max_results": 100}).encode()
+    search = urllib.request.Request(f"{uri}/api/2.0/mlflow/runs/search", data=body,
+                                    headers={"Content-Type": "application/json"})
+    runs = json.load(urllib.request.urlopen(search))["runs"]
+    tags = [{t["key"]: t["value"] for t in r["data"].get("tags", [])} for r in runs]
+    assert sum("trial_id" in t for t in tags) == 2
+    assert all(r["info"]["status"] == "FINISHED" for r in runs)
+
+
+# ---- bad input ------------------------------------------------------------------------------
+
+BAD_INPUTS = [
+    (["--space", "no_such_space"], "no_such_space"),
+    (["--space", "{tmp}/missing.yaml"], "missing.yaml"),
+    (["--space", "{tmp}/broken.yaml"], "broken.yaml"),
+    (["--optimizers", "adam,lion"], "lion"),
+    (["--model", "resnet1000"], "resnet1000"),
+    (["--dataset", "imagenet"], "imagenet"),
+    (["--num-samples", "0"], "--num-samples"),
+    (["--num-samples", "many"], "--num-samples"),
+    (["--max-epochs", "-3"], "--max-epochs"),
+    (["--cpus-per-trial", "0"], "--cpus-per-trial"),
+    (["--gpus-per-trial", "-1"], "--gpus-per-trial"),
+    (["--max-concurrent", "0"], "--max-concurrent"),
+    (["--bogus"], "--bogus"),
+    (["--address", "127.0.0.1:{port}"], "unreachable"),
+    (["--mlflow-uri", "http://127.0.0.1:{port}"], "unreachable"),
+    (["--storage", "/proc/sharpsweep"], "not writable"),
+    (["--dataset", "c10", "--data-dir", "{tmp}/nodata"], "cifar-10"),
+    (["--resume"], "nothing to resume"),
+    (["--experiment", "../escape"], "experiment"),
+]
+
+
+@pytest.mark.parametrize("args, word", BAD_INPUTS)
+def test_bad_input_gives_one_line_and_exit_2(tmp_path, args, word):
+    (tmp_path / "broken.yaml").write_text("name: [unclosed\n")
+    port = free_port()  # nothing listens there
+    args = [a.format(tmp=tmp_path, port=port) for a in args]
+    if "--storage" not in args:
+        args += ["--storage", str(tmp_path / "results")]
+    done = launch(*args, timeout=120)
+    assert done.returncode == 2, done.stdout + done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and word in lines[0], lines
+    assert "Traceback" not in done.stderr
+    assert not list((tmp_path / "results").glob("*/experiment_state*"))  # nothing started
+
+
+def test_dry_run_prints_the_plan_and_starts_nothing(tmp_path):
+    done = launch("--space", "quickstart", "--dry-run", "--storage", str(tmp_path / "r"))
+    assert done.returncode == 0, done.stderr
+    for word in ("quickstart", "digits", "res20s", "zsharp", "trials", "ASHA", "sqlite:///"):
+        assert word in done.stdout
+    assert not (tmp_path / "r").exists()
+
+
+def test_list_spaces_names_every_space():
+    done = launch("--list-spaces")
+    assert done.returncode == 0
+    for name in ("quickstart", "zsharp_c10", "zsharp_c100", "compare_c10", "compare_c100",
+                 "zsharp_tinyimagenet"):
+        assert name in done.stdout

@@ -1,0 +1,12 @@
+"""The sweep: Ray Tune around `trainables.run_trial`, with an Optuna searcher and ASHA per
+optimizer (equal budgets, tuned against tuned), checkpoints, fault tolerance and MLflow.
+
+`launch.py` resolves a `SweepPlan` (tune.plan) and calls `run_sweep` (tune.sweep).
+"""
+
+import os
+
+# Before Ray Tune is imported: experiment snapshots every second (a trial that finished two
+# seconds before a crash is not rerun on resume), and no warning flood about them.
+os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
+os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")

@@ -1,0 +1,85 @@
+"""`SweepPlan`: a search space plus where and how it runs, resolved before anything starts."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+
+from search_spaces import SearchSpace
+from trainables.errors import ConfigError
+
+
+class SweepError(ConfigError):
+    """The sweep cannot start as asked (unreachable cluster or server, storage, data...)."""
+
+
+def is_uri(location: str) -> bool:
+    """True for `scheme://...` locations (s3://, gs://, file://, http://...)."""
+    return "://" in location
+
+
+def local_storage(location: str) -> str | None:
+    """The absolute local path of a storage location, or None for remote storage."""
+    if location.startswith("file://"):
+        return location[len("file://"):]
+    return None if is_uri(location) else os.path.abspath(os.path.expanduser(location))
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    """Everything `run_sweep` needs; `describe()` is what `--dry-run` prints."""
+
+    space: SearchSpace
+    experiment: str
+    storage: str                # absolute local path, or a URI (s3://, gs://, file://)
+    tracking_uri: str           # sqlite:////abs/mlflow.db or http(s)://host:port
+    data_dir: str               # absolute: trial workers run in their own folders
+    address: str | None = None  # an existing Ray cluster; None starts a local one
+    resume: bool = False
+    command: str = ""
+
+    def __post_init__(self):
+        if not self.experiment or "/" in self.experiment or self.experiment.startswith("."):
+            raise SweepError(f"experiment name must be a plain folder name, got {self.experiment!r}")
+
+    @property
+    def total_trials(self) -> int:
+        return self.space.trials_per_optimizer * len(self.space.optimizers)
+
+    @property
+    def experiment_path(self) -> str:
+        """Ray's experiment folder: storage/experiment."""
+        return f"{self.storage.rstrip('/')}/{self.experiment}"
+
+    def replace(self, **changes) -> SweepPlan:
+        return dataclasses.replace(self, **changes)
+
+    def describe(self) -> str:
+        """The resolved plan, in the words a user checks before spending GPU-hours."""
+        s = self.space
+        worst_epochs = self.total_trials * s.max_epochs
+        lines = [
+            f"space        {s.name}: {s.description}",
+            f"data, model  {s.dataset} (from {self.data_dir}), {s.model}",
+            f"optimizers   {', '.join(s.optimizers)}: {s.trials_per_optimizer} trials each, "
+            f"{self.total_trials} in all",
+            f"budget       up to {s.max_epochs} epochs per trial (at most {worst_epochs} trial-epochs); "
+            f"ASHA per optimizer: grace {s.grace_period}, reduction factor {s.reduction_factor:g}",
+            f"resources    {s.cpus_per_trial:g} CPU and {s.gpus_per_trial:g} GPU per trial, "
+            f"{s.max_concurrent} at a time",
+            f"cluster      {self.address or 'local Ray, started and stopped by launch.py'}",
+            f"storage      {self.experiment_path}{' (resume)' if self.resume else ''}",
+            f"tracking     {self.tracking_uri} (experiment {self.experiment!r})",
+        ]
+        for optimizer in s.optimizers:
+            searched = ", ".join(f"{n} {d.kind} {_range(d)}"
+                                 for n, d in s.distributions_for(optimizer).items())
+            lines.append(f"  {optimizer:8s} {searched}")
+        return "\n".join(lines)
+
+
+def _range(distribution) -> str:
+    if distribution.kind == "choice":
+        return "{" + ", ".join(map(str, distribution.values)) + "}"
+    return f"[{distribution.low:g}, {distribution.high:g}]"

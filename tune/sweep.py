@@ -1,0 +1,226 @@
+"""`run_sweep(plan)`: check everything, start (or join) Ray, run or resume the Tuner.
+
+Every check that can fail on user input runs before the first trial starts, and fails
+with a `SweepError` (one line; exit 2 at the command line).
+"""
+
+from __future__ import annotations
+
+import os
+import json
+import socket
+import subprocess
+import sys
+import urllib.request
+from importlib import metadata
+from pathlib import Path
+
+import ray
+from mlflow.tracking import MlflowClient
+from ray import tune
+
+from trainables.data import load_dataset
+from trainables.errors import DataUnavailableError
+from tune.plan import SweepError, SweepPlan, is_uri, local_storage
+from tune.progress import ConciseProgress, best_table
+from tune.schedule import PerOptimizerASHA
+from tune.search import PerOptimizerSearch
+from tune.tracking import MlflowTracking, open_parent_run, trial_status
+from tune.trainable import tune_trial
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# Shipped to a cluster as the job's working directory: code only.
+_SHIP_EXCLUDES = [".venv/", ".git/", "results/", "data/", "*.db", "mlruns/", "__pycache__/"]
+_CONNECT_TIMEOUT_S = 3.0
+
+
+# ---- checks that need no Ray ---------------------------------------------------------
+
+def check_storage(plan: SweepPlan) -> None:
+    """Local storage must be writable; the experiment must (not) exist as --resume says."""
+    path = local_storage(plan.storage)
+    if path is not None:
+        try:
+            Path(path).mkdir(parents=True, exist_ok=True)
+            probe = Path(path) / ".write-probe"
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as error:
+            raise SweepError(f"storage {path} is not writable: {error.strerror or error}") from None
+    exists = tune.Tuner.can_restore(plan.experiment_path)
+    if exists and not plan.resume:
+        raise SweepError(f"experiment {plan.experiment!r} already exists in {plan.storage}; "
+                         "pass --resume to continue it, or --experiment NAME for a new one")
+    if plan.resume and not exists:
+        raise SweepError(f"nothing to resume: no experiment {plan.experiment!r} in {plan.storage}")
+
+
+def check_tracking(uri: str) -> None:
+    """A tracking server must answer; a SQLite file must be creatable."""
+    if uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=_CONNECT_TIMEOUT_S):
+                return
+        except OSError as error:
+            raise SweepError(f"MLflow tracking server {uri} is unreachable: "
+                             f"{getattr(error, 'reason', error)}") from None
+    if not uri.startswith("sqlite:///"):
+        raise SweepError(f"--mlflow-uri must be sqlite:////path/mlflow.db or http(s)://host:port, got {uri!r}")
+    folder = Path(uri[len("sqlite:///"):]).parent
+    if not os.access(folder if folder.exists() else folder.parent, os.W_OK):
+        raise SweepError(f"cannot write the MLflow database in {folder}")
+
+
+def check_address(address: str | None) -> None:
+    """An explicit host:port must accept a connection (ray.init would wait a minute)."""
+    if address in (None, "auto") or address.startswith("ray://"):
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=_CONNECT_TIMEOUT_S).close()
+    except (OSError, ValueError) as error:
+        raise SweepError(f"Ray cluster at {address} is unreachable: {error}") from None
+
+
+def check_data(plan: SweepPlan) -> None:
+    """Fetch the data set once here (or fail now) rather than in every trial."""
+    try:
+        load_dataset(plan.space.dataset, plan.data_dir)
+    except DataUnavailableError as error:
+        raise SweepError(str(error)) from None
+
+
+# ---- Ray -------------------------------------------------------------------------------
+
+def start_ray(plan: SweepPlan) -> bool:
+    """Join the cluster at plan.address (shipping this code) or start a local Ray.
+
+    Returns whether this process started Ray (and so must stop it).
+    """
+    common = dict(include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    if plan.address is None:
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # local only: no token notice
+        ray.init(**common)
+        return True
+    try:
+        ray.init(address=plan.address, runtime_env={
+            "working_dir": str(PROJECT_ROOT), "excludes": _SHIP_EXCLUDES}, **common)
+    except (ConnectionError, RuntimeError) as error:
+        raise SweepError(f"cannot join the Ray cluster at {plan.address}: {error}") from None
+    return False
+
+
+def check_cluster(plan: SweepPlan) -> None:
+    """On several nodes, results and tracking must live where every node reaches them."""
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    if len(nodes) <= 1:
+        return
+    if not is_uri(plan.storage):
+        raise SweepError(f"the cluster has {len(nodes)} nodes, but storage {plan.storage} is a "
+                         "local path; pass --storage s3://... or file:///shared/nfs/path")
+    if not plan.tracking_uri.startswith(("http://", "https://")):
+        raise SweepError(f"the cluster has {len(nodes)} nodes: pass --mlflow-uri "
+                         "http://host:port of a tracking server they can reach")
+
+
+# ---- the run ----------------------------------------------------------------------------
+
+def provenance(plan: SweepPlan) -> dict:
+    """Tags of the parent run: what ran, from which code, with which packages."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, text=True,
+                                capture_output=True, timeout=10).stdout.strip() or "unknown"
+    except OSError:
+        commit = "unknown"
+    versions = {p: metadata.version(p) for p in ("torch", "torchvision", "ray", "optuna", "mlflow")}
+    return {"space": plan.space.name, "command": plan.command, "git_commit": commit,
+            "python": sys.version.split()[0], "stage": "sweep",
+            **{f"version.{p}": v for p, v in versions.items()}}
+
+
+def _searched_names(plan: SweepPlan) -> tuple[str, ...]:
+    names = {n for o in plan.space.optimizers for n in plan.space.distributions_for(o)}
+    return tuple(sorted(names))
+
+
+def build_tuner(plan: SweepPlan, parent_run_id: str, experiment_id: str) -> tune.Tuner:
+    """A new Tuner for plan, or the restored one with --resume."""
+    space = plan.space
+    trainable = tune.with_resources(tune_trial, {"cpu": space.cpus_per_trial,
+                                                 "gpu": space.gpus_per_trial})
+    if plan.resume:
+        return tune.Tuner.restore(plan.experiment_path, trainable, resume_unfinished=True,
+                                  resume_errored=True)
+    callbacks = [MlflowTracking(plan.tracking_uri, parent_run_id, experiment_id, space.max_epochs),
+                 ConciseProgress(plan.total_trials, space.max_epochs, _searched_names(plan))]
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=PerOptimizerSearch(space, {"data_dir": plan.data_dir}),
+            scheduler=PerOptimizerASHA(space.optimizers, space.max_epochs, space.grace_period,
+                                       space.reduction_factor),
+            num_samples=plan.total_trials, max_concurrent_trials=space.max_concurrent,
+            reuse_actors=True),
+        run_config=tune.RunConfig(
+            name=plan.experiment, storage_path=plan.storage, callbacks=callbacks, verbose=0,
+            failure_config=tune.FailureConfig(max_failures=3),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
+
+
+def summarize(results, max_epochs: int) -> list[dict]:
+    """One row per trial: optimizer, config, status, best val_acc and its epoch."""
+    rows = []
+    for result in results:
+        frame = result.metrics_dataframe
+        has_epochs = frame is not None and "val_acc" in frame and len(frame)
+        best = frame.loc[frame["val_acc"].idxmax()] if has_epochs else None
+        rows.append({
+            "optimizer": result.config.get("optimizer"), "config": result.config,
+            "status": trial_status(result.metrics or {}, max_epochs, result.error is not None),
+            "best_val_acc": float(best["val_acc"]) if best is not None else float("nan"),
+            "best_epoch": int(best["epoch"]) if best is not None else 0})
+    return rows
+
+
+def close_stale_runs(client: MlflowClient, experiment_id: str, parent_run_id: str) -> None:
+    """Child runs still RUNNING after the sweep ended belong to no trial (a trial lost in a
+    crash before Ray's snapshot): mark them failed so nobody reads them as live."""
+    stale = client.search_runs([experiment_id], filter_string=(
+        f"tags.mlflow.parentRunId = '{parent_run_id}' and attributes.status = 'RUNNING'"))
+    for run in stale:
+        client.set_tag(run.info.run_id, "status", "error")
+        client.set_terminated(run.info.run_id, "KILLED")
+
+
+def run_sweep(plan: SweepPlan, out=print) -> int:
+    """Run (or resume) the sweep; returns 0, or 1 if some trial failed with an error."""
+    check_storage(plan)
+    check_tracking(plan.tracking_uri)
+    check_address(plan.address)
+    check_data(plan)
+    started_ray = start_ray(plan)
+    try:
+        check_cluster(plan)
+        client = MlflowClient(plan.tracking_uri)
+        parent_run_id, experiment_id = open_parent_run(
+            client, plan.experiment, plan.experiment_path, plan.resume,
+            provenance(plan))
+        out(plan.describe())
+        tuner = build_tuner(plan, parent_run_id, experiment_id)
+        results = tuner.fit()
+        close_stale_runs(client, experiment_id, parent_run_id)
+        rows = summarize(results, plan.space.max_epochs)
+        client.log_dict(parent_run_id, rows_for_mlflow(rows), "trials.json")
+        client.set_terminated(parent_run_id, "FINISHED")
+        out("\n" + best_table(rows, _searched_names(plan)))
+        out(f"\nresults: {plan.experiment_path}\nbrowse:  mlflow ui --backend-store-uri "
+            f"{plan.tracking_uri}")
+        return 1 if any(r["status"] == "error" for r in rows) else 0
+    finally:
+        if started_ray:
+            ray.shutdown()
+
+
+def rows_for_mlflow(rows: list[dict]) -> list[dict]:
+    """The summary rows as plain JSON (configs are already plain dicts)."""
+    return json.loads(json.dumps(rows, default=str))

@@ -1,0 +1,146 @@
+"""MLflow tracking from the driver: one parent run per sweep, one nested run per trial.
+
+Written by a Tune callback on the driver, so it works with a SQLite store on one machine
+and with a tracking server on a cluster. Resume-safe: the parent is found again by the
+sweep's storage path, a trial's run by its `trial_id` tag under that parent, so a resumed
+trial continues its own run, and epochs already logged are not logged twice. Ray's own MLflowLoggerCallback opens a second run per resumed trial and
+leaves the first RUNNING forever; this one does neither.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.tracking import MlflowClient
+from mlflow.utils.time import get_current_time_millis
+from ray.tune import Callback
+from ray.tune.result import AUTO_RESULT_KEYS
+
+# MLflow tags a run's status with these words; "error" also marks the run FAILED.
+STATUSES = ("completed", "stopped_early", "diverged", "error")
+
+
+def trial_status(last_result: dict, max_epochs: int, errored: bool) -> str:
+    """How a finished trial ended, in the words MLflow's `status` tag uses."""
+    if errored:
+        return "error"
+    if last_result.get("diverged", 0) == 1:
+        return "diverged"
+    return "completed" if last_result.get("epoch", 0) >= max_epochs else "stopped_early"
+
+
+def open_parent_run(client: MlflowClient, experiment: str, sweep_path: str, resume: bool,
+                    tags: dict) -> tuple[str, str]:
+    """The sweep's parent run (run id, experiment id): new, or with `resume` the one
+    tagged with this sweep's storage path, reopened. MLflow itself is the record, so it
+    survives a driver crash wherever the results are stored."""
+    found = client.get_experiment_by_name(experiment)
+    experiment_id = found.experiment_id if found else client.create_experiment(experiment)
+    if resume:
+        runs = client.search_runs([experiment_id], filter_string=(
+            f"tags.sweep_path = '{sweep_path}' and tags.stage = 'sweep'"),
+            order_by=["attributes.start_time DESC"], max_results=1)
+        if runs:
+            client.update_run(runs[0].info.run_id, status="RUNNING")
+            return runs[0].info.run_id, experiment_id
+    run = client.create_run(experiment_id, tags={
+        "mlflow.runName": f"sweep {experiment}", "sweep_path": sweep_path, **tags})
+    return run.info.run_id, experiment_id
+
+
+def _numeric_metrics(result: dict) -> dict[str, float]:
+    """What the trial itself reported: numbers, not Ray's bookkeeping keys."""
+    return {k: float(v) for k, v in result.items()
+            if k not in AUTO_RESULT_KEYS and isinstance(v, numbers.Real)
+            and not isinstance(v, bool) and not k.startswith("time_") and k != "done"}
+
+
+class MlflowTracking(Callback):
+    """Child run per trial under `parent_run_id`: params, per-epoch metrics, status tag."""
+
+    def __init__(self, tracking_uri: str, parent_run_id: str, experiment_id: str,
+                 max_epochs: int, stage: str = "sweep"):
+        self.tracking_uri = tracking_uri
+        self.parent_run_id = parent_run_id
+        self.experiment_id = experiment_id
+        self.max_epochs = max_epochs
+        self.stage = stage
+        self._runs: dict[str, str] = {}       # trial id -> run id
+        self._logged: dict[str, int] = {}     # run id -> last epoch logged
+        self._client: MlflowClient | None = None
+
+    def __getstate__(self):  # the client holds connections: not pickled with the Tuner
+        return {**self.__dict__, "_client": None}
+
+    @property
+    def client(self) -> MlflowClient:
+        if self._client is None:
+            self._client = MlflowClient(self.tracking_uri)
+        return self._client
+
+    def get_state(self) -> dict:
+        return {"runs": dict(self._runs), "logged": dict(self._logged)}
+
+    def set_state(self, state: dict) -> None:
+        self._runs.update(state["runs"])
+        self._logged.update(state["logged"])
+
+    def _find_run(self, trial_id: str) -> str | None:
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.trial_id = '{trial_id}' and "
+                          f"tags.mlflow.parentRunId = '{self.parent_run_id}'")
+        if not runs:
+            return None
+        self._logged[runs[0].info.run_id] = int(runs[0].data.metrics.get("epoch", 0))
+        return runs[0].info.run_id
+
+    def _create_run(self, trial) -> str:
+        optimizer = trial.config.get("optimizer", "trial")
+        run = self.client.create_run(self.experiment_id, tags={
+            "mlflow.parentRunId": self.parent_run_id, "mlflow.runName": f"{optimizer}-{trial.trial_id}",
+            "trial_id": trial.trial_id, "optimizer": optimizer, "stage": self.stage,
+            "status": "running"})
+        params = [Param(k, str(v)) for k, v in sorted(trial.config.items())]
+        self.client.log_batch(run.info.run_id, params=params)
+        self._logged[run.info.run_id] = 0
+        return run.info.run_id
+
+    def run_id(self, trial) -> str:
+        """The trial's run: known, found again in MLflow, or new; RUNNING again if resumed."""
+        run_id = self._runs.get(trial.trial_id) or self._find_run(trial.trial_id)
+        if run_id is None:
+            run_id = self._create_run(trial)
+        elif self.client.get_run(run_id).info.status != "RUNNING":
+            self.client.update_run(run_id, status="RUNNING")
+        self._runs[trial.trial_id] = run_id
+        return run_id
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.run_id(trial)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        run_id = self.run_id(trial)
+        epoch = int(result.get("epoch", 0))
+        if epoch <= self._logged.get(run_id, 0):
+            return  # re-reported after a restart from an earlier checkpoint
+        now = get_current_time_millis()
+        metrics = [Metric(k, v if math.isfinite(v) else float("nan"), now, epoch)
+                   for k, v in _numeric_metrics(result).items()]
+        self.client.log_batch(run_id, metrics=metrics)
+        self._logged[run_id] = epoch
+
+    def _finish(self, trial, errored: bool) -> None:
+        run_id = self.run_id(trial)
+        status = trial_status(trial.last_result or {}, self.max_epochs, errored)
+        self.client.log_batch(run_id, tags=[RunTag("status", status)])
+        self.client.set_terminated(run_id, RunStatus.to_string(
+            RunStatus.FAILED if errored else RunStatus.FINISHED))
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._finish(trial, errored=False)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._finish(trial, errored=True)
