@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 PIP := $(PY) -m pip install -q --disable-pip-version-check -c constraints.txt
 QUIET := 2>&1 | { grep -v "is ignored" || true; }
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench clean browser
 
 setup: $(STAMP)
 
@@ -18,7 +18,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) torch torchvision $(QUIET)
-	$(PIP) -e '.[sweep,test]' $(QUIET)
+	$(PIP) -e '.[sweep,png,test]' $(QUIET)
 	touch $@
 
 # The quickstart sweep on the offline digits data; a new experiment name per run so a
@@ -26,8 +26,13 @@ $(STAMP): pyproject.toml constraints.txt
 demo: setup
 	$(PY) launch.py --space quickstart --experiment quickstart-$$(date +%Y%m%d-%H%M%S)
 
-test: setup
+test: setup browser
 	$(PY) -m pytest
+
+# Headless Chromium (Debian's package) for the report's rendering test and PNG export.
+# Tests only: `make demo` needs no root and no system package.
+browser:
+	command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
 
 bench: setup
 	$(PY) benchmarks/optim_step.py

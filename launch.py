@@ -14,7 +14,7 @@ import sys
 
 from trainables.errors import ConfigError, OneLineArgumentParser
 
-SMOKE_TEST = dict(trials_per_optimizer=1, max_epochs=1, grace_period=1)
+SMOKE_TEST = dict(trials_per_optimizer=1, max_epochs=1, grace_period=1, confirm_top_k=0)
 
 
 def _number(kind, minimum, strict):
@@ -59,6 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpus-per-trial", type=_number(float, 0, False))
     p.add_argument("--max-concurrent", type=_number(int, 1, False))
     p.add_argument("--seed", type=_number(int, 0, False), help="searcher seed")
+    p.add_argument("--confirm", type=_number(int, 0, False), metavar="K",
+                   help="re-run the top K configs per optimizer with --seeds seeds "
+                        "(default: the space's confirm stage; 0: none)")
+    p.add_argument("--seeds", type=_number(int, 1, False), metavar="N",
+                   help="seeds per confirmed config (default: the space's)")
     p.add_argument("--dry-run", action="store_true", help="print the resolved plan, start nothing")
     p.add_argument("--smoke-test", action="store_true",
                    help="one trial of one epoch per optimizer: runs in seconds")
@@ -93,7 +98,11 @@ def resolve_plan(args, argv: list[str]):
     return SweepPlan(space=space, experiment=args.experiment or space.name, storage=storage,
                      tracking_uri=tracking, data_dir=os.path.abspath(args.data_dir),
                      address=args.address, resume=args.resume,
-                     command=shlex.join(["python", "launch.py", *argv]))
+                     command=shlex.join(["python", "launch.py", *argv]),
+                     confirm_top_k=(space.confirm_top_k if args.confirm is None or args.smoke_test
+                                    else args.confirm),
+                     confirm_seeds=args.seeds or space.confirm_seeds or 3,
+                     confirm_requested=args.confirm is not None)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -53,6 +53,8 @@ QUICKSTART = {
     "max_concurrent": 2,
     "cpus_per_trial": 1,
     "gpus_per_trial": 0,
+    "confirm_top_k": 1,     # the best configuration of each optimizer ...
+    "confirm_seeds": 3,     # ... re-run with 3 seeds to the full budget
 }
 
 # ASHA and Ray resources of the larger spaces. GPU fractions: several small trials share a
@@ -88,6 +90,8 @@ def _compare_space(dataset: str, trials: int) -> dict:
         "optimizers": ["adam", "adamw", "sam", "asam", "fsam", "zsharp"],
         "fixed": SEED_RECIPE, "search": RANGES, "search_per_optimizer": PER_OPTIMIZER,
         "trials_per_optimizer": trials, **CIFAR_BUDGET,
+        # Paired tests need seeds: 5 is the fewest reported as significant.
+        "confirm_top_k": 1, "confirm_seeds": 5,
     }
 
 

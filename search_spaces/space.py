@@ -48,6 +48,8 @@ _LIMITS = {
     "cpus_per_trial": (False, 0, False, math.inf),
     "gpus_per_trial": (False, 0, True, math.inf),
     "seed": (True, 0, True, 2 ** 32 - 1),  # Optuna seeds numpy's RandomState: 32 bits
+    "confirm_top_k": (True, 0, True, math.inf),
+    "confirm_seeds": (True, 0, True, math.inf),
 }
 
 
@@ -220,6 +222,10 @@ class SearchSpace:
     cpus_per_trial: float
     gpus_per_trial: float     # fractional: several small trials share one GPU
     seed: int = 0             # searcher seed
+    # The default confirm stage: the top k configurations of each optimizer re-run with
+    # this many seeds, to the full budget (0 and 0: none).
+    confirm_top_k: int = 0
+    confirm_seeds: int = 0
 
     def __post_init__(self):
         where = f"space {self.name!r}"
@@ -255,6 +261,9 @@ class SearchSpace:
                     bound += f" and <= {highest}"
                 raise SpaceError(f"{where}: {field}: must be {bound}, got {value!r}")
             self._set(field, value)
+        if self.confirm_top_k > self.trials_per_optimizer:
+            raise SpaceError(f"{where}: confirm_top_k: must be <= trials_per_optimizer "
+                             f"({self.trials_per_optimizer}), got {self.confirm_top_k}")
         if self.grace_period > self.max_epochs:
             raise SpaceError(f"{where}: grace_period: must be <= max_epochs ({self.max_epochs}), "
                              f"got {self.grace_period}")
@@ -337,7 +346,8 @@ class SearchSpace:
         """Build from plain data (a YAML file's mapping); strict: unknown or missing keys,
         wrong types and bad values raise a one-line SpaceError naming `where` and the field.
 
-        `fixed`, `search_per_optimizer` and `seed` may be left out (empty, empty, 0).
+        `fixed`, `search_per_optimizer`, `seed` and the confirm stage may be left out
+        (empty, empty, 0, none).
         """
         if not isinstance(data, Mapping):
             raise SpaceError(f"{where}: a search space must be a mapping of its fields, "
@@ -346,7 +356,8 @@ class SearchSpace:
         unknown = sorted(map(str, set(data) - set(names)))
         if unknown:
             raise SpaceError(f"{where}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(names)}")
-        values = {"fixed": {}, "search_per_optimizer": {}, "seed": 0, **data}
+        values = {"fixed": {}, "search_per_optimizer": {}, "seed": 0, "confirm_top_k": 0,
+                  "confirm_seeds": 0, **data}
         missing = [n for n in names if n not in values]
         if missing:
             raise SpaceError(f"{where}: missing key(s) {', '.join(missing)}")

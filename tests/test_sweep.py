@@ -101,12 +101,15 @@ def kill_sessions(session_ids) -> None:
     psutil.wait_procs(victims, timeout=15)
 
 
-def wait_for(condition, timeout: float, what: str):
+def wait_for(condition, timeout: float, what: str, process: subprocess.Popen | None = None):
+    """Poll `condition` until it is truthy; fail at once if `process` has exited."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = condition()
         if value:
             return value
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"process exited ({process.returncode}) before {what}")
         time.sleep(0.5)
     raise AssertionError(f"timed out waiting for {what}")
 
@@ -229,7 +232,8 @@ def test_driver_killed_mid_sweep_then_resumed(tmp_path):
         running = [c for c in children if c.info.status == "RUNNING"]
         return (finished, running) if finished and running else None
 
-    finished, _ = wait_for(one_finished_one_running, 600, "a finished and a running trial")
+    finished, _ = wait_for(one_finished_one_running, 600, "a finished and a running trial",
+                           driver)
     time.sleep(2)  # a trial that finished two seconds before the crash must not be rerun
     _, children = runs_of(client, "crash")
     done_before = {c.info.run_id: c.info.end_time for c in children if c.info.status == "FINISHED"}
@@ -260,7 +264,8 @@ def _trial_results(storage: Path, experiment: str) -> list[dict]:
 def test_a_killed_trial_worker_restarts_from_its_checkpoint(tmp_path):
     storage = tmp_path / "results"
     space = space_file(tmp_path, name="worker", optimizers=["adam"], max_epochs=5,
-                       grace_period=5, trials_per_optimizer=1, max_concurrent=1)
+                       grace_period=5, trials_per_optimizer=1, max_concurrent=1,
+                       search={"lr": {"loguniform": [1e-3, 1e-2]}})
     log = open(tmp_path / "driver.log", "w")
     driver = subprocess.Popen(launch_cmd("--space", space, "--storage", str(storage)), cwd=ROOT,
                               env=ENV, stdout=log, stderr=subprocess.STDOUT)
@@ -274,7 +279,7 @@ def test_a_killed_trial_worker_restarts_from_its_checkpoint(tmp_path):
         return children and children[0].data.metrics.get("epoch", 0) >= 2
 
     try:
-        wait_for(reached_epoch_two, 600, "epoch 2 of the trial")
+        wait_for(reached_epoch_two, 600, "epoch 2 of the trial", driver)
         workers = [p for p in psutil.Process(driver.pid).children(recursive=True)
                    if "ImplicitFunc" in " ".join(p.cmdline())]
         assert workers, "no trial worker process found"
@@ -334,7 +339,8 @@ def two_node_cluster(tmp_path):
 def test_sweep_on_a_two_node_cluster_with_a_tracking_server(tmp_path, two_node_cluster):
     address, uri = two_node_cluster
     space = space_file(tmp_path, name="cluster", optimizers=["adam"], max_epochs=1,
-                       grace_period=1, trials_per_optimizer=2)
+                       grace_period=1, trials_per_optimizer=2,
+                       search={"lr": {"loguniform": [1e-3, 1e-2]}})
     # A local results folder is refused on several nodes: the other node cannot see it.
     refused = launch("--space", space, "--address", address, "--mlflow-uri", uri,
                      "--storage", str(tmp_path / "local"))
@@ -379,19 +385,36 @@ BAD_INPUTS = [
 ]
 
 
-@pytest.mark.parametrize("args, word", BAD_INPUTS)
-def test_bad_input_gives_one_line_and_exit_2(tmp_path, args, word):
+def _bad_input_args(tmp_path, args):
     (tmp_path / "broken.yaml").write_text("name: [unclosed\n")
     port = free_port()  # nothing listens there
     args = [a.format(tmp=tmp_path, port=port) for a in args]
-    if "--storage" not in args:
-        args += ["--storage", str(tmp_path / "results")]
-    done = launch(*args, timeout=120)
-    assert done.returncode == 2, done.stdout + done.stderr
-    lines = done.stderr.strip().splitlines()
+    return args if "--storage" in args else args + ["--storage", str(tmp_path / "results")]
+
+
+def run_main(argv: list[str]) -> int:
+    """launch.main in this process (argparse errors exit through SystemExit)."""
+    import launch
+    try:
+        return launch.main(argv)
+    except SystemExit as stop:
+        return stop.code
+
+
+@pytest.mark.parametrize("args, word", BAD_INPUTS)
+def test_bad_input_gives_one_line_and_exit_2(tmp_path, capsys, args, word):
+    assert run_main(_bad_input_args(tmp_path, args)) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and word in lines[0], lines
-    assert "Traceback" not in done.stderr
     assert not list((tmp_path / "results").glob("*/experiment_state*"))  # nothing started
+
+
+@pytest.mark.parametrize("args, word", [BAD_INPUTS[0], BAD_INPUTS[13]])
+def test_bad_input_from_a_real_process_has_no_traceback(tmp_path, args, word):
+    done = launch(*_bad_input_args(tmp_path, args), timeout=120)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and word in lines[0] and "Traceback" not in done.stderr
 
 
 def test_dry_run_prints_the_plan_and_starts_nothing(tmp_path):

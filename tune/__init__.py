@@ -10,3 +10,5 @@ import os
 # seconds before a crash is not rerun on resume), and no warning flood about them.
 os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+# The classic reporter honours verbose=0; tune.progress prints the concise lines instead.
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")

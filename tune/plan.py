@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from search_spaces import SearchSpace
 from trainables.errors import ConfigError
+from tune.confirm import CONFIRM_SUFFIX
 
 
 class SweepError(ConfigError):
@@ -38,6 +39,9 @@ class SweepPlan:
     address: str | None = None  # an existing Ray cluster; None starts a local one
     resume: bool = False
     command: str = ""
+    confirm_top_k: int = 0      # the confirm stage: top k configs per optimizer ...
+    confirm_seeds: int = 0      # ... each re-run with this many seeds (0 and 0: none)
+    confirm_requested: bool = False  # asked for on the command line (may follow a finished sweep)
 
     def __post_init__(self):
         if not self.experiment or "/" in self.experiment or self.experiment.startswith("."):
@@ -51,6 +55,19 @@ class SweepPlan:
     def experiment_path(self) -> str:
         """Ray's experiment folder: storage/experiment."""
         return f"{self.storage.rstrip('/')}/{self.experiment}"
+
+    @property
+    def confirms(self) -> bool:
+        return self.confirm_top_k > 0 and self.confirm_seeds > 0
+
+    @property
+    def confirm_path(self) -> str:
+        """The confirm stage's own Ray experiment folder, beside the search's."""
+        return self.experiment_path + CONFIRM_SUFFIX
+
+    @property
+    def confirm_trials(self) -> int:
+        return self.confirm_top_k * self.confirm_seeds * len(self.space.optimizers)
 
     def replace(self, **changes) -> SweepPlan:
         return dataclasses.replace(self, **changes)
@@ -69,6 +86,9 @@ class SweepPlan:
             f"resources    {s.cpus_per_trial:g} CPU and {s.gpus_per_trial:g} GPU per trial, "
             f"{s.max_concurrent} at a time",
             f"cluster      {self.address or 'local Ray, started and stopped by launch.py'}",
+            f"confirm      " + (f"top {self.confirm_top_k} per optimizer x {self.confirm_seeds} seeds, "
+                                f"{s.max_epochs} epochs, no early stopping ({self.confirm_trials} trials)"
+                                if self.confirms else "none"),
             f"storage      {self.experiment_path}{' (resume)' if self.resume else ''}",
             f"tracking     {self.tracking_uri} (experiment {self.experiment!r})",
         ]

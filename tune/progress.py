@@ -81,3 +81,13 @@ def best_table(rows: list[dict], searched: tuple[str, ...]) -> str:
         lines.append(f"{optimizer:9s} {len(mine):6d} {best['best_val_acc']:12.4f} "
                      f"{best['best_epoch']:5d}  {_hparams(best['config'], searched)}")
     return "\n".join(lines)
+
+
+def seed_table(rows: list[dict]) -> str:
+    """Final val_acc over seeds per optimizer (the confirm stage): mean, min and max."""
+    lines = [f"{'optimizer':9s} {'runs':>4s} {'mean val_acc':>12s} {'min':>7s} {'max':>7s}"]
+    for optimizer in dict.fromkeys(r["optimizer"] for r in rows):
+        values = [r["final_val_acc"] for r in rows if r["optimizer"] == optimizer]
+        lines.append(f"{optimizer:9s} {len(values):4d} {sum(values) / len(values):12.4f} "
+                     f"{min(values):7.4f} {max(values):7.4f}")
+    return "\n".join(lines)

@@ -10,11 +10,14 @@ from __future__ import annotations
 import pickle
 from dataclasses import dataclass
 
+import optuna
 from optuna.samplers import TPESampler
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from search_spaces import Distribution, SearchSpace
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)  # no line per study created
 
 _SUGGEST = {
     "uniform": lambda trial, name, d: trial.suggest_float(name, d.low, d.high),

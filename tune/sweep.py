@@ -22,7 +22,8 @@ from ray import tune
 from trainables.data import load_dataset
 from trainables.errors import DataUnavailableError
 from tune.plan import SweepError, SweepPlan, is_uri, local_storage
-from tune.progress import ConciseProgress, best_table
+from tune.confirm import FixedConfigs, confirm_trials, select_finalists
+from tune.progress import ConciseProgress, best_table, seed_table
 from tune.schedule import PerOptimizerASHA
 from tune.search import PerOptimizerSearch
 from tune.tracking import MlflowTracking, open_parent_run, trial_status
@@ -37,22 +38,38 @@ _CONNECT_TIMEOUT_S = 3.0
 # ---- checks that need no Ray ---------------------------------------------------------
 
 def check_storage(plan: SweepPlan) -> None:
-    """Local storage must be writable; the experiment must (not) exist as --resume says."""
+    """Local storage must be writable."""
     path = local_storage(plan.storage)
-    if path is not None:
-        try:
-            Path(path).mkdir(parents=True, exist_ok=True)
-            probe = Path(path) / ".write-probe"
-            probe.write_text("ok")
-            probe.unlink()
-        except OSError as error:
-            raise SweepError(f"storage {path} is not writable: {error.strerror or error}") from None
-    exists = tune.Tuner.can_restore(plan.experiment_path)
-    if exists and not plan.resume:
-        raise SweepError(f"experiment {plan.experiment!r} already exists in {plan.storage}; "
-                         "pass --resume to continue it, or --experiment NAME for a new one")
-    if plan.resume and not exists:
-        raise SweepError(f"nothing to resume: no experiment {plan.experiment!r} in {plan.storage}")
+    if path is None:
+        return
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        probe = Path(path) / ".write-probe"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as error:
+        raise SweepError(f"storage {path} is not writable: {error.strerror or error}") from None
+
+
+def stages(plan: SweepPlan) -> tuple[bool, bool]:
+    """(run the search?, run the confirm stage?) from what exists in storage and --resume.
+
+    A new experiment runs both; --resume continues whatever exists; an explicit --confirm
+    on a finished search runs only the confirm stage; anything else that exists is refused
+    (no silent overwrite).
+    """
+    searched = tune.Tuner.can_restore(plan.experiment_path)
+    confirmed = plan.confirms and tune.Tuner.can_restore(plan.confirm_path)
+    if plan.resume:
+        if not searched:
+            raise SweepError(f"nothing to resume: no experiment {plan.experiment!r} in {plan.storage}")
+        return True, plan.confirms
+    if not searched:
+        return True, plan.confirms
+    if plan.confirm_requested and plan.confirms and not confirmed:
+        return False, True
+    raise SweepError(f"experiment {plan.experiment!r} already exists in {plan.storage}; "
+                     "pass --resume to continue it, or --experiment NAME for a new one")
 
 
 def check_tracking(uri: str) -> None:
@@ -143,28 +160,61 @@ def _searched_names(plan: SweepPlan) -> tuple[str, ...]:
     return tuple(sorted(names))
 
 
-def build_tuner(plan: SweepPlan, parent_run_id: str, experiment_id: str) -> tune.Tuner:
-    """A new Tuner for plan, or the restored one with --resume."""
+def _trainable(plan: SweepPlan):
+    return tune.with_resources(tune_trial, {"cpu": plan.space.cpus_per_trial,
+                                            "gpu": plan.space.gpus_per_trial})
+
+
+def run_stage(plan: SweepPlan, path: str, *, search_alg, scheduler, callbacks, num_samples: int):
+    """Fit one Ray experiment at `path` (storage/name): restored if it exists, else new."""
+    if tune.Tuner.can_restore(path):
+        tuner = tune.Tuner.restore(path, _trainable(plan), resume_unfinished=True,
+                                   resume_errored=True)
+    else:
+        tuner = tune.Tuner(
+            _trainable(plan),
+            tune_config=tune.TuneConfig(search_alg=search_alg, scheduler=scheduler,
+                                        num_samples=num_samples,
+                                        max_concurrent_trials=plan.space.max_concurrent,
+                                        reuse_actors=True),
+            run_config=tune.RunConfig(
+                name=path.rsplit("/", 1)[1], storage_path=plan.storage, callbacks=callbacks,
+                verbose=0, failure_config=tune.FailureConfig(max_failures=3),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
+    return tuner.fit()
+
+
+def search(plan: SweepPlan, parent_run_id: str, experiment_id: str):
+    """The search: one Optuna searcher and one ASHA per optimizer."""
     space = plan.space
-    trainable = tune.with_resources(tune_trial, {"cpu": space.cpus_per_trial,
-                                                 "gpu": space.gpus_per_trial})
-    if plan.resume:
-        return tune.Tuner.restore(plan.experiment_path, trainable, resume_unfinished=True,
-                                  resume_errored=True)
-    callbacks = [MlflowTracking(plan.tracking_uri, parent_run_id, experiment_id, space.max_epochs),
-                 ConciseProgress(plan.total_trials, space.max_epochs, _searched_names(plan))]
-    return tune.Tuner(
-        trainable,
-        tune_config=tune.TuneConfig(
-            search_alg=PerOptimizerSearch(space, {"data_dir": plan.data_dir}),
-            scheduler=PerOptimizerASHA(space.optimizers, space.max_epochs, space.grace_period,
-                                       space.reduction_factor),
-            num_samples=plan.total_trials, max_concurrent_trials=space.max_concurrent,
-            reuse_actors=True),
-        run_config=tune.RunConfig(
-            name=plan.experiment, storage_path=plan.storage, callbacks=callbacks, verbose=0,
-            failure_config=tune.FailureConfig(max_failures=3),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
+    return run_stage(
+        plan, plan.experiment_path,
+        search_alg=PerOptimizerSearch(space, {"data_dir": plan.data_dir}),
+        scheduler=PerOptimizerASHA(space.optimizers, space.max_epochs, space.grace_period,
+                                   space.reduction_factor),
+        callbacks=[MlflowTracking(plan.tracking_uri, parent_run_id, experiment_id, space.max_epochs),
+                   ConciseProgress(plan.total_trials, space.max_epochs, _searched_names(plan))],
+        num_samples=plan.total_trials)
+
+
+def confirm(plan: SweepPlan, rows: list[dict], parent_run_id: str, experiment_id: str):
+    """The confirm stage: finalists x seeds, full budget, FIFO (no early stopping)."""
+    configs, tags = confirm_trials(select_finalists(rows, plan.confirm_top_k), plan.confirm_seeds)
+    max_epochs = plan.space.max_epochs
+    return run_stage(
+        plan, plan.confirm_path, search_alg=FixedConfigs(configs), scheduler=None,
+        callbacks=[MlflowTracking(plan.tracking_uri, parent_run_id, experiment_id, max_epochs,
+                                  stage="confirm", tags_by_config=tags),
+                   ConciseProgress(len(configs), max_epochs, ("seed",))],
+        num_samples=len(configs))
+
+
+def finished_results(plan: SweepPlan):
+    """A finished search's results, read from storage without running anything."""
+    results = tune.Tuner.restore(plan.experiment_path, _trainable(plan)).get_results()
+    if results.num_terminated + results.num_errors < plan.total_trials:
+        raise SweepError(f"the search {plan.experiment!r} has not finished; pass --resume")
+    return results
 
 
 def summarize(results, max_epochs: int) -> list[dict]:
@@ -178,7 +228,9 @@ def summarize(results, max_epochs: int) -> list[dict]:
             "optimizer": result.config.get("optimizer"), "config": result.config,
             "status": trial_status(result.metrics or {}, max_epochs, result.error is not None),
             "best_val_acc": float(best["val_acc"]) if best is not None else float("nan"),
-            "best_epoch": int(best["epoch"]) if best is not None else 0})
+            "best_epoch": int(best["epoch"]) if best is not None else 0,
+            "final_val_acc": float((result.metrics or {}).get("val_acc", float("nan"))),
+            "trial_id": (result.metrics or {}).get("trial_id", Path(result.path).name)})
     return rows
 
 
@@ -193,8 +245,10 @@ def close_stale_runs(client: MlflowClient, experiment_id: str, parent_run_id: st
 
 
 def run_sweep(plan: SweepPlan, out=print) -> int:
-    """Run (or resume) the sweep; returns 0, or 1 if some trial failed with an error."""
+    """Run (or resume) the search and the confirm stage; returns 0, or 1 if a trial
+    failed with an error."""
     check_storage(plan)
+    run_search, run_confirm = stages(plan)
     check_tracking(plan.tracking_uri)
     check_address(plan.address)
     check_data(plan)
@@ -203,19 +257,25 @@ def run_sweep(plan: SweepPlan, out=print) -> int:
         check_cluster(plan)
         client = MlflowClient(plan.tracking_uri)
         parent_run_id, experiment_id = open_parent_run(
-            client, plan.experiment, plan.experiment_path, plan.resume,
+            client, plan.experiment, plan.experiment_path, not run_search or plan.resume,
             provenance(plan))
+        client.log_dict(parent_run_id, plan.space.to_dict(), "space.json")
         out(plan.describe())
-        tuner = build_tuner(plan, parent_run_id, experiment_id)
-        results = tuner.fit()
-        close_stale_runs(client, experiment_id, parent_run_id)
+        results = search(plan, parent_run_id, experiment_id) if run_search else finished_results(plan)
         rows = summarize(results, plan.space.max_epochs)
-        client.log_dict(parent_run_id, rows_for_mlflow(rows), "trials.json")
-        client.set_terminated(parent_run_id, "FINISHED")
         out("\n" + best_table(rows, _searched_names(plan)))
+        confirm_rows = []
+        if run_confirm:
+            out(f"\nconfirm stage: top {plan.confirm_top_k} x {plan.confirm_seeds} seeds")
+            confirm_rows = summarize(confirm(plan, rows, parent_run_id, experiment_id),
+                                     plan.space.max_epochs)
+            out("\n" + seed_table(confirm_rows))
+        close_stale_runs(client, experiment_id, parent_run_id)
+        client.log_dict(parent_run_id, rows_for_mlflow(rows + confirm_rows), "trials.json")
+        client.set_terminated(parent_run_id, "FINISHED")
         out(f"\nresults: {plan.experiment_path}\nbrowse:  mlflow ui --backend-store-uri "
             f"{plan.tracking_uri}")
-        return 1 if any(r["status"] == "error" for r in rows) else 0
+        return 1 if any(r["status"] == "error" for r in rows + confirm_rows) else 0
     finally:
         if started_ray:
             ray.shutdown()

@@ -18,6 +18,9 @@ from mlflow.utils.time import get_current_time_millis
 from ray.tune import Callback
 from ray.tune.result import AUTO_RESULT_KEYS
 
+from trainables.config import TrialConfig
+from tune.confirm import config_key
+
 # MLflow tags a run's status with these words; "error" also marks the run FAILED.
 STATUSES = ("completed", "stopped_early", "diverged", "error")
 
@@ -61,8 +64,9 @@ class MlflowTracking(Callback):
     """Child run per trial under `parent_run_id`: params, per-epoch metrics, status tag."""
 
     def __init__(self, tracking_uri: str, parent_run_id: str, experiment_id: str,
-                 max_epochs: int, stage: str = "sweep"):
+                 max_epochs: int, stage: str = "sweep", tags_by_config: dict | None = None):
         self.tracking_uri = tracking_uri
+        self.tags_by_config = tags_by_config or {}  # config_key(config) -> extra run tags
         self.parent_run_id = parent_run_id
         self.experiment_id = experiment_id
         self.max_epochs = max_epochs
@@ -102,8 +106,9 @@ class MlflowTracking(Callback):
         run = self.client.create_run(self.experiment_id, tags={
             "mlflow.parentRunId": self.parent_run_id, "mlflow.runName": f"{optimizer}-{trial.trial_id}",
             "trial_id": trial.trial_id, "optimizer": optimizer, "stage": self.stage,
-            "status": "running"})
-        params = [Param(k, str(v)) for k, v in sorted(trial.config.items())]
+            "status": "running", **self.tags_by_config.get(config_key(trial.config), {})})
+        resolved = TrialConfig.from_dict(trial.config).to_dict()  # defaults filled in
+        params = [Param(k, str(v)) for k, v in sorted(resolved.items())]
         self.client.log_batch(run.info.run_id, params=params)
         self._logged[run.info.run_id] = 0
         return run.info.run_id

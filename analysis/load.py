@@ -1,0 +1,429 @@
+"""Load what a sweep left behind into tidy frames: `load_sweep` (MLflow) or
+`load_sweep_from_storage` (Ray's experiment folders, no MLflow needed).
+
+Both return a `Sweep` with the same columns, so a report or a notebook does not care
+where the results came from:
+
+- `trials`: one row per trial of both stages (search, confirm): ids, stage, optimizer,
+  status (completed | stopped_early | diverged | error, or running for a live sweep), every
+  `TrialConfig` value as a column (defaults filled in), final and best val_acc, the best
+  epoch, epochs run, training seconds (the sum of `epoch_time_s`, so start-up and
+  evaluation gaps between epochs are not counted), cumulative gradient evaluations and
+  compute hours = seconds / 3600 x the GPUs (or, with none, the CPUs) a trial held.
+- `epochs`: one row per trial and epoch with every metric the trial reported.
+
+A trial that failed before its first epoch has a row in `trials` (NaN accuracies, zero
+hours) and none in `epochs`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import pickle
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from search_spaces import SearchSpace
+from trainables.config import TrialConfig
+from tune.confirm import CONFIRM_SUFFIX, config_key
+from tune.tracking import trial_status
+
+# What a trial reports each epoch (trainables.train); kept_fraction is ZSharp's only.
+METRICS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s",
+           "images_per_s", "grad_evals", "diverged", "kept_fraction")
+CONFIG_FIELDS = tuple(TrialConfig.field_names())
+TRIAL_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrialConfig)}
+_FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(TrialConfig)}  # "int", "float", ...
+
+KEY_COLUMNS = ["run_id", "trial_id", "stage", "optimizer", "status", "confirm_rank",
+               "source_trial_id", "start_time"]
+RESULT_COLUMNS = ["epochs_run", "final_val_acc", "best_val_acc", "best_epoch", "train_seconds",
+                  "grad_evals", "compute_hours", "compute_unit"]
+TRIAL_COLUMNS = KEY_COLUMNS + [f for f in CONFIG_FIELDS if f != "optimizer"] + RESULT_COLUMNS
+EPOCH_COLUMNS = ["run_id", "trial_id", "stage", "optimizer", "seed", *METRICS]
+STAGES = ("sweep", "confirm")
+# Ray's words for a trial that has not ended yet.
+_RAY_LIVE = {"PENDING", "RUNNING", "PAUSED"}
+
+
+@dataclass
+class Sweep:
+    """One sweep's results as tidy frames (see the module docstring for the columns).
+
+    `meta` holds the provenance the report's header shows: experiment, space, git_commit,
+    command, started (a UTC pandas Timestamp or None) and source (where it was loaded from).
+    """
+
+    name: str
+    trials: pd.DataFrame
+    epochs: pd.DataFrame
+    space: SearchSpace | None = None
+    meta: dict = field(default_factory=dict)
+
+    def stage(self, stage: str) -> pd.DataFrame:
+        """The trials of one stage ("sweep" or "confirm")."""
+        return self.trials[self.trials["stage"] == stage]
+
+    @property
+    def optimizers(self) -> list[str]:
+        """Optimizer names in the space's order, else in order of appearance."""
+        seen = list(dict.fromkeys(self.trials["optimizer"]))
+        if self.space is None:
+            return seen
+        return [o for o in self.space.optimizers if o in seen] + [
+            o for o in seen if o not in self.space.optimizers]
+
+
+# ---- shared: per-trial summaries -----------------------------------------------------------
+
+def _typed(name: str, value):
+    """A config value in its TrialConfig type (MLflow stores params as strings)."""
+    kind = _FIELD_TYPES.get(name)
+    if not isinstance(value, str) or kind == "str":
+        return value
+    if kind == "bool":
+        return value.lower() == "true"
+    if kind == "int":
+        return int(float(value))
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
+def resolved_config(config: dict) -> dict:
+    """A trial config with TrialConfig's defaults filled in and values typed (what the
+    trial ran with: MLflow logs this, Ray's params.json only what the searcher set)."""
+    return {**TRIAL_DEFAULTS, **{k: _typed(k, v) for k, v in config.items()}}
+
+
+def _epoch_frame(rows: list[dict]) -> pd.DataFrame:
+    """One trial's epochs, one row each, in order; an epoch reported twice (after a
+    restart) counts once, as MLflow logs it once."""
+    frame = pd.DataFrame(rows, columns=list(METRICS), dtype=float)
+    frame = frame.dropna(subset=["epoch"]).drop_duplicates("epoch", keep="first")
+    frame["epoch"] = frame["epoch"].astype(int)
+    return frame.sort_values("epoch").reset_index(drop=True)
+
+
+def _summary(epochs: pd.DataFrame) -> dict:
+    """Final and best val_acc, best epoch, epochs run, seconds and gradient evaluations."""
+    if epochs.empty:
+        return {"epochs_run": 0, "final_val_acc": math.nan, "best_val_acc": math.nan,
+                "best_epoch": 0, "train_seconds": 0.0, "grad_evals": 0.0}
+    val = epochs["val_acc"]
+    best = val.idxmax() if val.notna().any() else None
+    return {"epochs_run": int(epochs["epoch"].max()),
+            "final_val_acc": float(val.iloc[-1]),
+            "best_val_acc": float(val[best]) if best is not None else math.nan,
+            "best_epoch": int(epochs["epoch"][best]) if best is not None else 0,
+            "train_seconds": float(epochs["epoch_time_s"].fillna(0).sum()),
+            "grad_evals": float(epochs["grad_evals"].iloc[-1])}
+
+
+def _compute(resources: dict | None) -> tuple[float, str]:
+    """(units per trial, "GPU" or "CPU") from a trial's resources {"CPU": c, "GPU": g}."""
+    if not resources:
+        return math.nan, "unknown"
+    gpus = float(resources.get("GPU", 0) or 0)
+    return (gpus, "GPU") if gpus > 0 else (float(resources.get("CPU", 0) or 0), "CPU")
+
+
+def _space_resources(space: SearchSpace | None) -> dict | None:
+    if space is None:
+        return None
+    return {"CPU": space.cpus_per_trial, "GPU": space.gpus_per_trial}
+
+
+def _trial_row(ids: dict, config: dict, epochs: pd.DataFrame, resources: dict | None) -> dict:
+    units, unit = _compute(resources)
+    summary = _summary(epochs)
+    return {**ids, **{k: v for k, v in config.items() if k != "optimizer"}, **summary,
+            "compute_hours": summary["train_seconds"] / 3600 * units, "compute_unit": unit}
+
+
+def _frames(rows: list[dict], epoch_frames: list[pd.DataFrame]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The trials and epochs frames, with the promised columns in order."""
+    trials = pd.DataFrame(rows)
+    for column in TRIAL_COLUMNS:
+        if column not in trials:
+            trials[column] = pd.Series([None] * len(trials), dtype=object)
+    extra = [c for c in trials.columns if c not in TRIAL_COLUMNS]
+    trials = trials[TRIAL_COLUMNS + extra]
+    trials["confirm_rank"] = pd.to_numeric(trials["confirm_rank"]).astype("Int64")
+    trials["start_time"] = pd.to_datetime(trials["start_time"], utc=True)
+    trials["stage"] = pd.Categorical(trials["stage"], categories=STAGES)
+    trials = trials.sort_values(["stage", "start_time", "trial_id"], kind="stable")
+    trials["stage"] = trials["stage"].astype(str)
+    trials = trials.reset_index(drop=True)
+    epochs = (pd.concat(epoch_frames, ignore_index=True) if epoch_frames
+              else pd.DataFrame(columns=EPOCH_COLUMNS))
+    epochs = epochs[EPOCH_COLUMNS].sort_values(["stage", "trial_id", "epoch"], kind="stable")
+    return trials, epochs.reset_index(drop=True)
+
+
+def _with_trial_keys(epochs: pd.DataFrame, ids: dict, seed) -> pd.DataFrame:
+    keyed = epochs.copy()
+    for column in ("run_id", "trial_id", "stage", "optimizer"):
+        keyed[column] = ids[column]
+    keyed["seed"] = seed
+    return keyed
+
+
+# ---- MLflow ------------------------------------------------------------------------------
+
+def load_sweep(experiment: str, tracking_uri: str) -> Sweep:
+    """Load the sweep tracked in MLflow experiment `experiment` at `tracking_uri`.
+
+    The sweep is the experiment's latest parent run (tag stage=sweep) and its child runs
+    (both stages). Raises ValueError naming the experiment if it or its parent run is
+    missing.
+    """
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri[len("sqlite:///"):]).is_file():
+        # MlflowClient would create an empty database there: refuse instead.
+        raise ValueError(f"no MLflow database at {tracking_uri[len('sqlite:///'):]}")
+    client = MlflowClient(tracking_uri)
+    try:
+        found = client.get_experiment_by_name(experiment)
+    except MlflowException as error:
+        raise ValueError(f"cannot read MLflow at {tracking_uri}: {error.message}") from None
+    if found is None:
+        raise ValueError(f"no MLflow experiment {experiment!r} at {tracking_uri}")
+    parents = client.search_runs(
+        [found.experiment_id], filter_string="tags.stage = 'sweep'",
+        order_by=["attributes.start_time DESC"], max_results=1000)
+    parents = [r for r in parents if "mlflow.parentRunId" not in r.data.tags]
+    if not parents:
+        raise ValueError(f"MLflow experiment {experiment!r} at {tracking_uri} has no sweep run")
+    parent = parents[0]
+    space = _mlflow_space(client, parent)
+    children = _search_all(client, found.experiment_id,
+                           f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    rows, epoch_frames = [], []
+    for run in children:
+        row, epochs = _mlflow_trial(client, run, space)
+        rows.append(row)
+        if not epochs.empty:
+            epoch_frames.append(epochs)
+    trials, epochs = _frames(rows, epoch_frames)
+    tags = parent.data.tags
+    meta = {"experiment": experiment, "space": tags.get("space", space.name if space else None),
+            "git_commit": tags.get("git_commit"), "command": tags.get("command"),
+            "started": pd.Timestamp(parent.info.start_time, unit="ms", tz="UTC"),
+            "source": f"MLflow {tracking_uri}, run {parent.info.run_id}",
+            "parent_run_id": parent.info.run_id, "sweep_path": tags.get("sweep_path")}
+    return Sweep(name=experiment, trials=trials, epochs=epochs, space=space, meta=meta)
+
+
+def _search_all(client, experiment_id: str, filter_string: str) -> list:
+    """Every run matching the filter, page by page."""
+    runs, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], filter_string=filter_string,
+                                  max_results=1000, page_token=token)
+        runs += list(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def _mlflow_space(client, parent) -> SearchSpace | None:
+    """The parent run's space.json artifact as a SearchSpace (None if absent or stale)."""
+    previous = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # no bars on stderr
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            path = client.download_artifacts(parent.info.run_id, "space.json", folder)
+            data = json.loads(Path(path).read_text())
+        return SearchSpace.from_dict(data, f"space.json of run {parent.info.run_id}")
+    except Exception:  # noqa: BLE001 - a missing or old artifact only loses the space
+        return None
+    finally:
+        if previous is None:
+            os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
+        else:
+            os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = previous
+
+
+def _mlflow_epochs(client, run) -> pd.DataFrame:
+    """Every metric of a run, one row per step (= epoch)."""
+    by_step: dict[int, dict] = {}
+    for key in run.data.metrics:
+        if key not in METRICS:
+            continue
+        history = sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: m.timestamp)
+        for metric in history:
+            by_step.setdefault(metric.step, {"epoch": metric.step}).setdefault(key, metric.value)
+    return _epoch_frame(list(by_step.values()))
+
+
+def _mlflow_trial(client, run, space: SearchSpace | None) -> tuple[dict, pd.DataFrame]:
+    tags = run.data.tags
+    config = resolved_config(run.data.params)
+    ids = {"run_id": run.info.run_id, "trial_id": tags.get("trial_id"),
+           "stage": tags.get("stage", "sweep"),
+           "optimizer": tags.get("optimizer", config.get("optimizer")),
+           "status": tags.get("status"), "confirm_rank": tags.get("confirm_rank"),
+           "source_trial_id": tags.get("source_trial_id"),
+           "start_time": run.info.start_time / 1000}
+    ids["start_time"] = pd.Timestamp(ids["start_time"], unit="s", tz="UTC")
+    epochs = _mlflow_epochs(client, run)
+    row = _trial_row(ids, config, epochs, _space_resources(space))
+    return row, _with_trial_keys(epochs, ids, config.get("seed"))
+
+
+# ---- Ray storage -------------------------------------------------------------------------
+
+def load_sweep_from_storage(path: str | os.PathLike) -> Sweep:
+    """Load a sweep from Ray's storage: `path` is the search's experiment folder
+    (<storage>/<experiment>); the confirm stage's folder beside it (<path>-confirm) is read
+    too when present. Needs no MLflow.
+
+    Status, start time and resources come from Ray's experiment state (the newest
+    experiment_state-*.json); epochs from each trial's result.json. A `space.json` in the
+    experiment folder, if one was written there, gives the space. Raises ValueError
+    naming `path` if it is not a Ray experiment folder.
+    """
+    folder = Path(path).expanduser().resolve()
+    if not folder.is_dir():
+        raise ValueError(f"no Ray experiment folder at {folder}")
+    space = _storage_space(folder)
+    search = _ray_experiment(folder, "sweep", space)
+    if not search:
+        raise ValueError(f"{folder} holds no Ray Tune trials (expected the experiment folder "
+                         "<storage>/<experiment>)")
+    confirm_folder = folder.with_name(folder.name + CONFIRM_SUFFIX)
+    confirm = _ray_experiment(confirm_folder, "confirm", space) if confirm_folder.is_dir() else []
+    _link_confirm_to_search(confirm, search)
+    rows = [row for row, _ in search + confirm]
+    trials, epochs = _frames(rows, [e for _, e in search + confirm if not e.empty])
+    started = trials["start_time"].min() if len(trials) else None
+    meta = {"experiment": folder.name, "space": space.name if space else None,
+            "git_commit": None, "command": None,
+            "started": None if started is None or pd.isna(started) else started,
+            "source": f"Ray storage {folder}", "sweep_path": str(folder)}
+    return Sweep(name=folder.name, trials=trials, epochs=epochs, space=space, meta=meta)
+
+
+def _storage_space(folder: Path) -> SearchSpace | None:
+    path = folder / "space.json"
+    if not path.is_file():
+        return None
+    try:
+        return SearchSpace.from_dict(json.loads(path.read_text()), str(path))
+    except (ValueError, OSError):
+        return None
+
+
+def _experiment_state(folder: Path) -> dict[str, dict]:
+    """Ray's record of each trial, by trial folder name: id, status, start time,
+    resources. Empty if Ray never wrote its state (a crash before the first snapshot)."""
+    states = sorted(folder.glob("experiment_state-*.json"), key=lambda p: p.stat().st_mtime)
+    if not states:
+        return {}
+    data = json.loads(states[-1].read_text())
+    found = {}
+    for trial_json, runtime_json in data.get("trial_data", []):
+        trial = json.loads(trial_json)
+        runtime = json.loads(runtime_json) if isinstance(runtime_json, str) else runtime_json
+        found[trial.get("relative_logdir")] = {
+            "trial_id": trial.get("trial_id"), "status": trial.get("status"),
+            "start_time": (runtime or {}).get("start_time"),
+            "error": bool((runtime or {}).get("error_filename")),
+            "resources": _resources(trial.get("placement_group_factory"))}
+    return found
+
+
+def _resources(pickled_hex) -> dict | None:
+    """A trial's resources {"CPU": c, "GPU": g} from Ray's pickled placement group
+    factory (Ray's own record of what the trial held; unpickled as Ray does on resume)."""
+    try:
+        factory = pickle.loads(bytes.fromhex(pickled_hex))
+        return dict(factory.required_resources)
+    except Exception:  # noqa: BLE001 - another Ray version's format: resources unknown
+        return None
+
+
+def _read_results(path: Path) -> list[dict]:
+    """result.json: one JSON object per reported epoch (Ray writes NaN as NaN)."""
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line:
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                break  # a line cut short by a crash: what came before stands
+    return rows
+
+
+_TRIAL_ID = re.compile(r"_([0-9a-f]{5,})_\d+_")
+
+
+def _ray_experiment(folder: Path, stage: str, space: SearchSpace | None) -> list[tuple[dict, pd.DataFrame]]:
+    """(trial row, epochs) for each trial folder in one Ray experiment folder."""
+    state = _experiment_state(folder)
+    found = []
+    for trial_dir in sorted(p for p in folder.iterdir() if (p / "params.json").is_file()):
+        info = state.get(trial_dir.name, {})
+        results = _read_results(trial_dir / "result.json")
+        config = resolved_config(json.loads((trial_dir / "params.json").read_text()))
+        trial_id = info.get("trial_id") or (results[0].get("trial_id") if results else None)
+        if trial_id is None:
+            match = _TRIAL_ID.search(trial_dir.name)
+            trial_id = match.group(1) if match else trial_dir.name
+        epochs = _epoch_frame([{k: r.get(k) for k in METRICS} for r in results])
+        start = info.get("start_time")
+        if start is None and results:
+            start = results[0].get("timestamp", math.nan) - results[0].get("time_this_iter_s", 0)
+        ids = {"run_id": None, "trial_id": trial_id, "stage": stage,
+               "optimizer": config.get("optimizer"),
+               "status": _storage_status(info, results, config, trial_dir),
+               "confirm_rank": None, "source_trial_id": None,
+               "start_time": pd.Timestamp(start, unit="s", tz="UTC") if start else pd.NaT}
+        resources = info.get("resources") or _space_resources(space)
+        row = _trial_row(ids, config, epochs, resources)
+        found.append((row, _with_trial_keys(epochs, ids, config.get("seed"))))
+    return found
+
+
+def _storage_status(info: dict, results: list[dict], config: dict, trial_dir: Path) -> str:
+    """The MLflow status word (tune.tracking.trial_status) from Ray's record."""
+    errored = info.get("status") == "ERROR" or info.get("error") or (trial_dir / "error.txt").is_file()
+    if not errored and info.get("status") in _RAY_LIVE:
+        return "running"
+    last = results[-1] if results else {}
+    return trial_status(last, int(config["epochs"]), bool(errored))
+
+
+def _link_confirm_to_search(confirm: list, search: list) -> None:
+    """Fill a confirm trial's source_trial_id and confirm_rank as the MLflow tags have
+    them: the search trial with the same config apart from the seed, ranked by best
+    val_acc among its optimizer's non-error trials (tune.confirm.select_finalists)."""
+    def key(row):
+        return config_key({k: row[k] for k in CONFIG_FIELDS if k not in ("seed", "optimizer")}
+                          | {"optimizer": row["optimizer"]})
+
+    ranked = {}
+    for optimizer in dict.fromkeys(r["optimizer"] for r, _ in search):
+        rows = sorted((r for r, _ in search if r["optimizer"] == optimizer and r["status"] != "error"
+                       and not np.isnan(r["best_val_acc"])),
+                      key=lambda r: r["best_val_acc"], reverse=True)
+        ranked.update({key(r): (r["trial_id"], rank) for rank, r in enumerate(rows, start=1)})
+    for row, _ in confirm:
+        source = ranked.get(key(row))
+        if source is not None:
+            row["source_trial_id"], row["confirm_rank"] = source

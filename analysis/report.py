@@ -1,0 +1,760 @@
+"""One self-contained HTML report of a sweep: the comparison, its curves, its cost.
+
+    python -m analysis.report --experiment quickstart --out report.html
+    python -m analysis.report --storage results/quickstart --out report.html --png figures/
+
+The page embeds plotly.js once, inline, so it opens offline from a file:// URL. Each
+figure comes from one function of a `Sweep` (`figure_learning_curves(sweep)`, ...), so a
+notebook can call them one at a time; `write_report(sweep, path)` writes the whole page.
+Claims rest on the confirm stage (several seeds, intervals, paired tests from
+analysis.stats); the search's numbers are single runs and labelled as such.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import plotly.io as pio
+from plotly.colors import sample_colorscale
+from plotly.offline import get_plotlyjs
+from plotly.subplots import make_subplots
+
+from analysis import stats
+from analysis.load import TRIAL_DEFAULTS, Sweep, load_sweep, load_sweep_from_storage
+from trainables.errors import OneLineArgumentParser
+
+LABELS = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD", "sam": "SAM", "asam": "ASAM",
+          "fsam": "Friendly-SAM", "zsharp": "ZSharp"}
+COLORS = {"adam": "#1f77b4", "adamw": "#17becf", "sgd": "#7f7f7f", "sam": "#ff7f0e",
+          "asam": "#2ca02c", "fsam": "#9467bd", "zsharp": "#d62728"}
+_SPARE_COLORS = ["#8c564b", "#e377c2", "#bcbd22", "#393b79", "#637939"]
+# Searched hyperparameters in the order figures show them; others follow.
+HPARAM_ORDER = ("lr", "rho", "alpha", "eta", "sigma", "lmbda", "weight_decay", "momentum",
+                "beta1", "beta2", "label_smoothing", "batch_size", "warmup_epochs")
+# Never treated as searched, even when they vary between trials.
+_NOT_SEARCHED = {"seed", "epochs", "optimizer"}
+SAM_REFERENCE = "sam"
+GOOD_MARGIN = 0.01  # "good region": within 1 accuracy point of the optimizer's best trial
+# fANOVA fits a random forest to the trials: from fewer points it reports noise.
+MIN_IMPORTANCE_TRIALS = 5
+LOG_PARAMS = {"lr", "weight_decay", "eta", "rho"}
+_PLOT_CONFIG = {"displaylogo": False, "responsive": True}
+
+
+class ReportError(ValueError):
+    """The report cannot be made as asked (bad input, no Chrome for PNG export)."""
+
+
+def label(optimizer: str) -> str:
+    return LABELS.get(optimizer, optimizer)
+
+
+def color(optimizer: str) -> str:
+    if optimizer in COLORS:
+        return COLORS[optimizer]
+    return _SPARE_COLORS[sum(map(ord, optimizer)) % len(_SPARE_COLORS)]
+
+
+def _rgba(hex_color: str, alpha: float) -> str:
+    r, g, b = (int(hex_color[i:i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({r},{g},{b},{alpha})"
+
+
+def _pct(x: float, digits: int = 1) -> str:
+    return "–" if x is None or pd.isna(x) else f"{100 * x:.{digits}f}%"
+
+
+def _num(x: float, fmt: str = ".3g") -> str:
+    return "–" if x is None or pd.isna(x) else format(x, fmt)
+
+
+# ---- data the sections share ---------------------------------------------------------------
+
+def searched_params(sweep: Sweep, optimizer: str) -> list[str]:
+    """The hyperparameters searched for one optimizer: from the space, or (without one)
+    the numeric settings that vary between its search trials."""
+    if sweep.space is not None and optimizer in sweep.space.optimizers:
+        names = list(sweep.space.distributions_for(optimizer))
+    else:
+        trials = sweep.stage("sweep")
+        trials = trials[trials["optimizer"] == optimizer]
+        names = [name for name in TRIAL_DEFAULTS if name not in _NOT_SEARCHED
+                 and pd.api.types.is_numeric_dtype(trials[name])
+                 and not pd.api.types.is_bool_dtype(trials[name]) and trials[name].nunique() > 1]
+    order = {name: i for i, name in enumerate(HPARAM_ORDER)}
+    return sorted(names, key=lambda n: order.get(n, len(order)))
+
+
+def base_optimizer(sweep: Sweep) -> str:
+    """The base optimizer the SAM family wraps (the space's fixed `base`, else adam)."""
+    if sweep.space is not None:
+        return sweep.space.fixed.get("base", TRIAL_DEFAULTS["base"])
+    bases = sweep.trials["base"].dropna()
+    return bases.mode().iloc[0] if len(bases) else TRIAL_DEFAULTS["base"]
+
+
+def confirm_results(sweep: Sweep) -> tuple[pd.DataFrame, list[str]]:
+    """The confirm stage as the frame analysis.stats expects: one row per optimizer and
+    seed (optimizer, seed, val_acc = final val accuracy, trial_id, source_trial_id), and
+    notes on the runs left out.
+
+    Only each optimizer's best configuration (confirm_rank 1) is compared, so seeds are
+    not mixed with configs. Runs that failed or are unfinished have no final accuracy and
+    are left out, with a note: leaving them out flatters the optimizer that failed.
+    """
+    confirm = sweep.stage("confirm")
+    notes = []
+    if confirm.empty:
+        return pd.DataFrame(columns=["optimizer", "seed", "val_acc", "trial_id", "source_trial_id"]), notes
+    ranks = confirm["confirm_rank"]
+    if ranks.notna().any() and (ranks > 1).any():
+        notes.append(f"Each optimizer is compared at its best configuration (rank 1); the runs "
+                     f"of ranks 2 to {int(ranks.max())} are in the cost and curve data only.")
+        confirm = confirm[ranks.fillna(1) == 1]
+    failed = confirm[(confirm["status"].isin(["error", "running"])) | confirm["final_val_acc"].isna()]
+    if len(failed):
+        runs = ", ".join(f"{label(o)} seed {s} ({st})" for o, s, st in
+                         zip(failed["optimizer"], failed["seed"], failed["status"]))
+        notes.append(f"Left out of the comparison, with no final accuracy: {runs}. A failed run "
+                     "counts against its optimizer; read the table with that in mind.")
+    kept = confirm.drop(failed.index).sort_values(["optimizer", "seed", "start_time"])
+    repeated = kept.duplicated(["optimizer", "seed"])
+    if repeated.any():
+        notes.append(f"{int(repeated.sum())} confirm runs repeat an optimizer and seed with "
+                     "another configuration; only the first of each is compared.")
+        kept = kept[~repeated]
+    frame = kept.rename(columns={"final_val_acc": "val_acc"})
+    return frame[["optimizer", "seed", "val_acc", "trial_id", "source_trial_id"]].reset_index(drop=True), notes
+
+
+def search_best(sweep: Sweep) -> pd.DataFrame:
+    """The search's best trial per optimizer (by best val_acc): single runs."""
+    search = sweep.stage("sweep").dropna(subset=["best_val_acc"])
+    if search.empty:
+        return search
+    best = search.loc[search.groupby("optimizer", sort=False)["best_val_acc"].idxmax()]
+    return best.sort_values("best_val_acc", ascending=False).reset_index(drop=True)
+
+
+@dataclass
+class Comparison:
+    """Section 1: per-optimizer intervals and paired differences, or the search's best."""
+
+    summary: pd.DataFrame
+    paired: dict = field(default_factory=dict)    # reference optimizer -> paired table
+    notes: list = field(default_factory=list)
+    single_runs: bool = False                      # True: no confirm stage, search's best only
+
+
+def comparison(sweep: Sweep, confidence: float = 0.95) -> Comparison:
+    """The comparison table's content (stats.summarize_by_optimizer, and
+    stats.paired_differences against SAM and against the base optimizer)."""
+    frame, notes = confirm_results(sweep)
+    if frame.empty:
+        notes.append("The comparison needs a confirm stage: rerun the best configurations with "
+                     "several seeds (launch.py ... --confirm 1 --seeds 5, on this experiment). "
+                     "Below: the search's best trial per optimizer, single runs: not evidence "
+                     "of a difference.")
+        return Comparison(search_best(sweep), {}, notes, single_runs=True)
+    summary = stats.summarize_by_optimizer(frame, value="val_acc", confidence=confidence, method="t")
+    paired = {}
+    for reference in dict.fromkeys([SAM_REFERENCE, base_optimizer(sweep)]):
+        if reference not in set(frame["optimizer"]):
+            notes.append(f"No {label(reference)} in the confirm stage: no comparison against it.")
+        elif frame["optimizer"].nunique() > 1:
+            paired[reference] = stats.paired_differences(frame, reference=reference, value="val_acc")
+    if summary["small_sample"].any():
+        notes.append(f"Fewer than {stats.MIN_SEEDS} seeds: intervals are shown but too wide or "
+                     "too unstable to carry a claim, and no difference is called significant.")
+    return Comparison(summary, paired, notes)
+
+
+# ---- figures -------------------------------------------------------------------------------
+
+def _layout(fig: go.Figure, title: str, height: int = 420, **axes) -> go.Figure:
+    fig.update_layout(title={"text": title, "x": 0.01}, height=height, template="plotly_white",
+                      margin={"l": 70, "r": 30, "t": 70, "b": 60}, **axes)
+    return fig
+
+
+def figure_comparison(sweep: Sweep) -> go.Figure:
+    """Final val accuracy per seed of the confirm stage, with the mean and its 95% t
+    interval; without a confirm stage, the search's best per optimizer (single runs)."""
+    result = comparison(sweep)
+    fig = go.Figure()
+    if result.single_runs:
+        best = result.summary
+        fig.add_trace(go.Scatter(
+            x=[label(o) for o in best["optimizer"]], y=best["best_val_acc"], mode="markers",
+            marker={"size": 12, "color": [color(o) for o in best["optimizer"]]},
+            text=best["trial_id"], hovertemplate="%{x}: %{y:.2%} (trial %{text})<extra></extra>",
+            name="best search trial"))
+        return _layout(fig, "Search: best val accuracy per optimizer (single runs, not evidence "
+                       "of a difference)", xaxis_title="optimizer", yaxis_title="best val accuracy",
+                       yaxis_tickformat=".0%", showlegend=False)
+    frame, _ = confirm_results(sweep)
+    for row in result.summary.itertuples():
+        seeds = frame[frame["optimizer"] == row.optimizer]
+        name = label(row.optimizer)
+        fig.add_trace(go.Scatter(
+            x=[name] * len(seeds), y=seeds["val_acc"], mode="markers", name=f"{name} seeds",
+            marker={"size": 7, "color": _rgba(color(row.optimizer), 0.5)},
+            text=seeds["seed"], hovertemplate="seed %{text}: %{y:.2%}<extra></extra>", showlegend=False))
+        low = row.mean - row.low if not pd.isna(row.low) else None
+        high = row.high - row.mean if not pd.isna(row.high) else None
+        fig.add_trace(go.Scatter(
+            x=[name], y=[row.mean], mode="markers", name=name, showlegend=False,
+            marker={"size": 14, "symbol": "diamond", "color": color(row.optimizer)},
+            error_y={"type": "data", "symmetric": False, "array": [high], "arrayminus": [low],
+                     "visible": low is not None},
+            hovertemplate=f"{name}: mean %{{y:.2%}}, n={row.n}"
+                          f"{' (small sample)' if row.small_sample else ''}<extra></extra>"))
+    return _layout(fig, "Confirm stage: final val accuracy per seed, mean and 95% t interval",
+                   xaxis_title="optimizer", yaxis_title="final val accuracy", yaxis_tickformat=".0%")
+
+
+def curve_trials(sweep: Sweep) -> tuple[pd.DataFrame, str]:
+    """The epochs the learning curves average over, and which runs they are: the confirm
+    stage's best configurations (over seeds), else the search's trials."""
+    frame, _ = confirm_results(sweep)
+    if len(frame):
+        return sweep.epochs[sweep.epochs["trial_id"].isin(frame["trial_id"])], "confirm"
+    return sweep.epochs[sweep.epochs["stage"] == "sweep"], "sweep"
+
+
+def _band(fig, x, mean, low, high, optimizer: str, col: int, legend: bool) -> None:
+    """A mean line with a shaded low-high band, in subplot column `col`."""
+    name, c = label(optimizer), color(optimizer)
+    common = {"legendgroup": optimizer, "hoverinfo": "skip", "showlegend": False, "mode": "lines",
+              "line": {"width": 0}}
+    fig.add_trace(go.Scatter(x=x, y=high, **common), row=1, col=col)
+    fig.add_trace(go.Scatter(x=x, y=low, fill="tonexty", fillcolor=_rgba(c, 0.18), **common), row=1, col=col)
+    fig.add_trace(go.Scatter(x=x, y=mean, mode="lines+markers", name=name, legendgroup=optimizer,
+                             showlegend=legend, line={"color": c, "width": 2}, marker={"size": 5},
+                             hovertemplate=f"{name}: %{{y:.2%}}<extra></extra>"), row=1, col=col)
+
+
+def figure_learning_curves(sweep: Sweep) -> go.Figure:
+    """val_acc by epoch and by gradient evaluations per optimizer: the mean and the range
+    (min to max) over the confirm stage's seeds, or over the search's trials."""
+    epochs, source = curve_trials(sweep)
+    fig = make_subplots(1, 2, subplot_titles=("by epoch", "by gradient evaluations"),
+                        horizontal_spacing=0.08)
+    for optimizer in sweep.optimizers:
+        mine = epochs[epochs["optimizer"] == optimizer]
+        if mine.empty:
+            continue
+        by_epoch = mine.groupby("epoch").agg(mean=("val_acc", "mean"), low=("val_acc", "min"),
+                                             high=("val_acc", "max"), evals=("grad_evals", "mean"))
+        for col, x in ((1, by_epoch.index), (2, by_epoch["evals"])):
+            _band(fig, x, by_epoch["mean"], by_epoch["low"], by_epoch["high"], optimizer, col, col == 1)
+    over = ("confirm stage: mean and range over seeds" if source == "confirm" else
+            "search trials: mean and range over trials; trials stopped early drop out of later epochs")
+    fig.update_xaxes(title_text="epoch", row=1, col=1)
+    fig.update_xaxes(title_text="gradient evaluations (samples x passes; SAM family: 2 per step)",
+                     row=1, col=2)
+    fig.update_yaxes(title_text="val accuracy", tickformat=".0%")
+    return _layout(fig, f"Learning curves ({over})", height=460)
+
+
+def figure_compute(sweep: Sweep) -> go.Figure:
+    """Best val accuracy so far against cumulative compute hours of the search, per
+    optimizer, trials in start order (stopped and failed trials spend compute too)."""
+    search = sweep.stage("sweep")
+    units = set(search["compute_unit"].dropna())
+    unit = units.pop() if len(units) == 1 else "unknown"
+    fig = go.Figure()
+    for optimizer in sweep.optimizers:
+        mine = search[search["optimizer"] == optimizer].sort_values("start_time")
+        if mine.empty:
+            continue
+        hours = mine["compute_hours"] if unit in ("CPU", "GPU") else mine["train_seconds"] / 3600
+        best = mine["best_val_acc"].cummax()
+        fig.add_trace(go.Scatter(
+            x=hours.cumsum(), y=best, mode="lines+markers", line_shape="hv", name=label(optimizer),
+            line={"color": color(optimizer)}, customdata=np.stack(
+                [mine["trial_id"], mine["status"], mine["best_val_acc"]], axis=1),
+            hovertemplate="trial %{customdata[0]} (%{customdata[1]}, %{customdata[2]:.2%}): "
+                          "best so far %{y:.2%}<extra></extra>"))
+    axis = f"cumulative {unit}-hours" if unit in ("CPU", "GPU") else "cumulative trial-hours (resources unknown)"
+    return _layout(fig, "Search: best val accuracy against compute", xaxis_title=axis,
+                   yaxis_title="best val accuracy so far", yaxis_tickformat=".0%")
+
+
+def _dimension(name: str, values: pd.Series) -> dict:
+    """A parallel-coordinates axis; learning rates and the like on a log10 axis."""
+    if name in LOG_PARAMS and (values > 0).all():
+        logs = np.log10(values.astype(float))
+        ticks = np.arange(math.floor(logs.min()), math.ceil(logs.max()) + 1)
+        return {"label": f"{name} (log)", "values": logs, "tickvals": ticks,
+                "ticktext": [f"1e{int(t)}" for t in ticks], "range": [logs.min(), logs.max()]}
+    return {"label": name, "values": values.astype(float)}
+
+
+def figure_parallel_coordinates(sweep: Sweep) -> go.Figure | None:
+    """Parallel coordinates per optimizer: its searched hyperparameters, the epochs each
+    search trial reached, and the val accuracy it reached (colour)."""
+    search = sweep.stage("sweep").dropna(subset=["best_val_acc"])
+    optimizers = [o for o in sweep.optimizers if (search["optimizer"] == o).any()]
+    if not optimizers:
+        return None
+    low, high = search["best_val_acc"].min(), search["best_val_acc"].max()
+    fig, n = go.Figure(), len(optimizers)
+    for i, optimizer in enumerate(optimizers):
+        mine = search[search["optimizer"] == optimizer]
+        dims = [_dimension(p, mine[p]) for p in searched_params(sweep, optimizer)]
+        dims += [{"label": "epochs", "values": mine["epochs_run"].astype(float)},
+                 {"label": "val_acc", "values": mine["best_val_acc"], "tickformat": ".0%"}]
+        top, bottom = 1 - i / n, 1 - (i + 1) / n
+        fig.add_trace(go.Parcoords(
+            domain={"x": [0.12, 0.92], "y": [bottom + 0.18 / n, top - 0.2 / n]}, dimensions=dims,
+            line={"color": mine["best_val_acc"], "colorscale": "Viridis", "cmin": low, "cmax": high,
+                  "showscale": i == 0, "colorbar": {"title": {"text": "val_acc"}, "tickformat": ".0%"}}))
+        fig.add_annotation(text=f"<b>{label(optimizer)}</b><br>{len(mine)} trials", x=0, xanchor="left",
+                           y=(top + bottom) / 2, yanchor="middle", xref="paper", yref="paper",
+                           showarrow=False, align="left")
+    return _layout(fig, "Search: hyperparameters against the best val accuracy each trial reached",
+                   height=max(320, 230 * n))
+
+
+def good_region(sweep: Sweep, param: str, margin: float = GOOD_MARGIN) -> pd.DataFrame:
+    """Per optimizer searched over `param`: how many search trials came within `margin`
+    of its best val accuracy, and the range of `param` they span."""
+    search = sweep.stage("sweep").dropna(subset=["best_val_acc"])
+    rows = []
+    for optimizer in sweep.optimizers:
+        if param not in searched_params(sweep, optimizer):
+            continue
+        mine = search[search["optimizer"] == optimizer]
+        if mine.empty:
+            continue
+        good = mine[mine["best_val_acc"] >= mine["best_val_acc"].max() - margin]
+        rows.append({"optimizer": optimizer, "trials": len(mine), "good": len(good),
+                     "low": good[param].min(), "high": good[param].max(),
+                     "searched_low": mine[param].min(), "searched_high": mine[param].max()})
+    return pd.DataFrame(rows, columns=["optimizer", "trials", "good", "low", "high",
+                                       "searched_low", "searched_high"])
+
+
+def figure_sensitivity(sweep: Sweep) -> go.Figure | None:
+    """Best val accuracy against rho (every optimizer that has one) and against alpha
+    (ZSharp), one point per search trial; filled markers ran the full budget."""
+    search = sweep.stage("sweep").dropna(subset=["best_val_acc"])
+    panels = [p for p in ("rho", "alpha") if any(p in searched_params(sweep, o) for o in sweep.optimizers)]
+    if not panels or search.empty:
+        return None
+    full = search["epochs_run"] >= search["epochs"]
+    fig = make_subplots(1, len(panels), subplot_titles=[f"against {p}" for p in panels])
+    for col, param in enumerate(panels, start=1):
+        for optimizer in sweep.optimizers:
+            mine = search[(search["optimizer"] == optimizer)]
+            if mine.empty or param not in searched_params(sweep, optimizer):
+                continue
+            done = full[mine.index]
+            fig.add_trace(go.Scatter(
+                x=mine[param], y=mine["best_val_acc"], mode="markers", name=label(optimizer),
+                legendgroup=optimizer, showlegend=col == 1 or param == "alpha",
+                marker={"color": color(optimizer), "size": 9, "line": {"color": color(optimizer), "width": 1.5},
+                        "symbol": np.where(done, "circle", "circle-open")},
+                customdata=np.stack([mine["trial_id"], mine["epochs_run"]], axis=1),
+                hovertemplate=f"{param}=%{{x:.3g}}: %{{y:.2%}} after %{{customdata[1]}} epochs "
+                              "(trial %{customdata[0]})<extra></extra>"), row=1, col=col)
+        fig.update_xaxes(title_text=param, type="log" if param in LOG_PARAMS else "linear", row=1, col=col)
+    fig.update_yaxes(title_text="best val accuracy", tickformat=".0%")
+    return _layout(fig, "Search: accuracy against rho and alpha (open markers: stopped early)", height=440)
+
+
+def param_importances(sweep: Sweep, min_trials: int = MIN_IMPORTANCE_TRIALS) -> dict:
+    """Per optimizer, Optuna's fANOVA importances {param: share} of its search trials that
+    finished (completed or diverged, with the final val accuracy Optuna saw), or a string
+    saying why there are none (too few trials, one parameter).
+
+    Trials ASHA stopped are left out, as Optuna leaves out pruned trials: their accuracy
+    after fewer epochs is not comparable. Distributions come from the space (or, without
+    one, the observed ranges).
+    """
+    import optuna
+
+    search = sweep.stage("sweep")
+    found = {}
+    for optimizer in sweep.optimizers:
+        params = searched_params(sweep, optimizer)
+        done = search[(search["optimizer"] == optimizer) & search["status"].isin(["completed", "diverged"])
+                      & search["final_val_acc"].notna()]
+        if len(params) < 2:
+            found[optimizer] = f"one parameter searched ({', '.join(params) or 'none'}): nothing to rank"
+        elif len(done) < min_trials:
+            found[optimizer] = (f"{len(done)} finished trials (fewer than {min_trials}): "
+                                "no importance estimate")
+        else:
+            found[optimizer] = _fanova(sweep, optimizer, params, done, optuna)
+    return found
+
+
+def _optuna_distributions(sweep: Sweep, optimizer: str, params: list[str], trials: pd.DataFrame, optuna) -> dict:
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    if sweep.space is not None and optimizer in sweep.space.optimizers:
+        dists = {}
+        for name, d in sweep.space.distributions_for(optimizer).items():
+            if d.kind == "choice":
+                dists[name] = CategoricalDistribution(list(d.values))
+            elif d.kind == "int":
+                dists[name] = IntDistribution(int(d.low), int(d.high))
+            else:
+                dists[name] = FloatDistribution(d.low, d.high, log=d.kind == "loguniform")
+        return {name: dists[name] for name in params}
+    return {name: FloatDistribution(float(trials[name].min()), float(trials[name].max()),
+                                    log=bool(name in LOG_PARAMS and (trials[name] > 0).all()))
+            for name in params}
+
+
+def _fanova(sweep: Sweep, optimizer: str, params: list[str], trials: pd.DataFrame, optuna) -> dict | str:
+    """fANOVA importances from an in-memory study built from the finished trials."""
+    dists = _optuna_distributions(sweep, optimizer, params, trials, optuna)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize")
+    for row in trials.itertuples():
+        values = {name: getattr(row, name) for name in params}
+        values = {n: int(v) if isinstance(dists[n], optuna.distributions.IntDistribution) else
+                  (v if isinstance(dists[n], optuna.distributions.CategoricalDistribution) else float(v))
+                  for n, v in values.items()}
+        study.add_trial(optuna.trial.create_trial(params=values, distributions=dists,
+                                                  value=float(row.final_val_acc)))
+    try:
+        return optuna.importance.get_param_importances(
+            study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
+    except (RuntimeError, ValueError) as error:
+        return f"fANOVA failed: {error}"
+
+
+def figure_importance(sweep: Sweep, min_trials: int = MIN_IMPORTANCE_TRIALS) -> go.Figure | None:
+    """fANOVA hyperparameter importance, one bar chart per optimizer that has enough
+    finished trials and more than one parameter (None if no optimizer has)."""
+    ranked = {o: v for o, v in param_importances(sweep, min_trials).items() if isinstance(v, dict)}
+    if not ranked:
+        return None
+    cols = min(3, len(ranked))
+    rows = math.ceil(len(ranked) / cols)
+    fig = make_subplots(rows, cols, subplot_titles=[label(o) for o in ranked], horizontal_spacing=0.12)
+    for i, (optimizer, importances) in enumerate(ranked.items()):
+        names = list(importances)[::-1]
+        fig.add_trace(go.Bar(x=[importances[n] for n in names], y=names, orientation="h",
+                             marker_color=color(optimizer), name=label(optimizer), showlegend=False,
+                             hovertemplate="%{y}: %{x:.1%}<extra></extra>"),
+                      row=i // cols + 1, col=i % cols + 1)
+    fig.update_xaxes(title_text="share of val accuracy variance (fANOVA)", tickformat=".0%", range=[0, 1])
+    fig.update_yaxes(title_text="hyperparameter")
+    return _layout(fig, "Search: hyperparameter importance per optimizer (finished trials)",
+                   height=max(340, 300 * rows))
+
+
+def figure_asha(sweep: Sweep) -> go.Figure:
+    """How ASHA spent the budget: search trials by the epochs they reached, per optimizer."""
+    search = sweep.stage("sweep")
+    counts = search.groupby(["optimizer", "epochs_run"]).size().rename("trials").reset_index()
+    fig = go.Figure()
+    for optimizer in sweep.optimizers:
+        mine = counts[counts["optimizer"] == optimizer]
+        if mine.empty:
+            continue
+        fig.add_trace(go.Bar(x=mine["epochs_run"], y=mine["trials"], name=label(optimizer),
+                             marker_color=color(optimizer), customdata=mine["epochs_run"] * mine["trials"],
+                             hovertemplate="%{y} trials stopped at epoch %{x} "
+                                           "(%{customdata} trial-epochs)<extra></extra>"))
+    epochs = sorted(counts["epochs_run"].unique().tolist()) if len(counts) else []
+    return _layout(fig, "Search: how ASHA spent the budget (trials by epochs reached)", barmode="group",
+                   xaxis={"title": {"text": "epochs reached"}, "tickmode": "array", "tickvals": epochs},
+                   yaxis_title="trials")
+
+
+def figure_kept_fraction(sweep: Sweep) -> go.Figure | None:
+    """ZSharp: the fraction of gradient entries its filter kept, by epoch, one line per
+    trial, coloured by alpha (None if no ZSharp trial reported it)."""
+    epochs = sweep.epochs[(sweep.epochs["optimizer"] == "zsharp") & sweep.epochs["kept_fraction"].notna()]
+    if epochs.empty:
+        return None
+    trials = sweep.trials.set_index("trial_id")
+    alphas = trials.loc[epochs["trial_id"].unique(), "alpha"].astype(float)
+    low, high = alphas.min(), alphas.max()
+    fig = go.Figure()
+    for trial_id, mine in epochs.groupby("trial_id", sort=False):
+        alpha, stage = alphas[trial_id], trials.at[trial_id, "stage"]
+        where = 0.5 if high == low else (alpha - low) / (high - low)
+        fig.add_trace(go.Scatter(
+            x=mine["epoch"], y=mine["kept_fraction"], mode="lines+markers",
+            name=f"{trial_id} ({stage}, alpha={alpha:.3g})",
+            line={"color": sample_colorscale("Viridis", [where])[0],
+                  "dash": "solid" if stage == "confirm" else "dot"},
+            hovertemplate=f"alpha={alpha:.3g}, epoch %{{x}}: %{{y:.2%}} kept<extra>{trial_id}</extra>"))
+    return _layout(fig, "ZSharp: fraction of gradient entries kept, by epoch (dotted: search, solid: confirm)",
+                   xaxis_title="epoch", yaxis_title="fraction of gradient entries kept",
+                   yaxis_type="log", yaxis_tickformat=".1%", height=440)
+
+
+def cost_table(sweep: Sweep, stage: str = "sweep") -> pd.DataFrame:
+    """Trials, epochs, gradient evaluations and compute hours per optimizer and status."""
+    trials = sweep.stage(stage)
+    table = (trials.groupby(["optimizer", "status"], sort=False)
+             .agg(trials=("trial_id", "size"), epochs=("epochs_run", "sum"),
+                  grad_evals=("grad_evals", "sum"), hours=("compute_hours", "sum"))
+             .reset_index())
+    order = {o: i for i, o in enumerate(sweep.optimizers)}
+    table = table.sort_values(["optimizer", "status"], key=lambda s: s.map(order) if s.name == "optimizer" else s)
+    total = {"optimizer": "all", "status": "all", "trials": int(table["trials"].sum()),
+             "epochs": int(table["epochs"].sum()), "grad_evals": table["grad_evals"].sum(),
+             "hours": table["hours"].sum(min_count=1)}
+    return pd.concat([table, pd.DataFrame([total])], ignore_index=True)
+
+
+FIGURES = {  # name -> (section title, function), in page order
+    "comparison": ("Comparison", figure_comparison),
+    "learning_curves": ("Learning curves", figure_learning_curves),
+    "compute": ("Accuracy against compute", figure_compute),
+    "parallel_coordinates": ("Hyperparameters (parallel coordinates)", figure_parallel_coordinates),
+    "sensitivity": ("Sensitivity to rho and alpha", figure_sensitivity),
+    "importance": ("Hyperparameter importance", figure_importance),
+    "asha": ("Early stopping (ASHA)", figure_asha),
+    "kept_fraction": ("ZSharp: gradient entries kept", figure_kept_fraction),
+}
+
+
+def figures(sweep: Sweep, importance_min_trials: int = MIN_IMPORTANCE_TRIALS) -> dict[str, go.Figure]:
+    """Every figure this sweep has data for, by name, in page order."""
+    made = {}
+    for name, (_, make) in FIGURES.items():
+        fig = make(sweep, importance_min_trials) if name == "importance" else make(sweep)
+        if fig is not None:
+            made[name] = fig
+    return made
+
+
+# ---- the page -------------------------------------------------------------------------------
+
+def _table(frame: pd.DataFrame) -> str:
+    return frame.to_html(index=False, escape=True, na_rep="–", border=0, classes="table")
+
+
+def _comparison_html(result: Comparison) -> str:
+    if result.single_runs:
+        best = result.summary
+        if best.empty:
+            return "<p>No search trial reached an accuracy.</p>"
+        shown = pd.DataFrame({
+            "optimizer": best["optimizer"].map(label), "trial": best["trial_id"],
+            "best val acc (single run)": best["best_val_acc"].map(_pct),
+            "epoch": best["best_epoch"], "status": best["status"]})
+        return _table(shown)
+    s = result.summary
+    parts = [_table(pd.DataFrame({
+        "optimizer": s["optimizer"].map(label), "seeds": s["n"], "mean": s["mean"].map(_pct),
+        "95% interval": [f"[{_pct(lo)}, {_pct(hi)}]" for lo, hi in zip(s["low"], s["high"])],
+        "std": s["std"].map(lambda x: _pct(x, 2)),
+        "sample": np.where(s["small_sample"], f"small (n < {stats.MIN_SEEDS})", "")}))]
+    for reference, p in result.paired.items():
+        parts.append(f"<h3>Paired by seed, against {html.escape(label(reference))}</h3>")
+        parts.append(_table(pd.DataFrame({
+            "optimizer": p["optimizer"].map(label), "pairs": p["n"],
+            "mean difference": p["mean_diff"].map(lambda x: "–" if pd.isna(x) else f"{100 * x:+.2f} pts"),
+            "95% interval": [f"[{_num(100 * lo, '+.2f')}, {_num(100 * hi, '+.2f')}] pts"
+                             for lo, hi in zip(p["low"], p["high"])],
+            "p (paired t)": p["p_t"].map(_num), "p (Wilcoxon)": p["p_wilcoxon"].map(_num),
+            "p (Holm)": p["p_holm"].map(_num), "P(improvement)": p["prob_improvement"].map(_pct),
+            "verdict": p["verdict"]})))
+    return "\n".join(parts)
+
+
+def _cost_html(sweep: Sweep) -> str:
+    table = cost_table(sweep)
+    unit = "/".join(sorted(set(sweep.trials["compute_unit"].dropna()))) or "compute"
+    shown = table.assign(optimizer=table["optimizer"].map(lambda o: label(o) if o != "all" else "all"),
+                         grad_evals=table["grad_evals"].map(lambda x: f"{x:,.0f}"),
+                         hours=table["hours"].map(lambda x: _num(x, ".4g")))
+    shown = shown.rename(columns={"hours": f"{unit}-hours", "grad_evals": "gradient evaluations"})
+    html_table = _table(shown)
+    confirm = cost_table(sweep, "confirm")
+    if len(confirm) > 1:
+        last = confirm.iloc[-1]
+        html_table += (f"<p>The confirm stage cost another {int(last['trials'])} trials, "
+                       f"{int(last['epochs'])} epochs and {_num(last['hours'], '.4g')} {unit}-hours.</p>")
+    return html_table
+
+
+def _good_region_html(sweep: Sweep) -> str:
+    parts = []
+    for param in ("rho", "alpha"):
+        region = good_region(sweep, param)
+        if region.empty:
+            continue
+        parts.append(_table(pd.DataFrame({
+            "optimizer": region["optimizer"].map(label),
+            f"trials within {100 * GOOD_MARGIN:.0f} pt of its best": [f"{g} of {t}" for g, t in
+                                                                  zip(region["good"], region["trials"])],
+            f"their {param}": [f"{_num(lo)} to {_num(hi)}" for lo, hi in zip(region["low"], region["high"])],
+            f"{param} tried": [f"{_num(lo)} to {_num(hi)}" for lo, hi in
+                               zip(region["searched_low"], region["searched_high"])]})))
+    return "\n".join(parts)
+
+
+def _importance_notes(sweep: Sweep, min_trials: int) -> str:
+    notes = [f"{label(o)}: {v}" for o, v in param_importances(sweep, min_trials).items() if isinstance(v, str)]
+    return _notes(notes)
+
+
+def _notes(notes: list[str]) -> str:
+    if not notes:
+        return ""
+    return "<ul class='notes'>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>"
+
+
+_SECTION_TEXT = {
+    "comparison": "",
+    "learning_curves": "Validation accuracy by epoch and by gradient evaluations: a SAM-family "
+                       "step costs two forward/backward passes, so at equal epochs it has spent "
+                       "twice the compute of its base optimizer.",
+    "compute": "The best accuracy each optimizer's search had found after spending so many hours, "
+               "counting every trial, stopped or failed (training time only, times the "
+               "GPUs, or with none the CPUs, a trial held).",
+    "parallel_coordinates": "One line per search trial. Trials stopped early reached their accuracy "
+                            "after fewer epochs (the epochs axis): compare like with like.",
+    "sensitivity": "A wide good region means the optimizer is forgiving to tune. Single runs: "
+                   "differences smaller than the seed spread of the confirm stage are noise.",
+    "importance": "Optuna's fANOVA on the trials that ran the full budget (ASHA's stopped trials "
+                  "are left out, as Optuna leaves out pruned trials).",
+    "asha": "ASHA stops the worst trials at each rung; the trials that reached the last bar got the "
+            "full budget.",
+    "kept_fraction": "ZSharp keeps the gradient entries whose z-score is above the alpha quantile "
+                     "within each layer.",
+}
+
+
+def _header(sweep: Sweep) -> str:
+    meta = sweep.meta
+    started = meta.get("started")
+    rows = {"experiment": sweep.name, "space": meta.get("space") or "not recorded",
+            "git commit": meta.get("git_commit") or "not recorded",
+            "started": started.strftime("%Y-%m-%d %H:%M UTC") if started is not None else "unknown",
+            "report made": pd.Timestamp.now(tz="UTC").strftime("%Y-%m-%d %H:%M UTC"),
+            "command": meta.get("command") or "not recorded", "loaded from": meta.get("source", "")}
+    cells = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows.items())
+    return f"<h1>Sweep report: {html.escape(sweep.name)}</h1><table class='meta'>{cells}</table>"
+
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
+table { border-collapse: collapse; margin: 0.5em 0 1em; font-size: 0.9em; }
+th, td { padding: 0.25em 0.7em; border-bottom: 1px solid #ddd; text-align: left; }
+table.meta th { color: #666; font-weight: normal; }
+.notes li { color: #8a4b00; }
+section { margin-bottom: 2.5em; }
+"""
+
+
+def render_html(sweep: Sweep, importance_min_trials: int = MIN_IMPORTANCE_TRIALS,
+                made: dict[str, go.Figure] | None = None) -> str:
+    """The whole report as one HTML string (plotly.js inline, once, in the head)."""
+    made = figures(sweep, importance_min_trials) if made is None else made
+    result = comparison(sweep)
+    sections = []
+    for name, (title, _) in FIGURES.items():
+        body = [f"<h2>{html.escape(title)}</h2>"]
+        if _SECTION_TEXT[name]:
+            body.append(f"<p>{html.escape(_SECTION_TEXT[name])}</p>")
+        if name == "comparison":
+            body += [_notes(result.notes), _comparison_html(result)]
+        if name in made:
+            body.append(pio.to_html(made[name], full_html=False, include_plotlyjs=False,
+                                    div_id=f"figure-{name}", config=_PLOT_CONFIG))
+        else:
+            body.append("<p><em>No data for this figure in this sweep.</em></p>")
+        if name == "sensitivity":
+            body.append(_good_region_html(sweep))
+        if name == "importance":
+            body.append(_importance_notes(sweep, importance_min_trials))
+        sections.append(f"<section id='{name}'>" + "\n".join(body) + "</section>")
+    sections.insert(-1, "<section id='cost'><h2>Cost of the search</h2>" + _cost_html(sweep) + "</section>")
+    return (f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+            f"<title>Sweep report: {html.escape(sweep.name)}</title><style>{_STYLE}</style>"
+            f"<script type='text/javascript'>{get_plotlyjs()}</script></head>"
+            f"<body>{_header(sweep)}\n" + "\n".join(sections) + "</body></html>\n")
+
+
+def export_png(made: dict[str, go.Figure], folder: str | Path) -> list[Path]:
+    """Each figure as folder/<name>.png through kaleido (which needs a Chrome:
+    `apt-get install -y chromium` on Debian)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / f"{name}.png" for name in made]
+    try:
+        pio.write_images(list(made.values()), paths, format="png", width=1200)
+    except Exception as error:  # noqa: BLE001 - kaleido raises its own types for a missing Chrome
+        raise ReportError(f"PNG export failed (kaleido needs Chrome or Chromium: "
+                          f"apt-get install -y chromium): {str(error).splitlines()[0]}") from None
+    return paths
+
+
+def write_report(sweep: Sweep, out_path: str | Path, *, png_dir: str | Path | None = None,
+                 importance_min_trials: int = MIN_IMPORTANCE_TRIALS) -> Path:
+    """Write the report of `sweep` to `out_path` (one self-contained HTML file) and,
+    with `png_dir`, each figure as a PNG there. Returns the report's path."""
+    made = figures(sweep, importance_min_trials)
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(render_html(sweep, importance_min_trials, made), encoding="utf-8")
+    if png_dir is not None:
+        export_png(made, png_dir)
+    return out
+
+
+# ---- command line ----------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    p = OneLineArgumentParser(prog="python -m analysis.report", description=__doc__.splitlines()[0])
+    p.add_argument("--experiment", help="MLflow experiment (the sweep's --experiment, default its space)")
+    p.add_argument("--mlflow-uri", help="tracking URI (default: sqlite:///results/mlflow.db, "
+                                        "as launch.py's default storage)")
+    p.add_argument("--storage", help="Ray experiment folder (results/NAME) instead of MLflow; "
+                                     "with --experiment, the results folder that holds it")
+    p.add_argument("--out", default="report.html", help="the HTML file to write")
+    p.add_argument("--png", metavar="DIR", help="also write each figure as DIR/<name>.png (needs Chromium)")
+    p.add_argument("--importance-min-trials", type=int, default=MIN_IMPORTANCE_TRIALS,
+                   help="finished trials an optimizer needs for a fANOVA estimate")
+    return p
+
+
+def load(args) -> Sweep:
+    """The sweep the command line names (ValueError with one line if it cannot)."""
+    if args.storage:
+        if args.mlflow_uri:
+            raise ReportError("give --storage or --mlflow-uri, not both")
+        path = Path(args.storage) / args.experiment if args.experiment else Path(args.storage)
+        return load_sweep_from_storage(path)
+    if not args.experiment:
+        raise ReportError("give --experiment NAME (MLflow) or --storage PATH (Ray storage)")
+    uri = args.mlflow_uri or f"sqlite:///{Path('results').resolve() / 'mlflow.db'}"
+    return load_sweep(args.experiment, uri)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        path = write_report(load(args), args.out, png_dir=args.png,
+                            importance_min_trials=args.importance_min_trials)
+    except (ValueError, OSError) as error:
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return 2
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
