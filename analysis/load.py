@@ -27,14 +27,18 @@ import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from search_spaces import SearchSpace
 from trainables.config import TrialConfig
-from tune.confirm import CONFIRM_SUFFIX, config_key
-from tune.tracking import trial_status
+
+if TYPE_CHECKING:
+    from search_spaces.space import SearchSpace
+# search_spaces (torch, through the registries), tune (Ray) and MLflow are imported where
+# they are used: a notebook that only reads storage, or a command line that fails on a
+# bad name, need not wait for them.
 
 # What a trial reports each epoch (trainables.train); kept_fraction is ZSharp's only.
 METRICS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s",
@@ -210,6 +214,8 @@ def load_sweep(experiment: str, tracking_uri: str) -> Sweep:
     space = _mlflow_space(client, parent)
     children = _search_all(client, found.experiment_id,
                            f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    if not children:
+        raise ValueError(f"the sweep in MLflow experiment {experiment!r} has no trials yet")
     rows, epoch_frames = [], []
     for run in children:
         row, epochs = _mlflow_trial(client, run, space)
@@ -240,14 +246,18 @@ def _search_all(client, experiment_id: str, filter_string: str) -> list:
 
 def _mlflow_space(client, parent) -> SearchSpace | None:
     """The parent run's space.json artifact as a SearchSpace (None if absent or stale)."""
+    from mlflow.exceptions import MlflowException
+
     previous = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
     os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # no bars on stderr
     try:
         with tempfile.TemporaryDirectory() as folder:
             path = client.download_artifacts(parent.info.run_id, "space.json", folder)
             data = json.loads(Path(path).read_text())
+        from search_spaces.space import SearchSpace
+
         return SearchSpace.from_dict(data, f"space.json of run {parent.info.run_id}")
-    except Exception:  # noqa: BLE001 - a missing or old artifact only loses the space
+    except (MlflowException, OSError, ValueError):  # no (or an outdated) space.json
         return None
     finally:
         if previous is None:
@@ -295,6 +305,8 @@ def load_sweep_from_storage(path: str | os.PathLike) -> Sweep:
     experiment folder, if one was written there, gives the space. Raises ValueError
     naming `path` if it is not a Ray experiment folder.
     """
+    from tune.confirm import CONFIRM_SUFFIX
+
     folder = Path(path).expanduser().resolve()
     if not folder.is_dir():
         raise ValueError(f"no Ray experiment folder at {folder}")
@@ -320,6 +332,8 @@ def _storage_space(folder: Path) -> SearchSpace | None:
     path = folder / "space.json"
     if not path.is_file():
         return None
+    from search_spaces.space import SearchSpace
+
     try:
         return SearchSpace.from_dict(json.loads(path.read_text()), str(path))
     except (ValueError, OSError):
@@ -334,11 +348,11 @@ def _experiment_state(folder: Path) -> dict[str, dict]:
         return {}
     data = json.loads(states[-1].read_text())
     found = {}
-    for trial_json, runtime_json in data.get("trial_data", []):
+    for order, (trial_json, runtime_json) in enumerate(data.get("trial_data", [])):
         trial = json.loads(trial_json)
         runtime = json.loads(runtime_json) if isinstance(runtime_json, str) else runtime_json
         found[trial.get("relative_logdir")] = {
-            "trial_id": trial.get("trial_id"), "status": trial.get("status"),
+            "order": order, "trial_id": trial.get("trial_id"), "status": trial.get("status"),
             "start_time": (runtime or {}).get("start_time"),
             "error": bool((runtime or {}).get("error_filename")),
             "resources": _resources(trial.get("placement_group_factory"))}
@@ -374,10 +388,13 @@ _TRIAL_ID = re.compile(r"_([0-9a-f]{5,})_\d+_")
 
 
 def _ray_experiment(folder: Path, stage: str, space: SearchSpace | None) -> list[tuple[dict, pd.DataFrame]]:
-    """(trial row, epochs) for each trial folder in one Ray experiment folder."""
+    """(trial row, epochs) for each trial folder in one Ray experiment folder, in Ray's
+    order of its trials (the order of its results, which breaks ties between finalists)."""
     state = _experiment_state(folder)
     found = []
-    for trial_dir in sorted(p for p in folder.iterdir() if (p / "params.json").is_file()):
+    trial_dirs = sorted((p for p in folder.iterdir() if (p / "params.json").is_file()),
+                        key=lambda p: (state.get(p.name, {}).get("order", math.inf), p.name))
+    for trial_dir in trial_dirs:
         info = state.get(trial_dir.name, {})
         results = _read_results(trial_dir / "result.json")
         config = resolved_config(json.loads((trial_dir / "params.json").read_text()))
@@ -402,6 +419,8 @@ def _ray_experiment(folder: Path, stage: str, space: SearchSpace | None) -> list
 
 def _storage_status(info: dict, results: list[dict], config: dict, trial_dir: Path) -> str:
     """The MLflow status word (tune.tracking.trial_status) from Ray's record."""
+    from tune.tracking import trial_status
+
     errored = info.get("status") == "ERROR" or info.get("error") or (trial_dir / "error.txt").is_file()
     if not errored and info.get("status") in _RAY_LIVE:
         return "running"
@@ -412,7 +431,10 @@ def _storage_status(info: dict, results: list[dict], config: dict, trial_dir: Pa
 def _link_confirm_to_search(confirm: list, search: list) -> None:
     """Fill a confirm trial's source_trial_id and confirm_rank as the MLflow tags have
     them: the search trial with the same config apart from the seed, ranked by best
-    val_acc among its optimizer's non-error trials (tune.confirm.select_finalists)."""
+    val_acc among its optimizer's non-error trials (tune.confirm.select_finalists; ties
+    go to the earlier trial in Ray's order, as there)."""
+    from tune.confirm import config_key
+
     def key(row):
         return config_key({k: row[k] for k in CONFIG_FIELDS if k not in ("seed", "optimizer")}
                           | {"optimizer": row["optimizer"]})
@@ -422,7 +444,8 @@ def _link_confirm_to_search(confirm: list, search: list) -> None:
         rows = sorted((r for r, _ in search if r["optimizer"] == optimizer and r["status"] != "error"
                        and not np.isnan(r["best_val_acc"])),
                       key=lambda r: r["best_val_acc"], reverse=True)
-        ranked.update({key(r): (r["trial_id"], rank) for rank, r in enumerate(rows, start=1)})
+        for rank, r in enumerate(rows, start=1):
+            ranked.setdefault(key(r), (r["trial_id"], rank))  # same config twice: the first
     for row, _ in confirm:
         source = ranked.get(key(row))
         if source is not None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import html
+import logging
 import math
 import sys
 from dataclasses import dataclass, field
@@ -116,8 +117,8 @@ def confirm_results(sweep: Sweep) -> tuple[pd.DataFrame, list[str]]:
         return pd.DataFrame(columns=["optimizer", "seed", "val_acc", "trial_id", "source_trial_id"]), notes
     ranks = confirm["confirm_rank"]
     if ranks.notna().any() and (ranks > 1).any():
-        notes.append(f"Each optimizer is compared at its best configuration (rank 1); the runs "
-                     f"of ranks 2 to {int(ranks.max())} are in the cost and curve data only.")
+        notes.append(f"Each optimizer is compared at its best configuration (rank 1); the "
+                     f"confirm runs of ranks 2 to {int(ranks.max())} are not compared here.")
         confirm = confirm[ranks.fillna(1) == 1]
     failed = confirm[(confirm["status"].isin(["error", "running"])) | confirm["final_val_acc"].isna()]
     if len(failed):
@@ -179,10 +180,16 @@ def comparison(sweep: Sweep, confidence: float = 0.95) -> Comparison:
 
 # ---- figures -------------------------------------------------------------------------------
 
-def _layout(fig: go.Figure, title: str, height: int = 420, **axes) -> go.Figure:
-    fig.update_layout(title={"text": title, "x": 0.01}, height=height, template="plotly_white",
-                      margin={"l": 70, "r": 30, "t": 70, "b": 60}, **axes)
+def _layout(fig: go.Figure, title: str, height: int = 420, **layout) -> go.Figure:
+    layout.setdefault("margin", {"l": 70, "r": 30, "t": 70, "b": 60})
+    fig.update_layout(title={"text": title, "x": 0.01}, height=height, template="plotly_white", **layout)
     return fig
+
+
+def _epoch_ticks(epochs) -> dict:
+    """Whole epochs on an axis (no 1.5) while there are few of them."""
+    most = max(epochs, default=0)
+    return {"tickmode": "linear", "tick0": 0, "dtick": 1} if most <= 20 else {"tickformat": "d"}
 
 
 def figure_comparison(sweep: Sweep) -> go.Figure:
@@ -217,8 +224,13 @@ def figure_comparison(sweep: Sweep) -> go.Figure:
                      "visible": low is not None},
             hovertemplate=f"{name}: mean %{{y:.2%}}, n={row.n}"
                           f"{' (small sample)' if row.small_sample else ''}<extra></extra>"))
-    return _layout(fig, "Confirm stage: final val accuracy per seed, mean and 95% t interval",
-                   xaxis_title="optimizer", yaxis_title="final val accuracy", yaxis_tickformat=".0%")
+    # A t interval from 2 or 3 seeds can reach past 0% and 100%: the axis stays on [0, 1].
+    shown = pd.concat([frame["val_acc"], result.summary["low"], result.summary["high"]]).dropna()
+    yrange = [max(0.0, shown.min() - 0.02), min(1.0, shown.max() + 0.02)]
+    small = " (fewer than 5 seeds: wide intervals)" if result.summary["small_sample"].any() else ""
+    return _layout(fig, f"Confirm stage: final val accuracy per seed, mean and 95% t interval{small}",
+                   xaxis_title="optimizer", yaxis_title="final val accuracy", yaxis_tickformat=".0%",
+                   yaxis_range=yrange)
 
 
 def curve_trials(sweep: Sweep) -> tuple[pd.DataFrame, str]:
@@ -258,7 +270,7 @@ def figure_learning_curves(sweep: Sweep) -> go.Figure:
             _band(fig, x, by_epoch["mean"], by_epoch["low"], by_epoch["high"], optimizer, col, col == 1)
     over = ("confirm stage: mean and range over seeds" if source == "confirm" else
             "search trials: mean and range over trials; trials stopped early drop out of later epochs")
-    fig.update_xaxes(title_text="epoch", row=1, col=1)
+    fig.update_xaxes(title_text="epoch", row=1, col=1, **_epoch_ticks(epochs["epoch"]))
     fig.update_xaxes(title_text="gradient evaluations (samples x passes; SAM family: 2 per step)",
                      row=1, col=2)
     fig.update_yaxes(title_text="val accuracy", tickformat=".0%")
@@ -277,7 +289,7 @@ def figure_compute(sweep: Sweep) -> go.Figure:
         if mine.empty:
             continue
         hours = mine["compute_hours"] if unit in ("CPU", "GPU") else mine["train_seconds"] / 3600
-        best = mine["best_val_acc"].cummax()
+        best = mine["best_val_acc"].cummax().ffill()  # a failed trial keeps the best so far
         fig.add_trace(go.Scatter(
             x=hours.cumsum(), y=best, mode="lines+markers", line_shape="hv", name=label(optimizer),
             line={"color": color(optimizer)}, customdata=np.stack(
@@ -289,40 +301,60 @@ def figure_compute(sweep: Sweep) -> go.Figure:
                    yaxis_title="best val accuracy so far", yaxis_tickformat=".0%")
 
 
+def _ticks(low: float, high: float, log: bool) -> list[float]:
+    """Tick values for an axis from low to high: 1-2-5 steps on a log axis, else 5 even."""
+    if low == high:
+        return [low]
+    if not log:
+        return list(np.linspace(low, high, 5))
+    nice = [m * 10.0 ** k for k in range(math.floor(math.log10(low)) - 1, math.ceil(math.log10(high)) + 1)
+            for m in (1, 2, 5)]
+    inside = [v for v in nice if low <= v <= high]
+    return inside if len(inside) >= 2 else [low, high]
+
+
 def _dimension(name: str, values: pd.Series) -> dict:
-    """A parallel-coordinates axis; learning rates and the like on a log10 axis."""
-    if name in LOG_PARAMS and (values > 0).all():
-        logs = np.log10(values.astype(float))
-        ticks = np.arange(math.floor(logs.min()), math.ceil(logs.max()) + 1)
-        return {"label": f"{name} (log)", "values": logs, "tickvals": ticks,
-                "ticktext": [f"1e{int(t)}" for t in ticks], "range": [logs.min(), logs.max()]}
-    return {"label": name, "values": values.astype(float)}
+    """A parallel-coordinates axis. Learning rates and the like on a log scale; trials of
+    optimizers without this parameter sit on an "n/a" tick below the range (plotly drops
+    a line with a missing value off the chart)."""
+    present = values.dropna().astype(float)
+    log = name in LOG_PARAMS and (present > 0).all()
+    scale = np.log10 if log else (lambda v: v)
+    low, high = (present.min(), present.max()) if len(present) else (0.0, 1.0)
+    ticks = _ticks(low, high, log)
+    span = (scale(high) - scale(low)) or 1.0
+    missing = scale(low) - 0.2 * span
+    shown = [scale(float(v)) if pd.notna(v) else missing for v in values]
+    tickvals, ticktext = [scale(t) for t in ticks], [_num(t) for t in ticks]
+    if values.isna().any():
+        tickvals, ticktext = [missing, *tickvals], ["n/a", *ticktext]
+    return {"label": f"{name} (log)" if log else name, "values": shown, "tickvals": tickvals,
+            "ticktext": ticktext, "range": [min(shown), scale(high) if high > low else scale(high) + 1]}
 
 
 def figure_parallel_coordinates(sweep: Sweep) -> go.Figure | None:
-    """Parallel coordinates per optimizer: its searched hyperparameters, the epochs each
-    search trial reached, and the val accuracy it reached (colour)."""
+    """Parallel coordinates of the search trials: optimizer, each searched hyperparameter
+    (n/a where an optimizer has none), the epochs reached, and val accuracy (colour)."""
     search = sweep.stage("sweep").dropna(subset=["best_val_acc"])
     optimizers = [o for o in sweep.optimizers if (search["optimizer"] == o).any()]
     if not optimizers:
         return None
-    low, high = search["best_val_acc"].min(), search["best_val_acc"].max()
-    fig, n = go.Figure(), len(optimizers)
-    for i, optimizer in enumerate(optimizers):
-        mine = search[search["optimizer"] == optimizer]
-        dims = [_dimension(p, mine[p]) for p in searched_params(sweep, optimizer)]
-        dims += [{"label": "epochs", "values": mine["epochs_run"].astype(float)},
-                 {"label": "val_acc", "values": mine["best_val_acc"], "tickformat": ".0%"}]
-        top, bottom = 1 - i / n, 1 - (i + 1) / n
-        fig.add_trace(go.Parcoords(
-            domain={"x": [0.12, 0.92], "y": [bottom + 0.18 / n, top - 0.2 / n]}, dimensions=dims,
-            line={"color": mine["best_val_acc"], "colorscale": "Viridis", "cmin": low, "cmax": high,
-                  "showscale": i == 0, "colorbar": {"title": {"text": "val_acc"}, "tickformat": ".0%"}}))
-        fig.add_annotation(text=f"<b>{label(optimizer)}</b><br>{len(mine)} trials", x=0, xanchor="left",
-                           y=(top + bottom) / 2, yanchor="middle", xref="paper", yref="paper",
-                           showarrow=False, align="left")
+    params = list(dict.fromkeys(p for o in optimizers for p in searched_params(sweep, o)))
+    order = {name: i for i, name in enumerate(HPARAM_ORDER)}
+    params.sort(key=lambda n: order.get(n, len(order)))
+    codes = {o: i for i, o in enumerate(optimizers)}
+    dims = [{"label": "optimizer", "values": search["optimizer"].map(codes), "tickvals": list(codes.values()),
+             "ticktext": [label(o) for o in optimizers], "range": [-0.3, len(codes) - 0.7]}]
+    for param in params:
+        takes = search["optimizer"].map(lambda o, p=param: p in searched_params(sweep, o))
+        dims.append(_dimension(param, search[param].where(takes)))
+    dims += [{"label": "epochs reached", "values": search["epochs_run"].astype(float)},
+             {"label": "val_acc", "values": search["best_val_acc"], "tickformat": ".0%"}]
+    fig = go.Figure(go.Parcoords(dimensions=dims, line={
+        "color": search["best_val_acc"], "colorscale": "Viridis", "showscale": True,
+        "colorbar": {"title": {"text": "val_acc"}, "tickformat": ".0%"}}))
     return _layout(fig, "Search: hyperparameters against the best val accuracy each trial reached",
-                   height=max(320, 230 * n))
+                   height=480, margin={"l": 110, "r": 40, "t": 110, "b": 40})
 
 
 def good_region(sweep: Sweep, param: str, margin: float = GOOD_MARGIN) -> pd.DataFrame:
@@ -353,6 +385,7 @@ def figure_sensitivity(sweep: Sweep) -> go.Figure | None:
         return None
     full = search["epochs_run"] >= search["epochs"]
     fig = make_subplots(1, len(panels), subplot_titles=[f"against {p}" for p in panels])
+    legend = set()
     for col, param in enumerate(panels, start=1):
         for optimizer in sweep.optimizers:
             mine = search[(search["optimizer"] == optimizer)]
@@ -361,13 +394,15 @@ def figure_sensitivity(sweep: Sweep) -> go.Figure | None:
             done = full[mine.index]
             fig.add_trace(go.Scatter(
                 x=mine[param], y=mine["best_val_acc"], mode="markers", name=label(optimizer),
-                legendgroup=optimizer, showlegend=col == 1 or param == "alpha",
+                legendgroup=optimizer, showlegend=optimizer not in legend,
                 marker={"color": color(optimizer), "size": 9, "line": {"color": color(optimizer), "width": 1.5},
                         "symbol": np.where(done, "circle", "circle-open")},
                 customdata=np.stack([mine["trial_id"], mine["epochs_run"]], axis=1),
                 hovertemplate=f"{param}=%{{x:.3g}}: %{{y:.2%}} after %{{customdata[1]}} epochs "
                               "(trial %{customdata[0]})<extra></extra>"), row=1, col=col)
-        fig.update_xaxes(title_text=param, type="log" if param in LOG_PARAMS else "linear", row=1, col=col)
+            legend.add(optimizer)
+        log = {"type": "log", "dtick": "D2"} if param in LOG_PARAMS else {}  # D2: 1, 2, 5 labels
+        fig.update_xaxes(title_text=param, row=1, col=col, **log)
     fig.update_yaxes(title_text="best val accuracy", tickformat=".0%")
     return _layout(fig, "Search: accuracy against rho and alpha (open markers: stopped early)", height=440)
 
@@ -471,9 +506,10 @@ def figure_asha(sweep: Sweep) -> go.Figure:
                              hovertemplate="%{y} trials stopped at epoch %{x} "
                                            "(%{customdata} trial-epochs)<extra></extra>"))
     epochs = sorted(counts["epochs_run"].unique().tolist()) if len(counts) else []
+    most = int(counts["trials"].max()) if len(counts) else 0
     return _layout(fig, "Search: how ASHA spent the budget (trials by epochs reached)", barmode="group",
                    xaxis={"title": {"text": "epochs reached"}, "tickmode": "array", "tickvals": epochs},
-                   yaxis_title="trials")
+                   yaxis={"title": {"text": "trials"}, **({"dtick": 1} if most <= 10 else {})})
 
 
 def figure_kept_fraction(sweep: Sweep) -> go.Figure | None:
@@ -496,7 +532,8 @@ def figure_kept_fraction(sweep: Sweep) -> go.Figure | None:
                   "dash": "solid" if stage == "confirm" else "dot"},
             hovertemplate=f"alpha={alpha:.3g}, epoch %{{x}}: %{{y:.2%}} kept<extra>{trial_id}</extra>"))
     return _layout(fig, "ZSharp: fraction of gradient entries kept, by epoch (dotted: search, solid: confirm)",
-                   xaxis_title="epoch", yaxis_title="fraction of gradient entries kept",
+                   xaxis={"title": {"text": "epoch"}, **_epoch_ticks(epochs["epoch"])},
+                   yaxis_title="fraction of gradient entries kept (log scale)",
                    yaxis_type="log", yaxis_tickformat=".1%", height=440)
 
 
@@ -744,6 +781,8 @@ def load(args) -> Sweep:
 
 
 def main(argv: list[str] | None = None) -> int:
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # bad input: one line on stderr
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

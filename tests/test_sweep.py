@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -19,40 +18,17 @@ from pathlib import Path
 
 import psutil
 import pytest
-import yaml
+from conftest import ENV, ROOT, launch, space_file
 from mlflow.tracking import MlflowClient
 
-ROOT = Path(__file__).resolve().parent.parent
-ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
 TERMINAL = {"completed", "stopped_early", "diverged", "error"}
 pytestmark = pytest.mark.slow
-
-
-def space_file(folder: Path, **changes) -> str:
-    """A small digits space as a YAML file, the format users write."""
-    space = {
-        "name": "digits_test", "description": "small digits sweep for tests",
-        "dataset": "digits", "model": "res20s", "optimizers": ["adam", "zsharp"],
-        "fixed": {"batch_size": 128, "warmup_epochs": 1, "schedule": "cosine"},
-        "search": {"lr": {"loguniform": [1e-3, 1e-2]}, "rho": {"uniform": [0.01, 0.1]},
-                   "alpha": {"uniform": [0.8, 0.95]}},
-        "search_per_optimizer": {},
-        "max_epochs": 3, "grace_period": 1, "reduction_factor": 4, "trials_per_optimizer": 4,
-        "max_concurrent": 2, "cpus_per_trial": 1, "gpus_per_trial": 0, "seed": 0,
-    }
-    space.update(changes)
-    path = folder / f"{space['name']}.yaml"
-    path.write_text(yaml.safe_dump(space))
-    return str(path)
+# Tests reading the session's shared sweep run in one xdist worker, so it runs once.
+shared_sweep = pytest.mark.xdist_group("digits_sweep")
 
 
 def launch_cmd(*args) -> list[str]:
     return [sys.executable, str(ROOT / "launch.py"), *args]
-
-
-def launch(*args, timeout=900) -> subprocess.CompletedProcess:
-    return subprocess.run(launch_cmd(*args), cwd=ROOT, env=ENV, capture_output=True, text=True,
-                          timeout=timeout)
 
 
 def tracking(storage: Path) -> MlflowClient:
@@ -120,96 +96,120 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-# ---- a real sweep ---------------------------------------------------------------------
+# ---- a real sweep (the session's shared digits sweep, tests/conftest.py) ---------------
 
-@pytest.fixture(scope="module")
-def sweep(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("sweep")
-    storage = folder / "results"
-    space = space_file(folder)
-    done = launch("--space", space, "--storage", str(storage))
-    return folder, storage, space, done
+SEARCHED = ("adam", "sam", "zsharp", "sgd")
 
 
-def test_sweep_runs_to_the_end_and_prints_the_best_per_optimizer(sweep):
-    _, storage, _, done = sweep
+def stage(children, name):
+    return [c for c in children if c.data.tags["stage"] == name]
+
+
+@shared_sweep
+def test_sweep_runs_to_the_end_and_prints_the_best_per_optimizer(digits_sweep):
+    done = digits_sweep.done
     assert done.returncode == 0, done.stderr[-3000:]
-    table = done.stdout.split("best val_acc")[-1]
-    assert "adam" in table and "zsharp" in table
-    assert f"mlflow ui --backend-store-uri sqlite:///{storage}/mlflow.db" in done.stdout
+    table = done.stdout.split("\noptimizer ")[1].split("confirm stage")[0]
+    assert all(f"\n{o} " in table for o in SEARCHED)
+    assert "confirm stage" in done.stdout and "mean val_acc" in done.stdout
+    assert f"mlflow ui --backend-store-uri {digits_sweep.tracking_uri}" in done.stdout
     assert "Traceback" not in done.stdout + done.stderr
 
 
-def test_mlflow_holds_the_parent_and_one_child_per_trial(sweep):
-    _, storage, _, _ = sweep
-    parents, children = runs_of(tracking(storage), "digits_test")
+@shared_sweep
+def test_mlflow_holds_the_parent_and_one_child_per_trial(digits_sweep):
+    parents, children = runs_of(tracking(digits_sweep.storage), "digits_test")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     tags = parents[0].data.tags
     assert tags["space"] == "digits_test" and "launch.py" in tags["command"]
     assert len(tags["git_commit"]) == 40 and tags["version.torch"]
-    assert len(children) == 8  # 4 trials x 2 optimizers
-    assert {c.data.tags["optimizer"] for c in children} == {"adam", "zsharp"}
-    assert len({c.data.tags["trial_id"] for c in children}) == 8
+    search = stage(children, "sweep")
+    assert len(search) == 12  # 3 trials x 4 optimizers
+    assert {c.data.tags["optimizer"] for c in search} == set(SEARCHED)
+    assert len({c.data.tags["trial_id"] for c in children}) == len(children)
+    from trainables.config import TrialConfig
     for child in children:
         assert child.info.status == "FINISHED"
         assert child.data.tags["status"] in TERMINAL - {"error"}
         params = child.data.params
-        from trainables.config import TrialConfig
         assert set(params) == set(TrialConfig.field_names())  # the full resolved config
         assert params["dataset"] == "digits" and params["epochs"] == "3"
-        assert ("alpha" in json.dumps(params)) and float(params["lr"]) >= 1e-3
 
 
-def test_metrics_are_logged_every_epoch(sweep):
-    _, storage, _, _ = sweep
-    client = tracking(storage)
+@shared_sweep
+def test_metrics_are_logged_every_epoch(digits_sweep):
+    client = tracking(digits_sweep.storage)
     _, children = runs_of(client, "digits_test")
     for child in children:
         history = client.get_metric_history(child.info.run_id, "val_acc")
         steps = sorted(m.step for m in history)
         assert steps == list(range(1, len(steps) + 1)) and steps
         last_epoch = int(child.data.metrics["epoch"])
+        if child.data.tags["optimizer"] == "sgd":
+            assert child.data.tags["status"] == "diverged"
+            continue
         expected = "completed" if last_epoch == 3 else "stopped_early"
         assert child.data.tags["status"] == expected
         if child.data.tags["optimizer"] == "zsharp":
             assert 0 < child.data.metrics["kept_fraction"] < 0.25
 
 
-def test_asha_stopped_some_trials_early(sweep):
-    _, storage, _, _ = sweep
-    _, children = runs_of(tracking(storage), "digits_test")
-    statuses = [c.data.tags["status"] for c in children]
+@shared_sweep
+def test_asha_stopped_some_trials_early(digits_sweep):
+    _, children = runs_of(tracking(digits_sweep.storage), "digits_test")
+    statuses = [c.data.tags["status"] for c in stage(children, "sweep")]
     assert "stopped_early" in statuses and "completed" in statuses
 
 
-def test_each_optimizer_got_its_own_seeded_search(sweep):
-    _, storage, _, _ = sweep
-    _, children = runs_of(tracking(storage), "digits_test")
-    zsharp = [c.data.params for c in children if c.data.tags["optimizer"] == "zsharp"]
-    adam = [c.data.params for c in children if c.data.tags["optimizer"] == "adam"]
-    assert len(zsharp) == len(adam) == 4
+@shared_sweep
+def test_each_optimizer_got_its_own_seeded_search(digits_sweep):
+    _, children = runs_of(tracking(digits_sweep.storage), "digits_test")
+    search = stage(children, "sweep")
+    zsharp = [c.data.params for c in search if c.data.tags["optimizer"] == "zsharp"]
+    assert len(zsharp) == 3
     assert all(0.8 <= float(p["alpha"]) <= 0.95 and 0.01 <= float(p["rho"]) <= 0.1 for p in zsharp)
-    assert len({p["lr"] for p in zsharp}) == 4  # sampled, not fixed
+    assert len({p["lr"] for p in zsharp}) == 3  # sampled, not fixed
+    assert all("alpha" not in c.data.tags for c in search)
 
 
-def test_a_second_launch_without_resume_refuses(sweep):
-    _, storage, space, _ = sweep
-    done = launch("--space", space, "--storage", str(storage))
+@shared_sweep
+def test_diverging_trials_end_diverged_and_the_sweep_completes(digits_sweep):
+    _, children = runs_of(tracking(digits_sweep.storage), "digits_test")
+    sgd = [c for c in children if c.data.tags["optimizer"] == "sgd"]
+    assert sgd and all(c.data.tags["status"] == "diverged" for c in sgd)
+    assert all(int(c.data.metrics["epoch"]) == 1 for c in sgd)  # ended at once, not run on
+
+
+@shared_sweep
+def test_confirm_stage_reruns_the_best_config_of_each_optimizer_with_seeds(digits_sweep):
+    _, children = runs_of(tracking(digits_sweep.storage), "digits_test")
+    search, confirm = stage(children, "sweep"), stage(children, "confirm")
+    assert len(confirm) == 4 * 2  # top 1 x 2 seeds x 4 optimizers
+    client = tracking(digits_sweep.storage)
+    by_trial = {c.data.tags["trial_id"]: c for c in search}
+
+    def best_val_acc(run):
+        return max(m.value for m in client.get_metric_history(run.info.run_id, "val_acc"))
+
+    for optimizer in SEARCHED:
+        runs = [c for c in confirm if c.data.tags["optimizer"] == optimizer]
+        assert sorted(c.data.params["seed"] for c in runs) == ["0", "1"]
+        source = by_trial[runs[0].data.tags["source_trial_id"]]
+        rivals = [c for c in search if c.data.tags["optimizer"] == optimizer]
+        assert best_val_acc(source) == max(map(best_val_acc, rivals))  # the best (ties: any)
+        for run in runs:  # same hyperparameters, full budget, no early stopping
+            same = {k: v for k, v in run.data.params.items() if k != "seed"}
+            assert same == {k: v for k, v in source.data.params.items() if k != "seed"}
+            if optimizer != "sgd":
+                assert int(run.data.metrics["epoch"]) == 3
+
+
+@shared_sweep
+def test_a_second_launch_without_resume_refuses(digits_sweep):
+    done = launch("--space", digits_sweep.space, "--storage", str(digits_sweep.storage))
     assert done.returncode == 2
     assert "already exists" in done.stderr and "--resume" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
-
-
-def test_a_diverging_trial_ends_diverged_and_the_sweep_completes(tmp_path):
-    space = space_file(tmp_path, name="diverge", optimizers=["sgd"],
-                       fixed={"batch_size": 128, "warmup_epochs": 0, "momentum": 0.9},
-                       search={"lr": {"choice": [1.0e12]}}, trials_per_optimizer=1,
-                       grace_period=3)
-    done = launch("--space", space, "--storage", str(tmp_path / "results"))
-    assert done.returncode == 0, done.stderr[-3000:]
-    _, children = runs_of(tracking(tmp_path / "results"), "diverge")
-    assert [c.data.tags["status"] for c in children] == ["diverged"]
-    assert children[0].info.status == "FINISHED"
 
 
 # ---- crashes --------------------------------------------------------------------------

@@ -19,6 +19,8 @@ import ray
 from mlflow.tracking import MlflowClient
 from ray import tune
 
+from analysis.load import load_sweep
+from analysis.report import write_report
 from trainables.data import load_dataset
 from trainables.errors import DataUnavailableError
 from tune.plan import SweepError, SweepPlan, is_uri, local_storage
@@ -256,9 +258,10 @@ def run_sweep(plan: SweepPlan, out=print) -> int:
     try:
         check_cluster(plan)
         client = MlflowClient(plan.tracking_uri)
+        local = local_storage(plan.storage)
         parent_run_id, experiment_id = open_parent_run(
             client, plan.experiment, plan.experiment_path, not run_search or plan.resume,
-            provenance(plan))
+            provenance(plan), artifact_location=str(Path(local, "mlartifacts")) if local else None)
         client.log_dict(parent_run_id, plan.space.to_dict(), "space.json")
         out(plan.describe())
         results = search(plan, parent_run_id, experiment_id) if run_search else finished_results(plan)
@@ -272,13 +275,25 @@ def run_sweep(plan: SweepPlan, out=print) -> int:
             out("\n" + seed_table(confirm_rows))
         close_stale_runs(client, experiment_id, parent_run_id)
         client.log_dict(parent_run_id, rows_for_mlflow(rows + confirm_rows), "trials.json")
+        report = write_sweep_report(plan, client, parent_run_id)
         client.set_terminated(parent_run_id, "FINISHED")
-        out(f"\nresults: {plan.experiment_path}\nbrowse:  mlflow ui --backend-store-uri "
-            f"{plan.tracking_uri}")
+        out(f"\nresults: {plan.experiment_path}\nreport:  {report}\nbrowse:  mlflow ui "
+            f"--backend-store-uri {plan.tracking_uri}")
         return 1 if any(r["status"] == "error" for r in rows + confirm_rows) else 0
     finally:
         if started_ray:
             ray.shutdown()
+
+
+def write_sweep_report(plan: SweepPlan, client: MlflowClient, parent_run_id: str) -> Path:
+    """The HTML report of what the sweep left in MLflow, in the experiment folder (or the
+    working folder for remote storage), attached to the parent run."""
+    local = local_storage(plan.storage)
+    folder = Path(local, plan.experiment) if local else Path.cwd()
+    path = write_report(load_sweep(plan.experiment, plan.tracking_uri),
+                        folder / f"{plan.experiment}-report.html")
+    client.log_artifact(parent_run_id, str(path))
+    return path
 
 
 def rows_for_mlflow(rows: list[dict]) -> list[dict]:

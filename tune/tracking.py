@@ -35,12 +35,17 @@ def trial_status(last_result: dict, max_epochs: int, errored: bool) -> str:
 
 
 def open_parent_run(client: MlflowClient, experiment: str, sweep_path: str, resume: bool,
-                    tags: dict) -> tuple[str, str]:
+                    tags: dict, artifact_location: str | None = None) -> tuple[str, str]:
     """The sweep's parent run (run id, experiment id): new, or with `resume` the one
     tagged with this sweep's storage path, reopened. MLflow itself is the record, so it
-    survives a driver crash wherever the results are stored."""
+    survives a driver crash wherever the results are stored.
+
+    artifact_location: where a new MLflow experiment keeps artifacts (a SQLite store would
+    otherwise use ./mlartifacts in whatever folder the driver was started from).
+    """
     found = client.get_experiment_by_name(experiment)
-    experiment_id = found.experiment_id if found else client.create_experiment(experiment)
+    experiment_id = (found.experiment_id if found
+                     else client.create_experiment(experiment, artifact_location=artifact_location))
     if resume:
         runs = client.search_runs([experiment_id], filter_string=(
             f"tags.sweep_path = '{sweep_path}' and tags.stage = 'sweep'"),

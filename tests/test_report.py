@@ -1,0 +1,309 @@
+"""The report end to end: a real sweep (Ray, Optuna, ASHA, MLflow) with a confirm stage,
+loaded from MLflow and from Ray's storage, written as HTML and opened in headless
+Chromium (no mocks).
+
+Chromium is a system package (`apt-get install -y chromium`, which `make test` installs);
+without it these tests fail rather than skip, since a skipped real component hides a
+defect.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import psutil
+import pytest
+
+from analysis.load import CONFIG_FIELDS, EPOCH_COLUMNS, TRIAL_COLUMNS, Sweep, load_sweep, load_sweep_from_storage
+from analysis.report import (FIGURES, comparison, figure_comparison, figure_importance,
+                             figures, render_html, write_report)
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
+CHROMIUM = Path("/usr/bin/chromium")
+OPTIMIZERS = ("adam", "sam", "zsharp")
+SEEDS = 2
+SAMPLES = 2
+EXPERIMENT = "report_test"
+pytestmark = pytest.mark.slow
+
+
+def _stop_session(session_id: int) -> None:
+    """SIGKILL whatever the sweep left running in its own session (Ray daemons), by pid."""
+    victims = []
+    for process in psutil.process_iter():
+        try:
+            if os.getsid(process.pid) == session_id:
+                victims.append(process)
+        except (ProcessLookupError, psutil.NoSuchProcess, PermissionError):
+            pass
+    for process in victims:
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(victims, timeout=15)
+
+
+@pytest.fixture(scope="module")
+def storage(tmp_path_factory) -> Path:
+    """A quickstart-sized sweep with a confirm stage of 2 seeds, run as a user runs it.
+
+    The working directory is the temporary folder, so MLflow's artifacts (./mlruns with a
+    SQLite store) land there and not in the checkout.
+    """
+    folder = tmp_path_factory.mktemp("report")
+    results = folder / "results"
+    command = [sys.executable, str(ROOT / "launch.py"), "--space", "quickstart",
+               "--optimizers", ",".join(OPTIMIZERS), "--num-samples", str(SAMPLES),
+               "--max-epochs", "2", "--confirm", "1", "--seeds", str(SEEDS),
+               "--experiment", EXPERIMENT, "--storage", str(results),
+               "--data-dir", str(ROOT / "data")]
+    process = subprocess.Popen(command, cwd=folder, env=ENV, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = process.communicate(timeout=480)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        _stop_session(process.pid)
+    assert process.returncode == 0, f"launch.py failed:\n{out[-2000:]}\n{err[-3000:]}"
+    return results
+
+
+@pytest.fixture(scope="module")
+def from_mlflow(storage) -> Sweep:
+    return load_sweep(EXPERIMENT, f"sqlite:///{storage / 'mlflow.db'}")
+
+
+@pytest.fixture(scope="module")
+def from_storage(storage) -> Sweep:
+    return load_sweep_from_storage(storage / EXPERIMENT)
+
+
+# ---- loading -------------------------------------------------------------------------------
+
+def test_both_loaders_find_every_trial_of_both_stages(from_mlflow, from_storage):
+    for sweep in (from_mlflow, from_storage):
+        counts = sweep.trials["stage"].value_counts().to_dict()
+        assert counts == {"sweep": SAMPLES * len(OPTIMIZERS), "confirm": SEEDS * len(OPTIMIZERS)}
+        assert set(sweep.trials["optimizer"]) == set(OPTIMIZERS)
+        assert sweep.trials["trial_id"].is_unique
+    assert set(from_mlflow.trials["trial_id"]) == set(from_storage.trials["trial_id"])
+
+
+def test_both_loaders_agree_on_accuracies_statuses_and_sources(from_mlflow, from_storage):
+    a = from_mlflow.trials.set_index("trial_id").sort_index()
+    b = from_storage.trials.set_index("trial_id").loc[a.index]
+    for column in ("final_val_acc", "best_val_acc", "train_seconds", "grad_evals"):
+        assert (a[column] - b[column]).abs().max() < 1e-9, column
+    for column in ("stage", "optimizer", "status", "epochs_run", "best_epoch", "seed", "lr", "rho", "alpha"):
+        assert a[column].tolist() == b[column].tolist(), column
+    confirm = a["stage"] == "confirm"
+    assert a.loc[confirm, "confirm_rank"].tolist() == b.loc[confirm, "confirm_rank"].tolist() == [1] * (SEEDS * 3)
+    assert a.loc[confirm, "source_trial_id"].tolist() == b.loc[confirm, "source_trial_id"].tolist()
+    assert set(a.loc[confirm, "source_trial_id"]) <= set(a.index[~confirm])
+    ea = from_mlflow.epochs.sort_values(["trial_id", "epoch"]).reset_index(drop=True)
+    eb = from_storage.epochs.sort_values(["trial_id", "epoch"]).reset_index(drop=True)
+    assert len(ea) == len(eb) == int(a["epochs_run"].sum())
+    assert (ea["val_acc"] - eb["val_acc"]).abs().max() < 1e-9
+
+
+def test_frames_have_the_promised_columns(from_mlflow, from_storage):
+    for sweep in (from_mlflow, from_storage):
+        assert list(sweep.trials.columns[:len(TRIAL_COLUMNS)]) == TRIAL_COLUMNS
+        assert set(CONFIG_FIELDS) <= set(sweep.trials.columns)
+        assert list(sweep.epochs.columns) == EPOCH_COLUMNS
+        assert sweep.trials["status"].isin(["completed", "stopped_early", "diverged"]).all()
+        assert (sweep.trials["epochs_run"] == 2).all() and (sweep.trials["dataset"] == "digits").all()
+        zsharp = sweep.epochs[sweep.epochs["optimizer"] == "zsharp"]
+        assert zsharp["kept_fraction"].between(0, 1, inclusive="neither").all()
+        assert sweep.epochs.loc[sweep.epochs["optimizer"] != "zsharp", "kept_fraction"].isna().all()
+    assert from_mlflow.space is not None and from_mlflow.space.name == "quickstart"
+    assert len(from_mlflow.meta["git_commit"]) == 40 and "launch.py" in from_mlflow.meta["command"]
+
+
+def test_compute_hours_are_positive_cpu_hours(from_mlflow, from_storage):
+    for sweep in (from_mlflow, from_storage):
+        trials = sweep.trials
+        assert (trials["compute_hours"] > 0).all()
+        assert (trials["compute_unit"] == "CPU").all()  # quickstart: 1 CPU, no GPU per trial
+        assert ((trials["compute_hours"] - trials["train_seconds"] / 3600).abs() < 1e-12).all()
+
+
+def test_a_sam_family_step_counts_two_gradient_evaluations(from_mlflow):
+    last = from_mlflow.trials.groupby("optimizer")["grad_evals"].max()
+    assert last["sam"] == last["zsharp"] == 2 * last["adam"] > 0
+
+
+def test_unknown_experiment_or_path_is_a_clear_value_error(storage):
+    with pytest.raises(ValueError, match="no MLflow experiment 'nope'"):
+        load_sweep("nope", f"sqlite:///{storage / 'mlflow.db'}")
+    with pytest.raises(ValueError, match="no MLflow database"):
+        load_sweep(EXPERIMENT, f"sqlite:///{storage / 'missing.db'}")
+    assert not (storage / "missing.db").exists()
+    with pytest.raises(ValueError, match="no Ray experiment folder at .*nothere"):
+        load_sweep_from_storage(storage / "nothere")
+    with pytest.raises(ValueError, match="holds no Ray Tune trials"):
+        load_sweep_from_storage(storage)
+
+
+# ---- the comparison ----------------------------------------------------------------------
+
+def test_comparison_uses_the_confirm_seeds_and_labels_small_samples(from_mlflow):
+    result = comparison(from_mlflow)
+    assert not result.single_runs
+    assert set(result.summary["optimizer"]) == set(OPTIMIZERS)
+    assert (result.summary["n"] == SEEDS).all() and result.summary["small_sample"].all()
+    assert set(result.paired) == {"sam", "adam"}  # against SAM and the base optimizer
+    for reference, table in result.paired.items():
+        assert set(table["optimizer"]) == set(OPTIMIZERS) - {reference}
+        assert (table["verdict"] == f"too few seeds (n={SEEDS})").all()
+        assert not table["significant"].any()
+    confirm = from_mlflow.stage("confirm")
+    means = confirm.groupby("optimizer")["final_val_acc"].mean()
+    assert all(math.isclose(m, means[o]) for o, m in zip(result.summary["optimizer"], result.summary["mean"]))
+
+
+def test_without_a_confirm_stage_the_report_says_it_needs_one(from_mlflow):
+    search_only = Sweep(from_mlflow.name, from_mlflow.stage("sweep"),
+                        from_mlflow.epochs[from_mlflow.epochs["stage"] == "sweep"],
+                        from_mlflow.space, from_mlflow.meta)
+    result = comparison(search_only)
+    assert result.single_runs and len(result.summary) == len(OPTIMIZERS)
+    assert any("--confirm" in note and "--seeds" in note for note in result.notes)
+    assert "single runs" in figure_comparison(search_only).layout.title.text
+    page = render_html(search_only)
+    assert "needs a confirm stage" in page and "single run" in page
+
+
+def test_importance_is_fanova_per_optimizer_or_a_note(from_mlflow):
+    fig = figure_importance(from_mlflow, min_trials=2)
+    assert fig is not None
+    bars = {trace.name: dict(zip(trace.y, trace.x)) for trace in fig.data}
+    assert set(bars) == {"SAM", "ZSharp"}  # Adam searches lr only: a note instead
+    assert set(bars["ZSharp"]) == {"lr", "rho", "alpha"}
+    assert all(math.isclose(sum(b.values()), 1.0) for b in bars.values())
+    assert figure_importance(from_mlflow) is None  # 2 trials: below the default minimum
+
+
+def test_every_figure_has_a_title_and_axis_labels(from_storage):
+    made = figures(from_storage, importance_min_trials=2)
+    assert set(made) == set(FIGURES)
+    for name, fig in made.items():
+        assert fig.layout.title.text, name
+        if name != "parallel_coordinates":  # its axes are the dimensions' labels
+            axes = [a for a in fig.layout if a.startswith(("xaxis", "yaxis"))]
+            assert axes and all(fig.layout[a].title.text for a in axes), name
+
+
+# ---- the page in a browser ---------------------------------------------------------------
+
+class _PlotSvgs(HTMLParser):
+    """svg.main-svg elements inside each plotly plot div of a rendered DOM."""
+
+    def __init__(self):
+        super().__init__()
+        self.plots: list[int] = []   # main-svg count per plot div, in page order
+        self._depth = 0              # nesting of divs inside the current plot div
+
+    def handle_starttag(self, tag, attrs):
+        classes = (dict(attrs).get("class") or "").split()
+        if tag == "div":
+            if self._depth:
+                self._depth += 1
+            elif "plotly-graph-div" in classes:
+                self.plots.append(0)
+                self._depth = 1
+        elif tag == "svg" and self._depth and "main-svg" in classes:
+            self.plots[-1] += 1
+
+    def handle_endtag(self, tag):
+        if tag == "div" and self._depth:
+            self._depth -= 1
+
+
+# Logged to the console by the page copy, so console.error and promise rejections show in
+# Chromium's log (which logs every console message at one level).
+_CONSOLE_HOOK = """<script>(function () {
+  var error = console.error;
+  console.error = function () { console.log("CONSOLE-ERROR " + Array.prototype.join.call(arguments, " "));
+                                error.apply(console, arguments); };
+  window.addEventListener("unhandledrejection", function (e) { console.log("CONSOLE-ERROR " + e.reason); });
+})();</script>"""
+
+
+def render_in_chromium(page: Path, scratch: Path) -> tuple[str, str]:
+    """(dumped DOM, Chromium's log) of `page` opened from a file:// URL in headless Chromium."""
+    if not CHROMIUM.exists():
+        pytest.fail("Chromium is missing: run `apt-get install -y chromium` (make test does); "
+                    "the report's browser test needs it")
+    watched = scratch / f"watched-{page.name}"
+    watched.write_text(page.read_text().replace("<head>", "<head>" + _CONSOLE_HOOK, 1))
+    command = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu",
+               # Parallel coordinates draw with WebGL: without a GPU only SwiftShader offers it.
+               "--enable-unsafe-swiftshader",
+               "--disable-background-networking", "--disable-component-update", "--no-first-run",
+               f"--user-data-dir={scratch / 'chromium-profile'}", "--enable-logging=stderr", "--v=0",
+               "--dump-dom", "--virtual-time-budget=10000", watched.resolve().as_uri()]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout, done.stderr
+
+
+def test_report_is_one_self_contained_file(from_mlflow, tmp_path):
+    path = write_report(from_mlflow, tmp_path / "report.html")
+    page = path.read_text()
+    assert page.count("<script type='text/javascript'>/**\n* plotly.js v") == 1  # inline, once
+    assert not re.search(r"<script[^>]*\bsrc\s*=", page, re.IGNORECASE)  # nothing to fetch
+    for text in (EXPERIMENT, "quickstart", from_mlflow.meta["git_commit"], "Paired by seed, against SAM",
+                 "Paired by seed, against Adam", "small (n &lt; 5)", "too few seeds (n=2)", "Cost of the search"):
+        assert text in page, text
+
+
+def test_report_renders_every_figure_in_headless_chromium(from_storage, tmp_path):
+    path = write_report(from_storage, tmp_path / "report.html", importance_min_trials=2)
+    expected = path.read_text().count('class="plotly-graph-div"')
+    assert expected == len(FIGURES)  # every kind of figure is on this page
+    dom, log = render_in_chromium(path, tmp_path)
+    parsed = _PlotSvgs()
+    parsed.feed(dom)
+    assert len(parsed.plots) == expected
+    assert all(count > 0 for count in parsed.plots), f"plots without an SVG: {parsed.plots}"
+    assert dom.count('class="main-svg"') >= expected
+    errors = [line for line in log.splitlines()
+              if "Uncaught" in line or "ERROR:CONSOLE" in line or "CONSOLE-ERROR" in line]
+    assert not errors, "\n".join(errors)
+
+
+def run_cli(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "analysis.report", *args], cwd=ROOT, env=ENV,
+                          capture_output=True, text=True, timeout=180)
+
+
+def test_command_line_writes_the_report_and_its_figures_as_png(storage, tmp_path):
+    out, png = tmp_path / "cli.html", tmp_path / "png"
+    done = run_cli("--storage", str(storage), "--experiment", EXPERIMENT, "--out", str(out),
+                   "--png", str(png))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert out.stat().st_size > 1_000_000 and EXPERIMENT in out.read_text()
+    made = sorted(p.name for p in png.iterdir())
+    assert made == sorted(f"{name}.png" for name in FIGURES if name != "importance")  # 2 trials: no fANOVA
+    for path in png.iterdir():  # kaleido, through Chromium
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
+
+
+def test_command_line_refuses_bad_input_in_one_line(storage, tmp_path):
+    bad = run_cli("--experiment", "nope", "--mlflow-uri", f"sqlite:///{storage / 'mlflow.db'}",
+                  "--out", str(tmp_path / "nope.html"))
+    assert bad.returncode == 2 and not (tmp_path / "nope.html").exists()
+    assert len(bad.stderr.strip().splitlines()) == 1 and "no MLflow experiment 'nope'" in bad.stderr
+    missing = run_cli("--storage", str(storage / "nothere"), "--out", str(tmp_path / "nope.html"))
+    assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1
+    assert "nothere" in missing.stderr
