@@ -34,11 +34,12 @@ import pandas as pd
 
 from trainables.config import TrialConfig
 
-if TYPE_CHECKING:
-    from search_spaces.space import SearchSpace
 # search_spaces (torch, through the registries), tune (Ray) and MLflow are imported where
 # they are used: a notebook that only reads storage, or a command line that fails on a
-# bad name, need not wait for them.
+# bad name, need not wait for them. SearchSpace comes from its own module, which also
+# works where an editable install maps search_spaces as a namespace package.
+if TYPE_CHECKING:
+    from search_spaces.space import SearchSpace
 
 # What a trial reports each epoch (trainables.train); kept_fraction is ZSharp's only.
 METRICS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s",

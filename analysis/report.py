@@ -416,8 +416,6 @@ def param_importances(sweep: Sweep, min_trials: int = MIN_IMPORTANCE_TRIALS) -> 
     after fewer epochs is not comparable. Distributions come from the space (or, without
     one, the observed ranges).
     """
-    import optuna
-
     search = sweep.stage("sweep")
     found = {}
     for optimizer in sweep.optimizers:
@@ -430,11 +428,11 @@ def param_importances(sweep: Sweep, min_trials: int = MIN_IMPORTANCE_TRIALS) -> 
             found[optimizer] = (f"{len(done)} finished trials (fewer than {min_trials}): "
                                 "no importance estimate")
         else:
-            found[optimizer] = _fanova(sweep, optimizer, params, done, optuna)
+            found[optimizer] = _fanova(sweep, optimizer, params, done)
     return found
 
 
-def _optuna_distributions(sweep: Sweep, optimizer: str, params: list[str], trials: pd.DataFrame, optuna) -> dict:
+def _optuna_distributions(sweep: Sweep, optimizer: str, params: list[str], trials: pd.DataFrame) -> dict:
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
     if sweep.space is not None and optimizer in sweep.space.optimizers:
@@ -452,23 +450,33 @@ def _optuna_distributions(sweep: Sweep, optimizer: str, params: list[str], trial
             for name in params}
 
 
-def _fanova(sweep: Sweep, optimizer: str, params: list[str], trials: pd.DataFrame, optuna) -> dict | str:
+def _fanova(sweep: Sweep, optimizer: str, params: list[str], trials: pd.DataFrame) -> dict | str:
     """fANOVA importances from an in-memory study built from the finished trials."""
-    dists = _optuna_distributions(sweep, optimizer, params, trials, optuna)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="maximize")
-    for row in trials.itertuples():
-        values = {name: getattr(row, name) for name in params}
-        values = {n: int(v) if isinstance(dists[n], optuna.distributions.IntDistribution) else
-                  (v if isinstance(dists[n], optuna.distributions.CategoricalDistribution) else float(v))
-                  for n, v in values.items()}
-        study.add_trial(optuna.trial.create_trial(params=values, distributions=dists,
-                                                  value=float(row.final_val_acc)))
+    import optuna
+    from optuna.distributions import CategoricalDistribution, IntDistribution
+
+    dists = _optuna_distributions(sweep, optimizer, params, trials)
+
+    def typed(name, value):
+        if isinstance(dists[name], IntDistribution):
+            return int(value)
+        return value if isinstance(dists[name], CategoricalDistribution) else float(value)
+
+    previous = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "new study created" lines
     try:
-        return optuna.importance.get_param_importances(
+        study = optuna.create_study(direction="maximize")
+        for row in trials.itertuples():
+            study.add_trial(optuna.trial.create_trial(
+                params={name: typed(name, getattr(row, name)) for name in params},
+                distributions=dists, value=float(row.final_val_acc)))
+        importances = optuna.importance.get_param_importances(
             study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
+        return {name: float(share) for name, share in importances.items()}
     except (RuntimeError, ValueError) as error:
         return f"fANOVA failed: {error}"
+    finally:
+        optuna.logging.set_verbosity(previous)
 
 
 def figure_importance(sweep: Sweep, min_trials: int = MIN_IMPORTANCE_TRIALS) -> go.Figure | None:

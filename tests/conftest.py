@@ -1,19 +1,22 @@
 """Shared fixtures: one real digits sweep (search and confirm stage), run once per session.
 
-Several test modules read it (the sweep's MLflow and Ray records, the analysis report),
-so the most expensive thing the suite does happens once.
+Several test modules read it (the sweep's MLflow and Ray records, the notebooks), so one
+of the most expensive things the suite does happens once.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import pytest
 import yaml
+from filelock import FileLock
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
@@ -37,10 +40,36 @@ def space_file(folder: Path, **changes) -> str:
     return str(path)
 
 
+def stop_session(session_id: int) -> None:
+    """SIGKILL every process of a session (what a driver's local Ray left), by pid."""
+    victims = []
+    for process in psutil.process_iter():
+        try:
+            if os.getsid(process.pid) == session_id:
+                victims.append(process)
+        except (ProcessLookupError, psutil.NoSuchProcess, PermissionError):
+            pass
+    for process in victims:
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(victims, timeout=15)
+
+
 def launch(*args, timeout=900) -> subprocess.CompletedProcess:
-    """`python launch.py ARGS` as a user runs it."""
-    return subprocess.run([sys.executable, str(ROOT / "launch.py"), *args], cwd=ROOT, env=ENV,
-                          capture_output=True, text=True, timeout=timeout)
+    """`python launch.py ARGS` as a user runs it, in its own session: whatever its Ray
+    leaves running afterwards is stopped with it."""
+    process = subprocess.Popen([sys.executable, str(ROOT / "launch.py"), *args], cwd=ROOT,
+                               env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        stop_session(process.pid)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
 @dataclass(frozen=True)
@@ -67,7 +96,21 @@ SHARED_SWEEP = dict(
 
 @pytest.fixture(scope="session")
 def digits_sweep(tmp_path_factory) -> SweepRun:
-    folder = tmp_path_factory.mktemp("digits_sweep")
+    """Run once per test session, however pytest-xdist splits it: the workers share a
+    folder and a lock; the first runs the sweep, the others read its record."""
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # the run's folder, above each worker's own
+    folder = shared / "digits_sweep"
     storage = folder / "results"
-    space = space_file(folder, **SHARED_SWEEP)
-    return SweepRun(folder, storage, space, launch("--space", space, "--storage", str(storage)))
+    with FileLock(str(shared / "digits_sweep.lock")):
+        record = folder / "launch.json"
+        if not record.exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            space = space_file(folder, **SHARED_SWEEP)
+            done = launch("--space", space, "--storage", str(storage))
+            record.write_text(json.dumps({"space": space, "returncode": done.returncode,
+                                          "stdout": done.stdout, "stderr": done.stderr}))
+        saved = json.loads(record.read_text())
+    done = subprocess.CompletedProcess([], saved["returncode"], saved["stdout"], saved["stderr"])
+    return SweepRun(folder, storage, saved["space"], done)

@@ -7,7 +7,7 @@ import pytest
 from nbclient import NotebookClient
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "analysis" / "notebooks"
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("digits_sweep")]
+pytestmark = pytest.mark.slow
 
 
 @pytest.mark.parametrize("name", ["explore_sweep", "compare_optimizers"])

@@ -9,6 +9,7 @@ defect.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -17,15 +18,15 @@ import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
-import psutil
 import pytest
+from conftest import ENV, stop_session
+from filelock import FileLock
 
 from analysis.load import CONFIG_FIELDS, EPOCH_COLUMNS, TRIAL_COLUMNS, Sweep, load_sweep, load_sweep_from_storage
 from analysis.report import (FIGURES, comparison, figure_comparison, figure_importance,
                              figures, render_html, write_report)
 
 ROOT = Path(__file__).resolve().parent.parent
-ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
 CHROMIUM = Path("/usr/bin/chromium")
 OPTIMIZERS = ("adam", "sam", "zsharp")
 SEEDS = 2
@@ -34,47 +35,47 @@ EXPERIMENT = "report_test"
 pytestmark = pytest.mark.slow
 
 
-def _stop_session(session_id: int) -> None:
-    """SIGKILL whatever the sweep left running in its own session (Ray daemons), by pid."""
-    victims = []
-    for process in psutil.process_iter():
-        try:
-            if os.getsid(process.pid) == session_id:
-                victims.append(process)
-        except (ProcessLookupError, psutil.NoSuchProcess, PermissionError):
-            pass
-    for process in victims:
-        try:
-            process.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(victims, timeout=15)
-
-
-@pytest.fixture(scope="module")
-def storage(tmp_path_factory) -> Path:
-    """A quickstart-sized sweep with a confirm stage of 2 seeds, run as a user runs it.
-
-    The working directory is the temporary folder, so MLflow's artifacts (./mlruns with a
-    SQLite store) land there and not in the checkout.
-    """
-    folder = tmp_path_factory.mktemp("report")
+def _run_sweep(folder: Path) -> tuple[int, str]:
+    """launch.py in its own session (its Ray daemons are stopped with it): (status, log)."""
     results = folder / "results"
     command = [sys.executable, str(ROOT / "launch.py"), "--space", "quickstart",
                "--optimizers", ",".join(OPTIMIZERS), "--num-samples", str(SAMPLES),
                "--max-epochs", "2", "--confirm", "1", "--seeds", str(SEEDS),
                "--experiment", EXPERIMENT, "--storage", str(results),
                "--data-dir", str(ROOT / "data")]
+    # The working directory is the temporary folder, so nothing the run writes next to
+    # itself (MLflow's default artifact folder) lands in the checkout.
     process = subprocess.Popen(command, cwd=folder, env=ENV, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
-        out, err = process.communicate(timeout=480)
+        log, _ = process.communicate(timeout=480)
     finally:
         if process.poll() is None:
             process.kill()
-        _stop_session(process.pid)
-    assert process.returncode == 0, f"launch.py failed:\n{out[-2000:]}\n{err[-3000:]}"
-    return results
+        stop_session(process.pid)
+    return process.returncode, log
+
+
+@pytest.fixture(scope="module")
+def storage(tmp_path_factory) -> Path:
+    """A quickstart-sized sweep with a confirm stage of 2 seeds, run as a user runs it.
+
+    Run once however the suite is split: under pytest-xdist the workers share one folder
+    and a lock, the first runs the sweep and the others read it.
+    """
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # the run's folder, above each worker's own
+    folder = shared / "report_sweep"
+    with FileLock(str(shared / "report_sweep.lock")):
+        record = folder / "launch.json"
+        if not record.exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            status, log = _run_sweep(folder)
+            record.write_text(json.dumps({"status": status, "log": log}))
+        done = json.loads(record.read_text())
+    assert done["status"] == 0, f"launch.py failed:\n{done['log'][-4000:]}"
+    return folder / "results"
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ MLflow server) are stopped by pid, never with `ray stop`.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -18,13 +17,11 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import ENV, ROOT, launch, space_file
+from conftest import ENV, ROOT, launch, space_file, stop_session
 from mlflow.tracking import MlflowClient
 
 TERMINAL = {"completed", "stopped_early", "diverged", "error"}
 pytestmark = pytest.mark.slow
-# Tests reading the session's shared sweep run in one xdist worker, so it runs once.
-shared_sweep = pytest.mark.xdist_group("digits_sweep")
 
 
 def launch_cmd(*args) -> list[str]:
@@ -60,23 +57,6 @@ def kill_tree(root: psutil.Process) -> None:
         psutil.wait_procs(procs, timeout=10)
 
 
-def kill_sessions(session_ids) -> None:
-    """SIGKILL every process in the given sessions (what `ray start` left running)."""
-    victims = []
-    for p in psutil.process_iter():
-        try:
-            if os.getsid(p.pid) in session_ids:
-                victims.append(p)
-        except (ProcessLookupError, psutil.NoSuchProcess, PermissionError):
-            pass
-    for p in victims:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(victims, timeout=15)
-
-
 def wait_for(condition, timeout: float, what: str, process: subprocess.Popen | None = None):
     """Poll `condition` until it is truthy; fail at once if `process` has exited."""
     deadline = time.monotonic() + timeout
@@ -105,7 +85,6 @@ def stage(children, name):
     return [c for c in children if c.data.tags["stage"] == name]
 
 
-@shared_sweep
 def test_sweep_runs_to_the_end_and_prints_the_best_per_optimizer(digits_sweep):
     done = digits_sweep.done
     assert done.returncode == 0, done.stderr[-3000:]
@@ -116,7 +95,6 @@ def test_sweep_runs_to_the_end_and_prints_the_best_per_optimizer(digits_sweep):
     assert "Traceback" not in done.stdout + done.stderr
 
 
-@shared_sweep
 def test_mlflow_holds_the_parent_and_one_child_per_trial(digits_sweep):
     parents, children = runs_of(tracking(digits_sweep.storage), "digits_test")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
@@ -136,7 +114,6 @@ def test_mlflow_holds_the_parent_and_one_child_per_trial(digits_sweep):
         assert params["dataset"] == "digits" and params["epochs"] == "3"
 
 
-@shared_sweep
 def test_metrics_are_logged_every_epoch(digits_sweep):
     client = tracking(digits_sweep.storage)
     _, children = runs_of(client, "digits_test")
@@ -154,14 +131,12 @@ def test_metrics_are_logged_every_epoch(digits_sweep):
             assert 0 < child.data.metrics["kept_fraction"] < 0.25
 
 
-@shared_sweep
 def test_asha_stopped_some_trials_early(digits_sweep):
     _, children = runs_of(tracking(digits_sweep.storage), "digits_test")
     statuses = [c.data.tags["status"] for c in stage(children, "sweep")]
     assert "stopped_early" in statuses and "completed" in statuses
 
 
-@shared_sweep
 def test_each_optimizer_got_its_own_seeded_search(digits_sweep):
     _, children = runs_of(tracking(digits_sweep.storage), "digits_test")
     search = stage(children, "sweep")
@@ -172,7 +147,6 @@ def test_each_optimizer_got_its_own_seeded_search(digits_sweep):
     assert all("alpha" not in c.data.tags for c in search)
 
 
-@shared_sweep
 def test_diverging_trials_end_diverged_and_the_sweep_completes(digits_sweep):
     _, children = runs_of(tracking(digits_sweep.storage), "digits_test")
     sgd = [c for c in children if c.data.tags["optimizer"] == "sgd"]
@@ -180,7 +154,6 @@ def test_diverging_trials_end_diverged_and_the_sweep_completes(digits_sweep):
     assert all(int(c.data.metrics["epoch"]) == 1 for c in sgd)  # ended at once, not run on
 
 
-@shared_sweep
 def test_confirm_stage_reruns_the_best_config_of_each_optimizer_with_seeds(digits_sweep):
     _, children = runs_of(tracking(digits_sweep.storage), "digits_test")
     search, confirm = stage(children, "sweep"), stage(children, "confirm")
@@ -204,7 +177,6 @@ def test_confirm_stage_reruns_the_best_config_of_each_optimizer_with_seeds(digit
                 assert int(run.data.metrics["epoch"]) == 3
 
 
-@shared_sweep
 def test_a_second_launch_without_resume_refuses(digits_sweep):
     done = launch("--space", digits_sweep.space, "--storage", str(digits_sweep.storage))
     assert done.returncode == 2
@@ -220,7 +192,8 @@ def test_driver_killed_mid_sweep_then_resumed(tmp_path):
                        trials_per_optimizer=3)
     log = open(tmp_path / "driver.log", "w")
     driver = subprocess.Popen(launch_cmd("--space", space, "--storage", str(storage)), cwd=ROOT,
-                              env=ENV, stdout=log, stderr=subprocess.STDOUT)
+                              env=ENV, stdout=log, stderr=subprocess.STDOUT,
+                              start_new_session=True)
     client = tracking(storage)
 
     def one_finished_one_running():
@@ -239,6 +212,7 @@ def test_driver_killed_mid_sweep_then_resumed(tmp_path):
     done_before = {c.info.run_id: c.info.end_time for c in children if c.info.status == "FINISHED"}
     kill_tree(psutil.Process(driver.pid))
     driver.wait()
+    stop_session(driver.pid)  # Ray daemons that outlived their driver
 
     resumed = launch("--space", space, "--storage", str(storage), "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -268,7 +242,8 @@ def test_a_killed_trial_worker_restarts_from_its_checkpoint(tmp_path):
                        search={"lr": {"loguniform": [1e-3, 1e-2]}})
     log = open(tmp_path / "driver.log", "w")
     driver = subprocess.Popen(launch_cmd("--space", space, "--storage", str(storage)), cwd=ROOT,
-                              env=ENV, stdout=log, stderr=subprocess.STDOUT)
+                              env=ENV, stdout=log, stderr=subprocess.STDOUT,
+                              start_new_session=True)
     client = tracking(storage)
 
     def reached_epoch_two():
@@ -287,7 +262,9 @@ def test_a_killed_trial_worker_restarts_from_its_checkpoint(tmp_path):
             worker.kill()
         assert driver.wait(timeout=600) == 0, (tmp_path / "driver.log").read_text()[-3000:]
     finally:
-        kill_tree(psutil.Process(driver.pid)) if driver.poll() is None else None
+        if driver.poll() is None:
+            kill_tree(psutil.Process(driver.pid))
+        stop_session(driver.pid)
     results = _trial_results(storage, "worker")
     epochs = [r["epoch"] for r in results]
     assert epochs.count(1) == 1, f"restarted from scratch: {epochs}"
@@ -333,7 +310,8 @@ def two_node_cluster(tmp_path):
         wait_for(healthy, 60, "the MLflow server")
         yield f"127.0.0.1:{port}", uri
     finally:
-        kill_sessions(set(sessions))
+        for session in sessions:
+            stop_session(session)
 
 
 def test_sweep_on_a_two_node_cluster_with_a_tracking_server(tmp_path, two_node_cluster):

@@ -86,7 +86,7 @@ class SweepPlan:
             f"resources    {s.cpus_per_trial:g} CPU and {s.gpus_per_trial:g} GPU per trial, "
             f"{s.max_concurrent} at a time",
             f"cluster      {self.address or 'local Ray, started and stopped by launch.py'}",
-            f"confirm      " + (f"top {self.confirm_top_k} per optimizer x {self.confirm_seeds} seeds, "
+            "confirm      " + (f"top {self.confirm_top_k} per optimizer x {self.confirm_seeds} seeds, "
                                 f"{s.max_epochs} epochs, no early stopping ({self.confirm_trials} trials)"
                                 if self.confirms else "none"),
             f"storage      {self.experiment_path}{' (resume)' if self.resume else ''}",

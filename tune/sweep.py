@@ -285,15 +285,23 @@ def run_sweep(plan: SweepPlan, out=print) -> int:
             ray.shutdown()
 
 
-def write_sweep_report(plan: SweepPlan, client: MlflowClient, parent_run_id: str) -> Path:
+def write_sweep_report(plan: SweepPlan, client: MlflowClient, parent_run_id: str) -> str:
     """The HTML report of what the sweep left in MLflow, in the experiment folder (or the
-    working folder for remote storage), attached to the parent run."""
+    working folder for remote storage), attached to the parent run. A report that fails
+    does not fail a finished sweep: it says so and how to rebuild it."""
     local = local_storage(plan.storage)
     folder = Path(local, plan.experiment) if local else Path.cwd()
-    path = write_report(load_sweep(plan.experiment, plan.tracking_uri),
-                        folder / f"{plan.experiment}-report.html")
+    if local:  # lets a report be rebuilt from Ray's storage alone (analysis.load)
+        (folder / "space.json").write_text(json.dumps(plan.space.to_dict()))
+    try:
+        path = write_report(load_sweep(plan.experiment, plan.tracking_uri),
+                            folder / f"{plan.experiment}-report.html")
+    except Exception as error:  # noqa: BLE001  the trials are safe whatever went wrong here
+        return (f"not written ({type(error).__name__}: {error}); rebuild it with python -m "
+                f"analysis.report --experiment {plan.experiment} --mlflow-uri {plan.tracking_uri} "
+                "--out report.html")
     client.log_artifact(parent_run_id, str(path))
-    return path
+    return str(path)
 
 
 def rows_for_mlflow(rows: list[dict]) -> list[dict]:
