@@ -186,21 +186,30 @@ def test_a_second_launch_without_resume_refuses(digits_sweep):
 
 # ---- crashes --------------------------------------------------------------------------
 
+def start_driver(folder: Path, space: str, storage: Path) -> subprocess.Popen:
+    """launch.py in the background, in its own session, logging to folder/driver.log."""
+    log = open(folder / "driver.log", "w")
+    return subprocess.Popen(launch_cmd("--space", space, "--storage", str(storage)), cwd=ROOT,
+                            env=ENV, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def children_so_far(client: MlflowClient, experiment: str):
+    """The child runs logged so far, or None while the database is still being created."""
+    try:
+        return runs_of(client, experiment)[1]
+    except Exception:  # noqa: BLE001  the SQLite file may not exist or be half-made yet
+        return None
+
+
 def test_driver_killed_mid_sweep_then_resumed(tmp_path):
     storage = tmp_path / "results"
     space = space_file(tmp_path, name="crash", max_epochs=4, grace_period=4,
                        trials_per_optimizer=3)
-    log = open(tmp_path / "driver.log", "w")
-    driver = subprocess.Popen(launch_cmd("--space", space, "--storage", str(storage)), cwd=ROOT,
-                              env=ENV, stdout=log, stderr=subprocess.STDOUT,
-                              start_new_session=True)
+    driver = start_driver(tmp_path, space, storage)
     client = tracking(storage)
 
     def one_finished_one_running():
-        try:
-            _, children = runs_of(client, "crash")
-        except Exception:  # the database may not exist yet
-            return None
+        children = children_so_far(client, "crash") or []
         finished = [c for c in children if c.info.status == "FINISHED"]
         running = [c for c in children if c.info.status == "RUNNING"]
         return (finished, running) if finished and running else None
@@ -240,17 +249,11 @@ def test_a_killed_trial_worker_restarts_from_its_checkpoint(tmp_path):
     space = space_file(tmp_path, name="worker", optimizers=["adam"], max_epochs=5,
                        grace_period=5, trials_per_optimizer=1, max_concurrent=1,
                        search={"lr": {"loguniform": [1e-3, 1e-2]}})
-    log = open(tmp_path / "driver.log", "w")
-    driver = subprocess.Popen(launch_cmd("--space", space, "--storage", str(storage)), cwd=ROOT,
-                              env=ENV, stdout=log, stderr=subprocess.STDOUT,
-                              start_new_session=True)
+    driver = start_driver(tmp_path, space, storage)
     client = tracking(storage)
 
     def reached_epoch_two():
-        try:
-            _, children = runs_of(client, "worker")
-        except Exception:
-            return None
+        children = children_so_far(client, "worker")
         return children and children[0].data.metrics.get("epoch", 0) >= 2
 
     try:

@@ -9,9 +9,10 @@ for every optimizer (0, 1, ...), so runs pair up by seed.
 from __future__ import annotations
 
 import json
-import pickle
 
 from ray.tune.search import Searcher
+
+from tune.search import PickledSearcher
 
 CONFIRM_SUFFIX = "-confirm"
 
@@ -48,7 +49,7 @@ def confirm_trials(finalists: list[dict], seeds: int) -> tuple[list[dict], dict[
     return configs, tags
 
 
-class FixedConfigs(Searcher):
+class FixedConfigs(PickledSearcher):
     """Hands out a fixed list of trial configs in order (resumable), then FINISHED."""
 
     def __init__(self, configs: list[dict], metric: str = "val_acc", mode: str = "max"):
@@ -64,11 +65,3 @@ class FixedConfigs(Searcher):
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         pass  # nothing to learn: the configs are fixed
-
-    def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "wb") as f:
-            pickle.dump(self.__dict__, f)
-
-    def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as f:
-            self.__dict__.update(pickle.load(f))

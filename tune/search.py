@@ -38,7 +38,20 @@ class DefineByRun:
             _SUGGEST[distribution.kind](trial, name, distribution)
 
 
-class PerOptimizerSearch(Searcher):
+class PickledSearcher(Searcher):
+    """A Searcher whose whole state is its attributes, checkpointed with pickle (Tune
+    saves it beside the experiment state, so a resumed sweep keeps its searcher)."""
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self.__dict__, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            self.__dict__.update(pickle.load(f))
+
+
+class PerOptimizerSearch(PickledSearcher):
     """Round-robin over optimizers, each with its own OptunaSearch (TPE, seeded)."""
 
     def __init__(self, space: SearchSpace, fixed: dict, metric: str = "val_acc", mode: str = "max"):
@@ -69,11 +82,3 @@ class PerOptimizerSearch(Searcher):
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         self._searchers[self._owner[trial_id]].on_trial_complete(trial_id, result, error)
-
-    def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "wb") as f:
-            pickle.dump(self.__dict__, f)
-
-    def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as f:
-            self.__dict__.update(pickle.load(f))
