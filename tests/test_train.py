@@ -261,3 +261,21 @@ def test_cli_bad_input_from_a_real_process_has_no_traceback(tmp_path):
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "cifar-10" in lines[0] and "Traceback" not in done.stderr
+
+
+@pytest.mark.slow
+def test_compiled_model_trains_like_eager_and_keeps_the_bn_freeze(tmp_path):
+    # torch.compile (inductor, C++ on CPU): the same training losses as eager mode up to
+    # the rounding of fused kernels, the checkpoint holds the plain model's weights, and
+    # BatchNorm statistics still move once per SAM step (the compiled graph honours
+    # frozen_bn_stats in the second pass rather than baking in the first).
+    config = TrialConfig(**SMALL, optimizer="sam", epochs=1)
+    eager = run_trial(config)
+    compiled = run_trial(config.replace(compile=True), None, tmp_path)
+    assert compiled.status == "completed"
+    assert compiled.metrics["train_loss"] == pytest.approx(eager.metrics["train_loss"], rel=1e-3)
+    assert math.isfinite(compiled.metrics["val_loss"])
+    state = torch.load(tmp_path / CHECKPOINT_FILE, weights_only=True)
+    assert not any(k.startswith("_orig_mod") for k in state["model"])
+    tracked = [v for k, v in state["model"].items() if k.endswith("num_batches_tracked")]
+    assert tracked and all(int(t) == digits_steps_per_epoch() for t in tracked)
