@@ -40,6 +40,16 @@ def space_file(folder: Path, **changes) -> str:
     return str(path)
 
 
+def kill_processes(processes: list[psutil.Process]) -> None:
+    """SIGKILL each process (by pid; the ones already gone are skipped) and reap them."""
+    for process in processes:
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(processes, timeout=15)
+
+
 def stop_session(session_id: int) -> None:
     """SIGKILL every process of a session (what a driver's local Ray left), by pid."""
     victims = []
@@ -49,12 +59,7 @@ def stop_session(session_id: int) -> None:
                 victims.append(process)
         except (ProcessLookupError, psutil.NoSuchProcess, PermissionError):
             pass
-    for process in victims:
-        try:
-            process.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(victims, timeout=15)
+    kill_processes(victims)
 
 
 def launch(*args, timeout=900) -> subprocess.CompletedProcess:

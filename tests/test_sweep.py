@@ -17,7 +17,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import ENV, ROOT, launch, space_file, stop_session
+from conftest import ENV, ROOT, kill_processes, launch, space_file, stop_session
 from mlflow.tracking import MlflowClient
 
 TERMINAL = {"completed", "stopped_early", "diverged", "error"}
@@ -49,12 +49,7 @@ def kill_tree(root: psutil.Process) -> None:
             procs = [root, *root.children(recursive=True)]
         except psutil.NoSuchProcess:
             return
-        for p in procs:
-            try:
-                p.kill()
-            except psutil.NoSuchProcess:
-                pass
-        psutil.wait_procs(procs, timeout=10)
+        kill_processes(procs)
 
 
 def wait_for(condition, timeout: float, what: str, process: subprocess.Popen | None = None):
