@@ -79,9 +79,10 @@ class MlflowTracking(Callback):
         self._runs: dict[str, str] = {}       # trial id -> run id
         self._logged: dict[str, int] = {}     # run id -> last epoch logged
         self._client: MlflowClient | None = None
+        self._synced: set[str] = set()        # runs checked against MLflow by this process
 
     def __getstate__(self):  # the client holds connections: not pickled with the Tuner
-        return {**self.__dict__, "_client": None}
+        return {**self.__dict__, "_client": None, "_synced": set()}
 
     @property
     def client(self) -> MlflowClient:
@@ -101,10 +102,7 @@ class MlflowTracking(Callback):
             [self.experiment_id],
             filter_string=f"tags.trial_id = '{trial_id}' and "
                           f"tags.mlflow.parentRunId = '{self.parent_run_id}'")
-        if not runs:
-            return None
-        self._logged[runs[0].info.run_id] = int(runs[0].data.metrics.get("epoch", 0))
-        return runs[0].info.run_id
+        return runs[0].info.run_id if runs else None
 
     def _create_run(self, trial) -> str:
         optimizer = trial.config.get("optimizer", "trial")
@@ -119,12 +117,23 @@ class MlflowTracking(Callback):
         return run.info.run_id
 
     def run_id(self, trial) -> str:
-        """The trial's run: known, found again in MLflow, or new; RUNNING again if resumed."""
+        """The trial's run: known, found again in MLflow, or new; RUNNING again if resumed.
+
+        The first time a run is used by this driver process, the last epoch it holds is read
+        from MLflow: a snapshot of this callback's state can be older than what was logged
+        before a crash, and an epoch must not be logged twice.
+        """
         run_id = self._runs.get(trial.trial_id) or self._find_run(trial.trial_id)
         if run_id is None:
             run_id = self._create_run(trial)
-        elif self.client.get_run(run_id).info.status != "RUNNING":
-            self.client.update_run(run_id, status="RUNNING")
+            self._synced.add(run_id)
+        if run_id not in self._synced:
+            run = self.client.get_run(run_id)
+            logged = int(run.data.metrics.get("epoch", 0))
+            self._logged[run_id] = max(self._logged.get(run_id, 0), logged)
+            if run.info.status != "RUNNING":
+                self.client.update_run(run_id, status="RUNNING")
+            self._synced.add(run_id)
         self._runs[trial.trial_id] = run_id
         return run_id
 
