@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass
 
@@ -68,9 +67,6 @@ class SweepPlan:
     @property
     def confirm_trials(self) -> int:
         return self.confirm_top_k * self.confirm_seeds * len(self.space.optimizers)
-
-    def replace(self, **changes) -> SweepPlan:
-        return dataclasses.replace(self, **changes)
 
     def describe(self) -> str:
         """The resolved plan, in the words a user checks before spending GPU-hours."""
