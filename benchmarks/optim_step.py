@@ -18,6 +18,11 @@ zsharp first_step / zsharp-seed first_step (target <= 0.5 on ResNet-20), with th
 quartiles of its per-round values. Before timing, the two ZSharp perturbations are checked
 equal on the ResNet-20 shapes, so the comparison is of the same work.
 
+Kernel launches: a small model's step on a GPU is bound by how many kernels it launches,
+not by arithmetic. Each table ends with the aten operators (views excepted) one
+`first_step` dispatches, counted on the `meta` device, where ZSharp takes its GPU path
+(gathers, `topk`) and nothing is computed: each is at least one launch on a GPU.
+
 Run from the repository root:
     .venv/bin/python benchmarks/optim_step.py                 # both models, 30 rounds
     .venv/bin/python benchmarks/optim_step.py --smoke-test    # ResNet-20, 3 rounds, seconds
@@ -34,6 +39,7 @@ import time
 
 import torch
 from torch import Tensor
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from trainables.models import create_model
 from trainables.optim import create_optimizer
@@ -179,6 +185,33 @@ def run_benchmark(model_name: str, rounds: int, warmup: int, seed: int = 0) -> T
     return timings
 
 
+class _OperatorCount(TorchDispatchMode):
+    """Counts the aten operators dispatched inside, views excepted."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += not func.is_view
+        return func(*args, **(kwargs or {}))
+
+
+def count_launches(model_name: str, optimizer_name: str) -> int:
+    """Operators (views excepted) one `first_step` of `optimizer_name` dispatches on
+    `model_name`'s parameters, counted on the meta device: each is at least one kernel
+    launch on a GPU, where ZSharp takes the same path as on meta."""
+    model = create_model(model_name, NUM_CLASSES).to("meta")
+    optimizer = create_optimizer(optimizer_name, model)
+    for p in model.parameters():
+        p.grad = torch.empty_like(p)
+    optimizer.first_step()  # the first call builds ZSharp's layout
+    optimizer.second_step()
+    with _OperatorCount() as counter:
+        optimizer.first_step()
+    return counter.count
+
+
 def median_us(timings: Timings, name: str, kind: str) -> float | None:
     """Median over rounds in microseconds; None where the variant has no such timing."""
     values = timings[name].get(kind)
@@ -253,7 +286,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     for model_name in args.models:
         timings = run_benchmark(model_name, args.rounds, args.warmup, args.seed)
-        print(f"\n{describe_model(model_name)}\n{format_table(timings)}")
+        launches = ", ".join(f"{name} {count_launches(model_name, name)}"
+                             for name in ("sam", "asam", "fsam", "zsharp"))
+        print(f"\n{describe_model(model_name)}\n{format_table(timings)}\n"
+              f"kernel launches per first_step (operators on meta): {launches}")
     return 0
 
 

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from trainables.models import create_model
+
 ROOT = Path(__file__).resolve().parents[1]
 NUMBER = r"[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|inf|nan)"  # what the scripts print for a float
 
@@ -58,6 +60,7 @@ def test_optim_step_smoke_prints_table_and_key_figure():
     for variant in ("adam", "sam", "zsharp", "zsharp-seed"):
         figure(rf"^{variant}\s+(?:-|{NUMBER})\s+({NUMBER})\s", out)  # full step, microseconds
     figure(rf"^key: zsharp first_step / zsharp-seed first_step = ({NUMBER}) ", out)
+    figure(rf"^kernel launches per first_step .*: sam (\d+), .* zsharp (\d+)$", out)
 
 
 def test_gpu_check_smoke_prints_throughput_table():
@@ -94,3 +97,19 @@ def test_zsharp_first_step_faster_than_seed_style():
     ratio = (statistics.median(timings["zsharp"]["first_step"])
              / statistics.median(timings[bench.SEED_VARIANT]["first_step"]))
     assert ratio < 0.8, f"zsharp first_step / {bench.SEED_VARIANT} first_step = {ratio:.3f}"
+
+
+def test_zsharp_launches_grow_with_distinct_sizes_not_with_depth():
+    """The launch figure, on two depths of one network: ResNet-56 has 167 parameter tensors
+    to ResNet-20's 59, with the same 7 sizes among the filtered (ndim > 1) ones."""
+    bench = load_optim_step()
+    launches = {(m, o): bench.count_launches(m, o)
+                for m in ("res20s", "res56s") for o in ("sam", "zsharp")}
+    sizes = {m: len({p.numel() for p in create_model(m, 10).parameters() if p.ndim > 1})
+             for m in ("res20s", "res56s")}
+    assert sizes == {"res20s": 7, "res56s": 7}
+    assert launches["res56s", "zsharp"] == launches["res20s", "zsharp"], launches
+    assert launches["res56s", "sam"] == launches["res20s", "sam"], launches
+    # Per distinct size: a mean, a topk and its min or max; the rest runs on the whole buffer.
+    extra = launches["res20s", "zsharp"] - launches["res20s", "sam"]
+    assert extra <= 3 * sizes["res20s"] + 30, launches

@@ -1,5 +1,6 @@
 """The SAM-family optimizers against formulas worked out here, pytorch-optimizer and torch."""
 
+import functools
 import io
 import math
 
@@ -8,6 +9,7 @@ import pytorch_optimizer
 import torch
 from torch import nn
 
+from trainables import optim
 from trainables.optim import (
     ASAM,
     ZSharp,
@@ -17,7 +19,7 @@ from trainables.optim import (
     kth_smallest_by_partition,
     kth_smallest_by_topk,
     list_optimizers,
-    zsharp_mask,
+    zsharp_masks,
 )
 
 SAM_FAMILY = ["sam", "asam", "fsam", "zsharp"]
@@ -210,13 +212,48 @@ def test_zsharp_falls_back_to_sam_when_nothing_survives():
     assert_rel_close(Perturbation([e[index]], [e.weights[index]]), [expected], 1e-9)
 
 
+def zsharp_cases(seed=5):
+    """Parameters covering how ZSharp lays gradients out: two filtered tensors of one size
+    (rows of one B x n view), two of their own sizes, one whose filter keeps nothing (the SAM
+    fallback), and two 1-d ones."""
+    gen = torch.Generator().manual_seed(seed)
+    shapes = [(8, 9), (3, 100), (4, 2, 3, 3), (6, 7), (16,), (3,)]
+    params = [nn.Parameter(torch.randn(s, generator=gen, dtype=torch.float64)) for s in shapes]
+    for p in params:
+        p.grad = torch.randn(p.shape, generator=gen, dtype=torch.float64)
+    params[3].grad.fill_(0.25)  # all |z| equal: nothing survives
+    return params
+
+
+def as_on_a_gpu(monkeypatch):
+    """Make ZSharp use its launch-bound strategy (gathers, topk) on CPU, as it does on a GPU."""
+    monkeypatch.setattr(optim, "FlatLayout", functools.partial(optim.FlatLayout, launch_bound=True))
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.5, 0.95])
+def test_zsharp_filters_layers_together_alike_in_both_strategies(alpha, monkeypatch):
+    results = []
+    for strategy in ["cpu", "gpu"]:
+        if strategy == "gpu":
+            as_on_a_gpu(monkeypatch)
+        params = zsharp_cases()
+        grads = [p.grad.clone() for p in params]
+        weights = [p.detach().clone() for p in params]
+        ZSharp(params, torch.optim.SGD, rho=0.05, alpha=alpha, lr=0.1).first_step()
+        e = Perturbation([p.detach() - w for p, w in zip(params, weights)], weights)
+        assert_rel_close(e, ref_zsharp(grads, 0.05, alpha), 1e-9)
+        results.append(e)
+    for cpu, gpu in zip(*results, strict=True):
+        assert torch.equal(cpu, gpu)
+
+
 def test_zsharp_reports_the_fraction_kept():
     model, x, y = make_problem()
     opt = create_optimizer("zsharp", model, alpha=0.8)
     backward(model, x, y)
     _, _, grads = params_and_grads(model)
     filtered = [g for g in grads if g.ndim > 1]
-    kept = sum(int(zsharp_mask(g, 0.8).sum()) for g in filtered)
+    kept = sum(int(m.sum()) for m in zsharp_masks(filtered, 0.8))
     opt.first_step()
     fraction = float(opt.last_ascent_stats["kept_fraction"])
     assert fraction == pytest.approx(kept / sum(g.numel() for g in filtered))
@@ -279,20 +316,23 @@ def test_trajectory_matches_pytorch_optimizer(name, reference):
 
 # ---- ZSharp's threshold against torch.quantile ---------------------------------------
 
+@pytest.mark.filterwarnings("ignore:std\\(\\). degrees of freedom:UserWarning")
 @pytest.mark.parametrize("alpha", [0.0, 0.3, 0.5, 0.9, 0.95, 0.999])
 @pytest.mark.parametrize("kind", ["normal", "ties", "constant-blocks"])
 def test_zsharp_mask_equals_torch_quantile(alpha, kind):
     gen = torch.Generator().manual_seed(7)
-    for shape in [(3, 3), (16, 8, 3, 3), (257, 5), (2, 1000)]:
-        if kind == "normal":
-            g = torch.randn(shape, generator=gen)
-        elif kind == "ties":
-            g = torch.randint(-3, 4, shape, generator=gen).float()
-        else:
-            g = torch.randint(0, 2, shape, generator=gen).float() * 0.5
-        z = (g - g.mean()) / (g.std() + 1e-12)
+    # Filtered together, as the optimizer does: two tensors of one size share a B x n view.
+    shapes = [(3, 3), (16, 8, 3, 3), (257, 5), (2, 1000), (8, 144), (1, 1)]
+    if kind == "normal":
+        grads = [torch.randn(shape, generator=gen) for shape in shapes]
+    elif kind == "ties":
+        grads = [torch.randint(-3, 4, shape, generator=gen).float() for shape in shapes]
+    else:
+        grads = [torch.randint(0, 2, shape, generator=gen).float() * 0.5 for shape in shapes]
+    for g, mask in zip(grads, zsharp_masks(grads, alpha), strict=True):
+        z = (g - g.mean()) / (g.std() + 1e-12)  # a single entry: std NaN, nothing kept
         expected = z.abs() > torch.quantile(z.abs().flatten(), alpha)
-        assert torch.equal(zsharp_mask(g, alpha), expected), shape
+        assert torch.equal(mask, expected), g.shape
 
 
 @pytest.mark.parametrize("select", [kth_smallest_by_partition, kth_smallest_by_topk])

@@ -12,12 +12,14 @@ Speed: `first_step` and `second_step` never synchronise with the host (no `.item
 no Python branch on a tensor value); element-wise work uses `torch._foreach_*` (one
 multi-tensor kernel per operation on CUDA instead of one per parameter), and ZSharp
 finds its quantile by selection (introselect on CPU, `topk` on CUDA) instead of a full
-sort, filtering all layers of one size as the rows of one tensor.
+sort, filtering all its tensors in one flat buffer: its kernel launches grow with the
+number of distinct tensor sizes, not with depth.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -281,50 +283,99 @@ def kth_smallest_by_topk(values: Tensor, k: int) -> Tensor:
     return torch.topk(values, n - k + 1, dim=-1, largest=True, sorted=False).values.amin(-1, keepdim=True)
 
 
-def _kth_smallest(values: Tensor, k: int) -> Tensor:
-    # Selection, not a sort; neither way has torch.quantile's 2^24-entry cap.
-    select = kth_smallest_by_partition if values.device.type == "cpu" else kth_smallest_by_topk
-    return select(values, k)
+class FlatLayout:
+    """Where each of a list of same-dtype, same-device tensors lies in one flat buffer.
 
+    Tensors of equal size are adjacent, so each size is one B x n view of the buffer (one
+    selection per size), and every element-wise step runs once over the whole buffer: the
+    number of kernel launches grows with the number of distinct sizes, not of layers, which
+    is what a small model's ZSharp step time is made of on a GPU. Built once per set of
+    shapes.
 
-def zsharp_masks(rows: Tensor, alpha: float) -> Tensor:
-    """Per row of a B x n tensor: entries whose |z-score| exceeds the row's alpha-quantile
-    of |z| (strict >), as a bool B x n tensor. Rows should be float32 or wider.
-
-    Equals `abs(z) > torch.quantile(abs(z), alpha)` (linear interpolation): that quantile
-    lies between the j-th and (j+1)-th smallest |z|, j = floor(alpha * (n - 1)) + 1, and
-    no |z| lies strictly between those two, so "> quantile" is "> the j-th smallest"
-    unless both are equal, when the two tests agree too.
+    Where kernel launches are costly (any device but the CPU, or `launch_bound=True`),
+    `apply_per_tensor` broadcasts a value per tensor by one gather through a cached index
+    (4 bytes per entry on the device) and the quantile is found by `topk`; on CPU it
+    broadcasts per size over B x n views, which makes no extra pass over memory (a gather of
+    15M entries costs 2.4 times an element-wise subtraction there, on 2 cores), and selects
+    by introselect.
     """
-    n = rows.shape[-1]
-    centered = rows - rows.mean(dim=-1, keepdim=True)
-    # Unbiased std, as the seed (torch.std); two plain passes beat std_mean's Welford
-    # pass on CPU by about 4x.
-    std = torch.linalg.vector_norm(centered, dim=-1, keepdim=True) / math.sqrt(max(n - 1, 0))
-    abs_z = centered.abs_().div_(std + 1e-12)
-    j = math.floor(alpha * (n - 1)) + 1
-    return abs_z > _kth_smallest(abs_z, j)
+
+    def __init__(self, numels: list[int], device: torch.device, launch_bound: bool = False):
+        self.order = sorted(range(len(numels)), key=numels.__getitem__)
+        self.numels = [numels[i] for i in self.order]
+        self.batches: list[tuple[int, int, int]] = []  # (start, rows, n)
+        start = 0
+        for n, run in itertools.groupby(self.numels):
+            rows = len(list(run))
+            self.batches.append((start, rows, n))
+            start += rows * n
+        self.launch_bound = launch_bound or device.type != "cpu"
+        self.tensor_of_entry: Tensor | None = None
+        if self.launch_bound:
+            # Filled on the device (once per layout): a copy from the host would synchronise.
+            self.tensor_of_entry = torch.cat([
+                torch.full((n,), i, dtype=torch.int32, device=device)
+                for i, n in enumerate(self.numels)])
+
+    def flatten(self, tensors: list[Tensor], dtype: torch.dtype) -> Tensor:
+        """The tensors (in the caller's order) laid out in one 1-d `dtype` buffer."""
+        return torch.cat([tensors[i].reshape(-1) for i in self.order]).to(dtype)
+
+    def rows(self, flat: Tensor) -> list[Tensor]:
+        """One B x n view of `flat` per distinct size n."""
+        return [flat[start:start + rows * n].view(rows, n) for start, rows, n in self.batches]
+
+    def apply_per_tensor(self, fn: Callable[..., object], buffers: tuple[Tensor, ...],
+                         per_tensor: tuple[Tensor, ...]) -> None:
+        """Call `fn(*buffers, *values)`, each value held one per tensor (in buffer order) and
+        broadcast over that tensor's entries. `fn` is element-wise and writes in place or
+        through `out=`; it runs once on the whole buffers, or once per distinct size."""
+        if self.launch_bound:
+            fn(*buffers, *(v.index_select(0, self.tensor_of_entry) for v in per_tensor))
+            return
+        sizes = [rows for _, rows, _ in self.batches]
+        views = zip(*(self.rows(b) for b in buffers))
+        values = zip(*(v.split(sizes) for v in per_tensor))
+        for buffer_views, value_views in zip(views, values):
+            fn(*buffer_views, *(v.unsqueeze(-1) for v in value_views))
+
+    def unflatten(self, flat: Tensor, shapes: list[torch.Size]) -> list[Tensor]:
+        """Views of `flat`, one per tensor in the caller's order, shaped by `shapes`."""
+        pieces = [None] * len(self.order)
+        for i, piece in zip(self.order, flat.split(self.numels)):
+            pieces[i] = piece.view(shapes[i])
+        return pieces
+
+    def keep_mask(self, flat: Tensor, alpha: float) -> Tensor:
+        """ZSharp's filter over a float32-or-wider buffer: True where |z| exceeds the
+        alpha-quantile of |z| in the entry's own tensor (linear interpolation, strict >).
+
+        z-scoring divides |g - mean(g)| by a positive constant per tensor, which keeps the
+        order, so the test is made on |g - mean(g)| itself (the seed's rounded quotients can
+        tie two neighbours an ulp apart and drop one entry this keeps). With linear
+        interpolation the quantile lies between the j-th and (j+1)-th smallest values,
+        j = floor(alpha * (n - 1)) + 1, and none lies strictly between them, so
+        "> quantile" is "> the j-th smallest" (also when the two are equal).
+        """
+        means = torch.cat([r.mean(dim=-1) for r in self.rows(flat)])
+        deviation = torch.empty_like(flat)
+        self.apply_per_tensor(lambda f, out, m: torch.sub(f, m, out=out), (flat, deviation), (means,))
+        deviation.abs_()
+        select = kth_smallest_by_topk if self.launch_bound else kth_smallest_by_partition
+        thresholds = torch.cat([select(r, math.floor(alpha * (r.shape[-1] - 1)) + 1).view(-1)
+                                for r in self.rows(deviation)])
+        mask = torch.empty_like(flat, dtype=torch.bool)
+        self.apply_per_tensor(lambda d, out, t: torch.gt(d, t, out=out), (deviation, mask), (thresholds,))
+        return mask
 
 
-def zsharp_mask(grad: Tensor, alpha: float) -> Tensor:
-    """`zsharp_masks` of one tensor (selection in float32 at least: quantile and
-    selection refuse or lose precision in fp16/bf16), shaped like `grad`."""
-    rows = grad.reshape(1, -1).to(torch.promote_types(grad.dtype, torch.float32))
-    return zsharp_masks(rows, alpha).view(grad.shape)
-
-
-def _same_size_batches(grads: list[Tensor]) -> dict[tuple, list[int]]:
-    """Indices of the filtered (ndim > 1) gradients, grouped by (numel, dtype, device).
-
-    Layers of one shape (a ResNet stage, a ViT's attention and MLP matrices) are then
-    filtered as the rows of one stacked tensor: a few kernel launches per shape instead
-    of per layer, which is what a small model's step time is made of on a GPU.
-    """
-    batches: dict[tuple, list[int]] = {}
-    for i, g in enumerate(grads):
-        if g.ndim > 1:
-            batches.setdefault((g.numel(), g.dtype, g.device), []).append(i)
-    return batches
+def zsharp_masks(grads: list[Tensor], alpha: float) -> list[Tensor]:
+    """ZSharp's filter of each tensor (same dtype and device): bool tensors shaped like
+    `grads`, True where the entry is kept. Selection runs in float32 at least (quantile and
+    selection refuse or lose precision in fp16/bf16)."""
+    layout = FlatLayout([g.numel() for g in grads], grads[0].device)
+    flat = layout.flatten(grads, torch.promote_types(grads[0].dtype, torch.float32))
+    return layout.unflatten(layout.keep_mask(flat, alpha), [g.shape for g in grads])
 
 
 class ZSharp(SAMFamily):
@@ -341,35 +392,63 @@ class ZSharp(SAMFamily):
                  alpha: float = 0.95, **base_kwargs):
         _require("alpha", alpha, 0 <= alpha < 1, "in [0, 1)")
         super().__init__(params, base_optimizer, dict(rho=rho, alpha=alpha), base_kwargs)
+        self._layouts: dict[tuple, FlatLayout] = {}
+
+    def _layout(self, grads: list[Tensor]) -> FlatLayout:
+        key = (grads[0].device, *(g.numel() for g in grads))
+        layout = self._layouts.get(key)
+        if layout is None:
+            layout = self._layouts[key] = FlatLayout(list(key[1:]), grads[0].device)
+        return layout
+
+    def _filtered_offsets(self, grads: list[Tensor], group: dict, sam_scale: Tensor):
+        """e for same-dtype, same-device gradients with ndim > 1, and how many entries the
+        filter kept (a device tensor)."""
+        layout = self._layout(grads)
+        flat = layout.flatten(grads, torch.promote_types(grads[0].dtype, torch.float32))
+        mask = layout.keep_mask(flat, group["alpha"])
+        kept = torch.where(mask, flat, 0.0)
+        kept_norms = torch.stack(torch._foreach_norm(kept.split(layout.numels)))
+        # Per tensor: rho / ||f||, and SAM's scale where nothing survived the filter (there
+        # f = 0, so the first term vanishes and the second adds g * SAM's scale).
+        scale = (kept_norms + 1e-12).reciprocal_().mul_(group["rho"])
+        fallback = (kept_norms == 0) * sam_scale
+        layout.apply_per_tensor(lambda f, k, s, fb: k.mul_(s).addcmul_(f, fb), (flat, kept),
+                                (scale, fallback))  # kept is now e
+        offsets = layout.unflatten(kept.to(grads[0].dtype), [g.shape for g in grads])
+        return offsets, torch.count_nonzero(mask)
 
     def _perturbations(self, groups):
         grad_norm = _global_norm([g for _, _, grads in groups for g in grads])
-        kept, filtered = [], 0
+        kept: Tensor | None = None  # entries kept, summed over the filtered tensors
+        filtered = 0
         perturbations = []
         for group, _, grads in groups:
             sam_scale = group["rho"] / (grad_norm + 1e-12)
-            group_e = [g * sam_scale if g.ndim <= 1 else None for g in grads]
-            for (numel, dtype, _), indices in _same_size_batches(grads).items():
-                rows = torch.stack([grads[i].reshape(-1) for i in indices])
-                rows = rows.to(torch.promote_types(dtype, torch.float32))
-                mask = zsharp_masks(rows, group["alpha"])
-                # torch.where rather than multiplying by the mask: a bool operand would be
-                # converted to a float copy first.
-                kept_rows = torch.where(mask, rows, 0.0)
-                kept_norm = torch.linalg.vector_norm(kept_rows, dim=-1, keepdim=True)
-                # Row scale rho/||f||, or SAM's scale on the whole row if nothing survived
-                # the filter; torch.where keeps the choice on the device.
-                nothing_kept = kept_norm == 0
-                scale = torch.where(nothing_kept, sam_scale, group["rho"] / (kept_norm + 1e-12))
-                offsets = torch.where(nothing_kept, rows, kept_rows).mul_(scale).to(dtype)
-                for i, e in zip(indices, offsets.unbind()):
-                    group_e[i] = e.view(grads[i].shape)
-                kept.append(torch.count_nonzero(mask))
-                filtered += mask.numel()
+            group_e: list[Tensor | None] = [None] * len(grads)
+            small = [i for i, g in enumerate(grads) if g.ndim <= 1]
+            if small:
+                scaled = torch._foreach_mul([grads[i] for i in small], sam_scale)
+                for i, e in zip(small, scaled):
+                    group_e[i] = e
+            for indices in _filtered_by_dtype_and_device(grads):
+                offsets, kept_count = self._filtered_offsets([grads[i] for i in indices], group, sam_scale)
+                for i, e in zip(indices, offsets):
+                    group_e[i] = e
+                kept = kept_count if kept is None else kept + kept_count
+                filtered += sum(grads[i].numel() for i in indices)
             perturbations.append(group_e)
-        self.last_ascent_stats = (
-            {"kept_fraction": torch.stack(kept).sum() / filtered} if kept else {})
+        self.last_ascent_stats = {} if kept is None else {"kept_fraction": kept / filtered}
         return perturbations
+
+
+def _filtered_by_dtype_and_device(grads: list[Tensor]) -> list[list[int]]:
+    """Indices of the gradients ZSharp filters (ndim > 1), one list per (dtype, device)."""
+    lists: dict[tuple, list[int]] = {}
+    for i, g in enumerate(grads):
+        if g.ndim > 1:
+            lists.setdefault((g.dtype, g.device), []).append(i)
+    return list(lists.values())
 
 
 @contextlib.contextmanager
