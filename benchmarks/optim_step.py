@@ -21,7 +21,8 @@ equal on the ResNet-20 shapes, so the comparison is of the same work.
 Kernel launches: a small model's step on a GPU is bound by how many kernels it launches,
 not by arithmetic. Each table ends with the aten operators (views excepted) one
 `first_step` dispatches, counted on the `meta` device, where ZSharp takes its GPU path
-(gathers, `topk`) and nothing is computed: each is at least one launch on a GPU.
+(gathers, `topk`) and nothing is computed: each is at least one launch on a GPU. (Host
+time on CPU is no proxy: there every foreach operator loops over the tensors.)
 
 Run from the repository root:
     .venv/bin/python benchmarks/optim_step.py                 # both models, 30 rounds

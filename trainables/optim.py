@@ -284,13 +284,16 @@ def kth_smallest_by_topk(values: Tensor, k: int) -> Tensor:
 
 
 class FlatLayout:
-    """Where each of a list of same-dtype, same-device tensors lies in one flat buffer.
+    """A list of same-dtype, same-device tensors laid end to end in flat buffers kept
+    between steps, with views of each tensor's piece shaped and strided like the tensor.
 
-    Tensors of equal size are adjacent, so each size is one B x n view of the buffer (one
-    selection per size), and every element-wise step runs once over the whole buffer: the
-    number of kernel launches grows with the number of distinct sizes, not of layers, which
-    is what a small model's ZSharp step time is made of on a GPU. Built once per set of
-    shapes.
+    Tensors of equal size are adjacent, so each size is one B x n view of a buffer (one
+    selection per size), and every element-wise step runs once over a whole buffer: kernel
+    launches grow with the number of distinct sizes, not of layers, which is what a small
+    model's ZSharp step time is made of on a GPU. The cached views spare creating a view per
+    tensor per step (about 10 us each on the host), and carrying the tensors' strides
+    (channels_last included) keeps `torch._foreach_*` between them on its one-kernel path;
+    the filter does not depend on the order of entries within a tensor.
 
     Where kernel launches are costly (any device but the CPU, or `launch_bound=True`),
     `apply_per_tensor` broadcasts a value per tensor by one gather through a cached index
@@ -298,9 +301,13 @@ class FlatLayout:
     broadcasts per size over B x n views, which makes no extra pass over memory (a gather of
     15M entries costs 2.4 times an element-wise subtraction there, on 2 cores), and selects
     by introselect.
+
+    Memory: two buffers of `work_dtype` (three with fp16/bf16 tensors), each the size of
+    the tensors, and the index.
     """
 
-    def __init__(self, numels: list[int], device: torch.device, launch_bound: bool = False):
+    def __init__(self, tensors: list[Tensor], work_dtype: torch.dtype, launch_bound: bool = False):
+        numels = [t.numel() for t in tensors]
         self.order = sorted(range(len(numels)), key=numels.__getitem__)
         self.numels = [numels[i] for i in self.order]
         self.batches: list[tuple[int, int, int]] = []  # (start, rows, n)
@@ -309,6 +316,7 @@ class FlatLayout:
             rows = len(list(run))
             self.batches.append((start, rows, n))
             start += rows * n
+        device, dtype = tensors[0].device, tensors[0].dtype
         self.launch_bound = launch_bound or device.type != "cpu"
         self.tensor_of_entry: Tensor | None = None
         if self.launch_bound:
@@ -316,10 +324,23 @@ class FlatLayout:
             self.tensor_of_entry = torch.cat([
                 torch.full((n,), i, dtype=torch.int32, device=device)
                 for i, n in enumerate(self.numels)])
+        self.flat = torch.empty(start, dtype=work_dtype, device=device)
+        self.zero = torch.zeros((), dtype=work_dtype, device=device)  # where(..., out=) takes no number
+        self.work = torch.empty_like(self.flat)
+        self.out = self.work if dtype == work_dtype else torch.empty(start, dtype=dtype, device=device)
+        self._like = [(t.shape, torch.empty_like(t, device="meta").stride()) for t in tensors]
+        self.flat_views, self.work_views, self.out_views = (
+            self.views(b) for b in (self.flat, self.work, self.out))
+        self.work_pieces = [self.work_views[i] for i in self.order]  # in buffer order
 
-    def flatten(self, tensors: list[Tensor], dtype: torch.dtype) -> Tensor:
-        """The tensors (in the caller's order) laid out in one 1-d `dtype` buffer."""
-        return torch.cat([tensors[i].reshape(-1) for i in self.order]).to(dtype)
+    def views(self, buffer: Tensor) -> list[Tensor]:
+        """One view of `buffer` per tensor, in the caller's order, with its shape and strides
+        (those `empty_like` gives it: its own where it is dense)."""
+        pieces: list[Tensor | None] = [None] * len(self.order)
+        for i, piece in zip(self.order, buffer.split(self.numels)):
+            shape, stride = self._like[i]
+            pieces[i] = piece.as_strided(shape, stride)
+        return pieces
 
     def rows(self, flat: Tensor) -> list[Tensor]:
         """One B x n view of `flat` per distinct size n."""
@@ -339,16 +360,10 @@ class FlatLayout:
         for buffer_views, value_views in zip(views, values):
             fn(*buffer_views, *(v.unsqueeze(-1) for v in value_views))
 
-    def unflatten(self, flat: Tensor, shapes: list[torch.Size]) -> list[Tensor]:
-        """Views of `flat`, one per tensor in the caller's order, shaped by `shapes`."""
-        pieces = [None] * len(self.order)
-        for i, piece in zip(self.order, flat.split(self.numels)):
-            pieces[i] = piece.view(shapes[i])
-        return pieces
-
-    def keep_mask(self, flat: Tensor, alpha: float) -> Tensor:
-        """ZSharp's filter over a float32-or-wider buffer: True where |z| exceeds the
-        alpha-quantile of |z| in the entry's own tensor (linear interpolation, strict >).
+    def keep_mask(self, alpha: float) -> Tensor:
+        """ZSharp's filter of the tensors copied into `flat`: a bool buffer, True where |z|
+        exceeds the alpha-quantile of |z| in the entry's own tensor (linear interpolation,
+        strict >).
 
         z-scoring divides |g - mean(g)| by a positive constant per tensor, which keeps the
         order, so the test is made on |g - mean(g)| itself (the seed's rounded quotients can
@@ -357,6 +372,7 @@ class FlatLayout:
         j = floor(alpha * (n - 1)) + 1, and none lies strictly between them, so
         "> quantile" is "> the j-th smallest" (also when the two are equal).
         """
+        flat = self.flat
         means = torch.cat([r.mean(dim=-1) for r in self.rows(flat)])
         deviation = torch.empty_like(flat)
         self.apply_per_tensor(lambda f, out, m: torch.sub(f, m, out=out), (flat, deviation), (means,))
@@ -369,13 +385,18 @@ class FlatLayout:
         return mask
 
 
+def _work_dtype(dtype: torch.dtype) -> torch.dtype:
+    # Selection in float32 at least: quantile and selection refuse or lose precision in
+    # fp16/bf16.
+    return torch.promote_types(dtype, torch.float32)
+
+
 def zsharp_masks(grads: list[Tensor], alpha: float) -> list[Tensor]:
     """ZSharp's filter of each tensor (same dtype and device): bool tensors shaped like
-    `grads`, True where the entry is kept. Selection runs in float32 at least (quantile and
-    selection refuse or lose precision in fp16/bf16)."""
-    layout = FlatLayout([g.numel() for g in grads], grads[0].device)
-    flat = layout.flatten(grads, torch.promote_types(grads[0].dtype, torch.float32))
-    return layout.unflatten(layout.keep_mask(flat, alpha), [g.shape for g in grads])
+    `grads`, True where the entry is kept."""
+    layout = FlatLayout(grads, _work_dtype(grads[0].dtype))
+    torch._foreach_copy_(layout.flat_views, grads)
+    return layout.views(layout.keep_mask(alpha))
 
 
 class ZSharp(SAMFamily):
@@ -392,36 +413,38 @@ class ZSharp(SAMFamily):
                  alpha: float = 0.95, **base_kwargs):
         _require("alpha", alpha, 0 <= alpha < 1, "in [0, 1)")
         super().__init__(params, base_optimizer, dict(rho=rho, alpha=alpha), base_kwargs)
+        # Layouts used by the last ascent, by the shapes, strides, dtype and device of the
+        # gradients they hold; those no longer used are dropped with their buffers.
         self._layouts: dict[tuple, FlatLayout] = {}
+        # True: filter on CPU as on a GPU (gathers, topk), for tests and benchmarks.
+        self.launch_bound = False
 
-    def _layout(self, grads: list[Tensor]) -> FlatLayout:
-        key = (grads[0].device, *(g.numel() for g in grads))
-        layout = self._layouts.get(key)
-        if layout is None:
-            layout = self._layouts[key] = FlatLayout(list(key[1:]), grads[0].device)
-        return layout
-
-    def _filtered_offsets(self, grads: list[Tensor], group: dict, sam_scale: Tensor):
-        """e for same-dtype, same-device gradients with ndim > 1, and how many entries the
-        filter kept (a device tensor)."""
-        layout = self._layout(grads)
-        flat = layout.flatten(grads, torch.promote_types(grads[0].dtype, torch.float32))
-        mask = layout.keep_mask(flat, group["alpha"])
-        kept = torch.where(mask, flat, 0.0)
-        kept_norms = torch.stack(torch._foreach_norm(kept.split(layout.numels)))
+    def _filtered_offsets(self, grads: list[Tensor], group: dict, sam_scale: Tensor,
+                          layouts: dict[tuple, FlatLayout]):
+        """e for same-dtype, same-device gradients with ndim > 1 (views of a buffer reused
+        by the next ascent), and how many entries the filter kept (a device tensor)."""
+        key = (grads[0].dtype, grads[0].device, *((g.shape, g.stride()) for g in grads))
+        layout = layouts[key] = (self._layouts.get(key)
+                                 or FlatLayout(grads, _work_dtype(grads[0].dtype), self.launch_bound))
+        torch._foreach_copy_(layout.flat_views, grads)
+        mask = layout.keep_mask(group["alpha"])
+        torch.where(mask, layout.flat, layout.zero, out=layout.work)  # f
+        kept_norms = torch.stack(torch._foreach_norm(layout.work_pieces))
         # Per tensor: rho / ||f||, and SAM's scale where nothing survived the filter (there
         # f = 0, so the first term vanishes and the second adds g * SAM's scale).
         scale = (kept_norms + 1e-12).reciprocal_().mul_(group["rho"])
         fallback = (kept_norms == 0) * sam_scale
-        layout.apply_per_tensor(lambda f, k, s, fb: k.mul_(s).addcmul_(f, fb), (flat, kept),
-                                (scale, fallback))  # kept is now e
-        offsets = layout.unflatten(kept.to(grads[0].dtype), [g.shape for g in grads])
-        return offsets, torch.count_nonzero(mask)
+        layout.apply_per_tensor(lambda g, f, s, fb: f.mul_(s).addcmul_(g, fb),
+                                (layout.flat, layout.work), (scale, fallback))  # work is now e
+        if layout.out is not layout.work:
+            layout.out.copy_(layout.work)
+        return layout.out_views, torch.count_nonzero(mask)
 
     def _perturbations(self, groups):
         grad_norm = _global_norm([g for _, _, grads in groups for g in grads])
         kept: Tensor | None = None  # entries kept, summed over the filtered tensors
         filtered = 0
+        layouts: dict[tuple, FlatLayout] = {}
         perturbations = []
         for group, _, grads in groups:
             sam_scale = group["rho"] / (grad_norm + 1e-12)
@@ -432,12 +455,14 @@ class ZSharp(SAMFamily):
                 for i, e in zip(small, scaled):
                     group_e[i] = e
             for indices in _filtered_by_dtype_and_device(grads):
-                offsets, kept_count = self._filtered_offsets([grads[i] for i in indices], group, sam_scale)
+                offsets, kept_count = self._filtered_offsets(
+                    [grads[i] for i in indices], group, sam_scale, layouts)
                 for i, e in zip(indices, offsets):
                     group_e[i] = e
                 kept = kept_count if kept is None else kept + kept_count
                 filtered += sum(grads[i].numel() for i in indices)
             perturbations.append(group_e)
+        self._layouts = layouts
         self.last_ascent_stats = {} if kept is None else {"kept_fraction": kept / filtered}
         return perturbations
 
