@@ -416,7 +416,7 @@ class ZSharp(SAMFamily):
         # Layouts used by the last ascent, by the shapes, strides, dtype and device of the
         # gradients they hold; those no longer used are dropped with their buffers.
         self._layouts: dict[tuple, FlatLayout] = {}
-        # True: filter on CPU as on a GPU (gathers, topk), for tests and benchmarks.
+        # True before the first step: filter on CPU as on a GPU (gathers, topk), for tests.
         self.launch_bound = False
 
     def _filtered_offsets(self, grads: list[Tensor], group: dict, sam_scale: Tensor,
