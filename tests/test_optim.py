@@ -274,6 +274,54 @@ def test_zsharp_reports_the_fraction_kept():
     assert kept == sum(g.numel() - math.floor(0.8 * (g.numel() - 1)) - 1 for g in filtered)
 
 
+def test_zsharp_with_two_identical_groups_over_three_steps():
+    # Two groups with the same shapes must not share buffers: the second group's ascent
+    # would overwrite the perturbation already handed out for the first.
+    gen = torch.Generator().manual_seed(11)
+    groups = [[nn.Parameter(torch.randn(8, 8, generator=gen, dtype=torch.float64)),
+               nn.Parameter(torch.randn(8, generator=gen, dtype=torch.float64))] for _ in range(2)]
+    rhos = [0.05, 0.2]
+    opt = ZSharp([{"params": g, "rho": r} for g, r in zip(groups, rhos)], torch.optim.SGD,
+                 alpha=0.7, lr=0.1)
+    params = [p for g in groups for p in g]
+    for step in range(3):
+        for p in params:
+            p.grad = torch.randn(p.shape, generator=gen, dtype=torch.float64)
+        grads = [p.grad.clone() for p in params]
+        weights = [p.detach().clone() for p in params]
+        opt.first_step()
+        e = Perturbation([p.detach() - w for p, w in zip(params, weights)], weights)
+        # Each group: ZSharp's rule with its own rho, ||g|| over every gradient.
+        norm = global_norm(grads)
+        expected = []
+        for (first, rho) in zip((0, 2), rhos):
+            scaled = ref_zsharp(grads[first:first + 2], rho, 0.7)
+            scaled[1] = rho * grads[first + 1] / (norm + 1e-12)
+            expected += scaled
+        assert_rel_close(e, expected, 1e-9)
+        for p in params:
+            p.grad = torch.randn(p.shape, generator=gen, dtype=torch.float64)
+        opt.second_step()
+
+
+@pytest.mark.parametrize("name", SAM_FAMILY)
+def test_perturbation_norm_is_the_norm_of_the_ascent(name):
+    model, x, y = make_problem()
+    opt = create_optimizer(name, model, base="sgd", lr=0.05)
+    for step in range(2):
+        opt.zero_grad()
+        backward(model, x + 0.1 * step, y)
+        e = perturbation(opt, model)
+        reported = float(opt.last_ascent_stats["perturbation_norm"])
+        assert reported == pytest.approx(global_norm(e), rel=1e-9)
+        opt.zero_grad()
+        with frozen_bn_stats(model):
+            backward(model, x, y)
+        opt.second_step()
+    if name == "sam":  # SAM's ascent has norm rho exactly
+        assert reported == pytest.approx(0.05, rel=1e-9)
+
+
 def test_fsam_perturbation_over_several_steps():
     rho, sigma, lmbda = 0.05, 0.8, 0.6
     model, x, y = make_problem()

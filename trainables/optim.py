@@ -93,8 +93,9 @@ class SAMFamily(torch.optim.Optimizer):
         # `self.state` so checkpoints do not carry a second copy of the model.
         self._origin: dict[Tensor, Tensor] = {}
         self._perturbed: tuple[list[Tensor], list[Tensor]] = ([], [])
-        # Device tensors describing the last ascent (e.g. ZSharp's kept fraction);
-        # reading them syncs, so the training loop accumulates and reads once per epoch.
+        # 0-d device tensors describing the last ascent: `perturbation_norm` (||e|| over
+        # every perturbed entry) and a variant's own (ZSharp's kept fraction). Reading them
+        # syncs, so the training loop accumulates them and reads once per epoch.
         self.last_ascent_stats: dict[str, Tensor] = {}
 
     def _groups_with_grads(self) -> list[tuple[dict, list[Tensor], list[Tensor]]]:
@@ -119,6 +120,8 @@ class SAMFamily(torch.optim.Optimizer):
         if params:
             torch._foreach_copy_(origins, params)
             torch._foreach_add_(params, offsets)
+            # One multi-tensor norm (about 3 kernels), no sync: the radius the ascent used.
+            self.last_ascent_stats["perturbation_norm"] = _global_norm(offsets)
         self._perturbed = (params, origins)
         if zero_grad:
             self.zero_grad()
@@ -419,11 +422,15 @@ class ZSharp(SAMFamily):
         self.launch_bound = False
 
     def _filtered_offsets(self, grads: list[Tensor], group: dict, sam_scale: Tensor,
-                          layouts: dict[tuple, FlatLayout]) -> tuple[FlatLayout, Tensor]:
-        """e for same-dtype, same-device gradients with ndim > 1, left in the layout's
-        `out_views` (reused by the next ascent); returns the layout and how many entries
-        the filter kept (a device tensor)."""
-        key = (grads[0].dtype, grads[0].device, *((g.shape, g.stride()) for g in grads))
+                          layouts: dict[tuple, FlatLayout], group_index: int) -> tuple[FlatLayout, Tensor]:
+        """e for same-dtype, same-device gradients with ndim > 1 of one parameter group,
+        left in the layout's `out_views` (reused by the next ascent); returns the layout and
+        how many entries the filter kept (a device tensor).
+
+        Layouts are keyed by group too: two groups with the same shapes need two sets of
+        buffers, or the second would overwrite the perturbation handed out for the first.
+        """
+        key = (group_index, grads[0].dtype, grads[0].device, *((g.shape, g.stride()) for g in grads))
         layout = layouts[key] = (self._layouts.get(key)
                                  or FlatLayout(grads, _work_dtype(grads[0].dtype), self.launch_bound))
         torch._foreach_copy_(layout.flat_views, grads)
@@ -446,7 +453,7 @@ class ZSharp(SAMFamily):
         filtered = 0
         layouts: dict[tuple, FlatLayout] = {}
         perturbations = []
-        for group, _, grads in groups:
+        for group_index, (group, _, grads) in enumerate(groups):
             sam_scale = group["rho"] / (grad_norm + 1e-12)
             group_e: list[Tensor | None] = [None] * len(grads)
             small = [i for i, g in enumerate(grads) if g.ndim <= 1]
@@ -456,7 +463,7 @@ class ZSharp(SAMFamily):
                     group_e[i] = e
             for indices in _filtered_by_dtype_and_device(grads):
                 layout, kept_count = self._filtered_offsets(
-                    [grads[i] for i in indices], group, sam_scale, layouts)
+                    [grads[i] for i in indices], group, sam_scale, layouts, group_index)
                 for i, e in zip(indices, layout.out_views):
                     group_e[i] = e
                 kept = kept_count if kept is None else kept + kept_count
