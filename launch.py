@@ -8,6 +8,7 @@ before any trial starts.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import sys
@@ -65,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=_number(int, 1, False), metavar="N",
                    help="seeds per confirmed config (default: the space's)")
     p.add_argument("--dry-run", action="store_true", help="print the resolved plan, start nothing")
+    p.add_argument("--sample", type=_number(int, 1, False), metavar="N",
+                   help="print N configurations drawn from each optimizer's prior (JSON lines: "
+                        "what the search's random start tries), start nothing")
     p.add_argument("--smoke-test", action="store_true",
                    help="one trial of one epoch per optimizer: runs in seconds")
     return p
@@ -105,6 +109,17 @@ def resolve_plan(args, argv: list[str]):
                      confirm_requested=args.confirm is not None)
 
 
+def print_samples(space, count: int) -> None:
+    """`count` search-trial configs per optimizer from its prior, one JSON object a line,
+    reproducible from the space's seed."""
+    import numpy as np
+
+    rng = np.random.default_rng(space.seed)
+    for optimizer in space.optimizers:
+        for _ in range(count):
+            print(json.dumps(space.sample(optimizer, rng)))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     argv = sys.argv[1:] if argv is None else argv
@@ -117,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name:22s} {get_space(name).description}")
             return 0
         plan = resolve_plan(args, argv)
+        if args.sample:
+            print_samples(plan.space, args.sample)
+            return 0
         if args.dry_run:
             print(plan.describe())
             return 0

@@ -26,10 +26,11 @@ from trainables.errors import ConfigError
 from trainables.models import list_models
 from trainables.optim import get_optimizer_info, list_optimizers
 
-KINDS = ("uniform", "loguniform", "int", "choice")
+KINDS = ("uniform", "loguniform", "loguniform_complement", "int", "choice")
 
-# Trial settings the space sets itself (epochs is max_epochs); never fixed, never searched.
-_OWN = ("dataset", "model", "optimizer", "epochs")
+# Trial settings the sweep sets itself (epochs is max_epochs; eval_split and refit follow
+# the stage: a search trial evaluates val, a confirm run test); never fixed, never searched.
+_OWN = ("dataset", "model", "optimizer", "epochs", "eval_split", "refit")
 # Searchable: the numeric trial settings. Annotations are strings ("int", "float").
 _SEARCHABLE = {f.name: f.type for f in dataclasses.fields(TrialConfig)
                if f.type in ("int", "float") and f.name not in _OWN}
@@ -102,11 +103,14 @@ def _variant_hparams() -> frozenset[str]:
 class Distribution:
     """How one hyperparameter is sampled: uniform, loguniform or int in [low, high], or a choice.
 
-    Validated on construction; uniform and loguniform bounds are stored as floats, int
-    bounds as ints, choices as a tuple of numbers (searched settings are all numeric).
+    `loguniform_complement` samples a value in [low, high] (high < 1) whose complement
+    1 - value is log-uniform on [1 - high, 1 - low]: ZSharp's alpha searched through the
+    fraction of entries it keeps, so that most draws sit near 1, where the method works.
+    Validated on construction; range bounds are stored as floats (int bounds as ints),
+    choices as a tuple of numbers (searched settings are all numeric).
     """
 
-    kind: str                 # "uniform" | "loguniform" | "int" | "choice"
+    kind: str                 # one of KINDS
     low: float | None = None
     high: float | None = None
     values: tuple = ()        # for choice
@@ -129,6 +133,8 @@ class Distribution:
             raise SpaceError(f"{self.kind} needs low < high, got [{low!r}, {high!r}]")
         if self.kind == "loguniform" and low <= 0:
             raise SpaceError(f"loguniform needs low > 0, got {low!r}")
+        if self.kind == "loguniform_complement" and high >= 1:
+            raise SpaceError(f"loguniform_complement needs high < 1 (1 - value is log-scaled), got {high!r}")
         object.__setattr__(self, "low", low)
         object.__setattr__(self, "high", high)
 
@@ -166,6 +172,42 @@ class Distribution:
             return {"choice": list(self.values)}
         return {self.kind: [self.low, self.high]}
 
+    @property
+    def scale(self) -> str:
+        """The scale the range is sampled on: linear, log, log_complement or categorical."""
+        return {"uniform": "linear", "int": "linear", "loguniform": "log",
+                "loguniform_complement": "log_complement"}.get(self.kind, "categorical")
+
+    def _unit(self, value: float) -> float:
+        """`value` mapped onto the sampling scale (increasing in value)."""
+        if self.scale == "log":
+            return math.log(value)
+        if self.scale == "log_complement":
+            return -math.log1p(-value)
+        return float(value)
+
+    def position(self, value: float) -> float | None:
+        """Where `value` lies in the range on its sampling scale: 0 at low, 1 at high (None
+        for a choice, whose values have no order to speak of)."""
+        if self.kind == "choice":
+            return None
+        low, high = self._unit(self.low), self._unit(self.high)
+        return (self._unit(value) - low) / (high - low)
+
+    def sample(self, rng) -> float | int:
+        """One draw from this distribution with a numpy Generator: the same prior Optuna
+        samples from (tune.search), for previews (`launch.py --sample`)."""
+        if self.kind == "choice":
+            return self.values[int(rng.integers(len(self.values)))]
+        if self.kind == "int":
+            return int(rng.integers(self.low, self.high + 1))
+        if self.kind == "uniform":
+            return float(rng.uniform(self.low, self.high))
+        if self.kind == "loguniform":
+            return float(math.exp(rng.uniform(math.log(self.low), math.log(self.high))))
+        keep = math.exp(rng.uniform(math.log1p(-self.high), math.log1p(-self.low)))
+        return 1.0 - keep
+
     def _ends(self) -> tuple:
         """The extreme values a trial can get: both bounds, or every choice."""
         return self.values if self.kind == "choice" else (self.low, self.high)
@@ -190,7 +232,7 @@ def _check_searchable(label: str, name: str, dist: Distribution) -> None:
     if name not in _SEARCHABLE:
         raise SpaceError(f"{label}: {name!r} is not a searchable trial setting; "
                          f"choose from {', '.join(_SEARCHABLE)}")
-    if _SEARCHABLE[name] == "int" and dist.kind in ("uniform", "loguniform"):
+    if _SEARCHABLE[name] == "int" and dist.kind not in ("int", "choice"):
         raise SpaceError(f"{label}: {name} is a whole number; use int or choice, not {dist.kind}")
 
 
@@ -226,6 +268,8 @@ class SearchSpace:
     # this many seeds, to the full budget (0 and 0: none).
     confirm_top_k: int = 0
     confirm_seeds: int = 0
+    # Confirm runs train on train + val (the usual final training), or on train alone.
+    refit: bool = True
 
     def __post_init__(self):
         where = f"space {self.name!r}"
@@ -264,6 +308,8 @@ class SearchSpace:
         if self.confirm_top_k > self.trials_per_optimizer:
             raise SpaceError(f"{where}: confirm_top_k: must be <= trials_per_optimizer "
                              f"({self.trials_per_optimizer}), got {self.confirm_top_k}")
+        if not isinstance(self.refit, bool):
+            raise SpaceError(f"{where}: refit: must be true or false, got {self.refit!r}")
         if self.grace_period > self.max_epochs:
             raise SpaceError(f"{where}: grace_period: must be <= max_epochs ({self.max_epochs}), "
                              f"got {self.grace_period}")
@@ -276,8 +322,9 @@ class SearchSpace:
         fixed = _mapping(f"{where}: fixed", self.fixed)
         for key in fixed:
             if key in _OWN:
-                raise SpaceError(f"{where}: fixed: {key} is set by the space itself "
-                                 f"(dataset, model, optimizers, max_epochs), not fixed")
+                raise SpaceError(f"{where}: fixed: {key} is set by the sweep itself "
+                                 f"(dataset, model, optimizers, max_epochs, the stage's split, refit), "
+                                 f"not fixed")
             if key not in TrialConfig.field_names():
                 raise SpaceError(f"{where}: fixed: unknown trial setting {key!r}; "
                                  f"choose from {', '.join(TrialConfig.field_names())}")
@@ -346,8 +393,8 @@ class SearchSpace:
         """Build from plain data (a YAML file's mapping); strict: unknown or missing keys,
         wrong types and bad values raise a one-line SpaceError naming `where` and the field.
 
-        `fixed`, `search_per_optimizer`, `seed` and the confirm stage may be left out
-        (empty, empty, 0, none).
+        `fixed`, `search_per_optimizer`, `seed`, the confirm stage and `refit` may be left
+        out (empty, empty, 0, none, true).
         """
         if not isinstance(data, Mapping):
             raise SpaceError(f"{where}: a search space must be a mapping of its fields, "
@@ -357,7 +404,7 @@ class SearchSpace:
         if unknown:
             raise SpaceError(f"{where}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(names)}")
         values = {"fixed": {}, "search_per_optimizer": {}, "seed": 0, "confirm_top_k": 0,
-                  "confirm_seeds": 0, **data}
+                  "confirm_seeds": 0, "refit": True, **data}
         missing = [n for n in names if n not in values]
         if missing:
             raise SpaceError(f"{where}: missing key(s) {', '.join(missing)}")
@@ -398,6 +445,12 @@ class SearchSpace:
         self._require_optimizer(optimizer)
         return {"dataset": self.dataset, "model": self.model, "optimizer": optimizer,
                 "epochs": self.max_epochs, **self.fixed}
+
+    def sample(self, optimizer: str, rng) -> dict:
+        """One search trial's config for `optimizer` drawn from the prior (numpy Generator
+        `rng`): what the searcher's random start tries, for a preview."""
+        drawn = {name: dist.sample(rng) for name, dist in self.distributions_for(optimizer).items()}
+        return {**self.base_config(optimizer), **drawn}
 
     def with_overrides(self, **changes) -> SearchSpace:
         """A copy with some fields changed, validated again.

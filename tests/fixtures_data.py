@@ -9,8 +9,11 @@ The layouts are written out here by hand (not taken from the code under test):
   `train/<wnid>/<wnid>_boxes.txt`, `val/images/val_<i>.JPEG`, `val/val_annotations.txt`.
 `serve_directory` serves a folder over HTTP on localhost, so downloads run through
 torchvision's real code path without internet (its downloader cannot read file:// URLs).
-Each writer returns the expected uint8 tensors (N x C x H x W) and int64 labels, so a
-test compares what the loader read with what was written.
+Each writer returns the expected uint8 tensors (N x C x H x W) and int64 labels of the
+official splits as written (train; test = CIFAR's test batch or Tiny ImageNet's val
+folder), so a test compares what the loader read with what was written. Every image
+written is distinct from every other (CIFAR: its index is stamped into its first pixels;
+JPEGs: checked after decoding), so a test can tell images apart by content alone.
 """
 
 from __future__ import annotations
@@ -34,12 +37,12 @@ from PIL import Image
 
 @dataclass
 class Expected:
-    """What a loader should return for a fixture written on disk."""
+    """The official splits of a fixture written on disk, as a loader should read them."""
 
     train_images: torch.Tensor
     train_labels: torch.Tensor
-    val_images: torch.Tensor
-    val_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
 
 
 CIFAR_LAYOUTS = {
@@ -68,15 +71,26 @@ def _pickle(obj: object, path: Path) -> None:
         pickle.dump(obj, f, protocol=2)
 
 
+def _stamp(images: np.ndarray, first: int) -> None:
+    """Write image i's number `first + i` into its first 4 red pixels (big-endian bytes)."""
+    numbers = np.arange(first, first + len(images), dtype=">u4")
+    images[:, 0, 0, :4] = numbers.view(np.uint8).reshape(-1, 4)
+
+
 def write_cifar(data_dir: Path, name: str = "c10", per_file: int = 3, seed: int = 0) -> Expected:
-    """Write a CIFAR-10 ("c10") or CIFAR-100 ("c100") fixture with `per_file` images per pickle."""
+    """Write a CIFAR-10 ("c10") or CIFAR-100 ("c100") fixture with `per_file` images per pickle.
+
+    Pixels are random, labels uniformly random (so class counts are uneven), and every
+    image carries its own number (`_stamp`), counting through all files.
+    """
     folder_name, train_files, test_files, meta_file, num_classes = CIFAR_LAYOUTS[name]
     folder = Path(data_dir) / folder_name
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     written = {}
-    for file in train_files + test_files:
+    for number, file in enumerate(train_files + test_files):
         images = rng.integers(0, 256, size=(per_file, 3, 32, 32), dtype=np.uint8)
+        _stamp(images, number * per_file)
         labels = rng.integers(0, num_classes, size=per_file)
         _pickle(_cifar_batch(name, images, labels, f"fixture {file}"), folder / file)
         written[file] = (torch.from_numpy(images), torch.from_numpy(labels).to(torch.int64))
@@ -93,8 +107,10 @@ def write_tiny_imagenet(data_dir: Path, wnids: tuple[str, ...] = ("n02", "n01", 
     """Write a tiny `tiny-imagenet-200` tree of real 64x64 JPEGs.
 
     wnids.txt keeps the given (unsorted) order: labels are positions in that file. The
-    first training image of the first class is grayscale. Expected pixels are PIL's own
-    decode of each written file (JPEG is lossy), converted to RGB.
+    first training image of the first class is grayscale. Pixels are random; expected
+    pixels are PIL's own decode of each written file (JPEG is lossy), converted to RGB,
+    and are checked to be distinct image from image. The val folder (`num_val` images,
+    random labels) is what a loader calls the test split.
     """
     root = Path(data_dir) / "tiny-imagenet-200"
     rng = np.random.default_rng(seed)
@@ -128,6 +144,8 @@ def write_tiny_imagenet(data_dir: Path, wnids: tuple[str, ...] = ("n02", "n01", 
         val_labels.append(label)
         annotations.append(f"{file}\t{wnids[label]}\t1\t2\t60\t61\n")
     (root / "val" / "val_annotations.txt").write_text("".join(annotations))
+    everything = torch.stack(train_images + val_images)
+    assert len(torch.unique(everything.flatten(1), dim=0)) == len(everything), "two fixture images decode alike"
     return Expected(torch.stack(train_images), torch.tensor(train_labels),
                     torch.stack(val_images), torch.tensor(val_labels))
 

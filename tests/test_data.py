@@ -1,9 +1,12 @@
-"""Data sets by name and on-device batching (trainables/data.py).
+"""Data sets by name, their three splits, and on-device batching (trainables/data.py).
 
 Loaders are checked against fixtures written in the real on-disk formats
 (tests/fixtures_data.py); downloads against real archives served over HTTP on localhost.
+Splits are checked by content: every fixture image is distinct, so where an image went
+is known from its pixels alone.
 """
 
+import math
 import threading
 import time
 
@@ -15,22 +18,66 @@ from sklearn.model_selection import train_test_split
 from torchvision.datasets import CIFAR10, CIFAR100
 
 from fixtures_data import (
-    CIFAR_ARCHIVES, CIFAR_LAYOUTS, make_archive, serve_directory, write_cifar, write_tiny_imagenet,
+    CIFAR_ARCHIVES, CIFAR_LAYOUTS, Expected, make_archive, serve_directory, write_cifar, write_tiny_imagenet,
 )
 from trainables import data
 from trainables.data import (
     ImageData, augment, eval_batches, list_datasets, load_dataset, normalize, num_train_batches,
-    register_dataset, train_batches,
+    register_dataset, stratified_holdout, train_batches,
 )
 from trainables.errors import ConfigError, DataUnavailableError
 
 CIFAR_CLASSES = {"c10": CIFAR10, "c100": CIFAR100}
+VAL_SIZE_CONSTANTS = {"c10": "CIFAR10_VAL_SIZE", "c100": "CIFAR100_VAL_SIZE", "tinyimagenet": "TINY_IMAGENET_VAL_SIZE"}
+TENSOR_FIELDS = [f"{split}_{kind}" for split in ("train", "val", "test") for kind in ("images", "labels")]
 
 
-def assert_same(loaded: ImageData, expected) -> None:
-    for field in ("train_images", "train_labels", "val_images", "val_labels"):
+def assert_same(loaded: ImageData, expected: ImageData) -> None:
+    """Every split of `loaded` equals `expected`'s, dtypes included (both dropped counts as equal)."""
+    for field in TENSOR_FIELDS:
         got, want = getattr(loaded, field), getattr(expected, field)
-        assert got.dtype == want.dtype and torch.equal(got, want), field
+        assert (got is None and want is None) or (got.dtype == want.dtype and torch.equal(got, want)), field
+
+
+def content(images: torch.Tensor) -> list[bytes]:
+    """One key per image: its pixels."""
+    return [image.numpy().tobytes() for image in images]
+
+
+def positions_in(images: torch.Tensor, original: torch.Tensor) -> list[int]:
+    """Where each of `images` is in `original`, found by its pixels (KeyError if it is not there)."""
+    where = {key: i for i, key in enumerate(content(original))}
+    assert len(where) == len(original), "the original images must be distinguishable"
+    return [where[key] for key in content(images)]
+
+
+def assert_three_splits(loaded: ImageData, expected: Expected, val_size: int) -> None:
+    """val is `val_size` images of the official train split, train the rest, test the official test split.
+
+    train and val partition the official training images exactly, each keeping its
+    images' file order and labels; no image is in two splits.
+    """
+    train_at = positions_in(loaded.train_images, expected.train_images)
+    val_at = positions_in(loaded.val_images, expected.train_images)
+    assert len(val_at) == val_size and len(train_at) == len(expected.train_labels) - val_size
+    assert sorted(train_at + val_at) == list(range(len(expected.train_labels)))
+    assert train_at == sorted(train_at) and val_at == sorted(val_at)
+    assert torch.equal(loaded.train_labels, expected.train_labels[train_at])
+    assert torch.equal(loaded.val_labels, expected.train_labels[val_at])
+    assert loaded.test_images.dtype == torch.uint8 and loaded.test_labels.dtype == torch.int64
+    assert torch.equal(loaded.test_images, expected.test_images)
+    assert torch.equal(loaded.test_labels, expected.test_labels)
+    train, val, test = (set(content(images)) for images in (loaded.train_images, loaded.val_images,
+                                                             loaded.test_images))
+    assert not train & val and not train & test and not val & test
+
+
+def assert_stratified(held_labels: torch.Tensor, labels: torch.Tensor) -> None:
+    """Each class's count in `held_labels` is within 1 of its share of `labels`, scaled to the holdout size."""
+    size, total = len(held_labels), len(labels)
+    for k in range(int(labels.max()) + 1):
+        share = size * (labels == k).sum().item() / total
+        assert abs((held_labels == k).sum().item() - share) < 1, f"class {k}"
 
 
 def channel_stats(images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -38,15 +85,35 @@ def channel_stats(images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     return x.mean(axis=(0, 2, 3)), x.std(axis=(0, 2, 3))
 
 
-def make_data(n_train=10, n_val=10, crop_padding=0, flip=False, shape=(3, 4, 5), seed=0) -> ImageData:
-    """Images with random pixels and labels 0..n-1, so a label identifies its image."""
+def make_data(n_train=10, n_val=10, n_test=10, crop_padding=0, flip=False, shape=(3, 4, 5), seed=0) -> ImageData:
+    """Images with random pixels and labels 0..n-1, so a label identifies its image within its split."""
     g = torch.Generator().manual_seed(seed)
+
+    def images(n: int) -> torch.Tensor:
+        return torch.randint(0, 256, (n, *shape), generator=g, dtype=torch.uint8)
+
     return ImageData(
-        "test", torch.randint(0, 256, (n_train, *shape), generator=g, dtype=torch.uint8), torch.arange(n_train),
-        torch.randint(0, 256, (n_val, *shape), generator=g, dtype=torch.uint8), torch.arange(n_val),
-        num_classes=max(n_train, n_val), mean=(0.5, 0.4, 0.3)[: shape[0]], std=(0.25, 0.2, 0.3)[: shape[0]],
-        crop_padding=crop_padding, flip=flip,
+        "test", images(n_train), torch.arange(n_train), images(n_val), torch.arange(n_val),
+        images(n_test), torch.arange(n_test), num_classes=max(n_train, n_val, n_test),
+        mean=(0.5, 0.4, 0.3)[: shape[0]], std=(0.25, 0.2, 0.3)[: shape[0]], crop_padding=crop_padding, flip=flip,
     )
+
+
+def load_twice(name: str, *args, **options) -> tuple[ImageData, ImageData]:
+    """Two loads under different global random states of torch and numpy."""
+    loads = []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)
+        np.random.seed(global_seed)
+        loads.append(load_dataset(name, *args, **options))
+    return loads[0], loads[1]
+
+
+@pytest.fixture
+def small_holdouts(monkeypatch):
+    """Hold out 2 images of each fixture's training split rather than the real sizes (5000, 10000)."""
+    for constant in VAL_SIZE_CONSTANTS.values():
+        monkeypatch.setattr(data, constant, 2)
 
 
 # ------------------------------------------------------------------------ registry
@@ -64,11 +131,12 @@ def test_unknown_name_is_a_config_error_listing_valid_names():
 def test_unknown_option_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="'digits' has no option foo; valid: none"):
         load_dataset("digits", tmp_path, foo=1)
-    with pytest.raises(ConfigError, match="num_trian; valid: num_train, num_val"):
+    with pytest.raises(ConfigError, match="num_trian; valid: num_train, num_val, num_test"):
         load_dataset("synthetic", num_trian=5)
 
 
-@pytest.mark.parametrize("option", [{"num_train": 0}, {"num_classes": "10"}, {"channels": True}, {"seed": -1}])
+@pytest.mark.parametrize("option", [{"num_train": 0}, {"num_test": 0}, {"num_classes": "10"}, {"channels": True},
+                                    {"seed": -1}])
 def test_bad_synthetic_option_value_is_a_config_error(option):
     with pytest.raises(ConfigError, match=f"synthetic: {next(iter(option))} must be an integer"):
         load_dataset("synthetic", **option)
@@ -89,25 +157,92 @@ def test_registered_loader_gets_dir_download_and_its_options(tmp_path, monkeypat
         register_dataset("tiny_test")(_load)
 
 
+# ------------------------------------------------------------------------ stratified_holdout
+
+
+def test_holdout_sizes_are_the_documented_ones():
+    assert (data.CIFAR10_VAL_SIZE, data.CIFAR100_VAL_SIZE, data.TINY_IMAGENET_VAL_SIZE) == (5000, 5000, 10000)
+    # digits: 20% of what the 360-image test split leaves, rounded up as sklearn rounds a fraction.
+    assert data.DIGITS_VAL_SIZE == math.ceil(0.2 * (1797 - 360))
+
+
+@pytest.mark.parametrize("constant, num_classes, per_class", [
+    ("CIFAR10_VAL_SIZE", 10, 5000), ("CIFAR100_VAL_SIZE", 100, 500), ("TINY_IMAGENET_VAL_SIZE", 200, 500),
+])
+def test_holdout_of_a_balanced_real_sized_label_vector_is_equal_per_class(constant, num_classes, per_class):
+    size = getattr(data, constant)
+    # Shaped like the real training labels: every class equally often, in a shuffled order.
+    labels = torch.arange(num_classes).repeat_interleave(per_class)
+    labels = labels[torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))]
+    kept, held = stratified_holdout(labels, size)
+    assert len(held) == size and len(kept) == len(labels) - size
+    assert torch.equal(torch.bincount(labels[held], minlength=num_classes),
+                       torch.full((num_classes,), size // num_classes))
+    assert torch.equal(torch.sort(torch.cat([kept, held])).values, torch.arange(len(labels)))
+
+
+@pytest.mark.parametrize("size", [1, 17, 250, 499])
+def test_holdout_is_exact_stratified_disjoint_and_sorted(size):
+    # Uneven classes: 7 classes with probabilities 0.02 .. 0.26, one class absent.
+    probs = torch.arange(1, 8, dtype=torch.float64)
+    labels = torch.multinomial(probs / probs.sum(), 500, replacement=True, generator=torch.Generator().manual_seed(3))
+    labels[labels == 4] = 7  # class 4 absent, labels not contiguous
+    kept, held = stratified_holdout(labels, size)
+    assert kept.dtype == held.dtype == torch.int64
+    assert len(held) == size and len(kept) == 500 - size
+    assert torch.equal(kept, torch.sort(kept).values) and torch.equal(held, torch.sort(held).values)
+    assert torch.equal(torch.sort(torch.cat([kept, held])).values, torch.arange(500))
+    assert_stratified(labels[held], labels)
+
+
+def test_holdout_is_fixed_by_its_seed_alone():
+    labels = torch.randint(0, 5, (300,), generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(1)
+    np.random.seed(1)
+    first = stratified_holdout(labels, 40)
+    torch.manual_seed(2)
+    np.random.seed(2)
+    torch.rand(10)  # move torch's global stream on as a trial would
+    second = stratified_holdout(labels, 40)
+    explicit = stratified_holdout(labels, 40, seed=data.HOLDOUT_SEED)
+    for a, b in zip(first, second, strict=True):
+        assert torch.equal(a, b)
+    assert torch.equal(first[1], explicit[1])
+    assert not torch.equal(first[1], stratified_holdout(labels, 40, seed=1)[1])
+
+
+@pytest.mark.parametrize("size", [0, -1, 10, 11, 2.5, True])
+def test_holdout_size_must_leave_both_parts_non_empty(size):
+    with pytest.raises(ValueError, match="0 < size < 10"):
+        stratified_holdout(torch.arange(10) % 2, size)
+
+
+def test_holdout_needs_one_dimensional_labels():
+    with pytest.raises(ValueError, match="1-D labels"):
+        stratified_holdout(torch.zeros(5, 2, dtype=torch.int64), 2)
+
+
 # ------------------------------------------------------------------------ digits
 
 
-def test_digits_fixed_stratified_split_of_the_real_images():
-    first, second = load_dataset("digits"), load_dataset("digits")
-    assert first.train_images.shape == (1437, 1, 8, 8) and first.val_images.shape == (360, 1, 8, 8)
+def test_digits_three_fixed_stratified_splits_of_the_real_images():
+    first, second = load_twice("digits")
+    assert_same(first, second)
+    assert first.train_images.shape == (1149, 1, 8, 8) and first.val_images.shape == (288, 1, 8, 8)
+    assert first.test_images.shape == (360, 1, 8, 8)
     assert first.shape == (1, 8, 8) and first.num_classes == 10
     assert (first.crop_padding, first.flip) == (1, False)
-    assert_same(first, second)
-    assert set(first.train_labels.tolist()) == set(first.val_labels.tolist()) == set(range(10))
 
     digits = load_digits()
-    train, val = train_test_split(np.arange(1797), test_size=0.2, stratify=digits.target, random_state=0)
+    # test: the fixed 20% split as before; train + val: the other 1437, in sklearn's order.
+    rest, test = train_test_split(np.arange(1797), test_size=0.2, stratify=digits.target, random_state=0)
     scaled = torch.tensor([[round(v * 255 / 16) for v in image.ravel()] for image in digits.images], dtype=torch.uint8)
-    assert torch.equal(first.train_images.reshape(1437, 64), scaled[train])
-    assert torch.equal(first.val_images.reshape(360, 64), scaled[val])
-    assert torch.equal(first.train_labels, torch.from_numpy(digits.target[train]).long())
+    scaled = scaled.reshape(1797, 1, 8, 8)
+    target = torch.from_numpy(digits.target).long()
+    assert_three_splits(first, Expected(scaled[rest], target[rest], scaled[test], target[test]), val_size=288)
+    assert_stratified(first.val_labels, target[rest])
     assert first.train_images.dtype == torch.uint8 and first.train_images.max() == 255
-    mean, std = channel_stats(first.train_images)
+    mean, std = channel_stats(first.train_images)  # the training split only: nothing of val or test
     np.testing.assert_allclose(first.mean, mean, rtol=1e-9)
     np.testing.assert_allclose(first.std, std, rtol=1e-9)
 
@@ -115,16 +250,35 @@ def test_digits_fixed_stratified_split_of_the_real_images():
 # ------------------------------------------------------------------------ CIFAR
 
 
+@pytest.mark.usefixtures("small_holdouts")
 @pytest.mark.parametrize("name", ["c10", "c100"])
 def test_cifar_reads_the_pickles_pixel_for_pixel(tmp_path, name):
     expected = write_cifar(tmp_path, name, per_file=3)
     loaded = load_dataset(name, tmp_path, download=False)
-    assert_same(loaded, expected)
-    assert loaded.train_images.shape == ((15 if name == "c10" else 3), 3, 32, 32)
+    assert_three_splits(loaded, expected, val_size=2)
+    assert loaded.train_images.shape == ((15 if name == "c10" else 3) - 2, 3, 32, 32)
     assert loaded.num_classes == {"c10": 10, "c100": 100}[name]
     assert loaded.mean == {"c10": (0.4914, 0.4822, 0.4465), "c100": (0.5071, 0.4865, 0.4409)}[name]
     assert loaded.std == {"c10": (0.2470, 0.2435, 0.2616), "c100": (0.2673, 0.2564, 0.2762)}[name]
     assert (loaded.crop_padding, loaded.flip) == (4, True)
+
+
+@pytest.mark.parametrize("name, per_file", [("c10", 40), ("c100", 400)])
+def test_cifar_val_is_a_fixed_stratified_holdout_of_the_training_batches(tmp_path, monkeypatch, name, per_file):
+    # 200 (c10: 5 files) or 400 (c100: 1 file) training images with uneven classes; hold out 50.
+    monkeypatch.setattr(data, VAL_SIZE_CONSTANTS[name], 50)
+    expected = write_cifar(tmp_path, name, per_file=per_file)
+    first, second = load_twice(name, tmp_path, download=False)
+    assert_same(first, second)
+    assert_three_splits(first, expected, val_size=50)
+    assert_stratified(first.val_labels, expected.train_labels)
+
+
+@pytest.mark.parametrize("name", ["c10", "c100"])
+def test_cifar_smaller_than_its_holdout_is_refused(tmp_path, name):
+    write_cifar(tmp_path, name, per_file=3)  # 15 or 3 training images, not 50000
+    with pytest.raises(ValueError, match="0 < size <"):
+        load_dataset(name, tmp_path, download=False)
 
 
 @pytest.mark.parametrize("name", ["c10", "c100"])
@@ -149,18 +303,19 @@ def remote(tmp_path):
 def serve_cifar(remote, monkeypatch, name):
     """Write a fixture, pack it as the real archive, and point torchvision's URL at it."""
     folder, url = remote
-    expected = write_cifar(folder, name, per_file=2, seed=1)
+    expected = write_cifar(folder, name, per_file=4, seed=1)
     md5 = make_archive(folder / CIFAR_LAYOUTS[name][0], folder / CIFAR_ARCHIVES[name])
     monkeypatch.setattr(CIFAR_CLASSES[name], "url", f"{url}/{CIFAR_ARCHIVES[name]}")
     monkeypatch.setattr(CIFAR_CLASSES[name], "tgz_md5", md5)
     return expected
 
 
+@pytest.mark.usefixtures("small_holdouts")
 @pytest.mark.parametrize("name", ["c10", "c100"])
 def test_cifar_download_extracts_the_archive(tmp_path, remote, monkeypatch, name):
     expected = serve_cifar(remote, monkeypatch, name)
     data_dir = tmp_path / "data"
-    assert_same(load_dataset(name, data_dir, download=True), expected)
+    assert_three_splits(load_dataset(name, data_dir, download=True), expected, val_size=2)
     # Only the unpacked folder and the lock file remain: no archive, no half-unpacked temp folder.
     folder = CIFAR_LAYOUTS[name][0]
     assert sorted(p.name for p in data_dir.iterdir()) == [folder, f"{folder}.lock"]
@@ -186,6 +341,7 @@ def test_cifar_download_with_wrong_md5_is_unavailable(tmp_path, remote, monkeypa
     assert not (tmp_path / "data" / "cifar-10-batches-py").exists()
 
 
+@pytest.mark.usefixtures("small_holdouts")
 def test_concurrent_loads_download_once(tmp_path, remote, monkeypatch):
     expected = serve_cifar(remote, monkeypatch, "c10")
     real, calls = data.download_and_extract_archive, []
@@ -209,39 +365,57 @@ def test_concurrent_loads_download_once(tmp_path, remote, monkeypatch):
         t.join()
     assert len(calls) == 1 and len(results) == 2
     for loaded in results:
-        assert_same(loaded, expected)
+        assert_three_splits(loaded, expected, val_size=2)
 
 
 # ------------------------------------------------------------------------ Tiny ImageNet
 
 
+@pytest.mark.usefixtures("small_holdouts")
 def test_tinyimagenet_decodes_jpegs_and_labels_by_wnids_order(tmp_path):
     expected = write_tiny_imagenet(tmp_path, wnids=("n02", "n01", "n03"), per_class=2, num_val=4)
     loaded = load_dataset("tinyimagenet", tmp_path, download=False)
-    assert_same(loaded, expected)
-    assert loaded.train_labels.tolist() == [0, 0, 1, 1, 2, 2]  # n02 is first in wnids.txt, so label 0
-    grey = loaded.train_images[0]
+    assert_three_splits(loaded, expected, val_size=2)
+    assert expected.train_labels.tolist() == [0, 0, 1, 1, 2, 2]  # n02 is first in wnids.txt, so label 0
+    grey = expected.train_images[0]
     assert torch.equal(grey[0], grey[1]) and torch.equal(grey[1], grey[2])  # grayscale JPEG -> 3 equal channels
     assert (loaded.shape, loaded.num_classes, loaded.crop_padding, loaded.flip) == ((3, 64, 64), 200, 4, True)
     assert loaded.mean == (0.4802, 0.4481, 0.3975) and loaded.std == (0.2770, 0.2691, 0.2821)
 
 
-def test_tinyimagenet_second_load_uses_the_tensor_cache(tmp_path):
-    expected = write_tiny_imagenet(tmp_path)
-    load_dataset("tinyimagenet", tmp_path, download=False)
-    for jpeg in (tmp_path / "tiny-imagenet-200").rglob("*.JPEG"):
+def test_tinyimagenet_val_is_a_fixed_equal_per_class_holdout_and_test_the_val_folder(tmp_path, monkeypatch):
+    # 3 classes x 10 training images, 6 held out: 2 per class, as 50 of 500 per class for real.
+    monkeypatch.setattr(data, "TINY_IMAGENET_VAL_SIZE", 6)
+    expected = write_tiny_imagenet(tmp_path, per_class=10, num_val=5)
+    first = load_dataset("tinyimagenet", tmp_path, download=False)
+    assert_three_splits(first, expected, val_size=6)
+    assert torch.bincount(first.val_labels).tolist() == [2, 2, 2]
+    for jpeg in (tmp_path / "tiny-imagenet-200").rglob("*.JPEG"):  # the second load reads the tensor cache
         jpeg.unlink()
-    assert_same(load_dataset("tinyimagenet", tmp_path, download=False), expected)
+    torch.manual_seed(5)
+    assert_same(load_dataset("tinyimagenet", tmp_path, download=False), first)
     assert (tmp_path / "tiny-imagenet-200.pt").is_file() and not list(tmp_path.glob("*.tmp"))
 
 
+def test_tinyimagenet_cache_holds_the_official_folders_under_their_own_names(tmp_path, monkeypatch):
+    # A cache as the first load writes it (and as loads before the three-split change did):
+    # train_* is the whole train folder, val_* the val folder, which becomes the test split.
+    monkeypatch.setattr(data, "TINY_IMAGENET_VAL_SIZE", 4)
+    expected = write_tiny_imagenet(tmp_path / "source", per_class=4, num_val=3, seed=2)
+    torch.save({"train_images": expected.train_images, "train_labels": expected.train_labels,
+                "val_images": expected.test_images, "val_labels": expected.test_labels},
+               tmp_path / "tiny-imagenet-200.pt")
+    assert_three_splits(load_dataset("tinyimagenet", tmp_path, download=False), expected, val_size=4)
+
+
+@pytest.mark.usefixtures("small_holdouts")
 def test_tinyimagenet_download_unpacks_the_zip(tmp_path, remote, monkeypatch):
     folder, url = remote
     expected = write_tiny_imagenet(folder, seed=3)
     md5 = make_archive(folder / "tiny-imagenet-200", folder / "tiny-imagenet-200.zip")
     monkeypatch.setattr(data, "TINY_IMAGENET_URL", f"{url}/tiny-imagenet-200.zip")
     monkeypatch.setattr(data, "TINY_IMAGENET_MD5", md5)
-    assert_same(load_dataset("tinyimagenet", tmp_path / "data", download=True), expected)
+    assert_three_splits(load_dataset("tinyimagenet", tmp_path / "data", download=True), expected, val_size=2)
     assert (tmp_path / "data" / "tiny-imagenet-200" / "wnids.txt").is_file()
     assert not (tmp_path / "data" / "tiny-imagenet-200.zip").exists()
 
@@ -260,27 +434,44 @@ def test_tinyimagenet_missing_names_folder_and_archive(tmp_path, monkeypatch, do
 
 
 def test_synthetic_honours_options_and_is_deterministic_per_seed():
-    options = dict(num_train=64, num_val=32, num_classes=4, image_size=16, channels=1)
-    first = load_dataset("synthetic", **options)
+    options = dict(num_train=64, num_val=32, num_test=48, num_classes=4, image_size=16, channels=1)
+    first, second = load_twice("synthetic", **options)
     assert first.train_images.shape == (64, 1, 16, 16) and first.val_images.shape == (32, 1, 16, 16)
+    assert first.test_images.shape == (48, 1, 16, 16)
     assert first.num_classes == 4 and set(first.train_labels.tolist()) == {0, 1, 2, 3}
-    assert first.train_images.dtype == torch.uint8 and first.train_labels.dtype == torch.int64
-    assert_same(first, load_dataset("synthetic", **options))
+    assert first.test_images.dtype == torch.uint8 and first.test_labels.dtype == torch.int64
+    assert_same(first, second)
     assert not torch.equal(first.train_images, load_dataset("synthetic", **options, seed=1).train_images)
-    # The val split is its own stream: more training images leave it unchanged.
-    more = load_dataset("synthetic", **{**options, "num_train": 100})
-    assert torch.equal(more.val_images, first.val_images) and torch.equal(more.val_labels, first.val_labels)
     mean, std = channel_stats(first.train_images)
     np.testing.assert_allclose(first.mean, mean, rtol=1e-9)
     np.testing.assert_allclose(first.std, std, rtol=1e-9)
 
 
+def test_synthetic_default_split_sizes():
+    d = load_dataset("synthetic", image_size=4, channels=1)  # small images: the counts are what is checked
+    assert [len(d.split(split)[1]) for split in ImageData.SPLITS] == [50000, 5000, 10000]
+
+
+def test_synthetic_splits_are_independent_draws():
+    options = dict(num_train=64, num_val=32, num_test=32, num_classes=4, image_size=8, channels=1)
+    base = load_dataset("synthetic", **options)
+    train, val, test = (set(content(base.split(split)[0])) for split in ImageData.SPLITS)
+    assert not train & val and not train & test and not val & test
+    # Each split is its own stream: resizing one leaves the others as they were.
+    for resized, unchanged in (("num_train", ("val", "test")), ("num_val", ("train", "test")),
+                               ("num_test", ("train", "val"))):
+        other = load_dataset("synthetic", **{**options, resized: 50})
+        for split in unchanged:
+            for a, b in zip(other.split(split), base.split(split), strict=True):
+                assert torch.equal(a, b), (resized, split)
+
+
 def test_synthetic_class_signal_is_learnable():
-    d = load_dataset("synthetic", num_train=1000, num_val=500, num_classes=10)
-    x_train, x_val = d.train_images.flatten(1).double(), d.val_images.flatten(1).double()
+    d = load_dataset("synthetic", num_train=1000, num_val=10, num_test=500, num_classes=10)
+    x_train, x_test = d.train_images.flatten(1).double(), d.test_images.flatten(1).double()
     class_means = torch.stack([x_train[d.train_labels == k].mean(0) for k in range(10)])
-    predicted = torch.cdist(x_val, class_means).argmin(1)
-    assert (predicted == d.val_labels).double().mean() > 0.9  # chance is 0.1
+    predicted = torch.cdist(x_test, class_means).argmin(1)
+    assert (predicted == d.test_labels).double().mean() > 0.9  # chance is 0.1
 
 
 # ------------------------------------------------------------------------ ImageData
@@ -289,19 +480,76 @@ def test_synthetic_class_signal_is_learnable():
 def test_to_copies_and_fits_on(monkeypatch):
     d = make_data()
     moved = d.to("cpu")
-    assert moved is not d and moved.train_images.device.type == "cpu"
+    assert moved is not d and moved.test_images.device.type == "cpu"
     assert_same(moved, d)
-    assert d.fits_on("cpu") and d.nbytes == 2 * 10 * 60 + 2 * 10 * 8
+    assert d.fits_on("cpu") and d.nbytes == 3 * (10 * 60 + 10 * 8)  # 3 splits of 10 images (60 bytes) + labels
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (2 * d.nbytes, 10**12))
     assert d.fits_on("cuda") and d.fits_on(torch.device("cuda:0"), fraction=0.5)
     assert not d.fits_on("cuda", fraction=0.49)
 
 
-def test_imagedata_rejects_wrong_dtypes():
+def test_without_drops_splits_and_a_dropped_split_is_named_when_asked_for():
     d = make_data()
-    with pytest.raises(ValueError, match="uint8"):
-        ImageData("bad", d.train_images.float(), d.train_labels, d.val_images, d.val_labels,
-                  num_classes=10, mean=(0.5,), std=(0.5,), crop_padding=0, flip=False)
+    search = d.without("test")
+    assert search.has("train") and search.has("val") and not search.has("test") and d.has("test")
+    assert search.test_images is None and search.test_labels is None
+    assert search.train_images is d.train_images and search.val_images is d.val_images  # shared, not copied
+    assert search.nbytes == 2 * (10 * 60 + 10 * 8)
+    assert search.to("cpu").test_images is None
+    with pytest.raises(ValueError, match="test: this data has no test split: a search trial never evaluates test"):
+        search.split("test")
+    with pytest.raises(ValueError, match="no test split"):
+        eval_batches(search, 4, "test")
+    only_train = d.without("val", "test")
+    assert not only_train.has("val") and not only_train.has("test")
+    with pytest.raises(ValueError, match="no val split"):
+        only_train.split("val")
+
+
+@pytest.mark.parametrize("call", [lambda d: d.without("train"), lambda d: d.without("valid"),
+                                  lambda d: d.has("valid"), lambda d: d.split("Test")])
+def test_train_cannot_be_dropped_and_split_names_are_checked(call):
+    with pytest.raises(ValueError, match="train split cannot be dropped|unknown split"):
+        call(make_data())
+
+
+def test_split_returns_images_and_labels():
+    d = make_data()
+    for split in ImageData.SPLITS:
+        images, labels = d.split(split)
+        assert images is getattr(d, f"{split}_images") and labels is getattr(d, f"{split}_labels")
+
+
+def test_with_val_in_train_appends_val_to_train_and_drops_it():
+    d = make_data(n_train=7, n_val=3, n_test=4)
+    refit = d.with_val_in_train()
+    assert len(refit.train_labels) == 7 + 3 and not refit.has("val")
+    assert torch.equal(refit.train_images[:7], d.train_images) and torch.equal(refit.train_images[7:], d.val_images)
+    assert refit.train_labels.tolist() == list(range(7)) + list(range(3))
+    assert refit.test_images is d.test_images and refit.test_labels is d.test_labels
+    assert d.has("val") and len(d.train_labels) == 7  # the original is untouched
+    with pytest.raises(ValueError, match="no val split"):
+        refit.with_val_in_train()
+
+
+def test_imagedata_rejects_wrong_dtypes_shapes_and_half_splits():
+    d = make_data()
+    fields = {field: getattr(d, field) for field in TENSOR_FIELDS}
+    common = dict(num_classes=10, mean=(0.5,), std=(0.5,), crop_padding=0, flip=False)
+    bad = [
+        ({"train_images": d.train_images.float()}, "train images must be uint8"),
+        ({"test_images": d.test_images.float()}, "test images must be uint8"),
+        ({"val_labels": d.val_labels.int()}, "val images must be uint8 N x C x H x W and labels int64"),
+        ({"test_images": d.test_images[:, :, :3]}, "test and train image shapes differ"),
+        ({"val_labels": d.val_labels[:5]}, "val image and label counts differ"),
+        ({"test_labels": None}, "test split has images without labels"),
+        ({"train_images": d.train_images[:0], "train_labels": d.train_labels[:0]}, "empty training split"),
+    ]
+    for change, message in bad:
+        with pytest.raises(ValueError, match=message):
+            ImageData("bad", **{**fields, **change}, **common)
+    dropped = ImageData("ok", **{**fields, "val_images": None, "val_labels": None}, **common)
+    assert not dropped.has("val")
 
 
 # ------------------------------------------------------------------------ augment, normalize
@@ -378,12 +626,14 @@ def test_train_batches_reshuffle_each_epoch_and_resume_from_generator_state():
         assert torch.equal(x, x2) and torch.equal(y, y2)
 
 
-def test_eval_batches_in_order_with_last_partial_batch():
-    d = make_data(n_val=10, crop_padding=4, flip=True)
-    batches = list(eval_batches(d, 4))
-    assert [len(y) for _, y in batches] == [4, 4, 2]
-    assert torch.equal(torch.cat([y for _, y in batches]), d.val_labels)
-    torch.testing.assert_close(torch.cat([x for x, _ in batches]), normalize(d.val_images, d.mean, d.std))
+@pytest.mark.parametrize("split", ["val", "test"])
+def test_eval_batches_yield_the_given_split_in_order_with_last_partial_batch(split):
+    d = make_data(n_val=10, n_test=9, crop_padding=4, flip=True)
+    images, labels = d.split(split)
+    batches = list(eval_batches(d, 4, split))
+    assert [len(y) for _, y in batches] == [4, 4, len(labels) - 8]
+    assert torch.equal(torch.cat([y for _, y in batches]), labels)
+    torch.testing.assert_close(torch.cat([x for x, _ in batches]), normalize(images, d.mean, d.std))
 
 
 @pytest.mark.parametrize("batch_size", [0, -1, 2.5, True])
@@ -391,4 +641,4 @@ def test_bad_batch_size_is_a_config_error(batch_size):
     with pytest.raises(ConfigError, match="batch_size"):
         num_train_batches(make_data(), batch_size)
     with pytest.raises(ConfigError, match="batch_size"):
-        next(eval_batches(make_data(), batch_size))
+        eval_batches(make_data(), batch_size, "val")

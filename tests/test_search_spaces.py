@@ -4,9 +4,11 @@ Every space is checked against the real registries and `TrialConfig`; bad spaces
 files must fail with a one-line SpaceError that names where and which field.
 """
 
+import inspect
 import json
 
 import pytest
+import torch
 import yaml
 
 from search_spaces import (
@@ -17,16 +19,38 @@ from trainables.config import TrialConfig
 
 BUILTIN = ["compare_c10", "compare_c100", "quickstart", "zsharp_c10", "zsharp_c100",
            "zsharp_tinyimagenet"]
-# What each optimizer of a comparison is searched over (Adam base).
+# What each optimizer of a comparison is searched over (Adam base): weight decay for
+# everyone (coupled, or decoupled for AdamW), the SAM family's own knobs.
 SEARCHED = {
-    "adam": {"lr"},
-    "adamw": {"lr", "weight_decay"},  # decoupled decay on its own scale
-    "sam": {"lr", "rho"},
-    "asam": {"lr", "rho", "eta"},
-    "fsam": {"lr", "rho", "sigma", "lmbda"},
-    "zsharp": {"lr", "rho", "alpha"},
+    "adam": {"lr", "weight_decay"},
+    "adamw": {"lr", "weight_decay"},
+    "sam": {"lr", "rho", "weight_decay"},
+    "asam": {"lr", "rho", "eta", "weight_decay"},
+    "fsam": {"lr", "rho", "sigma", "lmbda", "weight_decay"},
+    "zsharp": {"lr", "rho", "alpha", "weight_decay"},
 }
-RHO = {"sam": (0.01, 0.2), "asam": (0.1, 2.0), "fsam": (0.01, 0.2), "zsharp": (0.01, 0.2)}
+
+
+def published_default(optimizer: str, name: str):
+    """The default its authors publish (the class signature: trainables.optim for the SAM
+    family, torch for the base), or the seed's coupled weight decay (TrialConfig)."""
+    from trainables.optim import get_optimizer_info
+
+    info = get_optimizer_info(optimizer)
+    if name in info.own_hparams:
+        return inspect.signature(info.wrapper.__init__).parameters[name].default
+    if name == "lr":
+        return inspect.signature(torch.optim.Adam.__init__).parameters["lr"].default
+    if name == "weight_decay" and optimizer == "adamw":
+        return inspect.signature(torch.optim.AdamW.__init__).parameters["weight_decay"].default
+    return getattr(TrialConfig(), name)
+
+
+def span(dist: Distribution) -> float:
+    """How many times the range spans on its own scale (of 1 - value for a complement)."""
+    if dist.kind == "loguniform_complement":
+        return (1 - dist.low) / (1 - dist.high)
+    return dist.high / dist.low
 
 
 def ends(dist: Distribution) -> tuple:
@@ -76,33 +100,55 @@ def test_every_trial_a_space_can_sample_is_valid(name):
                 assert getattr(TrialConfig.from_dict({**base, hparam: value}), hparam) == value
 
 
-@pytest.mark.parametrize("name", ["quickstart", "compare_c10", "compare_c100"])
+@pytest.mark.parametrize("name", ["compare_c10", "compare_c100"])
 def test_each_optimizer_searches_only_what_it_takes(name):
     space = get_space(name)
+    assert {o: set(space.distributions_for(o)) for o in space.optimizers} == SEARCHED
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_every_range_is_on_its_own_scale_around_the_published_default(name):
+    space = get_space(name)
     for optimizer in space.optimizers:
-        dists = space.distributions_for(optimizer)
-        assert set(dists) == SEARCHED[optimizer], optimizer
-        assert dists["lr"] == Distribution("loguniform", 1e-4, 3e-3)
-        if optimizer in RHO:
-            assert (dists["rho"].low, dists["rho"].high) == RHO[optimizer]
+        for hparam, dist in space.distributions_for(optimizer).items():
+            where = f"{name}: {optimizer} {hparam}"
+            assert dist.scale in ("log", "log_complement"), where
+            assert span(dist) >= 30 - 1e-9, where
+            assert 0.1 <= dist.position(published_default(optimizer, hparam)) <= 0.9, where
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_weight_decay_is_searched_for_every_optimizer_or_none(name):
+    space = get_space(name)
+    assert len({"weight_decay" in space.distributions_for(o) for o in space.optimizers}) == 1
+
+
+def test_each_sam_variant_has_its_own_rho_range():
+    space = get_space("compare_c10")
+    rho = {o: space.distributions_for(o)["rho"] for o in ("sam", "asam", "fsam", "zsharp")}
+    assert len({(d.low, d.high) for d in rho.values()}) == 3  # SAM and Friendly-SAM share one
+    assert rho["asam"].low > rho["sam"].low and rho["zsharp"].high < rho["sam"].high
 
 
 @pytest.mark.parametrize("name", ["compare_c10", "compare_c100"])
 def test_comparison_gives_every_optimizer_the_same_trials_and_budget(name):
     space = get_space(name)
     assert space.optimizers == ("adam", "adamw", "sam", "asam", "fsam", "zsharp")
-    assert space.trials_per_optimizer == 16 and space.max_epochs == 200
+    # Five trials per searched dimension for the widest search (Friendly-SAM's).
+    assert space.trials_per_optimizer >= 5 * max(map(len, SEARCHED.values()))
+    assert space.max_epochs == 200
     configs = [space.base_config(o) for o in space.optimizers]
     assert {c["epochs"] for c in configs} == {200}
     assert all({k: v for k, v in c.items() if k != "optimizer"} ==
                {k: v for k, v in configs[0].items() if k != "optimizer"} for c in configs)
 
 
-def test_zsharp_spaces_search_only_zsharp_on_an_adam_base():
+def test_zsharp_spaces_search_only_zsharp_on_an_adam_base_in_fp32():
     for name in ("zsharp_c10", "zsharp_c100", "zsharp_tinyimagenet"):
         space = get_space(name)
         assert space.optimizers == ("zsharp",) and space.model == "res56s"
-        assert space.fixed["base"] == "adam"
+        assert space.fixed["base"] == "adam" and space.fixed["precision"] == "fp32"
+        assert "BatchNorm" in space.description and "normalised once" in space.description
         assert set(space.distributions_for("zsharp")) == {"lr", "rho", "alpha"}
 
 
@@ -176,12 +222,13 @@ def test_bad_override(changes, field):
 
 
 def test_override_optimizers_keeps_what_they_take():
-    space = get_space("compare_c10").with_overrides(optimizers=("adam", "sam", "sgd"))
-    assert set(space.search) == {"lr", "rho"} and space.search_per_optimizer == {}
-    assert set(space.distributions_for("sgd")) == {"lr"}
-    assert space.distributions_for("sam")["rho"] == Distribution("uniform", 0.01, 0.2)
-    asam = get_space("compare_c10").with_overrides(optimizers=["asam"])
-    assert asam.distributions_for("asam")["rho"] == Distribution("uniform", 0.1, 2.0)
+    full = get_space("compare_c10")
+    space = full.with_overrides(optimizers=("adam", "sam", "sgd"))
+    assert set(space.search) == {"lr", "weight_decay"} and set(space.search_per_optimizer) == {"sam"}
+    assert set(space.distributions_for("sgd")) == {"lr", "weight_decay"}
+    assert space.distributions_for("sam")["rho"] == full.distributions_for("sam")["rho"]
+    asam = full.with_overrides(optimizers=["asam"])
+    assert asam.distributions_for("asam") == full.distributions_for("asam")
 
 
 def test_override_max_epochs_lowers_grace_period():
@@ -226,6 +273,11 @@ def search_with(name: str, spec) -> dict:
     return {**quickstart_data()["search"], name: spec}
 
 
+def zsharp_with(name: str, spec) -> dict:
+    data = quickstart_data()["search_per_optimizer"]
+    return {**data, "zsharp": {**data["zsharp"], name: spec}}
+
+
 BAD_SPACES = [
     ({"colour": "red"}, "colour"),
     ({"model": DROP}, "model"),
@@ -234,7 +286,8 @@ BAD_SPACES = [
     ({"optimizers": ["adam", "nope"]}, "nope"),
     ({"optimizers": []}, "optimizers"),
     ({"optimizers": ["adam", "sam", "sam", "asam", "fsam", "zsharp"]}, "'sam' is listed twice"),
-    ({"search": search_with("alpha", {"uniform": [0.5, 1.0]})}, "search.alpha"),
+    ({"search_per_optimizer": zsharp_with("alpha", {"loguniform_complement": [0.5, 1.0]})},
+     "search_per_optimizer.zsharp.alpha"),
     ({"search": search_with("lr", {"loguniform": [0, 1e-2]})}, "search.lr"),
     ({"search": search_with("rho", {"uniform": [0.2, 0.1]})}, "search.rho"),
     ({"search": search_with("rho", {"uniform": [0.2, 0.2]})}, "search.rho"),
@@ -245,7 +298,10 @@ BAD_SPACES = [
     ({"search": search_with("colour", {"uniform": [0, 1]})}, "search.colour"),
     ({"search": search_with("epochs", {"int": [1, 5]})}, "search.epochs"),
     ({"search": "lr"}, "search"),
-    ({"optimizers": ["sam"], "search_per_optimizer": {}}, "search.alpha"),
+    ({"optimizers": ["sam"], "search_per_optimizer": {}, "search": search_with("alpha", {"uniform": [0.5, 0.9]})},
+     "search.alpha"),
+    ({"fixed": {"eval_split": "test"}}, "eval_split"),
+    ({"refit": "yes"}, "refit"),
     ({"search_per_optimizer": {"asam": {"alpha": {"uniform": [0.5, 0.9]}}}},
      "search_per_optimizer.asam.alpha"),
     ({"search_per_optimizer": {"sgd": {"lr": {"uniform": [0.1, 0.2]}}}}, "search_per_optimizer"),
@@ -258,7 +314,7 @@ BAD_SPACES = [
     ({"fixed": {"batch_size": 12.5}}, "batch_size"),
     ({"max_epochs": 0}, "max_epochs"),
     ({"max_epochs": 6.5}, "max_epochs"),
-    ({"grace_period": 7}, "grace_period"),
+    ({"grace_period": 11}, "grace_period"),
     ({"reduction_factor": 1}, "reduction_factor"),
     ({"trials_per_optimizer": 0}, "trials_per_optimizer"),
     ({"max_concurrent": True}, "max_concurrent"),

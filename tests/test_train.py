@@ -11,7 +11,7 @@ import torch
 from trainables.config import TrialConfig
 from trainables.data import load_dataset, num_train_batches
 from trainables.errors import ConfigError
-from trainables.train import CHECKPOINT_FILE, lr_factor, main, run_trial
+from trainables.train import CHECKPOINT_FILE, lr_factor, main, run_trial, trial_data
 
 TIMING = {"epoch_time_s", "images_per_s"}
 SMALL = dict(dataset="digits", model="res20s", batch_size=128, warmup_epochs=1, lr=3e-3)
@@ -92,6 +92,13 @@ def test_warmup_starts_above_zero_then_steps_down_by_the_seed_factor():
     assert lr_factor(10 + 60 * 2, **kw) == 0.75 ** 2
 
 
+def test_step_epochs_sets_the_decay_period():
+    # The compute-matched arm stretches the schedule: decays every 60 epochs instead of 30.
+    kw = dict(schedule="step", warmup_steps=0, steps_per_epoch=2, total_steps=400, step_epochs=60)
+    assert lr_factor(60 * 2 - 1, **kw) == 1.0
+    assert lr_factor(60 * 2, **kw) == 0.75
+
+
 def test_cosine_decays_to_zero_at_the_last_step():
     kw = dict(schedule="cosine", warmup_steps=0, steps_per_epoch=5, total_steps=100)
     assert lr_factor(0, **kw) == 1.0
@@ -99,23 +106,52 @@ def test_cosine_decays_to_zero_at_the_last_step():
     assert lr_factor(100, **kw) == pytest.approx(0.0, abs=1e-12)
 
 
+# ---- splits ----------------------------------------------------------------------------------
+
+def test_a_search_trial_never_holds_the_test_split():
+    data = load_dataset("digits")
+    search = trial_data(data, TrialConfig(eval_split="val"))
+    assert not search.has("test") and search.has("val")
+    with pytest.raises(ValueError, match="test"):
+        search.split("test")
+    assert len(search.train_labels) == len(data.train_labels)
+
+
+@pytest.mark.parametrize("refit", [True, False])
+def test_a_confirm_run_evaluates_test_and_refits_on_train_plus_val(refit):
+    data = load_dataset("digits")
+    config = TrialConfig(**SMALL, optimizer="sam", epochs=1, eval_split="test", refit=refit)
+    held = trial_data(data, config)
+    train = len(data.train_labels) + (len(data.val_labels) if refit else 0)
+    assert len(held.train_labels) == train and held.has("val") != refit
+    reports = Recorder()
+    run_trial(config, reports)
+    (m,) = reports
+    assert {"test_loss", "test_acc"} <= set(m) and ("val_acc" in m) != refit
+    # Gradient evaluations count every image trained on, both passes.
+    assert m["grad_evals"] == 2 * (train // 128) * 128
+
+
 # ---- the loop -------------------------------------------------------------------------------
+
+ZSHARP_EPOCHS = 3
+
 
 @pytest.fixture(scope="module")
 def zsharp_run():
     reports = Recorder()
-    config = TrialConfig(**SMALL, optimizer="zsharp", epochs=2)
+    config = TrialConfig(**SMALL, optimizer="zsharp", epochs=ZSHARP_EPOCHS)
     return config, reports, run_trial(config, reports)
 
 
 def test_reports_every_epoch_with_the_promised_metrics(zsharp_run):
     config, reports, result = zsharp_run
     assert result.status == "completed"
-    assert [m["epoch"] for m in reports] == [1, 2]
+    assert [m["epoch"] for m in reports] == list(range(1, ZSHARP_EPOCHS + 1))
     required = {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s",
-                "images_per_s", "grad_evals", "kept_fraction", "diverged"}
+                "images_per_s", "grad_evals", "kept_fraction", "perturbation_norm", "diverged"}
     for m in reports:
-        assert required <= set(m)
+        assert set(m) == required  # a search trial: no test_* metric
         assert 0 <= m["train_acc"] <= 1 and 0 <= m["val_acc"] <= 1
         assert m["images_per_s"] > 0 and m["epoch_time_s"] > 0 and m["diverged"] == 0
     assert result.metrics == reports[-1]
@@ -125,7 +161,7 @@ def test_reports_every_epoch_with_the_promised_metrics(zsharp_run):
 def test_grad_evals_count_both_passes_of_a_sam_family_step(zsharp_run):
     _, reports, _ = zsharp_run
     steps = digits_steps_per_epoch()
-    assert [m["grad_evals"] for m in reports] == [2 * steps * 128, 4 * steps * 128]
+    assert [m["grad_evals"] for m in reports] == [2 * e * steps * 128 for e in range(1, ZSHARP_EPOCHS + 1)]
 
 
 def test_zsharp_kept_fraction_matches_its_quantile(zsharp_run):
@@ -145,7 +181,7 @@ def test_reported_lr_follows_the_schedule_on_the_base_optimizer(zsharp_run):
     for m in reports:
         last_step = m["epoch"] * steps - 1
         expected = config.lr * lr_factor(last_step, schedule="step", warmup_steps=steps,
-                                         steps_per_epoch=steps, total_steps=2 * steps)
+                                         steps_per_epoch=steps, total_steps=ZSHARP_EPOCHS * steps)
         assert m["lr"] == pytest.approx(expected)
 
 
@@ -273,7 +309,9 @@ def test_compiled_model_trains_like_eager_and_keeps_the_bn_freeze(tmp_path):
     eager = run_trial(config)
     compiled = run_trial(config.replace(compile=True), None, tmp_path)
     assert compiled.status == "completed"
-    assert compiled.metrics["train_loss"] == pytest.approx(eager.metrics["train_loss"], rel=1e-3)
+    # Fused kernels round differently and Adam's first steps amplify it: on the 1149-image
+    # training split the two differ by about 1e-3 (eager on 1 or 2 threads differs as much).
+    assert compiled.metrics["train_loss"] == pytest.approx(eager.metrics["train_loss"], rel=5e-3)
     assert math.isfinite(compiled.metrics["val_loss"])
     state = torch.load(tmp_path / CHECKPOINT_FILE, weights_only=True)
     assert not any(k.startswith("_orig_mod") for k in state["model"])

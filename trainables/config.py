@@ -19,6 +19,7 @@ from trainables.errors import ConfigError
 SCHEDULES = ("step", "cosine")
 PRECISIONS = ("auto", "fp32", "bf16")
 BASES = ("sgd", "adam", "adamw")
+EVAL_SPLITS = ("val", "test")
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
@@ -44,12 +45,18 @@ class TrialConfig:
     batch_size: int = 256          # images per step
     epochs: int = 200              # full passes over the training set
     warmup_epochs: int = 5         # linear warm-up from lr/steps (not 0) to lr
-    schedule: str = "step"         # after warm-up: step (x0.75 every 30 epochs) | cosine
+    schedule: str = "step"         # after warm-up: step (x0.75 every step_epochs) | cosine
+    step_epochs: int = 30          # step schedule: epochs between decays (the seed's StepLR(30))
     label_smoothing: float = 0.0   # cross-entropy label smoothing
     seed: int = 42                 # model init, data order and augmentation
     device: str = "auto"           # auto | cpu | cuda[:N] | mps
     precision: str = "auto"        # auto (bf16 autocast on CUDA) | fp32 | bf16
     compile: bool = False          # torch.compile the model (CUDA; minutes of warm-up)
+    # val: a search trial: trains on train, evaluates val, and never holds the test split.
+    # test: a confirm run: evaluates test every epoch, trained on train + val with refit
+    # (the usual final-training protocol) or on train alone (then val is evaluated too).
+    eval_split: str = "val"
+    refit: bool = True             # eval_split test only: train on train + val
 
     def __post_init__(self):
         for f in fields(self):
@@ -91,6 +98,7 @@ class TrialConfig:
         _one_of("base", self.base, BASES)
         _one_of("schedule", self.schedule, SCHEDULES)
         _one_of("precision", self.precision, PRECISIONS)
+        _one_of("eval_split", self.eval_split, EVAL_SPLITS)
         if not _DEVICE.match(self.device):
             raise ConfigError(f"device must be auto, cpu, mps or cuda[:N], got {self.device!r}")
         _in_range("lr", self.lr, 0, math.inf, low_open=True)
@@ -107,6 +115,7 @@ class TrialConfig:
         _in_range("batch_size", self.batch_size, 1, math.inf)
         _in_range("epochs", self.epochs, 1, math.inf)
         _in_range("warmup_epochs", self.warmup_epochs, 0, math.inf)
+        _in_range("step_epochs", self.step_epochs, 1, math.inf)
         _in_range("seed", self.seed, 0, 2 ** 63 - 1)
 
 

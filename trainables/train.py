@@ -7,6 +7,10 @@ attach that checkpoint to the report; on start it resumes from the checkpoint it
 
     python -m trainables.train --dataset digits --model res20s --optimizer zsharp --epochs 5
 
+Splits: a search trial (eval_split "val") trains on the train split and evaluates val; it
+is handed the data without its test split, so it cannot evaluate test. A confirm run
+(eval_split "test") evaluates test every epoch, trained on train + val (refit) or on train.
+
 Speed: the data set sits on the trial's device as uint8 and is augmented there in whole
 batches; metrics are summed on the device and read once per epoch (one host sync).
 """
@@ -35,8 +39,7 @@ from trainables.optim import create_optimizer, frozen_bn_stats, get_optimizer_in
 __all__ = ["TrialConfig", "TrialResult", "run_trial", "main", "CHECKPOINT_FILE"]
 
 CHECKPOINT_FILE = "checkpoint.pt"
-STEP_DECAY_EVERY = 30     # epochs between step decays (the seed's StepLR(30, 0.75))
-STEP_DECAY_FACTOR = 0.75
+STEP_DECAY_FACTOR = 0.75  # the seed's StepLR(step_epochs, 0.75)
 # Settings a checkpoint may be resumed under although they differ: where and how fast it
 # runs, and how far (extending a finished run).
 RESUMABLE_CHANGES = frozenset({"epochs", "data_dir", "device", "precision", "compile"})
@@ -54,11 +57,11 @@ class TrialResult:
 
 # ---- learning-rate schedule (one multiplier per optimizer step, LambdaLR) -------------
 
-def _step_decay(steps_after_warmup: int, steps_per_epoch: int, decay_steps: int) -> float:
-    return STEP_DECAY_FACTOR ** (steps_after_warmup // (STEP_DECAY_EVERY * steps_per_epoch))
+def _step_decay(steps_after_warmup: int, step_steps: int, decay_steps: int) -> float:
+    return STEP_DECAY_FACTOR ** (steps_after_warmup // step_steps)
 
 
-def _cosine(steps_after_warmup: int, steps_per_epoch: int, decay_steps: int) -> float:
+def _cosine(steps_after_warmup: int, step_steps: int, decay_steps: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, steps_after_warmup / max(1, decay_steps))))
 
 
@@ -66,15 +69,16 @@ _SCHEDULES = {"step": _step_decay, "cosine": _cosine}
 
 
 def lr_factor(step: int, *, schedule: str, warmup_steps: int, steps_per_epoch: int,
-              total_steps: int) -> float:
+              total_steps: int, step_epochs: int = 30) -> float:
     """Multiplier of the peak lr at optimizer step `step` (0-based).
 
     Linear warm-up from 1/warmup_steps (the seed started at 0, a wasted epoch) to 1,
-    then the schedule.
+    then the schedule: x0.75 every `step_epochs` epochs, or a cosine to 0 at the last step.
     """
     if step < warmup_steps:
         return (step + 1) / warmup_steps
-    return _SCHEDULES[schedule](step - warmup_steps, steps_per_epoch, total_steps - warmup_steps)
+    return _SCHEDULES[schedule](step - warmup_steps, step_epochs * steps_per_epoch,
+                                total_steps - warmup_steps)
 
 
 # ---- device and precision -------------------------------------------------------------
@@ -105,8 +109,10 @@ class _Trial:
         self.device = device
         # Fixed input shapes: let cuDNN pick the fastest kernels once per shape.
         torch.backends.cudnn.benchmark = device.type == "cuda"
+        data = trial_data(data, config)
         # Keep the data on the device as uint8 when it fits: no host transfer per batch.
         self.data = data.to(device) if data.fits_on(device) else data
+        self.eval_splits = [split for split in ("val", "test") if self.data.has(split)]
         self.generator = torch.Generator(device=self.data.train_images.device)
         self.generator.manual_seed(config.seed)
         torch.manual_seed(config.seed)
@@ -125,7 +131,7 @@ class _Trial:
             lr_factor, schedule=config.schedule,
             warmup_steps=config.warmup_epochs * self.steps_per_epoch,
             steps_per_epoch=self.steps_per_epoch,
-            total_steps=config.epochs * self.steps_per_epoch)
+            total_steps=config.epochs * self.steps_per_epoch, step_epochs=config.step_epochs)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(base, schedule)
         self.autocast_dtype = _autocast_dtype(config.precision, device)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
@@ -159,7 +165,8 @@ class _Trial:
     def train_epoch(self) -> dict:
         """One pass over the training set; metrics read from the device once, at the end."""
         self.model.train()
-        sums = torch.zeros(3, device=self.device)  # loss * images, correct, kept fraction
+        sums = torch.zeros(2, device=self.device)  # loss * images, correct
+        ascent: dict[str, torch.Tensor] = {}  # the optimizer's ascent statistics, summed
         count = 0
         lr = self.scheduler.get_last_lr()[0]
         batches = train_batches(self.data, self.config.batch_size, self.generator)
@@ -168,34 +175,34 @@ class _Trial:
             logits, loss = self._step(images, labels)
             sums[0] += loss * len(labels)
             sums[1] += (logits.argmax(1) == labels).sum()
-            kept = self.optimizer_stats().get("kept_fraction")
-            if kept is not None:
-                sums[2] += kept
+            for name, value in getattr(self.optimizer, "last_ascent_stats", {}).items():
+                ascent[name] = ascent[name] + value if name in ascent else value.float()
             count += len(labels)
             self.grad_evals += self.passes * len(labels)
-        loss_sum, correct, kept_sum = sums.tolist()  # host sync, once per epoch
+        loss_sum, correct = sums.tolist()  # host sync, once per epoch
         metrics = {"train_loss": loss_sum / count, "train_acc": correct / count, "lr": lr,
                    "train_images": count}
-        if self.config.optimizer == "zsharp":
-            metrics["kept_fraction"] = kept_sum / self.steps_per_epoch
+        # Means over the epoch's steps; one more host sync per statistic, once per epoch.
+        metrics.update({name: float(total) / self.steps_per_epoch for name, total in ascent.items()})
         return metrics
-
-    def optimizer_stats(self) -> dict:
-        return getattr(self.optimizer, "last_ascent_stats", {})
 
     @torch.no_grad()
     def evaluate(self) -> dict:
-        """Loss and accuracy on the validation set, BatchNorm in inference mode."""
+        """Loss and accuracy on each split the trial evaluates (`val_*`, `test_*`),
+        BatchNorm in inference mode."""
         self.model.eval()
-        sums = torch.zeros(2, device=self.device)  # loss * images, correct
-        count = 0
-        for images, labels in self._batches(eval_batches(self.data, self.config.batch_size)):
-            logits, loss = self._loss(images, labels)
-            sums[0] += loss * len(labels)
-            sums[1] += (logits.argmax(1) == labels).sum()
-            count += len(labels)
-        loss_sum, correct = sums.tolist()  # host sync, once per evaluation
-        return {"val_loss": loss_sum / count, "val_acc": correct / count}
+        metrics = {}
+        for split in self.eval_splits:
+            sums = torch.zeros(2, device=self.device)  # loss * images, correct
+            count = 0
+            for images, labels in self._batches(eval_batches(self.data, self.config.batch_size, split)):
+                logits, loss = self._loss(images, labels)
+                sums[0] += loss * len(labels)
+                sums[1] += (logits.argmax(1) == labels).sum()
+                count += len(labels)
+            loss_sum, correct = sums.tolist()  # host sync, once per split and evaluation
+            metrics.update({f"{split}_loss": loss_sum / count, f"{split}_acc": correct / count})
+        return metrics
 
     def state_dict(self) -> dict:
         rng = {"torch": torch.get_rng_state(), "data": self.generator.get_state()}
@@ -214,6 +221,14 @@ class _Trial:
         if "cuda" in state["rng"] and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
         self.grad_evals = state["grad_evals"]
+
+
+def trial_data(data: ImageData, config: TrialConfig) -> ImageData:
+    """The splits a trial holds: a search trial (eval_split val) never the test split; a
+    confirm run all of them, with val moved into train when it refits."""
+    if config.eval_split == "val":
+        return data.without("test")
+    return data.with_val_in_train() if config.refit else data
 
 
 def _optimizer_hparams(config: TrialConfig) -> dict:
@@ -264,10 +279,11 @@ def run_trial(config: TrialConfig | dict, report: Report | None = None,
     """Train and evaluate one configuration, epoch by epoch.
 
     config: a TrialConfig or its plain dict (validated strictly).
-    report: called after every epoch with the metrics (epoch counted from 1, train/val
-        loss and accuracy as fractions, lr, epoch_time_s, images_per_s, cumulative
-        grad_evals, diverged 0/1, and kept_fraction for ZSharp), after the checkpoint of
-        that epoch is written.
+    report: called after every epoch with the metrics (trainables.schema.METRICS: epoch
+        counted from 1, train loss and accuracy and those of each evaluated split (val,
+        test) as fractions, lr, epoch_time_s, images_per_s, cumulative grad_evals,
+        diverged 0/1, and the optimizer's ascent statistics: perturbation_norm for the SAM
+        family, kept_fraction for ZSharp), after the checkpoint of that epoch is written.
     checkpoint_dir: where each epoch's checkpoint goes; a checkpoint found there is
         resumed (a finished trial returns its result at once).
     data: an already loaded data set (benchmarks); by default `config.dataset` is loaded.
@@ -302,7 +318,8 @@ def _run_epoch(trial: _Trial, epoch: int) -> TrialResult:
     train = trial.train_epoch()
     train_seconds = time.perf_counter() - started
     metrics = {"epoch": epoch, **train, **trial.evaluate()}
-    diverged = not (math.isfinite(metrics["train_loss"]) and math.isfinite(metrics["val_loss"]))
+    losses = [metrics["train_loss"], *(metrics[f"{s}_loss"] for s in trial.eval_splits)]
+    diverged = not all(math.isfinite(loss) for loss in losses)
     metrics.update(epoch_time_s=time.perf_counter() - started,
                    images_per_s=metrics.pop("train_images") / train_seconds,
                    grad_evals=trial.grad_evals, diverged=float(diverged))
@@ -330,11 +347,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def _print_epoch(total_epochs: int) -> Report:
     def report(m: dict) -> None:
-        extra = f"  kept {m['kept_fraction']:.3f}" if "kept_fraction" in m else ""
-        print(f"epoch {m['epoch']}/{total_epochs}  train_loss {m['train_loss']:.4f}  "
-              f"train_acc {m['train_acc']:.4f}  val_loss {m['val_loss']:.4f}  "
-              f"val_acc {m['val_acc']:.4f}  lr {m['lr']:.3g}  "
-              f"{m['images_per_s']:.0f} img/s  {m['epoch_time_s']:.1f}s{extra}", flush=True)
+        shown = [f"{name} {m[name]:.4f}" for name in ("train_loss", "train_acc", "val_loss", "val_acc",
+                                                      "test_loss", "test_acc") if name in m]
+        shown += [f"{name} {m[name]:.3g}" for name in ("perturbation_norm", "kept_fraction") if name in m]
+        print(f"epoch {m['epoch']}/{total_epochs}  {'  '.join(shown)}  lr {m['lr']:.3g}  "
+              f"{m['images_per_s']:.0f} img/s  {m['epoch_time_s']:.1f}s", flush=True)
     return report
 
 
@@ -349,7 +366,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataUnavailableError) as error:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 2
-    print(f"{result.status}: val_acc {result.metrics.get('val_acc', float('nan')):.4f}")
+    split = config.eval_split
+    print(f"{result.status}: {split}_acc {result.metrics.get(f'{split}_acc', float('nan')):.4f}")
     return 0
 
 

@@ -1,9 +1,15 @@
 """The confirm stage: the top configurations of each optimizer, re-run over several seeds.
 
-A search ranks configurations by one noisy run each; a comparison needs each finalist
-trained again with several seeds to the full budget, without early stopping, so that
-differences come with intervals and paired tests (analysis/stats.py). Seeds are the same
-for every optimizer (0, 1, ...), so runs pair up by seed.
+A search ranks configurations by one noisy run each on the validation split; a verdict
+needs each finalist trained again with several seeds to the full budget, without early
+stopping, and scored on the test split, which the search never saw (by default trained
+on train + val, the usual final-training protocol). Seeds are the same for every
+optimizer (0, 1, ...), so runs pair up by seed.
+
+Two budget arms: every finalist at the space's epochs (equal epochs, the papers'
+protocol), and, where the space mixes 1-pass optimizers with the 2-pass SAM family, the
+1-pass finalists again at twice the epochs with the schedule stretched to match (equal
+gradient evaluations). The longer runs reuse the learning rate tuned at 1x.
 """
 
 from __future__ import annotations
@@ -12,9 +18,13 @@ import json
 
 from ray.tune.search import Searcher
 
+from trainables.optim import get_optimizer_info
+from trainables.schema import EQUAL_COMPUTE, EQUAL_EPOCHS, VERDICT_METRIC, rank_finalists
 from tune.search import PickledSearcher
 
 CONFIRM_SUFFIX = "-confirm"
+# Settings measured in epochs, multiplied together so a longer run keeps the schedule's shape.
+_EPOCH_SETTINGS = ("epochs", "warmup_epochs", "step_epochs")
 
 
 def config_key(config: dict) -> str:
@@ -22,38 +32,62 @@ def config_key(config: dict) -> str:
     return json.dumps(config, sort_keys=True, default=str)
 
 
-def select_finalists(rows: list[dict], top_k: int) -> list[dict]:
-    """The top_k trials of each optimizer by best val_acc (errored trials excluded).
+def budget_arms(optimizers) -> dict[str, list[tuple[str, int]]]:
+    """Per optimizer, its confirm arms as (arm, epoch multiplier): equal epochs for all,
+    and equal compute for those whose steps cost fewer passes than the costliest
+    optimizer's (a 1-pass optimizer beside the SAM family runs 2x the epochs)."""
+    passes = {o: get_optimizer_info(o).passes_per_step for o in optimizers}
+    most = max(passes.values())
+    return {o: [(EQUAL_EPOCHS, 1)] + ([(EQUAL_COMPUTE, most // p)] if p < most else [])
+            for o, p in passes.items()}
 
-    rows: the sweep's summary, one per trial with optimizer, config, status, best_val_acc
-    and trial_id. Returns rows with a `rank` (1 = best) added.
+
+def stretched(config: dict, factor: int) -> dict:
+    """`config` run `factor` times as long: epochs, warm-up and step period multiplied
+    (a cosine schedule stretches with the epochs by itself)."""
+    from trainables.config import TrialConfig  # the defaults of settings the config omits
+
+    defaults = TrialConfig()
+    return {**config, **{name: config.get(name, getattr(defaults, name)) * factor
+                         for name in _EPOCH_SETTINGS}}
+
+
+def select_finalists(rows: list[dict], top_k: int) -> list[dict]:
+    """The top_k search trials of each optimizer (trainables.schema.rank_finalists: full
+    budget first, then final val_acc; errors and divergences excluded).
+
+    rows: the search's summary, one per trial with optimizer, config, status, epochs_run,
+    final_val_acc and trial_id. Returns rows with a `rank` (1 = best) added.
     """
     finalists = []
     for optimizer in dict.fromkeys(r["optimizer"] for r in rows):
-        ranked = sorted((r for r in rows if r["optimizer"] == optimizer and r["status"] != "error"
-                         and r["best_val_acc"] == r["best_val_acc"]),
-                        key=lambda r: r["best_val_acc"], reverse=True)
+        ranked = rank_finalists([r for r in rows if r["optimizer"] == optimizer])
         finalists += [{**r, "rank": rank} for rank, r in enumerate(ranked[:top_k], start=1)]
     return finalists
 
 
-def confirm_trials(finalists: list[dict], seeds: int) -> tuple[list[dict], dict[str, dict]]:
-    """Trial configs (each finalist x each seed) and the MLflow tags of each, by config key."""
+def confirm_trials(finalists: list[dict], seeds: int, arms: dict[str, list[tuple[str, int]]],
+                   refit: bool) -> tuple[list[dict], dict[str, dict]]:
+    """Trial configs (each finalist x each of its arms x each seed), evaluated on test, and
+    the MLflow tags of each, by config key."""
     configs, tags = [], {}
     for finalist in finalists:
-        for seed in range(seeds):
-            config = {**finalist["config"], "seed": seed}
-            configs.append(config)
-            tags[config_key(config)] = {"confirm_rank": str(finalist["rank"]),
-                                        "source_trial_id": finalist["trial_id"]}
+        for arm, factor in arms[finalist["optimizer"]]:
+            for seed in range(seeds):
+                config = {**stretched(finalist["config"], factor), "seed": seed,
+                          "eval_split": "test", "refit": refit}
+                configs.append(config)
+                tags[config_key(config)] = {"confirm_rank": str(finalist["rank"]),
+                                            "source_trial_id": finalist["trial_id"],
+                                            "budget_arm": arm}
     return configs, tags
 
 
 class FixedConfigs(PickledSearcher):
     """Hands out a fixed list of trial configs in order (resumable), then FINISHED."""
 
-    def __init__(self, configs: list[dict], metric: str = "val_acc", mode: str = "max"):
-        super().__init__(metric=metric, mode=mode)
+    def __init__(self, configs: list[dict]):
+        super().__init__(metric=VERDICT_METRIC, mode="max")
         self._configs = list(configs)
         self._next = 0
 

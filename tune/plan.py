@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 from search_spaces import SearchSpace
 from trainables.errors import ConfigError
-from tune.confirm import CONFIRM_SUFFIX
+from tune.confirm import CONFIRM_SUFFIX, budget_arms
+from tune.search import random_start
 
 
 class SweepError(ConfigError):
@@ -66,7 +67,23 @@ class SweepPlan:
 
     @property
     def confirm_trials(self) -> int:
-        return self.confirm_top_k * self.confirm_seeds * len(self.space.optimizers)
+        arms = sum(len(a) for a in budget_arms(self.space.optimizers).values())
+        return self.confirm_top_k * self.confirm_seeds * arms
+
+    def _describe_confirm(self) -> str:
+        if not self.confirms:
+            return "none"
+        s = self.space
+        by_arm: dict[tuple[str, int], list[str]] = {}
+        for optimizer, arms in budget_arms(s.optimizers).items():
+            for arm, factor in arms:
+                by_arm.setdefault((arm, factor), []).append(optimizer)
+        arms = "; ".join(f"{arm.replace('_', ' ')}: {', '.join(names)} at {s.max_epochs * factor} epochs"
+                         + (f" (lr tuned at {s.max_epochs})" if factor > 1 else "")
+                         for (arm, factor), names in by_arm.items())
+        trained = "train + val" if s.refit else "train"
+        return (f"top {self.confirm_top_k} per optimizer x {self.confirm_seeds} seeds, trained on "
+                f"{trained}, scored on test, no early stopping ({self.confirm_trials} trials); {arms}")
 
     def describe(self) -> str:
         """The resolved plan, in the words a user checks before spending GPU-hours."""
@@ -78,13 +95,12 @@ class SweepPlan:
             f"optimizers   {', '.join(s.optimizers)}: {s.trials_per_optimizer} trials each, "
             f"{self.total_trials} in all",
             f"budget       up to {s.max_epochs} epochs per trial (at most {worst_epochs} trial-epochs); "
-            f"ASHA per optimizer: grace {s.grace_period}, reduction factor {s.reduction_factor:g}",
+            f"ASHA per optimizer on val_acc: grace {s.grace_period}, reduction factor "
+            f"{s.reduction_factor:g}; TPE after {random_start(s.trials_per_optimizer)} random trials",
             f"resources    {s.cpus_per_trial:g} CPU and {s.gpus_per_trial:g} GPU per trial, "
             f"{s.max_concurrent} at a time",
             f"cluster      {self.address or 'local Ray, started and stopped by launch.py'}",
-            "confirm      " + (f"top {self.confirm_top_k} per optimizer x {self.confirm_seeds} seeds, "
-                                f"{s.max_epochs} epochs, no early stopping ({self.confirm_trials} trials)"
-                                if self.confirms else "none"),
+            f"confirm      {self._describe_confirm()}",
             f"storage      {self.experiment_path}{' (resume)' if self.resume else ''}",
             f"tracking     {self.tracking_uri} (experiment {self.experiment!r})",
         ]

@@ -19,16 +19,15 @@ import ray
 from mlflow.tracking import MlflowClient
 from ray import tune
 
-from analysis.load import load_sweep
-from analysis.report import write_report
 from trainables.data import load_dataset
 from trainables.errors import DataUnavailableError
+from trainables.schema import SEARCH_METRIC, VERDICT_METRIC, trial_status
 from tune.plan import SweepError, SweepPlan, is_uri, local_storage
-from tune.confirm import FixedConfigs, confirm_trials, select_finalists
+from tune.confirm import FixedConfigs, budget_arms, config_key, confirm_trials, select_finalists
 from tune.progress import ConciseProgress, best_table, seed_table
 from tune.schedule import PerOptimizerASHA
 from tune.search import PerOptimizerSearch
-from tune.tracking import MlflowTracking, open_parent_run, trial_status
+from tune.tracking import MlflowTracking, open_parent_run
 from tune.trainable import tune_trial
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -194,21 +193,25 @@ def search(plan: SweepPlan, parent_run_id: str, experiment_id: str):
         search_alg=PerOptimizerSearch(space, {"data_dir": plan.data_dir}),
         scheduler=PerOptimizerASHA(space.optimizers, space.max_epochs, space.grace_period,
                                    space.reduction_factor),
-        callbacks=[MlflowTracking(plan.tracking_uri, parent_run_id, experiment_id, space.max_epochs),
-                   ConciseProgress(plan.total_trials, space.max_epochs, _searched_names(plan))],
+        callbacks=[MlflowTracking(plan.tracking_uri, parent_run_id, experiment_id),
+                   ConciseProgress(plan.total_trials, _searched_names(plan), SEARCH_METRIC)],
         num_samples=plan.total_trials)
 
 
-def confirm(plan: SweepPlan, rows: list[dict], parent_run_id: str, experiment_id: str):
-    """The confirm stage: finalists x seeds, full budget, FIFO (no early stopping)."""
-    configs, tags = confirm_trials(select_finalists(rows, plan.confirm_top_k), plan.confirm_seeds)
-    max_epochs = plan.space.max_epochs
-    return run_stage(
+def confirm(plan: SweepPlan, rows: list[dict], parent_run_id: str,
+            experiment_id: str) -> tuple[object, dict[str, dict]]:
+    """The confirm stage: finalists x budget arms x seeds, scored on test, FIFO (no early
+    stopping). Returns Ray's results and the MLflow tags of each config, by config key."""
+    space = plan.space
+    configs, tags = confirm_trials(select_finalists(rows, plan.confirm_top_k), plan.confirm_seeds,
+                                   budget_arms(space.optimizers), space.refit)
+    results = run_stage(
         plan, plan.confirm_path, search_alg=FixedConfigs(configs), scheduler=None,
-        callbacks=[MlflowTracking(plan.tracking_uri, parent_run_id, experiment_id, max_epochs,
+        callbacks=[MlflowTracking(plan.tracking_uri, parent_run_id, experiment_id,
                                   stage="confirm", tags_by_config=tags),
-                   ConciseProgress(len(configs), max_epochs, ("seed",))],
+                   ConciseProgress(len(configs), ("seed", "epochs"), VERDICT_METRIC)],
         num_samples=len(configs))
+    return results, tags
 
 
 def finished_results(plan: SweepPlan):
@@ -219,20 +222,20 @@ def finished_results(plan: SweepPlan):
     return results
 
 
-def summarize(results, max_epochs: int) -> list[dict]:
-    """One row per trial: optimizer, config, status, best val_acc and its epoch."""
+def summarize(results, tags: dict[str, dict] | None = None) -> list[dict]:
+    """One row per trial: optimizer, config, status, epochs run, final val_acc and
+    test_acc (NaN where not evaluated), and the confirm stage's budget arm."""
     rows = []
     for result in results:
-        frame = result.metrics_dataframe
-        has_epochs = frame is not None and "val_acc" in frame and len(frame)
-        best = frame.loc[frame["val_acc"].idxmax()] if has_epochs else None
+        last = result.metrics or {}
         rows.append({
             "optimizer": result.config.get("optimizer"), "config": result.config,
-            "status": trial_status(result.metrics or {}, max_epochs, result.error is not None),
-            "best_val_acc": float(best["val_acc"]) if best is not None else float("nan"),
-            "best_epoch": int(best["epoch"]) if best is not None else 0,
-            "final_val_acc": float((result.metrics or {}).get("val_acc", float("nan"))),
-            "trial_id": (result.metrics or {}).get("trial_id", Path(result.path).name)})
+            "status": trial_status(last, result.config["epochs"], result.error is not None),
+            "epochs_run": int(last.get("epoch", 0)),
+            "final_val_acc": float(last.get("val_acc", float("nan"))),
+            "final_test_acc": float(last.get("test_acc", float("nan"))),
+            "budget_arm": (tags or {}).get(config_key(result.config), {}).get("budget_arm"),
+            "trial_id": last.get("trial_id", Path(result.path).name)})
     return rows
 
 
@@ -265,17 +268,18 @@ def run_sweep(plan: SweepPlan, out=print) -> int:
         client.log_dict(parent_run_id, plan.space.to_dict(), "space.json")
         out(plan.describe())
         results = search(plan, parent_run_id, experiment_id) if run_search else finished_results(plan)
-        rows = summarize(results, plan.space.max_epochs)
-        out("\n" + best_table(rows, _searched_names(plan)))
+        rows = summarize(results)
+        out("\nsearch (single runs on the validation split; each optimizer's finalist)\n"
+            + best_table(rows, _searched_names(plan)))
         confirm_rows = []
         if run_confirm:
-            out(f"\nconfirm stage: top {plan.confirm_top_k} x {plan.confirm_seeds} seeds")
-            confirm_rows = summarize(confirm(plan, rows, parent_run_id, experiment_id),
-                                     plan.space.max_epochs)
-            out("\n" + seed_table(confirm_rows))
+            out(f"\nconfirm stage: top {plan.confirm_top_k} x {plan.confirm_seeds} seeds, on the test split")
+            confirm_rows = summarize(*confirm(plan, rows, parent_run_id, experiment_id))
         close_stale_runs(client, experiment_id, parent_run_id)
         client.log_dict(parent_run_id, rows_for_mlflow(rows + confirm_rows), "trials.json")
-        report = write_sweep_report(plan, client, parent_run_id)
+        sweep = recorded_sweep(plan)
+        out("\n" + closing_summary(sweep, confirm_rows))
+        report = write_sweep_report(plan, client, parent_run_id, sweep)
         client.set_terminated(parent_run_id, "FINISHED")
         out(f"\nresults: {plan.experiment_path}\nreport:  {report}\nbrowse:  mlflow ui "
             f"--backend-store-uri {plan.tracking_uri}")
@@ -285,17 +289,45 @@ def run_sweep(plan: SweepPlan, out=print) -> int:
             ray.shutdown()
 
 
-def write_sweep_report(plan: SweepPlan, client: MlflowClient, parent_run_id: str) -> str:
-    """The HTML report of what the sweep left in MLflow, in the experiment folder (or the
-    working folder for remote storage), attached to the parent run. A report that fails
-    does not fail a finished sweep: it says so and how to rebuild it."""
+def recorded_sweep(plan: SweepPlan):
+    """The sweep as MLflow recorded it (analysis.load), or the error that stopped loading
+    it: the summary and the report read the record, not the driver's memory."""
+    try:
+        from analysis.load import load_sweep
+
+        return load_sweep(plan.experiment, plan.tracking_uri)
+    except Exception as error:  # noqa: BLE001  the trials are safe whatever went wrong here
+        return error
+
+
+def closing_summary(sweep, confirm_rows: list[dict]) -> str:
+    """The verdict with its warnings (analysis.summary), or, if that fails, the confirm
+    stage's seeds per optimizer and arm and why the summary is missing."""
+    try:
+        if isinstance(sweep, Exception):
+            raise sweep
+        from analysis.summary import sweep_summary
+
+        return sweep_summary(sweep)
+    except Exception as error:  # noqa: BLE001  a broken summary must not fail a finished sweep
+        table = seed_table(confirm_rows) if confirm_rows else ""
+        return f"summary not made ({type(error).__name__}: {error})\n{table}".rstrip()
+
+
+def write_sweep_report(plan: SweepPlan, client: MlflowClient, parent_run_id: str, sweep) -> str:
+    """The HTML report of the recorded sweep, in the experiment folder (or the working
+    folder for remote storage), attached to the parent run. A report that fails does not
+    fail a finished sweep: it says so and how to rebuild it."""
     local = local_storage(plan.storage)
     folder = Path(local, plan.experiment) if local else Path.cwd()
     if local:  # lets a report be rebuilt from Ray's storage alone (analysis.load)
         (folder / "space.json").write_text(json.dumps(plan.space.to_dict()))
     try:
-        path = write_report(load_sweep(plan.experiment, plan.tracking_uri),
-                            folder / f"{plan.experiment}-report.html")
+        if isinstance(sweep, Exception):
+            raise sweep
+        from analysis.report import write_report
+
+        path = write_report(sweep, folder / f"{plan.experiment}-report.html")
     except Exception as error:  # noqa: BLE001  the trials are safe whatever went wrong here
         return (f"not written ({type(error).__name__}: {error}); rebuild it with python -m "
                 f"analysis.report --experiment {plan.experiment} --mlflow-uri {plan.tracking_uri} "

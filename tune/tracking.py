@@ -19,19 +19,8 @@ from ray.tune import Callback
 from ray.tune.result import AUTO_RESULT_KEYS
 
 from trainables.config import TrialConfig
+from trainables.schema import trial_status
 from tune.confirm import config_key
-
-# MLflow tags a run's status with these words; "error" also marks the run FAILED.
-STATUSES = ("completed", "stopped_early", "diverged", "error")
-
-
-def trial_status(last_result: dict, max_epochs: int, errored: bool) -> str:
-    """How a finished trial ended, in the words MLflow's `status` tag uses."""
-    if errored:
-        return "error"
-    if last_result.get("diverged", 0) == 1:
-        return "diverged"
-    return "completed" if last_result.get("epoch", 0) >= max_epochs else "stopped_early"
 
 
 def open_parent_run(client: MlflowClient, experiment: str, sweep_path: str, resume: bool,
@@ -69,12 +58,11 @@ class MlflowTracking(Callback):
     """Child run per trial under `parent_run_id`: params, per-epoch metrics, status tag."""
 
     def __init__(self, tracking_uri: str, parent_run_id: str, experiment_id: str,
-                 max_epochs: int, stage: str = "sweep", tags_by_config: dict | None = None):
+                 stage: str = "sweep", tags_by_config: dict | None = None):
         self.tracking_uri = tracking_uri
         self.tags_by_config = tags_by_config or {}  # config_key(config) -> extra run tags
         self.parent_run_id = parent_run_id
         self.experiment_id = experiment_id
-        self.max_epochs = max_epochs
         self.stage = stage
         self._runs: dict[str, str] = {}       # trial id -> run id
         self._logged: dict[str, int] = {}     # run id -> last epoch logged
@@ -153,7 +141,7 @@ class MlflowTracking(Callback):
 
     def _finish(self, trial, errored: bool) -> None:
         run_id = self.run_id(trial)
-        status = trial_status(trial.last_result or {}, self.max_epochs, errored)
+        status = trial_status(trial.last_result or {}, trial.config["epochs"], errored)
         self.client.log_batch(run_id, tags=[RunTag("status", status)])
         self.client.set_terminated(run_id, RunStatus.to_string(
             RunStatus.FAILED if errored else RunStatus.FINISHED))

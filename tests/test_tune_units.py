@@ -1,0 +1,200 @@
+"""The sweep's decisions without a Ray cluster: the searcher driven by hand with the
+events Ray sends it, the confirm stage's arms, priors (`launch.py --sample`), the plan.
+
+Real Optuna studies and real trials (digits); only Ray's event loop is left out.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from optuna.distributions import FloatDistribution
+from optuna.trial import TrialState
+
+from search_spaces import Distribution, SpaceError, get_space
+from trainables.train import run_trial
+from tune.confirm import budget_arms, confirm_trials, select_finalists, stretched
+from tune.search import PerOptimizerSearch, random_start
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
+
+
+def small_space(**changes):
+    return get_space("quickstart").with_overrides(**changes)
+
+
+# ---- the searcher --------------------------------------------------------------------
+
+def test_every_suggestion_is_a_search_trial_on_the_validation_split():
+    space = small_space(trials_per_optimizer=4)
+    searcher = PerOptimizerSearch(space, {"data_dir": "data"})
+    configs = [searcher.suggest(f"t{i}") for i in range(4 * len(space.optimizers))]
+    assert all(c["eval_split"] == "val" for c in configs)
+    # Round robin: every optimizer gets its budget, none more.
+    assert [c["optimizer"] for c in configs[:5]] == list(space.optimizers)
+    assert {o: sum(c["optimizer"] == o for c in configs) for o in space.optimizers} == \
+        {o: 4 for o in space.optimizers}
+    assert searcher.suggest("one-more") == "FINISHED"
+
+
+def test_asha_stopped_trials_reach_optuna_as_pruned_with_their_curve():
+    space = small_space(optimizers=["zsharp"], trials_per_optimizer=3, max_epochs=6)
+    searcher = PerOptimizerSearch(space, {})
+    for trial_id in ("stopped", "finished", "diverged"):
+        searcher.suggest(trial_id)
+    for epoch, acc in ((1, 0.3), (2, 0.4)):
+        searcher.on_trial_result("stopped", {"epoch": epoch, "val_acc": acc})
+    searcher.on_trial_result("stopped", {"epoch": 2, "val_acc": 0.9})  # re-reported after a restart
+    searcher.on_trial_complete("stopped", {"epoch": 2, "val_acc": 0.4, "diverged": 0.0})
+    searcher.on_trial_complete("finished", {"epoch": 6, "val_acc": 0.8, "diverged": 0.0})
+    searcher.on_trial_complete("diverged", {"epoch": 1, "val_acc": 0.1, "diverged": 1.0})
+    trials = searcher.study("zsharp").get_trials(deepcopy=False)
+    assert [t.state for t in trials] == [TrialState.PRUNED, TrialState.COMPLETE, TrialState.COMPLETE]
+    assert trials[0].intermediate_values == {1: 0.3, 2: 0.4}
+    assert trials[1].value == 0.8 and trials[2].value == 0.1
+    # alpha is sampled through the fraction kept, on a log scale.
+    keep = trials[0].distributions["1-alpha"]
+    assert isinstance(keep, FloatDistribution) and keep.log
+    assert (keep.low, keep.high) == (pytest.approx(0.01), pytest.approx(0.5))
+
+
+def test_an_errored_trial_fails_in_optuna():
+    searcher = PerOptimizerSearch(small_space(optimizers=["adam"], trials_per_optimizer=2), {})
+    searcher.suggest("t")
+    searcher.on_trial_complete("t", None, error=True)
+    assert searcher.study("adam").trials[0].state == TrialState.FAIL
+
+
+@pytest.mark.parametrize("budget", [1, 2, 3, 10, 16, 25, 64])
+def test_tpe_guides_at_least_half_of_every_budget(budget):
+    start = random_start(budget)
+    assert budget - start >= budget / 2 and start <= 10
+    searcher = PerOptimizerSearch(small_space(trials_per_optimizer=budget), {})
+    sampler = searcher.study("sam").sampler
+    assert sampler._n_startup_trials == start and sampler._constant_liar
+
+
+def test_the_searcher_samples_the_spaces_values_of_alpha():
+    space = small_space(optimizers=["zsharp"], trials_per_optimizer=10)
+    searcher = PerOptimizerSearch(space, {})
+    for i in range(10):
+        config = searcher.suggest(f"t{i}")
+        trial = searcher.study("zsharp").trials[-1]
+        assert config["alpha"] == pytest.approx(1 - trial.params["1-alpha"], abs=1e-15)
+        assert 0.5 <= config["alpha"] <= 0.99
+        searcher.on_trial_complete(f"t{i}", {"epoch": 10, "val_acc": 0.5 + 0.01 * i})
+
+
+# ---- priors: Distribution.sample and launch.py --sample ------------------------------
+
+def test_loguniform_complement_prior_puts_most_alphas_near_one():
+    d = Distribution("loguniform_complement", 0.5, 0.99)
+    rng = np.random.default_rng(0)
+    draws = np.array([d.sample(rng) for _ in range(4000)])
+    assert draws.min() >= 0.5 and draws.max() <= 0.99
+    # 1 - alpha log-uniform on [0.01, 0.5]: P(alpha >= 0.9) = ln(0.1/0.01) / ln(0.5/0.01).
+    share = math.log(10) / math.log(50)
+    assert abs((draws >= 0.9).mean() - share) < 4 * math.sqrt(share * (1 - share) / 4000)
+    assert d.position(0.95) == pytest.approx(math.log(0.5 / 0.05) / math.log(50))
+    assert d.position(0.5) == pytest.approx(0.0) and d.position(0.99) == pytest.approx(1.0)
+
+
+def test_position_is_on_the_ranges_own_scale():
+    assert Distribution("loguniform", 1e-4, 1e-2).position(1e-3) == pytest.approx(0.5)
+    assert Distribution("uniform", 0.0, 4.0).position(1.0) == pytest.approx(0.25)
+    assert Distribution("choice", values=(1, 2)).position(1) is None
+    with pytest.raises(SpaceError, match="high < 1"):
+        Distribution("loguniform_complement", 0.5, 1.0)
+
+
+def test_sample_command_prints_each_optimizers_prior_as_json_lines():
+    done = subprocess.run([sys.executable, str(ROOT / "launch.py"), "--space", "quickstart",
+                           "--sample", "300"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    configs = [json.loads(line) for line in done.stdout.splitlines()]
+    space = get_space("quickstart")
+    assert len(configs) == 300 * len(space.optimizers)
+    zsharp = [c for c in configs if c["optimizer"] == "zsharp"]
+    share = math.log(10) / math.log(50)
+    assert abs(np.mean([c["alpha"] >= 0.9 for c in zsharp]) - share) < 4 * math.sqrt(share * (1 - share) / 300)
+    # lr log-uniform on [3e-4, 3e-2]: half the draws below the geometric mean 3e-3.
+    lrs = np.array([c["lr"] for c in configs])
+    assert lrs.min() >= 3e-4 and lrs.max() <= 3e-2
+    assert abs((lrs < 3e-3).mean() - 0.5) < 4 * math.sqrt(0.25 / len(lrs))
+    assert all(set(c) - set(space.base_config(c["optimizer"])) == set(space.distributions_for(c["optimizer"]))
+               for c in configs)
+
+
+def test_a_space_cannot_fix_the_split_a_trial_evaluates():
+    with pytest.raises(SpaceError, match="eval_split"):
+        small_space(fixed={"eval_split": "test"})
+
+
+# ---- the confirm stage's arms --------------------------------------------------------
+
+def test_one_pass_optimizers_get_an_equal_compute_arm_beside_the_sam_family():
+    assert budget_arms(["adam", "sgd", "sam", "zsharp"]) == {
+        "adam": [("equal_epochs", 1), ("equal_compute", 2)],
+        "sgd": [("equal_epochs", 1), ("equal_compute", 2)],
+        "sam": [("equal_epochs", 1)], "zsharp": [("equal_epochs", 1)]}
+    assert budget_arms(["adam", "adamw"]) == {"adam": [("equal_epochs", 1)],
+                                              "adamw": [("equal_epochs", 1)]}
+
+
+def test_the_longer_arm_stretches_epochs_warmup_and_step_period():
+    assert stretched({"epochs": 6, "warmup_epochs": 1, "lr": 0.1}, 2) == \
+        {"epochs": 12, "warmup_epochs": 2, "step_epochs": 60, "lr": 0.1}
+
+
+def _row(optimizer, trial_id, status, epochs_run, final_val_acc, **config):
+    return {"optimizer": optimizer, "trial_id": trial_id, "status": status, "epochs_run": epochs_run,
+            "final_val_acc": final_val_acc, "config": {"optimizer": optimizer, "epochs": 6, **config}}
+
+
+def test_finalists_ran_the_full_budget_and_are_ranked_by_final_val_acc():
+    rows = [_row("adam", "early", "stopped_early", 2, 0.99, lr=1.0),
+            _row("adam", "full", "completed", 6, 0.90, lr=2.0),
+            _row("adam", "better", "completed", 6, 0.95, lr=3.0),
+            _row("adam", "nan", "diverged", 1, 0.99, lr=4.0),
+            _row("sam", "err", "error", 0, float("nan"), lr=5.0),
+            _row("sam", "only", "stopped_early", 3, 0.5, lr=6.0)]
+    finalists = select_finalists(rows, top_k=2)
+    assert [(f["trial_id"], f["rank"]) for f in finalists] == \
+        [("better", 1), ("full", 2), ("only", 1)]
+
+
+def test_confirm_trials_cover_arms_and_seeds_on_the_test_split():
+    finalists = [dict(_row("adam", "a", "completed", 6, 0.9, lr=0.1), rank=1),
+                 dict(_row("sam", "s", "completed", 6, 0.9, lr=0.2), rank=1)]
+    configs, tags = confirm_trials(finalists, seeds=2, arms=budget_arms(["adam", "sam"]), refit=True)
+    assert [(c["optimizer"], c["epochs"], c["seed"]) for c in configs] == [
+        ("adam", 6, 0), ("adam", 6, 1), ("adam", 12, 0), ("adam", 12, 1), ("sam", 6, 0), ("sam", 6, 1)]
+    assert all(c["eval_split"] == "test" and c["refit"] for c in configs)
+    assert [t["budget_arm"] for t in tags.values()] == ["equal_epochs"] * 2 + ["equal_compute"] * 2 + \
+        ["equal_epochs"] * 2
+
+
+def test_adams_longer_arm_spends_the_gradient_evaluations_of_a_sam_run():
+    common = dict(dataset="digits", model="res20s", batch_size=128, warmup_epochs=1, lr=3e-3,
+                  eval_split="test", refit=True)
+    sam = run_trial({**common, "optimizer": "sam", "epochs": 1})
+    adam = run_trial(stretched({**common, "optimizer": "adam", "epochs": 1}, 2))
+    assert adam.metrics["epoch"] == 2
+    assert abs(adam.metrics["grad_evals"] / sam.metrics["grad_evals"] - 1) <= 0.01
+
+
+# ---- the plan ---------------------------------------------------------------------------
+
+def test_dry_run_names_the_arms_and_their_epochs(capsys):
+    import launch
+
+    assert launch.main(["--space", "quickstart", "--dry-run", "--storage", "/tmp/unused-dry"]) == 0
+    out = capsys.readouterr().out
+    assert "equal epochs: adam, sam, asam, fsam, zsharp at 10 epochs" in out
+    assert "equal compute: adam at 20 epochs (lr tuned at 10)" in out
+    assert "scored on test" in out and "ASHA per optimizer on val_acc" in out

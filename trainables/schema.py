@@ -1,0 +1,68 @@
+"""What crosses the seams between a trial, the sweep and the analysis: metric names, status
+words, budget arms, and how a search picks each optimizer's best configuration.
+
+Plain Python (no torch, Ray, Optuna or MLflow), so `tune/`, `analysis/` and the notebooks
+import it cheaply and none of them restates these facts.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+
+# Reported by a trial every epoch (trainables.train). val_* only where the validation split
+# is evaluated (every search trial; a confirm run trained on train only), test_* only in
+# confirm runs (eval_split "test"); perturbation_norm by the SAM family, kept_fraction by
+# ZSharp.
+METRICS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc",
+           "lr", "epoch_time_s", "images_per_s", "grad_evals", "diverged", "perturbation_norm",
+           "kept_fraction")
+
+# The search decides on this metric (ASHA's rungs, the Optuna objective, finalists); the
+# verdict is the final-epoch value of VERDICT_METRIC in confirm runs.
+SEARCH_METRIC = "val_acc"
+VERDICT_METRIC = "test_acc"
+
+# How a trial ended, the words MLflow's `status` tag uses; "error" also marks the run FAILED.
+STATUSES = ("completed", "stopped_early", "diverged", "error")
+
+# Confirm-stage arms: every optimizer at the space's epochs, and the 1-pass optimizers
+# again at (passes of the SAM family) x the epochs, so both spend the same gradient
+# evaluations.
+EQUAL_EPOCHS = "equal_epochs"
+EQUAL_COMPUTE = "equal_compute"
+BUDGET_ARMS = (EQUAL_EPOCHS, EQUAL_COMPUTE)
+
+
+def trial_status(last_result: Mapping, planned_epochs: int, errored: bool) -> str:
+    """How a finished trial ended: error, diverged, completed (ran its planned epochs) or
+    stopped_early (ASHA stopped it before)."""
+    if errored:
+        return "error"
+    if last_result.get("diverged", 0) == 1:
+        return "diverged"
+    return "completed" if last_result.get("epoch", 0) >= planned_epochs else "stopped_early"
+
+
+def finalist_key(status: str, epochs_run: int, final_val_acc: float) -> tuple[int, float] | None:
+    """Sort key (higher is better) of a search trial as a candidate for its optimizer's
+    best configuration, or None if it is none (an error, a divergence, no accuracy).
+
+    Trials are compared at equal epochs first: a trial ASHA stopped at epoch 2 is never
+    preferred to one that ran the full budget, whatever its accuracy then. Among equals,
+    the final-epoch validation accuracy decides (never the best epoch: the verdict, too,
+    is read at the final epoch).
+    """
+    if status in ("error", "diverged") or final_val_acc is None or math.isnan(final_val_acc):
+        return None
+    return (int(epochs_run), float(final_val_acc))
+
+
+def rank_finalists(rows: Iterable[Mapping]) -> list[Mapping]:
+    """The candidates among `rows` (mappings with status, epochs_run and final_val_acc),
+    best first by `finalist_key`; ties keep the rows' order (the earlier trial first)."""
+    keyed = [(finalist_key(r["status"], r["epochs_run"], r["final_val_acc"]), i, r)
+             for i, r in enumerate(rows)]
+    ranked = sorted(((k, i, r) for k, i, r in keyed if k is not None),
+                    key=lambda item: (-item[0][0], -item[0][1], item[1]))
+    return [r for _, _, r in ranked]
