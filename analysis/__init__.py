@@ -1,7 +1,9 @@
-"""Analysis of finished sweeps: pure functions on tidy frames of trial results, with no
-plotting and no I/O, so a report (or a notebook) can load results however it likes and
-call them. `analysis.stats` turns confirm-stage results (one row per optimizer, config and
-seed) into per-optimizer intervals and seed-paired comparisons against a reference
-optimizer, Holm-corrected, so that a claim that one optimizer beats another rests on
-several seeds and an interval.
+"""Analysis of finished sweeps, reading only what a sweep left behind (MLflow, Ray storage).
+
+`analysis.load` turns a sweep into tidy frames; `analysis.stats` turns confirm-stage results
+(one row per optimizer, config and seed) into per-optimizer intervals and seed-paired
+comparisons, Holm-corrected, so that a claim that one optimizer beats another rests on
+several seeds and an interval; `analysis.verdict` decides which runs are compared in each
+budget arm; `analysis.warnings` says where the results could mislead; `analysis.summary`
+(the console) and `analysis.report` (HTML, with plots) present them.
 """

@@ -4,13 +4,18 @@
 Both return a `Sweep` with the same columns, so a report or a notebook does not care
 where the results came from:
 
-- `trials`: one row per trial of both stages (search, confirm): ids, stage, optimizer,
-  status (completed | stopped_early | diverged | error, or running for a live sweep), every
-  `TrialConfig` value as a column (defaults filled in), final and best val_acc, the best
-  epoch, epochs run, training seconds (the sum of `epoch_time_s`, so start-up and
-  evaluation gaps between epochs are not counted), cumulative gradient evaluations and
-  compute hours = seconds / 3600 x the GPUs (or, with none, the CPUs) a trial held.
-- `epochs`: one row per trial and epoch with every metric the trial reported.
+- `trials`: one row per trial of both stages (search, confirm): ids, stage, budget_arm
+  (a confirm run's arm, trainables.schema.BUDGET_ARMS; None for search trials),
+  optimizer, status (completed | stopped_early | diverged | error, or running for a live
+  sweep), every `TrialConfig` value as a column (defaults filled in), final and best
+  val_acc, the best epoch, final test_acc and test_loss (confirm runs only: search trials
+  never evaluate test), the mean per-epoch perturbation_norm (the ascent radius a
+  SAM-family trial actually used; NaN for 1-pass optimizers), epochs run, training
+  seconds (the sum of `epoch_time_s`, so start-up and evaluation gaps between epochs are
+  not counted), cumulative gradient evaluations and compute hours = seconds / 3600 x the
+  GPUs (or, with none, the CPUs) a trial held.
+- `epochs`: one row per trial and epoch with every metric of trainables.schema.METRICS
+  (NaN where the trial did not report it).
 
 A trial that failed before its first epoch has a row in `trials` (NaN accuracies, zero
 hours) and none in `epochs`.
@@ -29,32 +34,36 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 import pandas as pd
 
 from trainables.config import TrialConfig
+from trainables.schema import (CONFIRM_SUFFIX, EQUAL_COMPUTE, EQUAL_EPOCHS, METRICS,
+                               rank_finalists, trial_status)
 
-# search_spaces (torch, through the registries), tune (Ray) and MLflow are imported where
-# they are used: a notebook that only reads storage, or a command line that fails on a
-# bad name, need not wait for them. SearchSpace comes from its own module, which also
-# works where an editable install maps search_spaces as a namespace package.
+# search_spaces (torch, through the registries) and MLflow are imported where they are
+# used, and tune/ (Ray) never: a notebook that only reads storage, or a command line that
+# fails on a bad name, need not wait for them. SearchSpace comes from its own module,
+# which also works where an editable install maps search_spaces as a namespace package.
 if TYPE_CHECKING:
     from search_spaces.space import SearchSpace
 
-# What a trial reports each epoch (trainables.train); kept_fraction is ZSharp's only.
-METRICS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s",
-           "images_per_s", "grad_evals", "diverged", "kept_fraction")
 CONFIG_FIELDS = tuple(TrialConfig.field_names())
 TRIAL_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrialConfig)}
 _FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(TrialConfig)}  # "int", "float", ...
 
-KEY_COLUMNS = ["run_id", "trial_id", "stage", "optimizer", "status", "confirm_rank",
+KEY_COLUMNS = ["run_id", "trial_id", "stage", "budget_arm", "optimizer", "status", "confirm_rank",
                "source_trial_id", "start_time"]
-RESULT_COLUMNS = ["epochs_run", "final_val_acc", "best_val_acc", "best_epoch", "train_seconds",
-                  "grad_evals", "compute_hours", "compute_unit"]
+RESULT_COLUMNS = ["epochs_run", "final_val_acc", "best_val_acc", "best_epoch", "final_test_acc",
+                  "final_test_loss", "perturbation_norm", "train_seconds", "grad_evals",
+                  "compute_hours", "compute_unit"]
 TRIAL_COLUMNS = KEY_COLUMNS + [f for f in CONFIG_FIELDS if f != "optimizer"] + RESULT_COLUMNS
 EPOCH_COLUMNS = ["run_id", "trial_id", "stage", "optimizer", "seed", *METRICS]
 STAGES = ("sweep", "confirm")
+# Searched hyperparameters in the order figures and tables show them; others follow.
+HPARAM_ORDER = ("lr", "rho", "alpha", "eta", "sigma", "lmbda", "weight_decay", "momentum",
+                "beta1", "beta2", "label_smoothing", "batch_size", "warmup_epochs")
+# Never treated as searched, even when they vary between trials.
+_NOT_SEARCHED = {"seed", "epochs", "optimizer"}
 # Ray's words for a trial that has not ended yet.
 _RAY_LIVE = {"PENDING", "RUNNING", "PAUSED"}
 
@@ -85,6 +94,20 @@ class Sweep:
             return seen
         return [o for o in self.space.optimizers if o in seen] + [
             o for o in seen if o not in self.space.optimizers]
+
+    def searched_params(self, optimizer: str) -> list[str]:
+        """The hyperparameters searched for one optimizer, in HPARAM_ORDER: from the
+        space, or (without one) the numeric settings that vary between its search trials."""
+        if self.space is not None and optimizer in self.space.optimizers:
+            names = list(self.space.distributions_for(optimizer))
+        else:
+            trials = self.stage("sweep")
+            trials = trials[trials["optimizer"] == optimizer]
+            names = [name for name in TRIAL_DEFAULTS if name not in _NOT_SEARCHED
+                     and pd.api.types.is_numeric_dtype(trials[name])
+                     and not pd.api.types.is_bool_dtype(trials[name]) and trials[name].nunique() > 1]
+        order = {name: i for i, name in enumerate(HPARAM_ORDER)}
+        return sorted(names, key=lambda n: order.get(n, len(order)))
 
 
 # ---- shared: per-trial summaries -----------------------------------------------------------
@@ -120,18 +143,25 @@ def _epoch_frame(rows: list[dict]) -> pd.DataFrame:
 
 
 def _summary(epochs: pd.DataFrame) -> dict:
-    """Final and best val_acc, best epoch, epochs run, seconds and gradient evaluations."""
+    """Final and best val_acc, best epoch, final test_acc and test_loss, mean
+    perturbation_norm, epochs run, seconds and gradient evaluations."""
     if epochs.empty:
         return {"epochs_run": 0, "final_val_acc": math.nan, "best_val_acc": math.nan,
-                "best_epoch": 0, "train_seconds": 0.0, "grad_evals": 0.0}
+                "best_epoch": 0, "final_test_acc": math.nan, "final_test_loss": math.nan,
+                "perturbation_norm": math.nan, "train_seconds": 0.0, "grad_evals": 0.0}
     val = epochs["val_acc"]
     best = val.idxmax() if val.notna().any() else None
+    last = epochs.iloc[-1]
     return {"epochs_run": int(epochs["epoch"].max()),
-            "final_val_acc": float(val.iloc[-1]),
+            "final_val_acc": float(last["val_acc"]),
             "best_val_acc": float(val[best]) if best is not None else math.nan,
             "best_epoch": int(epochs["epoch"][best]) if best is not None else 0,
+            # The verdict reads the last epoch, never the best one: picking the best of
+            # many evaluations of the test split would bias it upwards.
+            "final_test_acc": float(last["test_acc"]), "final_test_loss": float(last["test_loss"]),
+            "perturbation_norm": float(epochs["perturbation_norm"].mean()),  # NaN if never reported
             "train_seconds": float(epochs["epoch_time_s"].fillna(0).sum()),
-            "grad_evals": float(epochs["grad_evals"].iloc[-1])}
+            "grad_evals": float(last["grad_evals"])}
 
 
 def _compute(resources: dict | None) -> tuple[float, str]:
@@ -164,6 +194,8 @@ def _frames(rows: list[dict], epoch_frames: list[pd.DataFrame]) -> tuple[pd.Data
     extra = [c for c in trials.columns if c not in TRIAL_COLUMNS]
     trials = trials[TRIAL_COLUMNS + extra]
     trials["confirm_rank"] = pd.to_numeric(trials["confirm_rank"]).astype("Int64")
+    # pandas turns a missing string into NaN: a search trial's arm is None, as promised.
+    trials["budget_arm"] = trials["budget_arm"].astype(object).where(trials["budget_arm"].notna(), None)
     trials["start_time"] = pd.to_datetime(trials["start_time"], utc=True)
     trials["stage"] = pd.Categorical(trials["stage"], categories=STAGES)
     trials = trials.sort_values(["stage", "start_time", "trial_id"], kind="stable")
@@ -223,6 +255,7 @@ def load_sweep(experiment: str, tracking_uri: str) -> Sweep:
         rows.append(row)
         if not epochs.empty:
             epoch_frames.append(epochs)
+    _fill_budget_arms([r for r in rows if r["stage"] == "confirm"], _max_epochs(space))  # untagged runs
     trials, epochs = _frames(rows, epoch_frames)
     tags = parent.data.tags
     meta = {"experiment": experiment, "space": tags.get("space", space.name if space else None),
@@ -283,7 +316,7 @@ def _mlflow_trial(client, run, space: SearchSpace | None) -> tuple[dict, pd.Data
     tags = run.data.tags
     config = resolved_config(run.data.params)
     ids = {"run_id": run.info.run_id, "trial_id": tags.get("trial_id"),
-           "stage": tags.get("stage", "sweep"),
+           "stage": tags.get("stage", "sweep"), "budget_arm": tags.get("budget_arm"),
            "optimizer": tags.get("optimizer", config.get("optimizer")),
            "status": tags.get("status"), "confirm_rank": tags.get("confirm_rank"),
            "source_trial_id": tags.get("source_trial_id"),
@@ -306,8 +339,6 @@ def load_sweep_from_storage(path: str | os.PathLike) -> Sweep:
     experiment folder, if one was written there, gives the space. Raises ValueError
     naming `path` if it is not a Ray experiment folder.
     """
-    from tune.confirm import CONFIRM_SUFFIX
-
     folder = Path(path).expanduser().resolve()
     if not folder.is_dir():
         raise ValueError(f"no Ray experiment folder at {folder}")
@@ -318,7 +349,9 @@ def load_sweep_from_storage(path: str | os.PathLike) -> Sweep:
                          "<storage>/<experiment>)")
     confirm_folder = folder.with_name(folder.name + CONFIRM_SUFFIX)
     confirm = _ray_experiment(confirm_folder, "confirm", space) if confirm_folder.is_dir() else []
-    _link_confirm_to_search(confirm, search)
+    confirm_rows = [row for row, _ in confirm]
+    _fill_budget_arms(confirm_rows, _max_epochs(space))
+    _link_confirm_to_search(confirm_rows, [row for row, _ in search], _max_epochs(space))
     rows = [row for row, _ in search + confirm]
     trials, epochs = _frames(rows, [e for _, e in search + confirm if not e.empty])
     started = trials["start_time"].min() if len(trials) else None
@@ -419,9 +452,7 @@ def _ray_experiment(folder: Path, stage: str, space: SearchSpace | None) -> list
 
 
 def _storage_status(info: dict, results: list[dict], config: dict, trial_dir: Path) -> str:
-    """The MLflow status word (tune.tracking.trial_status) from Ray's record."""
-    from tune.tracking import trial_status
-
+    """The MLflow status word (trainables.schema.trial_status) from Ray's record."""
     errored = info.get("status") == "ERROR" or info.get("error") or (trial_dir / "error.txt").is_file()
     if not errored and info.get("status") in _RAY_LIVE:
         return "running"
@@ -429,25 +460,60 @@ def _storage_status(info: dict, results: list[dict], config: dict, trial_dir: Pa
     return trial_status(last, int(config["epochs"]), bool(errored))
 
 
-def _link_confirm_to_search(confirm: list, search: list) -> None:
-    """Fill a confirm trial's source_trial_id and confirm_rank as the MLflow tags have
-    them: the search trial with the same config apart from the seed, ranked by best
-    val_acc among its optimizer's non-error trials (tune.confirm.select_finalists; ties
-    go to the earlier trial in Ray's order, as there)."""
-    from tune.confirm import config_key
+def _max_epochs(space: SearchSpace | None) -> int | None:
+    return space.max_epochs if space is not None else None
 
-    def key(row):
-        return config_key({k: row[k] for k in CONFIG_FIELDS if k not in ("seed", "optimizer")}
-                          | {"optimizer": row["optimizer"]})
 
+def _equal_epochs(confirm_epochs: list[int], max_epochs: int | None) -> int | None:
+    """The epochs of the equal-epochs arm: the space's max_epochs, or without a space the
+    fewest among the confirm runs (the other arm only ever runs longer)."""
+    return max_epochs if max_epochs is not None else min(confirm_epochs, default=None)
+
+
+def arms_from_epochs(confirm_epochs: list[int], max_epochs: int | None) -> list[str]:
+    """The budget arm of each confirm run from its configured epochs, where no tag says it
+    (Ray storage; sweeps from before the tag): the equal-epochs arm's epochs
+    (`_equal_epochs`: the space's max_epochs, else the fewest) mean equal_epochs, any
+    other count equal_compute (the 1-pass optimizers' longer runs)."""
+    equal = _equal_epochs(confirm_epochs, max_epochs)
+    return [EQUAL_EPOCHS if int(epochs) == equal else EQUAL_COMPUTE for epochs in confirm_epochs]
+
+
+def _fill_budget_arms(confirm_rows: list[dict], max_epochs: int | None) -> None:
+    """Set budget_arm on the confirm rows that have none, from their epochs."""
+    derived = arms_from_epochs([int(r["epochs"]) for r in confirm_rows], max_epochs)
+    for row, arm in zip(confirm_rows, derived):
+        row["budget_arm"] = row.get("budget_arm") or arm
+
+
+# What a confirm run sets itself, apart from its finalist's search config: the seed, the
+# evaluation split and the training data (refit); the equal-compute arm also multiplies
+# the epoch counts (epochs, warm-up, step-schedule period) by one factor.
+_CONFIRM_OWN = ("seed", "eval_split", "refit")
+_EPOCH_COUNTS = ("epochs", "warmup_epochs", "step_epochs")
+
+
+def _search_config_key(row: dict, factor: float = 1.0) -> tuple:
+    """The search config a trial row stands for: its optimizer and settings, without what
+    the confirm stage sets itself, epoch counts divided by `factor`."""
+    return tuple((name, row[name] / factor if name in _EPOCH_COUNTS else row[name])
+                 for name in CONFIG_FIELDS if name not in _CONFIRM_OWN and name != "optimizer"
+                 ) + (("optimizer", row["optimizer"]),)
+
+
+def _link_confirm_to_search(confirm: list[dict], search: list[dict], max_epochs: int | None) -> None:
+    """Fill a confirm run's source_trial_id and confirm_rank as the MLflow tags have them:
+    the search trial whose config it reruns, ranked among its optimizer's search trials by
+    trainables.schema.rank_finalists (the rule the confirm stage picks finalists by; ties
+    go to the earlier trial in Ray's order, as there). Needs budget_arm filled in."""
     ranked = {}
-    for optimizer in dict.fromkeys(r["optimizer"] for r, _ in search):
-        rows = sorted((r for r, _ in search if r["optimizer"] == optimizer and r["status"] != "error"
-                       and not np.isnan(r["best_val_acc"])),
-                      key=lambda r: r["best_val_acc"], reverse=True)
-        for rank, r in enumerate(rows, start=1):
-            ranked.setdefault(key(r), (r["trial_id"], rank))  # same config twice: the first
-    for row, _ in confirm:
-        source = ranked.get(key(row))
+    for optimizer in dict.fromkeys(r["optimizer"] for r in search):
+        finalists = rank_finalists([r for r in search if r["optimizer"] == optimizer])
+        for rank, r in enumerate(finalists, start=1):
+            ranked.setdefault(_search_config_key(r), (r["trial_id"], rank))  # same config twice: the first
+    equal_epochs = _equal_epochs([int(r["epochs"]) for r in confirm], max_epochs)
+    for row in confirm:
+        factor = row["epochs"] / equal_epochs if row["budget_arm"] == EQUAL_COMPUTE else 1.0
+        source = ranked.get(_search_config_key(row, factor))
         if source is not None:
             row["source_trial_id"], row["confirm_rank"] = source

@@ -6,8 +6,10 @@
 The page embeds plotly.js once, inline, so it opens offline from a file:// URL. Each
 figure comes from one function of a `Sweep` (`figure_learning_curves(sweep)`, ...), so a
 notebook can call them one at a time; `write_report(sweep, path)` writes the whole page.
-Claims rest on the confirm stage (several seeds, intervals, paired tests from
-analysis.stats); the search's numbers are single runs and labelled as such.
+Claims rest on the confirm stage (several seeds, the test accuracy at the final epoch,
+intervals, paired tests Holm-corrected across the page; analysis.verdict), at equal epochs
+and at equal gradient evaluations; the search's numbers are single runs on val and labelled
+as such. Warnings (analysis.warnings) come first, in a box above the comparison.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import html
 import logging
 import math
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,24 +30,27 @@ from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
 from analysis import stats
-from analysis.load import TRIAL_DEFAULTS, Sweep, load_sweep, load_sweep_from_storage
+from analysis.load import HPARAM_ORDER, Sweep, load_sweep, load_sweep_from_storage
+from analysis.text import (ARM_TITLES, label, num, pct, pct_interval, points, points_interval,
+                           run_label, wins_text)
+from analysis.verdict import ArmComparison, Comparison, comparison, compared_runs
+from analysis.warnings import sweep_warnings
 from trainables.errors import OneLineArgumentParser
+from trainables.schema import BUDGET_ARMS, EQUAL_COMPUTE, EQUAL_EPOCHS, SEARCH_METRIC, VERDICT_METRIC
 
-LABELS = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD", "sam": "SAM", "asam": "ASAM",
-          "fsam": "Friendly-SAM", "zsharp": "ZSharp"}
 COLORS = {"adam": "#1f77b4", "adamw": "#17becf", "sgd": "#7f7f7f", "sam": "#ff7f0e",
           "asam": "#2ca02c", "fsam": "#9467bd", "zsharp": "#d62728"}
 _SPARE_COLORS = ["#8c564b", "#e377c2", "#bcbd22", "#393b79", "#637939"]
-# Searched hyperparameters in the order figures show them; others follow.
-HPARAM_ORDER = ("lr", "rho", "alpha", "eta", "sigma", "lmbda", "weight_decay", "momentum",
-                "beta1", "beta2", "label_smoothing", "batch_size", "warmup_epochs")
-# Never treated as searched, even when they vary between trials.
-_NOT_SEARCHED = {"seed", "epochs", "optimizer"}
-SAM_REFERENCE = "sam"
 GOOD_MARGIN = 0.01  # "good region": within 1 accuracy point of the optimizer's best trial
 # fANOVA fits a random forest to the trials: from fewer points it reports noise.
 MIN_IMPORTANCE_TRIALS = 5
-LOG_PARAMS = {"lr", "weight_decay", "eta", "rho"}
+LOG_PARAMS = {"lr", "weight_decay", "eta", "rho", "perturbation_norm"}
+# Accuracy is plotted against these: alpha as searched, and the ascent radius each trial
+# actually used (mean ||e||) rather than rho, which means a different radius for ASAM
+# (scaled by |w| + eta) than for SAM.
+SENSITIVITY_PARAMS = ("perturbation_norm", "alpha")
+# Measured per trial (trials frame), not searched: name -> axis title.
+MEASURED = {"perturbation_norm": "perturbation radius used (mean ||e|| per step)"}
 _PLOT_CONFIG = {"displaylogo": False, "responsive": True}
 
 
@@ -54,11 +58,8 @@ class ReportError(ValueError):
     """The report cannot be made as asked (bad input, no Chrome for PNG export)."""
 
 
-def label(optimizer: str) -> str:
-    return LABELS.get(optimizer, optimizer)
-
-
 def color(optimizer: str) -> str:
+    """The optimizer's colour in every figure (a spare one, fixed by its name, if unknown)."""
     if optimizer in COLORS:
         return COLORS[optimizer]
     return _SPARE_COLORS[sum(map(ord, optimizer)) % len(_SPARE_COLORS)]
@@ -67,115 +68,6 @@ def color(optimizer: str) -> str:
 def _rgba(hex_color: str, alpha: float) -> str:
     r, g, b = (int(hex_color[i:i + 2], 16) for i in (1, 3, 5))
     return f"rgba({r},{g},{b},{alpha})"
-
-
-def _pct(x: float, digits: int = 1) -> str:
-    return "–" if x is None or pd.isna(x) else f"{100 * x:.{digits}f}%"
-
-
-def _num(x: float, fmt: str = ".3g") -> str:
-    return "–" if x is None or pd.isna(x) else format(x, fmt)
-
-
-# ---- data the sections share ---------------------------------------------------------------
-
-def searched_params(sweep: Sweep, optimizer: str) -> list[str]:
-    """The hyperparameters searched for one optimizer: from the space, or (without one)
-    the numeric settings that vary between its search trials."""
-    if sweep.space is not None and optimizer in sweep.space.optimizers:
-        names = list(sweep.space.distributions_for(optimizer))
-    else:
-        trials = sweep.stage("sweep")
-        trials = trials[trials["optimizer"] == optimizer]
-        names = [name for name in TRIAL_DEFAULTS if name not in _NOT_SEARCHED
-                 and pd.api.types.is_numeric_dtype(trials[name])
-                 and not pd.api.types.is_bool_dtype(trials[name]) and trials[name].nunique() > 1]
-    order = {name: i for i, name in enumerate(HPARAM_ORDER)}
-    return sorted(names, key=lambda n: order.get(n, len(order)))
-
-
-def base_optimizer(sweep: Sweep) -> str:
-    """The base optimizer the SAM family wraps (the space's fixed `base`, else adam)."""
-    if sweep.space is not None:
-        return sweep.space.fixed.get("base", TRIAL_DEFAULTS["base"])
-    bases = sweep.trials["base"].dropna()
-    return bases.mode().iloc[0] if len(bases) else TRIAL_DEFAULTS["base"]
-
-
-def confirm_results(sweep: Sweep) -> tuple[pd.DataFrame, list[str]]:
-    """The confirm stage as the frame analysis.stats expects: one row per optimizer and
-    seed (optimizer, seed, val_acc = final val accuracy, trial_id, source_trial_id), and
-    notes on the runs left out.
-
-    Only each optimizer's best configuration (confirm_rank 1) is compared, so seeds are
-    not mixed with configs. Runs that failed or are unfinished have no final accuracy and
-    are left out, with a note: leaving them out flatters the optimizer that failed.
-    """
-    confirm = sweep.stage("confirm")
-    notes = []
-    if confirm.empty:
-        return pd.DataFrame(columns=["optimizer", "seed", "val_acc", "trial_id", "source_trial_id"]), notes
-    ranks = confirm["confirm_rank"]
-    if ranks.notna().any() and (ranks > 1).any():
-        notes.append(f"Each optimizer is compared at its best configuration (rank 1); the "
-                     f"confirm runs of ranks 2 to {int(ranks.max())} are not compared here.")
-        confirm = confirm[ranks.fillna(1) == 1]
-    failed = confirm[(confirm["status"].isin(["error", "running"])) | confirm["final_val_acc"].isna()]
-    if len(failed):
-        runs = ", ".join(f"{label(o)} seed {s} ({st})" for o, s, st in
-                         zip(failed["optimizer"], failed["seed"], failed["status"]))
-        notes.append(f"Left out of the comparison, with no final accuracy: {runs}. A failed run "
-                     "counts against its optimizer; read the table with that in mind.")
-    kept = confirm.drop(failed.index).sort_values(["optimizer", "seed", "start_time"])
-    repeated = kept.duplicated(["optimizer", "seed"])
-    if repeated.any():
-        notes.append(f"{int(repeated.sum())} confirm runs repeat an optimizer and seed with "
-                     "another configuration; only the first of each is compared.")
-        kept = kept[~repeated]
-    frame = kept.rename(columns={"final_val_acc": "val_acc"})
-    return frame[["optimizer", "seed", "val_acc", "trial_id", "source_trial_id"]].reset_index(drop=True), notes
-
-
-def search_best(sweep: Sweep) -> pd.DataFrame:
-    """The search's best trial per optimizer (by best val_acc): single runs."""
-    search = sweep.stage("sweep").dropna(subset=["best_val_acc"])
-    if search.empty:
-        return search
-    best = search.loc[search.groupby("optimizer", sort=False)["best_val_acc"].idxmax()]
-    return best.sort_values("best_val_acc", ascending=False).reset_index(drop=True)
-
-
-@dataclass
-class Comparison:
-    """Section 1: per-optimizer intervals and paired differences, or the search's best."""
-
-    summary: pd.DataFrame
-    paired: dict = field(default_factory=dict)    # reference optimizer -> paired table
-    notes: list = field(default_factory=list)
-    single_runs: bool = False                      # True: no confirm stage, search's best only
-
-
-def comparison(sweep: Sweep, confidence: float = 0.95) -> Comparison:
-    """The comparison table's content (stats.summarize_by_optimizer, and
-    stats.paired_differences against SAM and against the base optimizer)."""
-    frame, notes = confirm_results(sweep)
-    if frame.empty:
-        notes.append("The comparison needs a confirm stage: rerun the best configurations with "
-                     "several seeds (launch.py ... --confirm 1 --seeds 5, on this experiment). "
-                     "Below: the search's best trial per optimizer, single runs: not evidence "
-                     "of a difference.")
-        return Comparison(search_best(sweep), {}, notes, single_runs=True)
-    summary = stats.summarize_by_optimizer(frame, value="val_acc", confidence=confidence, method="t")
-    paired = {}
-    for reference in dict.fromkeys([SAM_REFERENCE, base_optimizer(sweep)]):
-        if reference not in set(frame["optimizer"]):
-            notes.append(f"No {label(reference)} in the confirm stage: no comparison against it.")
-        elif frame["optimizer"].nunique() > 1:
-            paired[reference] = stats.paired_differences(frame, reference=reference, value="val_acc")
-    if summary["small_sample"].any():
-        notes.append(f"Fewer than {stats.MIN_SEEDS} seeds: intervals are shown but too wide or "
-                     "too unstable to carry a claim, and no difference is called significant.")
-    return Comparison(summary, paired, notes)
 
 
 # ---- figures -------------------------------------------------------------------------------
@@ -193,93 +85,138 @@ def _epoch_ticks(epochs) -> dict:
 
 
 def figure_comparison(sweep: Sweep) -> go.Figure:
-    """Final val accuracy per seed of the confirm stage, with the mean and its 95% t
-    interval; without a confirm stage, the search's best per optimizer (single runs)."""
+    """Final-epoch test accuracy per seed of the confirm stage, with the mean and its 95% t
+    interval, per optimizer and again for each 1-pass optimizer's equal-compute runs
+    ("Adam (2x epochs)", open markers); without a confirm stage, the search's finalist per
+    optimizer (single runs on val)."""
     result = comparison(sweep)
-    fig = go.Figure()
     if result.single_runs:
-        best = result.summary
-        fig.add_trace(go.Scatter(
-            x=[label(o) for o in best["optimizer"]], y=best["best_val_acc"], mode="markers",
-            marker={"size": 12, "color": [color(o) for o in best["optimizer"]]},
-            text=best["trial_id"], hovertemplate="%{x}: %{y:.2%} (trial %{text})<extra></extra>",
-            name="best search trial"))
-        return _layout(fig, "Search: best val accuracy per optimizer (single runs, not evidence "
-                       "of a difference)", xaxis_title="optimizer", yaxis_title="best val accuracy",
-                       yaxis_tickformat=".0%", showlegend=False)
-    frame, _ = confirm_results(sweep)
-    for row in result.summary.itertuples():
-        seeds = frame[frame["optimizer"] == row.optimizer]
-        name = label(row.optimizer)
-        fig.add_trace(go.Scatter(
-            x=[name] * len(seeds), y=seeds["val_acc"], mode="markers", name=f"{name} seeds",
-            marker={"size": 7, "color": _rgba(color(row.optimizer), 0.5)},
-            text=seeds["seed"], hovertemplate="seed %{text}: %{y:.2%}<extra></extra>", showlegend=False))
-        low = row.mean - row.low if not pd.isna(row.low) else None
-        high = row.high - row.mean if not pd.isna(row.high) else None
-        fig.add_trace(go.Scatter(
-            x=[name], y=[row.mean], mode="markers", name=name, showlegend=False,
-            marker={"size": 14, "symbol": "diamond", "color": color(row.optimizer)},
-            error_y={"type": "data", "symmetric": False, "array": [high], "arrayminus": [low],
-                     "visible": low is not None},
-            hovertemplate=f"{name}: mean %{{y:.2%}}, n={row.n}"
-                          f"{' (small sample)' if row.small_sample else ''}<extra></extra>"))
+        return _figure_search_best(result.search_best)
+    fig = go.Figure()
+    groups = _confirm_groups(result)
+    for optimizer, arm, seeds, row in groups:
+        _add_seeds_and_mean(fig, optimizer, arm, seeds, row)
     # A t interval from 2 or 3 seeds can reach past 0% and 100%: the axis stays on [0, 1].
-    shown = pd.concat([frame["val_acc"], result.summary["low"], result.summary["high"]]).dropna()
+    shown = pd.concat([seeds[VERDICT_METRIC] for _, _, seeds, _ in groups]
+                      + [pd.Series([row.low, row.high]) for *_, row in groups]).dropna()
     yrange = [max(0.0, shown.min() - 0.02), min(1.0, shown.max() + 0.02)]
-    small = " (fewer than 5 seeds: wide intervals)" if result.summary["small_sample"].any() else ""
-    return _layout(fig, f"Confirm stage: final val accuracy per seed, mean and 95% t interval{small}",
-                   xaxis_title="optimizer", yaxis_title="final val accuracy", yaxis_tickformat=".0%",
-                   yaxis_range=yrange)
+    small = " (fewer than 5 seeds: wide intervals)" if any(row.small_sample for *_, row in groups) else ""
+    return _layout(fig, f"Confirm stage: final test accuracy per seed, mean and 95% t interval{small}",
+                   xaxis_title="optimizer (2x epochs: the equal-compute runs)",
+                   yaxis_title="final test accuracy", yaxis_tickformat=".0%", yaxis_range=yrange)
+
+
+def _figure_search_best(best: pd.DataFrame) -> go.Figure:
+    fig = go.Figure(go.Scatter(
+        x=[label(o) for o in best["optimizer"]], y=best["final_val_acc"], mode="markers",
+        marker={"size": 12, "color": [color(o) for o in best["optimizer"]]},
+        text=best["trial_id"], hovertemplate="%{x}: %{y:.2%} (trial %{text})<extra></extra>",
+        name="best search trial"))
+    return _layout(fig, "Search: each optimizer's best trial, final val accuracy (single runs, "
+                   "not evidence of a difference)", xaxis_title="optimizer",
+                   yaxis_title="final val accuracy", yaxis_tickformat=".0%", showlegend=False)
+
+
+def _confirm_groups(result: Comparison) -> list[tuple]:
+    """(optimizer, arm of its runs, its per-seed rows, its summary row) for each set of
+    confirm runs, once however many arms compare it: in the first arm's order (best
+    first), each optimizer's equal-compute runs right after its equal-epochs runs."""
+    groups = {}
+    for arm_result in result.arms.values():
+        summary = arm_result.summary.set_index("optimizer", drop=False)
+        for optimizer, seeds in arm_result.frame.groupby("optimizer", sort=False):
+            key = (optimizer, seeds["budget_arm"].iloc[0])
+            groups.setdefault(key, (*key, seeds, next(summary.loc[[optimizer]].itertuples())))
+    first = list(next(iter(result.arms.values())).summary["optimizer"])
+    return sorted(groups.values(), key=lambda g: (first.index(g[0]) if g[0] in first else len(first),
+                                                  g[1] == EQUAL_COMPUTE))
+
+
+def _add_seeds_and_mean(fig: go.Figure, optimizer: str, arm: str, seeds: pd.DataFrame, row) -> None:
+    """One optimizer's seeds as small markers and its mean with the interval as error bars."""
+    name, c, longer = run_label(optimizer, arm), color(optimizer), arm == EQUAL_COMPUTE
+    fig.add_trace(go.Scatter(
+        x=[name] * len(seeds), y=seeds[VERDICT_METRIC], mode="markers", name=f"{name} seeds",
+        marker={"size": 7, "color": _rgba(c, 0.5)}, text=seeds["seed"],
+        hovertemplate="seed %{text}: %{y:.2%}<extra></extra>", showlegend=False))
+    low = row.mean - row.low if not pd.isna(row.low) else None
+    high = row.high - row.mean if not pd.isna(row.high) else None
+    fig.add_trace(go.Scatter(
+        x=[name], y=[row.mean], mode="markers", name=name, showlegend=False,
+        marker={"size": 14, "symbol": "diamond-open" if longer else "diamond", "color": c,
+                "line": {"width": 2, "color": c}},
+        error_y={"type": "data", "symmetric": False, "array": [high], "arrayminus": [low],
+                 "visible": low is not None},
+        hovertemplate=f"{name}: mean %{{y:.2%}}, n={row.n}"
+                      f"{' (small sample)' if row.small_sample else ''}<extra></extra>"))
 
 
 def curve_trials(sweep: Sweep) -> tuple[pd.DataFrame, str]:
-    """The epochs the learning curves average over, and which runs they are: the confirm
-    stage's best configurations (over seeds), else the search's trials."""
-    frame, _ = confirm_results(sweep)
-    if len(frame):
-        return sweep.epochs[sweep.epochs["trial_id"].isin(frame["trial_id"])], "confirm"
-    return sweep.epochs[sweep.epochs["stage"] == "sweep"], "sweep"
+    """The epochs the learning curves average over, with each run's budget_arm, and which
+    runs they are: "confirm", the runs the comparison compares in either arm
+    (verdict.compared_runs), else "sweep", the search's trials (budget_arm None)."""
+    runs = compared_runs(sweep)
+    if len(runs):
+        arms = runs.set_index("trial_id")["budget_arm"]
+        epochs = sweep.epochs[sweep.epochs["trial_id"].isin(arms.index)]
+        return epochs.assign(budget_arm=epochs["trial_id"].map(arms)), "confirm"
+    return sweep.epochs[sweep.epochs["stage"] == "sweep"].assign(budget_arm=None), "sweep"
 
 
-def _band(fig, x, mean, low, high, optimizer: str, col: int, legend: bool) -> None:
-    """A mean line with a shaded low-high band, in subplot column `col`."""
-    name, c = label(optimizer), color(optimizer)
-    common = {"legendgroup": optimizer, "hoverinfo": "skip", "showlegend": False, "mode": "lines",
+def _band(fig, x, band: pd.DataFrame, optimizer: str, name: str, col: int, legend: bool, dash: str) -> None:
+    """A mean line with a shaded band from band["low"] to band["high"], in subplot column `col`."""
+    c = color(optimizer)
+    common = {"legendgroup": name, "hoverinfo": "skip", "showlegend": False, "mode": "lines",
               "line": {"width": 0}}
-    fig.add_trace(go.Scatter(x=x, y=high, **common), row=1, col=col)
-    fig.add_trace(go.Scatter(x=x, y=low, fill="tonexty", fillcolor=_rgba(c, 0.18), **common), row=1, col=col)
-    fig.add_trace(go.Scatter(x=x, y=mean, mode="lines+markers", name=name, legendgroup=optimizer,
-                             showlegend=legend, line={"color": c, "width": 2}, marker={"size": 5},
-                             hovertemplate=f"{name}: %{{y:.2%}}<extra></extra>"), row=1, col=col)
+    fig.add_trace(go.Scatter(x=x, y=band["high"], **common), row=1, col=col)
+    fig.add_trace(go.Scatter(x=x, y=band["low"], fill="tonexty", fillcolor=_rgba(c, 0.18), **common),
+                  row=1, col=col)
+    fig.add_trace(go.Scatter(x=x, y=band["mean"], mode="lines+markers", name=name, legendgroup=name,
+                             showlegend=legend, line={"color": c, "width": 2, "dash": dash},
+                             marker={"size": 5}, hovertemplate=f"{name}: %{{y:.2%}}<extra></extra>"),
+                  row=1, col=col)
 
 
 def figure_learning_curves(sweep: Sweep) -> go.Figure:
-    """val_acc by epoch and by gradient evaluations per optimizer: the mean and the range
-    (min to max) over the confirm stage's seeds, or over the search's trials."""
+    """Accuracy by epoch and by gradient evaluations per optimizer, the mean and the range
+    (min to max): test accuracy over the confirm runs' seeds, the 1-pass optimizers'
+    equal-compute runs dashed and by gradient evaluations only; without a confirm stage,
+    val accuracy over the search's trials."""
     epochs, source = curve_trials(sweep)
+    metric, split = (VERDICT_METRIC, "test") if source == "confirm" else (SEARCH_METRIC, "val")
     fig = make_subplots(1, 2, subplot_titles=("by epoch", "by gradient evaluations"),
                         horizontal_spacing=0.08)
+    arm_of = epochs["budget_arm"].fillna("")  # search trials have none
     for optimizer in sweep.optimizers:
-        mine = epochs[epochs["optimizer"] == optimizer]
-        if mine.empty:
-            continue
-        by_epoch = mine.groupby("epoch").agg(mean=("val_acc", "mean"), low=("val_acc", "min"),
-                                             high=("val_acc", "max"), evals=("grad_evals", "mean"))
-        for col, x in ((1, by_epoch.index), (2, by_epoch["evals"])):
-            _band(fig, x, by_epoch["mean"], by_epoch["low"], by_epoch["high"], optimizer, col, col == 1)
-    over = ("confirm stage: mean and range over seeds" if source == "confirm" else
-            "search trials: mean and range over trials; trials stopped early drop out of later epochs")
-    fig.update_xaxes(title_text="epoch", row=1, col=1, **_epoch_ticks(epochs["epoch"]))
+        for arm in ("", *BUDGET_ARMS):
+            mine = epochs[(epochs["optimizer"] == optimizer) & (arm_of == arm)]
+            if mine.empty:
+                continue
+            band = mine.groupby("epoch").agg(mean=(metric, "mean"), low=(metric, "min"),
+                                             high=(metric, "max"), evals=("grad_evals", "mean"))
+            # The longer runs are the equal-compute comparison: by gradient evaluations only.
+            longer = arm == EQUAL_COMPUTE
+            panels = [(2, band["evals"])] if longer else [(1, band.index), (2, band["evals"])]
+            for i, (col, x) in enumerate(panels):
+                _band(fig, x, band, optimizer, run_label(optimizer, arm), col, i == 0,
+                      "dash" if longer else "solid")
+    if source == "confirm":
+        dashed = "; dashed: 1-pass optimizers at 2x epochs" if (arm_of == EQUAL_COMPUTE).any() else ""
+        over = f"confirm stage: {split} accuracy, mean and range over seeds{dashed}"
+    else:
+        over = (f"search trials: {split} accuracy, mean and range over trials; trials stopped early "
+                "drop out of later epochs")
+    fig.update_xaxes(title_text="epoch", row=1, col=1,
+                     **_epoch_ticks(epochs.loc[arm_of != EQUAL_COMPUTE, "epoch"]))
     fig.update_xaxes(title_text="gradient evaluations (samples x passes; SAM family: 2 per step)",
                      row=1, col=2)
-    fig.update_yaxes(title_text="val accuracy", tickformat=".0%")
+    fig.update_yaxes(title_text=f"{split} accuracy", tickformat=".0%")
     return _layout(fig, f"Learning curves ({over})", height=460)
 
 
 def figure_compute(sweep: Sweep) -> go.Figure:
-    """Best val accuracy so far against cumulative compute hours of the search, per
-    optimizer, trials in start order (stopped and failed trials spend compute too)."""
+    """The best final val accuracy so far against cumulative compute hours of the search,
+    per optimizer, trials in start order (stopped and failed trials spend compute too)."""
     search = sweep.stage("sweep")
     units = set(search["compute_unit"].dropna())
     unit = units.pop() if len(units) == 1 else "unknown"
@@ -289,16 +226,16 @@ def figure_compute(sweep: Sweep) -> go.Figure:
         if mine.empty:
             continue
         hours = mine["compute_hours"] if unit in ("CPU", "GPU") else mine["train_seconds"] / 3600
-        best = mine["best_val_acc"].cummax().ffill()  # a failed trial keeps the best so far
+        best = mine["final_val_acc"].cummax().ffill()  # a failed trial keeps the best so far
         fig.add_trace(go.Scatter(
             x=hours.cumsum(), y=best, mode="lines+markers", line_shape="hv", name=label(optimizer),
             line={"color": color(optimizer)}, customdata=np.stack(
-                [mine["trial_id"], mine["status"], mine["best_val_acc"]], axis=1),
+                [mine["trial_id"], mine["status"], mine["final_val_acc"]], axis=1),
             hovertemplate="trial %{customdata[0]} (%{customdata[1]}, %{customdata[2]:.2%}): "
                           "best so far %{y:.2%}<extra></extra>"))
     axis = f"cumulative {unit}-hours" if unit in ("CPU", "GPU") else "cumulative trial-hours (resources unknown)"
-    return _layout(fig, "Search: best val accuracy against compute", xaxis_title=axis,
-                   yaxis_title="best val accuracy so far", yaxis_tickformat=".0%")
+    return _layout(fig, "Search: best final val accuracy against compute", xaxis_title=axis,
+                   yaxis_title="best final val accuracy so far", yaxis_tickformat=".0%")
 
 
 def _ticks(low: float, high: float, log: bool) -> list[float]:
@@ -325,7 +262,7 @@ def _dimension(name: str, values: pd.Series) -> dict:
     span = (scale(high) - scale(low)) or 1.0
     missing = scale(low) - 0.2 * span
     shown = [scale(float(v)) if pd.notna(v) else missing for v in values]
-    tickvals, ticktext = [scale(t) for t in ticks], [_num(t) for t in ticks]
+    tickvals, ticktext = [scale(t) for t in ticks], [num(t) for t in ticks]
     if values.isna().any():
         tickvals, ticktext = [missing, *tickvals], ["n/a", *ticktext]
     return {"label": f"{name} (log)" if log else name, "values": shown, "tickvals": tickvals,
@@ -334,77 +271,86 @@ def _dimension(name: str, values: pd.Series) -> dict:
 
 def figure_parallel_coordinates(sweep: Sweep) -> go.Figure | None:
     """Parallel coordinates of the search trials: optimizer, each searched hyperparameter
-    (n/a where an optimizer has none), the epochs reached, and val accuracy (colour)."""
-    search = sweep.stage("sweep").dropna(subset=["best_val_acc"])
+    (n/a where an optimizer has none), the epochs reached, and the final val accuracy
+    (colour)."""
+    search = sweep.stage("sweep").dropna(subset=["final_val_acc"])
     optimizers = [o for o in sweep.optimizers if (search["optimizer"] == o).any()]
     if not optimizers:
         return None
-    params = list(dict.fromkeys(p for o in optimizers for p in searched_params(sweep, o)))
+    params = list(dict.fromkeys(p for o in optimizers for p in sweep.searched_params(o)))
     order = {name: i for i, name in enumerate(HPARAM_ORDER)}
     params.sort(key=lambda n: order.get(n, len(order)))
     codes = {o: i for i, o in enumerate(optimizers)}
     dims = [{"label": "optimizer", "values": search["optimizer"].map(codes), "tickvals": list(codes.values()),
              "ticktext": [label(o) for o in optimizers], "range": [-0.3, len(codes) - 0.7]}]
     for param in params:
-        takes = search["optimizer"].map(lambda o, p=param: p in searched_params(sweep, o))
+        takes = search["optimizer"].map(lambda o, p=param: p in sweep.searched_params(o))
         dims.append(_dimension(param, search[param].where(takes)))
     dims += [{"label": "epochs reached", "values": search["epochs_run"].astype(float)},
-             {"label": "val_acc", "values": search["best_val_acc"], "tickformat": ".0%"}]
+             {"label": "final val_acc", "values": search["final_val_acc"], "tickformat": ".0%"}]
     fig = go.Figure(go.Parcoords(dimensions=dims, line={
-        "color": search["best_val_acc"], "colorscale": "Viridis", "showscale": True,
-        "colorbar": {"title": {"text": "val_acc"}, "tickformat": ".0%"}}))
-    return _layout(fig, "Search: hyperparameters against the best val accuracy each trial reached",
+        "color": search["final_val_acc"], "colorscale": "Viridis", "showscale": True,
+        "colorbar": {"title": {"text": "final val_acc"}, "tickformat": ".0%"}}))
+    return _layout(fig, "Search: hyperparameters against each trial's final val accuracy",
                    height=480, margin={"l": 110, "r": 40, "t": 110, "b": 40})
 
 
+def _has(sweep: Sweep, search: pd.DataFrame, optimizer: str, param: str) -> bool:
+    """Whether an optimizer's search trials have values of `param` to plot: measured
+    (MEASURED: perturbation_norm, the SAM family's) or searched."""
+    if param in MEASURED:
+        return bool(search.loc[search["optimizer"] == optimizer, param].notna().any())
+    return param in sweep.searched_params(optimizer)
+
+
 def good_region(sweep: Sweep, param: str, margin: float = GOOD_MARGIN) -> pd.DataFrame:
-    """Per optimizer searched over `param`: how many search trials came within `margin`
-    of its best val accuracy, and the range of `param` they span."""
-    search = sweep.stage("sweep").dropna(subset=["best_val_acc"])
+    """Per optimizer whose search trials have `param` (searched, or perturbation_norm):
+    how many search trials came within `margin` of its best final val accuracy, the range
+    of `param` they span, and the range over all its trials."""
+    search = sweep.stage("sweep").dropna(subset=["final_val_acc", param])
     rows = []
     for optimizer in sweep.optimizers:
-        if param not in searched_params(sweep, optimizer):
-            continue
         mine = search[search["optimizer"] == optimizer]
-        if mine.empty:
+        if mine.empty or not _has(sweep, search, optimizer, param):
             continue
-        good = mine[mine["best_val_acc"] >= mine["best_val_acc"].max() - margin]
+        good = mine[mine["final_val_acc"] >= mine["final_val_acc"].max() - margin]
         rows.append({"optimizer": optimizer, "trials": len(mine), "good": len(good),
                      "low": good[param].min(), "high": good[param].max(),
-                     "searched_low": mine[param].min(), "searched_high": mine[param].max()})
+                     "tried_low": mine[param].min(), "tried_high": mine[param].max()})
     return pd.DataFrame(rows, columns=["optimizer", "trials", "good", "low", "high",
-                                       "searched_low", "searched_high"])
+                                       "tried_low", "tried_high"])
 
 
 def figure_sensitivity(sweep: Sweep) -> go.Figure | None:
-    """Best val accuracy against rho (every optimizer that has one) and against alpha
-    (ZSharp), one point per search trial; filled markers ran the full budget."""
-    search = sweep.stage("sweep").dropna(subset=["best_val_acc"])
-    panels = [p for p in ("rho", "alpha") if any(p in searched_params(sweep, o) for o in sweep.optimizers)]
-    if not panels or search.empty:
+    """Final val accuracy against the perturbation radius each search trial used (mean
+    ||e||, SAM family; log axis) and against alpha (ZSharp), one point per search trial;
+    filled markers ran the full budget."""
+    search = sweep.stage("sweep").dropna(subset=["final_val_acc"])
+    panels = [p for p in SENSITIVITY_PARAMS if any(_has(sweep, search, o, p) for o in sweep.optimizers)]
+    if not panels:
         return None
     full = search["epochs_run"] >= search["epochs"]
     fig = make_subplots(1, len(panels), subplot_titles=[f"against {p}" for p in panels])
     legend = set()
     for col, param in enumerate(panels, start=1):
         for optimizer in sweep.optimizers:
-            mine = search[(search["optimizer"] == optimizer)]
-            if mine.empty or param not in searched_params(sweep, optimizer):
+            mine = search[(search["optimizer"] == optimizer)].dropna(subset=[param])
+            if mine.empty or not _has(sweep, search, optimizer, param):
                 continue
-            done = full[mine.index]
             fig.add_trace(go.Scatter(
-                x=mine[param], y=mine["best_val_acc"], mode="markers", name=label(optimizer),
+                x=mine[param], y=mine["final_val_acc"], mode="markers", name=label(optimizer),
                 legendgroup=optimizer, showlegend=optimizer not in legend,
                 marker={"color": color(optimizer), "size": 9, "line": {"color": color(optimizer), "width": 1.5},
-                        "symbol": np.where(done, "circle", "circle-open")},
+                        "symbol": np.where(full[mine.index], "circle", "circle-open")},
                 customdata=np.stack([mine["trial_id"], mine["epochs_run"]], axis=1),
                 hovertemplate=f"{param}=%{{x:.3g}}: %{{y:.2%}} after %{{customdata[1]}} epochs "
                               "(trial %{customdata[0]})<extra></extra>"), row=1, col=col)
             legend.add(optimizer)
         log = {"type": "log", "dtick": "D2"} if param in LOG_PARAMS else {}  # D2: 1, 2, 5 labels
-        fig.update_xaxes(title_text=param, row=1, col=col, **log)
-    fig.update_yaxes(title_text="best val accuracy", tickformat=".0%")
-    return _layout(fig, "Search: accuracy against rho and alpha (open markers: stopped early)", height=440)
+        fig.update_xaxes(title_text=MEASURED.get(param, param), row=1, col=col, **log)
+    fig.update_yaxes(title_text="final val accuracy", tickformat=".0%")
+    return _layout(fig, "Search: accuracy against the perturbation radius used and alpha "
+                   "(open markers: stopped early)", height=440)
 
 
 def param_importances(sweep: Sweep, min_trials: int = MIN_IMPORTANCE_TRIALS) -> dict:
@@ -419,7 +365,7 @@ def param_importances(sweep: Sweep, min_trials: int = MIN_IMPORTANCE_TRIALS) -> 
     search = sweep.stage("sweep")
     found = {}
     for optimizer in sweep.optimizers:
-        params = searched_params(sweep, optimizer)
+        params = sweep.searched_params(optimizer)
         done = search[(search["optimizer"] == optimizer) & search["status"].isin(["completed", "diverged"])
                       & search["final_val_acc"].notna()]
         if len(params) < 2:
@@ -565,7 +511,7 @@ FIGURES = {  # name -> (section title, function), in page order
     "learning_curves": ("Learning curves", figure_learning_curves),
     "compute": ("Accuracy against compute", figure_compute),
     "parallel_coordinates": ("Hyperparameters (parallel coordinates)", figure_parallel_coordinates),
-    "sensitivity": ("Sensitivity to rho and alpha", figure_sensitivity),
+    "sensitivity": ("Sensitivity to the perturbation radius and alpha", figure_sensitivity),
     "importance": ("Hyperparameter importance", figure_importance),
     "asha": ("Early stopping (ASHA)", figure_asha),
     "kept_fraction": ("ZSharp: gradient entries kept", figure_kept_fraction),
@@ -588,33 +534,78 @@ def _table(frame: pd.DataFrame) -> str:
     return frame.to_html(index=False, escape=True, na_rep="–", border=0, classes="table")
 
 
+_ARM_TEXT = {
+    EQUAL_EPOCHS: "Every optimizer ran the space's epochs (the papers' protocol). A SAM-family "
+                  "step costs two forward/backward passes, so the SAM family spent twice the "
+                  "gradient evaluations of the 1-pass optimizers here.",
+    EQUAL_COMPUTE: "The 1-pass optimizers ran twice the epochs (marked 2x epochs), so that every "
+                   "optimizer spent the same gradient evaluations; the SAM family's runs are its "
+                   "equal-epochs runs. The longer runs reuse the learning rate tuned at 1x epochs, "
+                   "untuned for the longer budget: if anything, a conservative estimate for the "
+                   "1-pass optimizer.",
+}
+
+
 def _comparison_html(result: Comparison) -> str:
+    """The comparison's tables: per arm the summary and the paired tables, or the search's
+    finalists when there is no confirm stage."""
     if result.single_runs:
-        best = result.summary
+        best = result.search_best
         if best.empty:
             return "<p>No search trial reached an accuracy.</p>"
-        shown = pd.DataFrame({
+        return _table(pd.DataFrame({
             "optimizer": best["optimizer"].map(label), "trial": best["trial_id"],
-            "best val acc (single run)": best["best_val_acc"].map(_pct),
-            "epoch": best["best_epoch"], "status": best["status"]})
-        return _table(shown)
-    s = result.summary
-    parts = [_table(pd.DataFrame({
-        "optimizer": s["optimizer"].map(label), "seeds": s["n"], "mean": s["mean"].map(_pct),
-        "95% interval": [f"[{_pct(lo)}, {_pct(hi)}]" for lo, hi in zip(s["low"], s["high"])],
-        "std": s["std"].map(lambda x: _pct(x, 2)),
-        "sample": np.where(s["small_sample"], f"small (n < {stats.MIN_SEEDS})", "")}))]
-    for reference, p in result.paired.items():
-        parts.append(f"<h3>Paired by seed, against {html.escape(label(reference))}</h3>")
-        parts.append(_table(pd.DataFrame({
-            "optimizer": p["optimizer"].map(label), "pairs": p["n"],
-            "mean difference": p["mean_diff"].map(lambda x: "–" if pd.isna(x) else f"{100 * x:+.2f} pts"),
-            "95% interval": [f"[{_num(100 * lo, '+.2f')}, {_num(100 * hi, '+.2f')}] pts"
-                             for lo, hi in zip(p["low"], p["high"])],
-            "p (paired t)": p["p_t"].map(_num), "p (Wilcoxon)": p["p_wilcoxon"].map(_num),
-            "p (Holm)": p["p_holm"].map(_num), "P(improvement)": p["prob_improvement"].map(_pct),
-            "verdict": p["verdict"]})))
+            "final val acc (single run)": best["final_val_acc"].map(pct),
+            "epochs run": best["epochs_run"], "status": best["status"]}))
+    parts = ["<p>The verdict: each optimizer's best configuration rerun with several seeds, read "
+             "as the test accuracy at the final epoch. The p-values are Holm-corrected across "
+             "every paired test on this page, in both arms; a pair shown in two tables is one "
+             "test.</p>"]
+    for arm, arm_result in result.arms.items():
+        parts += [f"<h3>{html.escape(ARM_TITLES[arm].capitalize())}</h3>",
+                  f"<p>{html.escape(_ARM_TEXT[arm])}</p>", _summary_html(arm_result)]
+        for reference, table in arm_result.paired.items():
+            against = run_label(reference, _runs_arm(arm_result)[reference])
+            parts.append(f"<h4>Paired by seed, against {html.escape(against)}, "
+                         f"{html.escape(ARM_TITLES[arm])}</h4>")
+            parts.append(_paired_html(arm_result, table))
     return "\n".join(parts)
+
+
+def _runs_arm(result: ArmComparison) -> pd.Series:
+    """optimizer -> the budget arm of the runs it contributes to this comparison."""
+    return result.frame.groupby("optimizer")["budget_arm"].first()
+
+
+def _summary_html(result: ArmComparison) -> str:
+    s, arms = result.summary, _runs_arm(result)
+    return _table(pd.DataFrame({
+        "optimizer": [run_label(o, arms[o]) for o in s["optimizer"]], "seeds": s["n"],
+        "final test acc (mean)": s["mean"].map(pct),
+        "95% interval": [pct_interval(lo, hi) for lo, hi in zip(s["low"], s["high"])],
+        "std": s["std"].map(lambda x: pct(x, 2)),
+        "sample": np.where(s["small_sample"], f"small (n < {stats.MIN_SEEDS})", "")}))
+
+
+def _paired_html(result: ArmComparison, p: pd.DataFrame) -> str:
+    arms = _runs_arm(result)
+    return _table(pd.DataFrame({
+        "optimizer": [run_label(o, arms[o]) for o in p["optimizer"]], "pairs": p["n"],
+        "mean test difference": p["mean_diff"].map(points),
+        "95% interval": [points_interval(lo, hi) for lo, hi in zip(p["low"], p["high"])],
+        "p (paired t)": p["p_t"].map(num), "p (Wilcoxon)": p["p_wilcoxon"].map(num),
+        "p (Holm, whole page)": p["p_holm"].map(num),
+        "seeds won": [wins_text(w, t, n) for w, t, n in zip(p["wins"], p["ties"], p["n"])],
+        "verdict": p["verdict"]}))
+
+
+def _warnings_html(sweep: Sweep) -> str:
+    """The warnings box at the top of the page (nothing when there is no warning)."""
+    found = sweep_warnings(sweep)
+    if not found:
+        return ""
+    items = "".join(f"<li>{html.escape(w)}</li>" for w in found)
+    return f"<section id='warnings' class='warnings'><h2>Warnings</h2><ul>{items}</ul></section>"
 
 
 def _cost_html(sweep: Sweep) -> str:
@@ -622,20 +613,20 @@ def _cost_html(sweep: Sweep) -> str:
     unit = "/".join(sorted(set(sweep.trials["compute_unit"].dropna()))) or "compute"
     shown = table.assign(optimizer=table["optimizer"].map(lambda o: label(o) if o != "all" else "all"),
                          grad_evals=table["grad_evals"].map(lambda x: f"{x:,.0f}"),
-                         hours=table["hours"].map(lambda x: _num(x, ".4g")))
+                         hours=table["hours"].map(lambda x: num(x, ".4g")))
     shown = shown.rename(columns={"hours": f"{unit}-hours", "grad_evals": "gradient evaluations"})
     html_table = _table(shown)
     confirm = cost_table(sweep, "confirm")
     if len(confirm) > 1:
         last = confirm.iloc[-1]
         html_table += (f"<p>The confirm stage cost another {int(last['trials'])} trials, "
-                       f"{int(last['epochs'])} epochs and {_num(last['hours'], '.4g')} {unit}-hours.</p>")
+                       f"{int(last['epochs'])} epochs and {num(last['hours'], '.4g')} {unit}-hours.</p>")
     return html_table
 
 
 def _good_region_html(sweep: Sweep) -> str:
     parts = []
-    for param in ("rho", "alpha"):
+    for param in SENSITIVITY_PARAMS:
         region = good_region(sweep, param)
         if region.empty:
             continue
@@ -643,9 +634,9 @@ def _good_region_html(sweep: Sweep) -> str:
             "optimizer": region["optimizer"].map(label),
             f"trials within {100 * GOOD_MARGIN:.0f} pt of its best": [f"{g} of {t}" for g, t in
                                                                   zip(region["good"], region["trials"])],
-            f"their {param}": [f"{_num(lo)} to {_num(hi)}" for lo, hi in zip(region["low"], region["high"])],
-            f"{param} tried": [f"{_num(lo)} to {_num(hi)}" for lo, hi in
-                               zip(region["searched_low"], region["searched_high"])]})))
+            f"their {param}": [f"{num(lo)} to {num(hi)}" for lo, hi in zip(region["low"], region["high"])],
+            f"{param} over all its trials": [f"{num(lo)} to {num(hi)}" for lo, hi in
+                                             zip(region["tried_low"], region["tried_high"])]})))
     return "\n".join(parts)
 
 
@@ -662,16 +653,21 @@ def _notes(notes: list[str]) -> str:
 
 _SECTION_TEXT = {
     "comparison": "",
-    "learning_curves": "Validation accuracy by epoch and by gradient evaluations: a SAM-family "
+    "learning_curves": "Test accuracy of the confirm runs (without a confirm stage: val accuracy "
+                       "of the search trials) by epoch and by gradient evaluations. A SAM-family "
                        "step costs two forward/backward passes, so at equal epochs it has spent "
-                       "twice the compute of its base optimizer.",
-    "compute": "The best accuracy each optimizer's search had found after spending so many hours, "
+                       "twice the compute of its base optimizer; the dashed lines are the 1-pass "
+                       "optimizers' runs at twice the epochs, which spend the same.",
+    "compute": "The best final val accuracy each optimizer's search had found after spending so many hours, "
                "counting every trial, stopped or failed (training time only, times the "
                "GPUs, or with none the CPUs, a trial held).",
     "parallel_coordinates": "One line per search trial. Trials stopped early reached their accuracy "
                             "after fewer epochs (the epochs axis): compare like with like.",
-    "sensitivity": "A wide good region means the optimizer is forgiving to tune. Single runs: "
-                   "differences smaller than the seed spread of the confirm stage are noise.",
+    "sensitivity": "Final val accuracy against the ascent radius each trial actually used (mean "
+                   "||e|| over its steps, comparable across SAM variants where rho is not: ASAM "
+                   "scales it by |w| + eta) and against ZSharp's alpha. A wide good region means "
+                   "the optimizer is forgiving to tune. Single runs: differences smaller than the "
+                   "seed spread of the confirm stage are noise.",
     "importance": "Optuna's fANOVA on the trials that ran the full budget (ASHA's stopped trials "
                   "are left out, as Optuna leaves out pruned trials).",
     "asha": "ASHA stops the worst trials at each rung; the trials that reached the last bar got the "
@@ -699,6 +695,8 @@ table { border-collapse: collapse; margin: 0.5em 0 1em; font-size: 0.9em; }
 th, td { padding: 0.25em 0.7em; border-bottom: 1px solid #ddd; text-align: left; }
 table.meta th { color: #666; font-weight: normal; }
 .notes li { color: #8a4b00; }
+.warnings { border: 2px solid #c77700; background: #fff6e5; padding: 0.3em 1.2em; border-radius: 4px; }
+.warnings h2 { color: #8a4b00; margin: 0.4em 0; }
 section { margin-bottom: 2.5em; }
 """
 
@@ -729,7 +727,8 @@ def render_html(sweep: Sweep, importance_min_trials: int = MIN_IMPORTANCE_TRIALS
     return (f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
             f"<title>Sweep report: {html.escape(sweep.name)}</title><style>{_STYLE}</style>"
             f"<script type='text/javascript'>{get_plotlyjs()}</script></head>"
-            f"<body>{_header(sweep)}\n" + "\n".join(sections) + "</body></html>\n")
+            f"<body>{_header(sweep)}\n{_warnings_html(sweep)}\n" + "\n".join(sections)
+            + "</body></html>\n")
 
 
 def export_png(made: dict[str, go.Figure], folder: str | Path) -> list[Path]:

@@ -1,10 +1,11 @@
 """Seed-level statistics for comparing optimizers: intervals, paired tests, Holm.
 
 The input is a tidy frame of confirm-stage results, one row per (optimizer, config_id,
-seed) with the final validation accuracy (`val_acc`, a fraction in [0, 1]). The confirm
-stage reruns one chosen config per optimizer over several seeds, so an optimizer may have
-at most one row per seed; a frame with more (several configs of one optimizer) is refused
-rather than pooled, since pooling would count configs as seeds.
+seed) with the final-epoch test accuracy (`test_acc`, trainables.schema.VERDICT_METRIC, a
+fraction in [0, 1]). The confirm stage reruns one chosen config per optimizer over several
+seeds, so an optimizer may have at most one row per seed; a frame with more (several
+configs of one optimizer) is refused rather than pooled, since pooling would count configs
+as seeds.
 
 Seeds are the unit of replication. A seed fixes initialisation, data order and
 augmentation, so two optimizers run with the same seed share that noise, and differences
@@ -14,11 +15,15 @@ seeds, intervals are reported but flagged and no difference is called significan
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-ALPHA = 0.05  # family-wise error rate of the comparisons in one table (Holm)
+from trainables.schema import VERDICT_METRIC
+
+ALPHA = 0.05  # family-wise error rate of the comparisons in one family (Holm)
 # Below 5 seeds the standard deviation, and so any interval or test, hinges on one seed.
 MIN_SEEDS = 5
 # The exact two-sided Wilcoxon p-value for n pairs is at least 2 / 2**n (0.0625 at n=5),
@@ -28,7 +33,7 @@ MIN_PAIRS_WILCOXON = 6
 SUMMARY_COLUMNS = ["optimizer", "n", "mean", "std", "low", "high", "small_sample"]
 PAIRED_COLUMNS = [
     "optimizer", "reference", "n", "mean_diff", "low", "high", "p_t", "p_wilcoxon",
-    "prob_improvement", "p_holm", "significant", "verdict", "seeds", "differences",
+    "wins", "ties", "p_holm", "significant", "verdict", "seeds", "differences",
 ]
 
 
@@ -67,17 +72,14 @@ def bootstrap_interval(
     return (float(low), float(high))
 
 
-def probability_of_improvement(a, b) -> float:
-    """P(a > b) estimated from paired values: the fraction of pairs (a[i], b[i]) in which
-    a is higher, a tie counting 1/2. a and b are paired by index (the same seed at the
-    same position). No pairs: nan.
-    """
+def wins_and_ties(a, b) -> tuple[int, int]:
+    """(pairs where a is higher, pairs where a and b are equal) of paired values a[i],
+    b[i] (the same seed at the same position): counts a reader can check against the
+    seeds, where a fraction of wins would hide how few seeds there are."""
     a, b = _as_values(a), _as_values(b)
     if a.shape != b.shape:
         raise ValueError(f"a and b must be paired: lengths {a.size} and {b.size}")
-    if a.size == 0:
-        return np.nan
-    return float(np.mean((a > b) + 0.5 * (a == b)))
+    return int((a > b).sum()), int((a == b).sum())
 
 
 def holm(pvalues) -> np.ndarray:
@@ -104,7 +106,7 @@ def holm(pvalues) -> np.ndarray:
 
 def summarize_by_optimizer(
     frame: pd.DataFrame,
-    value: str = "val_acc",
+    value: str = VERDICT_METRIC,
     confidence: float = 0.95,
     method: str = "t",
     n_boot: int = 10_000,
@@ -142,7 +144,7 @@ def summarize_by_optimizer(
 
 
 def paired_differences(
-    frame: pd.DataFrame, reference: str = "sam", value: str = "val_acc", by: str = "seed"
+    frame: pd.DataFrame, reference: str = "sam", value: str = VERDICT_METRIC, by: str = "seed"
 ) -> pd.DataFrame:
     """Each other optimizer against `reference`, on differences (optimizer - reference)
     matched by `by` (seed): only seeds present for both count.
@@ -150,9 +152,10 @@ def paired_differences(
     Per optimizer: n pairs, the mean difference and its 95% t interval, the two-sided
     paired t-test p-value (`p_t`, assumes roughly normal differences), the Wilcoxon
     signed-rank p-value (`p_wilcoxon`, no normality assumed; zero differences dropped;
-    NaN below MIN_PAIRS_WILCOXON pairs), and `prob_improvement`, the fraction of matched
-    seeds where the optimizer is higher (ties 1/2). `p_holm` Holm-adjusts `p_t` across the
-    rows of this table; `significant` needs p_holm < ALPHA and n >= MIN_SEEDS. `verdict`
+    NaN below MIN_PAIRS_WILCOXON pairs), `wins` and `ties`, the matched seeds where the
+    optimizer is higher and where it is equal. `p_holm` Holm-adjusts `p_t` across the
+    rows of this table (a report that prints several tables adjusts across all of them
+    with `holm_across`); `significant` needs p_holm < ALPHA and n >= MIN_SEEDS. `verdict`
     is "better", "worse", "no detectable difference" or "too few seeds (n=K)". `seeds` and
     `differences` hold the matched seeds and differences, seed-ascending. Rows are sorted
     by mean difference, best first; a row with no matched seed comes last.
@@ -168,13 +171,52 @@ def paired_differences(
         for optimizer in wide.columns
         if optimizer != reference
     ]
-    for row, p_holm in zip(rows, holm([row["p_t"] for row in rows])):
-        row["p_holm"] = p_holm
-        row["significant"] = bool(p_holm < ALPHA and row["n"] >= MIN_SEEDS)
-        row["verdict"] = _verdict(row["n"], row["significant"], row["mean_diff"])
     table = pd.DataFrame(rows, columns=PAIRED_COLUMNS)
+    table = _with_holm(table, holm(table["p_t"]))
     table = table.sort_values("mean_diff", ascending=False, na_position="last", kind="stable")
     return table.reset_index(drop=True)
+
+
+def holm_across(tables: Sequence[pd.DataFrame]) -> list[pd.DataFrame]:
+    """Copies of paired tables (`paired_differences`) with p_holm, significant and
+    verdict recomputed over all of them as one family, so that every difference a report
+    calls significant, in whichever table, keeps the family-wise error rate at ALPHA.
+
+    A test is one unordered pair of optimizers within one arm: the value of a table's
+    `arm` column (the budget arm of the runs a row compares), or one arm for a table
+    without it. "A against B" in the table against B and "B against A" in the table
+    against A are one test, counted once, and both rows get the same adjusted p. A row
+    without a p-value (NaN p_t, fewer than 2 pairs) is no test. Row order is kept.
+    """
+    keys = [[paired_test_id(row) for _, row in table.iterrows()] for table in tables]
+    raw: dict = {}
+    for table, table_keys in zip(tables, keys):
+        for key, p in zip(table_keys, table["p_t"]):
+            if np.isnan(p):
+                continue
+            if not np.isclose(raw.setdefault(key, p), p, rtol=1e-9, atol=0):
+                raise ValueError(f"{sorted(key[0])} ({key[1]}) has p-values {raw[key]} and {p} "
+                                 "in two tables: they are not the same test")
+    adjusted = dict(zip(raw, holm(list(raw.values()))))
+    return [_with_holm(table, [adjusted.get(key, np.nan) for key in table_keys])
+            for table, table_keys in zip(tables, keys)]
+
+
+def paired_test_id(row) -> tuple:
+    """Which test a paired-table row is (see `holm_across`): its unordered pair of
+    optimizers and its `arm` (None where the row has none)."""
+    return frozenset((row["optimizer"], row["reference"])), row.get("arm")
+
+
+def _with_holm(table: pd.DataFrame, p_holm) -> pd.DataFrame:
+    """`table` with the given Holm-adjusted p-values and the significance and verdict
+    they imply (significant needs n >= MIN_SEEDS too)."""
+    table = table.copy()
+    table["p_holm"] = np.asarray(p_holm, dtype=float)
+    table["significant"] = [bool(p < ALPHA and n >= MIN_SEEDS) for p, n in zip(table["p_holm"], table["n"])]
+    table["verdict"] = [_verdict(n, significant, diff) for n, significant, diff
+                        in zip(table["n"], table["significant"], table["mean_diff"])]
+    return table
 
 
 def _compare(candidate: pd.Series, reference: pd.Series) -> dict:
@@ -193,7 +235,7 @@ def _compare(candidate: pd.Series, reference: pd.Series) -> dict:
         "high": high,
         "p_t": _paired_t_pvalue(d),
         "p_wilcoxon": _wilcoxon_pvalue(d),
-        "prob_improvement": probability_of_improvement(a, b),
+        **dict(zip(("wins", "ties"), wins_and_ties(a, b))),
         "seeds": tuple(candidate.index[both].tolist()),
         "differences": tuple(d.tolist()),
     }

@@ -1,6 +1,6 @@
-"""The report end to end: a real sweep (Ray, Optuna, ASHA, MLflow) with a confirm stage,
-loaded from MLflow and from Ray's storage, written as HTML and opened in headless
-Chromium (no mocks).
+"""The report end to end: a real sweep (Ray, Optuna, ASHA, MLflow) with a confirm stage
+in both budget arms, loaded from MLflow and from Ray's storage, written as HTML and opened
+in headless Chromium (no mocks).
 
 Chromium is a system package (`apt-get install -y chromium`, which `make test` installs);
 without it these tests fail rather than skip, since a skipped real component hides a
@@ -25,11 +25,14 @@ from filelock import FileLock
 from analysis.load import CONFIG_FIELDS, EPOCH_COLUMNS, TRIAL_COLUMNS, Sweep, load_sweep, load_sweep_from_storage
 from analysis.report import (FIGURES, comparison, figure_comparison, figure_importance,
                              figures, render_html, write_report)
+from trainables.schema import EQUAL_COMPUTE, EQUAL_EPOCHS
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
 OPTIMIZERS = ("adam", "sam", "zsharp")
+ONE_PASS = ("adam",)  # rerun at 2x epochs in the equal-compute arm
 SEEDS = 2
+MAX_EPOCHS = 2
 SAMPLES = 2
 EXPERIMENT = "report_test"
 pytestmark = pytest.mark.slow
@@ -40,7 +43,7 @@ def _run_sweep(folder: Path) -> tuple[int, str]:
     results = folder / "results"
     command = [sys.executable, str(ROOT / "launch.py"), "--space", "quickstart",
                "--optimizers", ",".join(OPTIMIZERS), "--num-samples", str(SAMPLES),
-               "--max-epochs", "2", "--confirm", "1", "--seeds", str(SEEDS),
+               "--max-epochs", str(MAX_EPOCHS), "--confirm", "1", "--seeds", str(SEEDS),
                "--experiment", EXPERIMENT, "--storage", str(results),
                "--data-dir", str(ROOT / "data")]
     # The working directory is the temporary folder, so nothing the run writes next to
@@ -93,7 +96,7 @@ def from_storage(storage) -> Sweep:
 def test_both_loaders_find_every_trial_of_both_stages(from_mlflow, from_storage):
     for sweep in (from_mlflow, from_storage):
         counts = sweep.trials["stage"].value_counts().to_dict()
-        assert counts == {"sweep": SAMPLES * len(OPTIMIZERS), "confirm": SEEDS * len(OPTIMIZERS)}
+        assert counts == {"sweep": SAMPLES * len(OPTIMIZERS), "confirm": SEEDS * (len(OPTIMIZERS) + len(ONE_PASS))}
         assert set(sweep.trials["optimizer"]) == set(OPTIMIZERS)
         assert sweep.trials["trial_id"].is_unique
     assert set(from_mlflow.trials["trial_id"]) == set(from_storage.trials["trial_id"])
@@ -102,18 +105,24 @@ def test_both_loaders_find_every_trial_of_both_stages(from_mlflow, from_storage)
 def test_both_loaders_agree_on_accuracies_statuses_and_sources(from_mlflow, from_storage):
     a = from_mlflow.trials.set_index("trial_id").sort_index()
     b = from_storage.trials.set_index("trial_id").loc[a.index]
-    for column in ("final_val_acc", "best_val_acc", "train_seconds", "grad_evals"):
-        assert (a[column] - b[column]).abs().max() < 1e-9, column
-    for column in ("stage", "optimizer", "status", "epochs_run", "best_epoch", "seed", "lr", "rho", "alpha"):
+    for column in ("final_val_acc", "best_val_acc", "final_test_acc", "final_test_loss", "perturbation_norm",
+                   "train_seconds", "grad_evals"):
+        assert a[column].isna().tolist() == b[column].isna().tolist(), column
+        assert not (a[column] - b[column]).abs().gt(1e-9).any(), column
+    for column in ("stage", "budget_arm", "optimizer", "status", "epochs_run", "best_epoch", "seed", "lr", "rho",
+                   "alpha", "epochs", "warmup_epochs", "step_epochs", "eval_split", "refit"):
         assert a[column].tolist() == b[column].tolist(), column
     confirm = a["stage"] == "confirm"
-    assert a.loc[confirm, "confirm_rank"].tolist() == b.loc[confirm, "confirm_rank"].tolist() == [1] * (SEEDS * 3)
+    assert (a.loc[confirm, "confirm_rank"].tolist() == b.loc[confirm, "confirm_rank"].tolist()
+            == [1] * (SEEDS * (len(OPTIMIZERS) + len(ONE_PASS))))
     assert a.loc[confirm, "source_trial_id"].tolist() == b.loc[confirm, "source_trial_id"].tolist()
     assert set(a.loc[confirm, "source_trial_id"]) <= set(a.index[~confirm])
     ea = from_mlflow.epochs.sort_values(["trial_id", "epoch"]).reset_index(drop=True)
     eb = from_storage.epochs.sort_values(["trial_id", "epoch"]).reset_index(drop=True)
     assert len(ea) == len(eb) == int(a["epochs_run"].sum())
-    assert (ea["val_acc"] - eb["val_acc"]).abs().max() < 1e-9
+    for metric in ("val_acc", "test_acc", "perturbation_norm"):
+        assert ea[metric].isna().tolist() == eb[metric].isna().tolist(), metric
+        assert not (ea[metric] - eb[metric]).abs().gt(1e-9).any(), metric
 
 
 def test_frames_have_the_promised_columns(from_mlflow, from_storage):
@@ -121,11 +130,24 @@ def test_frames_have_the_promised_columns(from_mlflow, from_storage):
         assert list(sweep.trials.columns[:len(TRIAL_COLUMNS)]) == TRIAL_COLUMNS
         assert set(CONFIG_FIELDS) <= set(sweep.trials.columns)
         assert list(sweep.epochs.columns) == EPOCH_COLUMNS
-        assert sweep.trials["status"].isin(["completed", "stopped_early", "diverged"]).all()
-        assert (sweep.trials["epochs_run"] == 2).all() and (sweep.trials["dataset"] == "digits").all()
+        trials = sweep.trials
+        assert trials["status"].isin(["completed", "stopped_early", "diverged"]).all()
+        assert (trials["epochs_run"] == trials["epochs"]).all() and (trials["dataset"] == "digits").all()
         zsharp = sweep.epochs[sweep.epochs["optimizer"] == "zsharp"]
         assert zsharp["kept_fraction"].between(0, 1, inclusive="neither").all()
         assert sweep.epochs.loc[sweep.epochs["optimizer"] != "zsharp", "kept_fraction"].isna().all()
+        # The search sees val only; confirm runs are scored on test, in their budget arm.
+        search, confirm = sweep.stage("sweep"), sweep.stage("confirm")
+        assert (search["eval_split"] == "val").all() and search["final_test_acc"].isna().all()
+        assert search["final_val_acc"].notna().any() and search["budget_arm"].isna().all()
+        assert (confirm["eval_split"] == "test").all() and confirm["final_test_acc"].between(0, 1).all()
+        longer = confirm[confirm["budget_arm"] == EQUAL_COMPUTE]
+        assert set(confirm["budget_arm"]) == {EQUAL_EPOCHS, EQUAL_COMPUTE}
+        assert set(longer["optimizer"]) == set(ONE_PASS) and (longer["epochs"] == 2 * MAX_EPOCHS).all()
+        assert (confirm.loc[confirm["budget_arm"] == EQUAL_EPOCHS, "epochs"] == MAX_EPOCHS).all()
+        sam_family = trials["optimizer"].isin(["sam", "zsharp"])
+        assert (trials.loc[sam_family, "perturbation_norm"] > 0).all()
+        assert trials.loc[~sam_family, "perturbation_norm"].isna().all()
     assert from_mlflow.space is not None and from_mlflow.space.name == "quickstart"
     assert len(from_mlflow.meta["git_commit"]) == 40 and "launch.py" in from_mlflow.meta["command"]
 
@@ -139,8 +161,12 @@ def test_compute_hours_are_positive_cpu_hours(from_mlflow, from_storage):
 
 
 def test_a_sam_family_step_counts_two_gradient_evaluations(from_mlflow):
-    last = from_mlflow.trials.groupby("optimizer")["grad_evals"].max()
-    assert last["sam"] == last["zsharp"] == 2 * last["adam"] > 0
+    confirm = from_mlflow.stage("confirm")
+    arms = {arm: confirm[confirm["budget_arm"] == arm].groupby("optimizer")["grad_evals"].max()
+            for arm in (EQUAL_EPOCHS, EQUAL_COMPUTE)}
+    same_epochs, same_compute = arms[EQUAL_EPOCHS], arms[EQUAL_COMPUTE]
+    assert same_epochs["sam"] == same_epochs["zsharp"] == 2 * same_epochs["adam"] > 0
+    assert same_compute["adam"] == same_epochs["sam"]  # 2x epochs at 1 pass: SAM's budget
 
 
 def test_unknown_experiment_or_path_is_a_clear_value_error(storage):
@@ -160,16 +186,23 @@ def test_unknown_experiment_or_path_is_a_clear_value_error(storage):
 def test_comparison_uses_the_confirm_seeds_and_labels_small_samples(from_mlflow):
     result = comparison(from_mlflow)
     assert not result.single_runs
-    assert set(result.summary["optimizer"]) == set(OPTIMIZERS)
-    assert (result.summary["n"] == SEEDS).all() and result.summary["small_sample"].all()
-    assert set(result.paired) == {"sam", "adam"}  # against SAM and the base optimizer
-    for reference, table in result.paired.items():
-        assert set(table["optimizer"]) == set(OPTIMIZERS) - {reference}
-        assert (table["verdict"] == f"too few seeds (n={SEEDS})").all()
-        assert not table["significant"].any()
+    assert list(result.arms) == [EQUAL_EPOCHS, EQUAL_COMPUTE]
     confirm = from_mlflow.stage("confirm")
-    means = confirm.groupby("optimizer")["final_val_acc"].mean()
-    assert all(math.isclose(m, means[o]) for o, m in zip(result.summary["optimizer"], result.summary["mean"]))
+    for arm, arm_result in result.arms.items():
+        summary = arm_result.summary
+        assert set(summary["optimizer"]) == set(OPTIMIZERS)
+        assert (summary["n"] == SEEDS).all() and summary["small_sample"].all()
+        assert set(arm_result.paired) == {"sam", "adam"}  # against SAM and the base optimizer
+        for reference, table in arm_result.paired.items():
+            assert set(table["optimizer"]) == set(OPTIMIZERS) - {reference}
+            assert (table["verdict"] == f"too few seeds (n={SEEDS})").all()
+            assert not table["significant"].any()
+        # The final-epoch test accuracy of the arm's runs: the 1-pass optimizers' longer
+        # runs at equal compute, everyone's equal-epochs runs otherwise.
+        own = confirm["budget_arm"].eq(arm) | (~confirm["optimizer"].isin(ONE_PASS)
+                                              & confirm["budget_arm"].eq(EQUAL_EPOCHS))
+        means = confirm[own].groupby("optimizer")["final_test_acc"].mean()
+        assert all(math.isclose(m, means[o]) for o, m in zip(summary["optimizer"], summary["mean"]))
 
 
 def test_without_a_confirm_stage_the_report_says_it_needs_one(from_mlflow):
@@ -177,7 +210,7 @@ def test_without_a_confirm_stage_the_report_says_it_needs_one(from_mlflow):
                         from_mlflow.epochs[from_mlflow.epochs["stage"] == "sweep"],
                         from_mlflow.space, from_mlflow.meta)
     result = comparison(search_only)
-    assert result.single_runs and len(result.summary) == len(OPTIMIZERS)
+    assert result.single_runs and len(result.search_best) == len(OPTIMIZERS)
     assert any("--confirm" in note and "--seeds" in note for note in result.notes)
     assert "single runs" in figure_comparison(search_only).layout.title.text
     page = render_html(search_only)
@@ -263,9 +296,12 @@ def test_report_is_one_self_contained_file(from_mlflow, tmp_path):
     page = path.read_text()
     assert page.count("<script type='text/javascript'>/**\n* plotly.js v") == 1  # inline, once
     assert not re.search(r"<script[^>]*\bsrc\s*=", page, re.IGNORECASE)  # nothing to fetch
-    for text in (EXPERIMENT, "quickstart", from_mlflow.meta["git_commit"], "Paired by seed, against SAM",
-                 "Paired by seed, against Adam", "small (n &lt; 5)", "too few seeds (n=2)", "Cost of the search"):
+    for text in (EXPERIMENT, "quickstart", from_mlflow.meta["git_commit"], "id='warnings'",
+                 "Paired by seed, against SAM, at equal epochs", "Paired by seed, against Adam, at equal epochs",
+                 "Paired by seed, against Adam (2x epochs), at equal gradient evaluations",
+                 "final test acc (mean)", "small (n &lt; 5)", "too few seeds (n=2)", "Cost of the search"):
         assert text in page, text
+    assert page.index("id='warnings'") < page.index("id='comparison'")
 
 
 def test_report_renders_every_figure_in_headless_chromium(from_storage, tmp_path):

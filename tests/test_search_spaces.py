@@ -112,6 +112,8 @@ def test_every_range_is_on_its_own_scale_around_the_published_default(name):
     for optimizer in space.optimizers:
         for hparam, dist in space.distributions_for(optimizer).items():
             where = f"{name}: {optimizer} {hparam}"
+            if name == "quickstart" and hparam == "lr":
+                continue  # around the digits optimum instead (builtin.QUICKSTART_LR)
             assert dist.scale in ("log", "log_complement"), where
             assert span(dist) >= 30 - 1e-9, where
             assert 0.1 <= dist.position(published_default(optimizer, hparam)) <= 0.9, where

@@ -11,10 +11,11 @@ from scipy import stats
 from analysis.stats import (
     bootstrap_interval,
     holm,
+    holm_across,
     paired_differences,
-    probability_of_improvement,
     summarize_by_optimizer,
     t_interval,
+    wins_and_ties,
 )
 
 T_975_2 = 4.302652729911275  # Student t quantile 0.975 with 2 degrees of freedom (tables)
@@ -26,7 +27,7 @@ def tidy(values_by_optimizer: dict, seeds_by_optimizer: dict | None = None) -> p
     for config_id, (optimizer, values) in enumerate(values_by_optimizer.items()):
         seeds = (seeds_by_optimizer or {}).get(optimizer, range(len(values)))
         rows += [
-            {"optimizer": optimizer, "config_id": config_id, "seed": seed, "val_acc": value}
+            {"optimizer": optimizer, "config_id": config_id, "seed": seed, "test_acc": value}
             for seed, value in zip(seeds, values, strict=True)
         ]
     return pd.DataFrame(rows)
@@ -102,7 +103,7 @@ def test_summary_rejects_an_unknown_method():
         summarize_by_optimizer(tidy({"sam": [0.9, 0.91]}), method="bayes")
 
 
-# Holm and the probability of improvement, by hand.
+# Holm and seeds won, by hand.
 
 
 def test_holm_by_hand():
@@ -125,13 +126,62 @@ def test_holm_is_monotone_and_never_below_the_raw_p():
     assert np.all(adjusted >= raw) and np.all(adjusted <= 1)
 
 
-def test_probability_of_improvement_counts_ties_as_half():
-    # Wins at indices 0 and 3, a tie at 1, a loss at 2: (2 + 0.5) / 4.
-    assert probability_of_improvement([1, 2, 3, 4], [0, 2, 5, 1]) == 0.625
-    assert probability_of_improvement([0.9, 0.9], [0.9, 0.9]) == 0.5
-    assert math.isnan(probability_of_improvement([], []))
+def test_wins_and_ties_count_pairs():
+    # Wins at indices 0 and 3, a tie at 1, a loss at 2.
+    assert wins_and_ties([1, 2, 3, 4], [0, 2, 5, 1]) == (2, 1)
+    assert wins_and_ties([0.9, 0.9], [0.9, 0.9]) == (0, 2)
+    assert wins_and_ties([], []) == (0, 0)
     with pytest.raises(ValueError, match="paired"):
-        probability_of_improvement([1, 2], [1])
+        wins_and_ties([1, 2], [1])
+
+
+def paired_table(rows: list[tuple], n: int = 5) -> pd.DataFrame:
+    """A paired table with the columns holm_across reads: (optimizer, reference, arm,
+    mean_diff, p_t) per row, n pairs each."""
+    return pd.DataFrame([{"optimizer": o, "reference": r, "arm": a, "mean_diff": d, "p_t": p, "n": n}
+                         for o, r, a, d, p in rows])
+
+
+def test_holm_across_tables_counts_a_pair_shown_twice_once():
+    # Against SAM and against Adam, in two arms. Adam-SAM appears in both tables of an arm
+    # (with the difference's sign flipped), ZSharp-SAM in both arms' tables against SAM
+    # on the same runs (arm equal_epochs in both): 5 distinct tests, not 8.
+    tables = [
+        paired_table([("adam", "sam", "ee", -0.02, 0.01), ("zsharp", "sam", "ee", 0.01, 0.04)]),
+        paired_table([("sam", "adam", "ee", 0.02, 0.01), ("zsharp", "adam", "ee", 0.03, 0.03)]),
+        paired_table([("adam", "sam", "ec", 0.01, 0.002), ("zsharp", "sam", "ee", 0.01, 0.04)]),
+        paired_table([("sam", "adam", "ec", -0.01, 0.002), ("zsharp", "adam", "ec", -0.01, 0.02)]),
+    ]
+    # Sorted: 0.002 x 5 = 0.01; 0.01 x 4 = 0.04; 0.02 x 3 = 0.06; max(0.03 x 2, 0.06) = 0.06;
+    # max(0.04 x 1, 0.06) = 0.06.
+    adjusted = holm_across(tables)
+    assert [p for t in adjusted for p in t["p_holm"]] == pytest.approx(
+        [0.04, 0.06, 0.04, 0.06, 0.01, 0.06, 0.01, 0.06])
+    assert [t["significant"].tolist() for t in adjusted] == [[True, False], [True, False],
+                                                             [True, False], [True, False]]
+    assert [t["verdict"].tolist() for t in adjusted] == [
+        ["worse", "no detectable difference"], ["better", "no detectable difference"],
+        ["better", "no detectable difference"], ["worse", "no detectable difference"]]
+    assert "p_holm" not in tables[0]  # the inputs are left as they were
+
+
+def test_holm_across_without_arms_is_one_arm_and_skips_untested_rows():
+    tables = [paired_table([("zsharp", "sam", None, 0.01, 0.02), ("asam", "sam", None, 0.0, np.nan)]),
+              paired_table([("sam", "zsharp", None, -0.01, 0.02), ("fsam", "zsharp", None, 0.02, 0.03)],
+                           n=3)]
+    adjusted = holm_across([t.drop(columns="arm") for t in tables])
+    # Two tests (NaN is none): 0.02 x 2 = 0.04, max(0.03 x 1, 0.04) = 0.04.
+    assert adjusted[0]["p_holm"].tolist()[0] == pytest.approx(0.04)
+    assert math.isnan(adjusted[0]["p_holm"].tolist()[1])
+    assert adjusted[1]["p_holm"].tolist() == pytest.approx([0.04, 0.04])
+    assert adjusted[1]["verdict"].tolist() == ["too few seeds (n=3)"] * 2
+
+
+def test_holm_across_refuses_one_test_with_two_p_values():
+    tables = [paired_table([("adam", "sam", "ee", -0.02, 0.01)]),
+              paired_table([("sam", "adam", "ee", 0.02, 0.2)])]
+    with pytest.raises(ValueError, match="not the same test"):
+        holm_across(tables)
 
 
 # Paired comparisons, by hand and against scipy.
@@ -151,7 +201,7 @@ def test_paired_t_and_wilcoxon_by_hand():
     half = stats.t.ppf(0.975, 5) * math.sqrt(2e-4) / math.sqrt(6)
     assert (row["low"], row["high"]) == pytest.approx((0.02 - half, 0.02 + half))
     assert row["p_wilcoxon"] == pytest.approx(stats.wilcoxon(zsharp - sam).pvalue)
-    assert row["prob_improvement"] == pytest.approx(5.5 / 6)  # one tie at seed 3
+    assert (row["wins"], row["ties"]) == (5, 1)  # one tie at seed 3
 
 
 def test_wilcoxon_exact_p_by_hand_and_absent_below_six_pairs():
@@ -219,7 +269,7 @@ def test_pairs_are_matched_by_seed():
 def test_no_common_seed_gives_an_empty_comparison():
     frame = tidy({"sam": [0.8, 0.8], "fsam": [0.9, 0.9]}, {"sam": [0, 1], "fsam": [2, 3]})
     row = paired_differences(frame).iloc[0]
-    assert row["n"] == 0 and math.isnan(row["mean_diff"]) and math.isnan(row["prob_improvement"])
+    assert row["n"] == 0 and math.isnan(row["mean_diff"]) and row["wins"] == row["ties"] == 0
     assert row["verdict"] == "too few seeds (n=0)"
 
 
@@ -235,8 +285,8 @@ def test_frames_that_would_be_misread_are_refused():
             call(two_configs)
     with pytest.raises(ValueError, match="NaN"):
         paired_differences(tidy({"sam": [0.9, np.nan], "zsharp": [0.9, 0.9]}))
-    with pytest.raises(ValueError, match="val_acc"):
-        summarize_by_optimizer(tidy({"sam": [0.9]}).drop(columns="val_acc"))
+    with pytest.raises(ValueError, match="test_acc"):
+        summarize_by_optimizer(tidy({"sam": [0.9]}).drop(columns="test_acc"))
 
 
 # Simulations with a known truth; each uses a fixed seed, so each result is reproducible.

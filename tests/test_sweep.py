@@ -85,7 +85,9 @@ def test_sweep_runs_to_the_end_and_prints_the_best_per_optimizer(digits_sweep):
     assert done.returncode == 0, done.stderr[-3000:]
     table = done.stdout.split("\noptimizer ")[1].split("confirm stage")[0]
     assert all(f"\n{o} " in table for o in SEARCHED)
-    assert "confirm stage" in done.stdout and "mean val_acc" in done.stdout
+    assert "confirm stage" in done.stdout and "final test accuracy at equal epochs" in done.stdout
+    assert "final test accuracy at equal gradient evaluations" in done.stdout
+    assert "warning: fewer than 5 confirm seeds" in done.stdout
     assert f"mlflow ui --backend-store-uri {digits_sweep.tracking_uri}" in done.stdout
     assert "Traceback" not in done.stdout + done.stderr
 
@@ -113,17 +115,31 @@ def test_metrics_are_logged_every_epoch(digits_sweep):
     client = tracking(digits_sweep.storage)
     _, children = runs_of(client, "digits_test")
     for child in children:
-        history = client.get_metric_history(child.info.run_id, "val_acc")
+        accuracy = "val_acc" if child.data.tags["stage"] == "sweep" else "test_acc"
+        history = client.get_metric_history(child.info.run_id, accuracy)
         steps = sorted(m.step for m in history)
         assert steps == list(range(1, len(steps) + 1)) and steps
         last_epoch = int(child.data.metrics["epoch"])
         if child.data.tags["optimizer"] == "sgd":
             assert child.data.tags["status"] == "diverged"
             continue
-        expected = "completed" if last_epoch == 3 else "stopped_early"
+        expected = "completed" if last_epoch == int(child.data.params["epochs"]) else "stopped_early"
         assert child.data.tags["status"] == expected
         if child.data.tags["optimizer"] == "zsharp":
             assert 0 < child.data.metrics["kept_fraction"] < 0.25
+        if child.data.tags["optimizer"] in ("sam", "zsharp"):
+            assert child.data.metrics["perturbation_norm"] > 0
+
+
+def test_search_trials_never_see_test_and_confirm_runs_are_scored_on_it(digits_sweep):
+    _, children = runs_of(tracking(digits_sweep.storage), "digits_test")
+    for run in stage(children, "sweep"):
+        assert run.data.params["eval_split"] == "val"
+        assert "val_acc" in run.data.metrics
+        assert not [m for m in run.data.metrics if m.startswith("test_")]
+    for run in stage(children, "confirm"):
+        assert (run.data.params["eval_split"], run.data.params["refit"]) == ("test", "True")
+        assert "test_acc" in run.data.metrics and "val_acc" not in run.data.metrics  # val is trained on
 
 
 def test_asha_stopped_some_trials_early(digits_sweep):
@@ -149,27 +165,35 @@ def test_diverging_trials_end_diverged_and_the_sweep_completes(digits_sweep):
     assert all(int(c.data.metrics["epoch"]) == 1 for c in sgd)  # ended at once, not run on
 
 
-def test_confirm_stage_reruns_the_best_config_of_each_optimizer_with_seeds(digits_sweep):
-    _, children = runs_of(tracking(digits_sweep.storage), "digits_test")
-    search, confirm = stage(children, "sweep"), stage(children, "confirm")
-    assert len(confirm) == 4 * 2  # top 1 x 2 seeds x 4 optimizers
+def test_confirm_stage_reruns_each_finalist_with_seeds_in_both_budget_arms(digits_sweep):
     client = tracking(digits_sweep.storage)
+    _, children = runs_of(client, "digits_test")
+    search, confirm = stage(children, "sweep"), stage(children, "confirm")
     by_trial = {c.data.tags["trial_id"]: c for c in search}
 
-    def best_val_acc(run):
-        return max(m.value for m in client.get_metric_history(run.info.run_id, "val_acc"))
+    def final_val_acc(run):
+        history = sorted(client.get_metric_history(run.info.run_id, "val_acc"), key=lambda m: m.step)
+        return history[-1].value
 
-    for optimizer in SEARCHED:
+    # Every sgd trial diverged: no finalist. Adam (1 pass) also runs at 2x the epochs.
+    arms = {"adam": {"equal_epochs": 3, "equal_compute": 6}, "sam": {"equal_epochs": 3},
+            "zsharp": {"equal_epochs": 3}}
+    assert len(confirm) == 2 * sum(len(a) for a in arms.values())
+    for optimizer, epochs_by_arm in arms.items():
         runs = [c for c in confirm if c.data.tags["optimizer"] == optimizer]
-        assert sorted(c.data.params["seed"] for c in runs) == ["0", "1"]
+        for arm, epochs in epochs_by_arm.items():
+            mine = [c for c in runs if c.data.tags["budget_arm"] == arm]
+            assert sorted(c.data.params["seed"] for c in mine) == ["0", "1"]
+            assert all(int(c.data.metrics["epoch"]) == int(c.data.params["epochs"]) == epochs for c in mine)
         source = by_trial[runs[0].data.tags["source_trial_id"]]
-        rivals = [c for c in search if c.data.tags["optimizer"] == optimizer]
-        assert best_val_acc(source) == max(map(best_val_acc, rivals))  # the best (ties: any)
-        for run in runs:  # same hyperparameters, full budget, no early stopping
-            same = {k: v for k, v in run.data.params.items() if k != "seed"}
-            assert same == {k: v for k, v in source.data.params.items() if k != "seed"}
-            if optimizer != "sgd":
-                assert int(run.data.metrics["epoch"]) == 3
+        rivals = [c for c in search if c.data.tags["optimizer"] == optimizer
+                  and c.data.tags["status"] == "completed"]
+        assert source.data.tags["status"] == "completed"  # the full budget beats any early stop
+        assert final_val_acc(source) == max(map(final_val_acc, rivals))  # the best (ties: any)
+        ignored = {"seed", "eval_split", "refit", "epochs", "warmup_epochs", "step_epochs"}
+        for run in runs:  # the same hyperparameters
+            assert {k: v for k, v in run.data.params.items() if k not in ignored} == \
+                {k: v for k, v in source.data.params.items() if k not in ignored}
 
 
 def test_a_second_launch_without_resume_refuses(digits_sweep):

@@ -122,10 +122,10 @@ def test_sample_command_prints_each_optimizers_prior_as_json_lines():
     zsharp = [c for c in configs if c["optimizer"] == "zsharp"]
     share = math.log(10) / math.log(50)
     assert abs(np.mean([c["alpha"] >= 0.9 for c in zsharp]) - share) < 4 * math.sqrt(share * (1 - share) / 300)
-    # lr log-uniform on [3e-4, 3e-2]: half the draws below the geometric mean 3e-3.
+    # lr log-uniform on [1e-3, 1e-1]: half the draws below the geometric mean 1e-2.
     lrs = np.array([c["lr"] for c in configs])
-    assert lrs.min() >= 3e-4 and lrs.max() <= 3e-2
-    assert abs((lrs < 3e-3).mean() - 0.5) < 4 * math.sqrt(0.25 / len(lrs))
+    assert lrs.min() >= 1e-3 and lrs.max() <= 1e-1
+    assert abs((lrs < 1e-2).mean() - 0.5) < 4 * math.sqrt(0.25 / len(lrs))
     assert all(set(c) - set(space.base_config(c["optimizer"])) == set(space.distributions_for(c["optimizer"]))
                for c in configs)
 

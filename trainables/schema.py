@@ -26,6 +26,9 @@ VERDICT_METRIC = "test_acc"
 # How a trial ended, the words MLflow's `status` tag uses; "error" also marks the run FAILED.
 STATUSES = ("completed", "stopped_early", "diverged", "error")
 
+# The confirm stage's Ray experiment folder is <storage>/<experiment><CONFIRM_SUFFIX>.
+CONFIRM_SUFFIX = "-confirm"
+
 # Confirm-stage arms: every optimizer at the space's epochs, and the 1-pass optimizers
 # again at (passes of the SAM family) x the epochs, so both spend the same gradient
 # evaluations.

@@ -21,8 +21,6 @@ from ray.tune.search import Searcher
 from trainables.optim import get_optimizer_info
 from trainables.schema import EQUAL_COMPUTE, EQUAL_EPOCHS, VERDICT_METRIC, rank_finalists
 from tune.search import PickledSearcher
-
-CONFIRM_SUFFIX = "-confirm"
 # Settings measured in epochs, multiplied together so a longer run keeps the schedule's shape.
 _EPOCH_SETTINGS = ("epochs", "warmup_epochs", "step_epochs")
 

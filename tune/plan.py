@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 from search_spaces import SearchSpace
 from trainables.errors import ConfigError
-from tune.confirm import CONFIRM_SUFFIX, budget_arms
+from trainables.schema import CONFIRM_SUFFIX
+from tune.confirm import budget_arms
 from tune.search import random_start
 
 

@@ -1,0 +1,71 @@
+"""Words and number formats that the report, the console summary and the warnings share,
+so that a number reads the same on the page and in the terminal.
+
+Plain Python and pandas only (no plotting), so the console summary imports it cheaply.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from trainables.schema import EQUAL_COMPUTE, EQUAL_EPOCHS
+
+LABELS = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD", "sam": "SAM", "asam": "ASAM",
+          "fsam": "Friendly-SAM", "zsharp": "ZSharp"}
+# How each confirm-stage arm is named in headings and summaries.
+ARM_TITLES = {EQUAL_EPOCHS: "at equal epochs", EQUAL_COMPUTE: "at equal gradient evaluations"}
+# The equal-compute arm runs the 1-pass optimizers for twice the epochs: a SAM-family step
+# costs two forward/backward passes (trainables.optim's passes_per_step).
+_LONGER_RUN = " (2x epochs)"
+DASH = "–"  # what a missing number shows
+
+
+def label(optimizer: str) -> str:
+    """The name the report shows for a registry name (the name itself if unknown)."""
+    return LABELS.get(optimizer, optimizer)
+
+
+def run_label(optimizer: str, arm: str | None) -> str:
+    """An optimizer's label, marked when its runs are the equal-compute arm's longer ones."""
+    return label(optimizer) + (_LONGER_RUN if arm == EQUAL_COMPUTE else "")
+
+
+def missing(x) -> bool:
+    """Whether a number is absent (None or NaN)."""
+    return x is None or pd.isna(x)
+
+
+def pct(x: float, digits: int = 1) -> str:
+    """A fraction as a percentage: 0.9123 -> "91.2%"."""
+    return DASH if missing(x) else f"{100 * x:.{digits}f}%"
+
+
+def num(x: float, fmt: str = ".3g") -> str:
+    """A number in `fmt`, or a dash where it is missing."""
+    return DASH if missing(x) else format(x, fmt)
+
+
+def pct_interval(low: float, high: float) -> str:
+    """An interval of fractions in percent: "[90.1%, 92.3%]"."""
+    return f"[{pct(low)}, {pct(high)}]"
+
+
+def points(x: float) -> str:
+    """A difference of fractions in accuracy points, signed: 0.004 -> "+0.40 pts"."""
+    return DASH if missing(x) else f"{100 * x:+.2f} pts"
+
+
+def points_interval(low: float, high: float) -> str:
+    """An interval of differences in points: "[-0.20, +0.99] pts"."""
+    return f"[{num(100 * low, '+.2f')}, {num(100 * high, '+.2f')}] pts"
+
+
+def count(n: int, noun: str) -> str:
+    """A count with its noun, singular or plural: "1 seed", "3 seeds"."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def wins_text(wins: int, ties: int, n: int) -> str:
+    """Matched seeds won, with ties counted apart: "wins 3 of 5 (1 tie)"."""
+    tied = f" ({count(ties, 'tie')})" if ties else ""
+    return f"wins {wins} of {n}{tied}"

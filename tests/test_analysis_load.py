@@ -1,0 +1,160 @@
+"""analysis.load on results written by hand as a sweep leaves them (no Ray, no sweep run):
+a Ray experiment folder (params.json and result.json per trial, as Ray writes them) and
+an MLflow store (a parent run and nested runs with the tags tune/ sets). Checked: the
+promised columns, final-epoch test accuracy, the mean perturbation norm, the budget arm
+of each confirm run, and the search trial each one reruns.
+
+Search: Adam trials a (best epoch 0.85, final 0.80), b (final 0.82: the finalist by
+final-epoch val accuracy) and c (0.90 after 2 epochs, stopped early), and SAM trial s.
+Confirm: b with seeds 0 and 1 at 4 epochs, b with seed 0 at 8 epochs (the equal-compute
+arm: epochs, warm-up and step period doubled), s with seed 0 at 4 epochs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from analysis.load import EPOCH_COLUMNS, TRIAL_COLUMNS, arms_from_epochs, load_sweep, load_sweep_from_storage
+from search_spaces.space import SearchSpace
+from trainables.schema import EQUAL_COMPUTE, EQUAL_EPOCHS
+
+BASE = {"dataset": "digits", "model": "res20s", "batch_size": 128, "epochs": 4, "warmup_epochs": 1,
+        "step_epochs": 30, "seed": 42}
+SEARCH = {  # trial id -> (config, val_acc by epoch, perturbation_norm by epoch)
+    "a0001": ({"optimizer": "adam", "lr": 1e-3}, [0.6, 0.85, 0.7, 0.80], None),
+    "b0002": ({"optimizer": "adam", "lr": 2e-3}, [0.6, 0.7, 0.8, 0.82], None),
+    "c0003": ({"optimizer": "adam", "lr": 3e-3}, [0.7, 0.90], None),
+    "d0004": ({"optimizer": "sam", "lr": 1e-3, "rho": 0.05}, [0.6, 0.7, 0.8, 0.81], [0.04, 0.05, 0.06, 0.07]),
+}
+LONGER = {"epochs": 8, "warmup_epochs": 2, "step_epochs": 60}
+CONFIRM = {  # trial id -> (search trial rerun, changes, test_acc by epoch)
+    "e0005": ("b0002", {"seed": 0}, [0.5, 0.9, 0.8, 0.84]),
+    "f0006": ("b0002", {"seed": 1}, [0.5, 0.9, 0.8, 0.86]),
+    "a0007": ("b0002", {"seed": 0, **LONGER}, [0.5, 0.6, 0.7, 0.8, 0.9, 0.8, 0.8, 0.88]),
+    "b0008": ("d0004", {"seed": 0}, [0.5, 0.9, 0.8, 0.83]),
+}
+SPACE = {"name": "load_test", "description": "hand-written results", "dataset": "digits",
+         "model": "res20s", "optimizers": ["adam", "sam"], "fixed": {"batch_size": 128},
+         "search": {"lr": {"loguniform": [1e-4, 1e-2]}, "rho": {"uniform": [0.01, 0.2]}},
+         "max_epochs": 4, "grace_period": 1, "reduction_factor": 2, "trials_per_optimizer": 3,
+         "max_concurrent": 1, "cpus_per_trial": 1, "gpus_per_trial": 0}
+
+
+def trials() -> list[tuple[str, str, dict, list[dict]]]:
+    """(stage, trial id, config, metrics by epoch) of every trial above."""
+    found = []
+    for trial_id, (config, val, norms) in SEARCH.items():
+        epochs = [{"val_acc": v, "val_loss": 1 - v, **({"perturbation_norm": norms[i]} if norms else {})}
+                  for i, v in enumerate(val)]
+        found.append(("sweep", trial_id, {**BASE, **config}, epochs))
+    for trial_id, (source, changes, test) in CONFIRM.items():
+        config = {**BASE, **SEARCH[source][0], "eval_split": "test", "refit": True, **changes}
+        found.append(("confirm", trial_id, config, [{"test_acc": t, "test_loss": 1 - t} for t in test]))
+    for _, _, config, epochs in found:
+        passes = 2 if config["optimizer"] == "sam" else 1
+        for i, row in enumerate(epochs):
+            row.update(epoch=i + 1, grad_evals=1000.0 * (i + 1) * passes, epoch_time_s=1.5, diverged=0)
+    return found
+
+
+def write_storage(folder: Path, with_space: bool) -> Path:
+    """A Ray storage folder: <folder>/exp (search) and <folder>/exp-confirm."""
+    for n, (stage, trial_id, config, epochs) in enumerate(trials()):
+        trial_dir = folder / ("exp" if stage == "sweep" else "exp-confirm") / f"trainable_{trial_id}_{n}_x"
+        trial_dir.mkdir(parents=True)
+        (trial_dir / "params.json").write_text(json.dumps(config))
+        (trial_dir / "result.json").write_text("".join(
+            json.dumps({**row, "trial_id": trial_id, "timestamp": 1.7e9 + 100 * n + i, "time_this_iter_s": 1.5})
+            + "\n" for i, row in enumerate(epochs)))
+    if with_space:
+        (folder / "exp" / "space.json").write_text(json.dumps(SearchSpace.from_dict(SPACE, "test").to_dict()))
+    return folder / "exp"
+
+
+def write_mlflow(folder: Path) -> str:
+    """The same trials as MLflow runs under one parent, tagged as tune/ tags them."""
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("exp", artifact_location=str(folder / "artifacts"))
+    parent = client.create_run(experiment, tags={"stage": "sweep"}).info.run_id
+    client.log_dict(parent, SearchSpace.from_dict(SPACE, "test").to_dict(), "space.json")
+    for stage, trial_id, config, epochs in trials():
+        tags = {"mlflow.parentRunId": parent, "stage": stage, "trial_id": trial_id,
+                "optimizer": config["optimizer"], "status": "completed" if len(epochs) >= config["epochs"]
+                else "stopped_early"}
+        if stage == "confirm":
+            source = CONFIRM[trial_id][0]
+            tags |= {"confirm_rank": "1", "source_trial_id": source,
+                     "budget_arm": EQUAL_COMPUTE if config["epochs"] == 8 else EQUAL_EPOCHS}
+        run = client.create_run(experiment, tags=tags).info.run_id
+        for name, value in config.items():
+            client.log_param(run, name, value)
+        for row in epochs:
+            for name, value in row.items():
+                client.log_metric(run, name, value, step=row["epoch"])
+        client.set_terminated(run)
+    return uri
+
+
+def test_arms_from_epochs_where_no_tag_says():
+    assert arms_from_epochs([4, 8, 4], None) == [EQUAL_EPOCHS, EQUAL_COMPUTE, EQUAL_EPOCHS]  # fewest: equal
+    assert arms_from_epochs([8, 16], 8) == [EQUAL_EPOCHS, EQUAL_COMPUTE]
+    assert arms_from_epochs([16, 8], 16) == [EQUAL_EPOCHS, EQUAL_COMPUTE]  # the space decides, not the fewest
+    assert arms_from_epochs([], None) == []
+
+
+@pytest.mark.parametrize("with_space", [True, False])
+def test_storage_gives_arms_links_and_final_test_accuracy(tmp_path, with_space):
+    sweep = load_sweep_from_storage(write_storage(tmp_path, with_space))
+    assert (sweep.space is not None) == with_space
+    assert list(sweep.trials.columns[:len(TRIAL_COLUMNS)]) == TRIAL_COLUMNS
+    assert list(sweep.epochs.columns) == EPOCH_COLUMNS
+    t = sweep.trials.set_index("trial_id")
+    assert t["budget_arm"].to_dict() == {"a0001": None, "b0002": None, "c0003": None, "d0004": None,
+                                         "e0005": EQUAL_EPOCHS, "f0006": EQUAL_EPOCHS,
+                                         "a0007": EQUAL_COMPUTE, "b0008": EQUAL_EPOCHS}
+    confirm = t[t["stage"] == "confirm"]
+    # b, not a (best epoch 0.85) nor c (0.90 after 2 of 4 epochs); the 8-epoch run too.
+    assert confirm["source_trial_id"].to_dict() == {"e0005": "b0002", "f0006": "b0002", "a0007": "b0002",
+                                                    "b0008": "d0004"}
+    assert confirm["confirm_rank"].tolist() == [1, 1, 1, 1]
+    check_results(sweep)
+
+
+def check_results(sweep) -> None:
+    """The summaries both loaders must give for the trials above."""
+    t = sweep.trials.set_index("trial_id")
+    assert t.loc[["e0005", "f0006", "a0007", "b0008"], "final_test_acc"].tolist() == [0.84, 0.86, 0.88, 0.83]
+    assert t.at["a0007", "final_test_loss"] == pytest.approx(0.12)
+    assert t.loc[["e0005", "a0007"], "epochs_run"].tolist() == [4, 8]
+    assert t.loc[["e0005", "a0007"], "status"].tolist() == ["completed", "completed"]
+    assert t.loc[["a0001", "b0002", "c0003"], "status"].tolist() == ["completed", "completed", "stopped_early"]
+    assert t.loc[["a0001", "c0003"], "final_val_acc"].tolist() == [0.80, 0.90]
+    assert t.loc[["a0001", "b0002", "c0003", "d0004"], "final_test_acc"].isna().all()  # search: no test
+    assert math.isnan(t.at["e0005", "final_val_acc"])  # refit: trained on val, never evaluated on it
+    assert t.at["d0004", "perturbation_norm"] == pytest.approx(0.055)  # (0.04 + ... + 0.07) / 4
+    assert t.loc[["a0001", "e0005"], "perturbation_norm"].isna().all()  # Adam has no ascent
+    assert t.at["a0007", "warmup_epochs"] == 2 and t.at["a0007", "step_epochs"] == 60
+    assert t.at["e0005", "eval_split"] == "test" and t.at["a0001", "eval_split"] == "val"
+    run = sweep.epochs[sweep.epochs["trial_id"] == "a0007"]
+    assert run["test_acc"].tolist() == [0.5, 0.6, 0.7, 0.8, 0.9, 0.8, 0.8, 0.88]
+
+
+def test_mlflow_gives_the_same_columns_arms_and_results(tmp_path):
+    sweep = load_sweep("exp", write_mlflow(tmp_path))
+    stored = load_sweep_from_storage(write_storage(tmp_path / "ray", with_space=True))
+    assert list(sweep.trials.columns) == list(stored.trials.columns)
+    assert list(sweep.epochs.columns) == EPOCH_COLUMNS
+    a, b = (s.trials.set_index("trial_id").sort_index() for s in (sweep, stored))
+    for column in ("budget_arm", "source_trial_id", "stage", "optimizer", "status", "epochs_run"):
+        assert a[column].tolist() == b[column].tolist(), column
+    for column in ("final_val_acc", "final_test_acc", "final_test_loss", "perturbation_norm"):
+        pd.testing.assert_series_equal(a[column], b[column], check_names=False)
+    check_results(sweep)
