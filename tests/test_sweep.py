@@ -108,7 +108,8 @@ def test_mlflow_holds_the_parent_and_one_child_per_trial(digits_sweep):
         assert child.data.tags["status"] in TERMINAL - {"error"}
         params = child.data.params
         assert set(params) == set(TrialConfig.field_names())  # the full resolved config
-        assert params["dataset"] == "digits" and params["epochs"] == "3"
+        arm = child.data.tags.get("budget_arm")
+        assert params["dataset"] == "digits" and params["epochs"] == ("6" if arm == "equal_compute" else "3")
 
 
 def test_metrics_are_logged_every_epoch(digits_sweep):
