@@ -1,9 +1,10 @@
 """Small data sets written in their real on-disk formats, for tests that load them.
 
 The layouts are written out here by hand (not taken from the code under test):
-- CIFAR-10: `cifar-10-batches-py/{data_batch_1..5,test_batch,batches.meta}`, Python 2
-  style pickles (protocol 2, bytes keys) holding b"data" (uint8 N x 3072, channel-major)
-  and b"labels"; CIFAR-100: `cifar-100-python/{train,test,meta}` with b"fine_labels"
+- CIFAR-10: `cifar-10-batches-py/{data_batch_1..5,test_batch,batches.meta}`, pickles
+  as Python 2's cPickle wrote the originals (protocol 2, `py2_pickle`) of dicts with
+  bytes keys holding b"data" (a numpy uint8 N x 3072 array, channel-major) and b"labels"
+  (a list of ints); CIFAR-100: `cifar-100-python/{train,test,meta}` with b"fine_labels"
   and b"coarse_labels".
 - Tiny ImageNet: `tiny-imagenet-200/wnids.txt`, `train/<wnid>/images/<wnid>_<i>.JPEG`,
   `train/<wnid>/<wnid>_boxes.txt`, `val/images/val_<i>.JPEG`, `val/val_annotations.txt`.
@@ -22,13 +23,14 @@ import contextlib
 import functools
 import hashlib
 import http.server
-import pickle
+import struct
 import tarfile
 import threading
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -66,9 +68,78 @@ def _cifar_batch(name: str, images: np.ndarray, labels: np.ndarray, batch_label:
     }
 
 
+class _Global(NamedTuple):
+    """A module-level name, as the GLOBAL opcode refers to it."""
+
+    module: str
+    name: str
+
+
+class _Reduce(NamedTuple):
+    """`func(*args)`, then `__setstate__(state)`: how a pickle rebuilds an object."""
+
+    func: _Global
+    args: tuple
+    state: object
+
+
+# numpy's pickling recipe for a uint8 dtype and a uint8 array, as numpy 1 wrote it under
+# Python 2 when the CIFAR batches were made: the dtype's flags are ints, not bools, and
+# the reconstruction function lives in numpy.core.multiarray.
+_UINT8 = _Reduce(_Global("numpy", "dtype"), (b"u1", 0, 1), (3, b"|", None, None, None, -1, -1, 0))
+
+
+def _py2_array(array: np.ndarray) -> _Reduce:
+    assert array.dtype == np.uint8
+    return _Reduce(_Global("numpy.core.multiarray", "_reconstruct"), (_Global("numpy", "ndarray"), (0,), b"b"),
+                   (1, array.shape, _UINT8, False, np.ascontiguousarray(array).tobytes()))
+
+
+def _py2_int(value: int) -> bytes:
+    if 0 <= value < 256:
+        return b"K" + struct.pack("<B", value)  # BININT1
+    if 0 <= value < 65536:
+        return b"M" + struct.pack("<H", value)  # BININT2
+    return b"J" + struct.pack("<i", value)  # BININT
+
+
+def _py2_save(obj: object) -> bytes:
+    """The protocol 2 opcodes for `obj`, as Python 2's cPickle wrote them (its memo opcodes left out)."""
+    if isinstance(obj, np.ndarray):
+        obj = _py2_array(obj)
+    if obj is None or isinstance(obj, bool):
+        return {None: b"N", True: b"\x88", False: b"\x89"}[obj]  # NONE, NEWTRUE, NEWFALSE
+    if isinstance(obj, int):
+        return _py2_int(obj)
+    if isinstance(obj, bytes):  # a Python 2 str: SHORT_BINSTRING or BINSTRING, never _codecs.encode
+        return (b"U" + struct.pack("<B", len(obj)) if len(obj) < 256 else b"T" + struct.pack("<I", len(obj))) + obj
+    if isinstance(obj, _Global):
+        return f"c{obj.module}\n{obj.name}\n".encode()
+    if isinstance(obj, _Reduce):
+        return _py2_save(obj.func) + _py2_save(obj.args) + b"R" + _py2_save(obj.state) + b"b"  # REDUCE, BUILD
+    if isinstance(obj, tuple):
+        items = b"".join(map(_py2_save, obj))
+        return {0: b")", 1: items + b"\x85", 2: items + b"\x86", 3: items + b"\x87"}.get(len(obj), b"(" + items + b"t")
+    if isinstance(obj, list):
+        return b"](" + b"".join(map(_py2_save, obj)) + b"e"  # EMPTY_LIST, MARK, items, APPENDS
+    if isinstance(obj, dict):  # EMPTY_DICT, MARK, keys and values, SETITEMS
+        return b"}(" + b"".join(_py2_save(key) + _py2_save(value) for key, value in obj.items()) + b"u"
+    raise TypeError(f"no Python 2 pickle for {type(obj).__name__}")
+
+
+def py2_pickle(obj: object) -> bytes:
+    """`obj` pickled as the original CIFAR batches were: Python 2's cPickle at protocol 2.
+
+    Python 3 cannot write this itself: at protocol 2 it pickles bytes through
+    `_codecs.encode`, and numpy 2 names its array constructor numpy._core.multiarray,
+    globals no real batch refers to. Handles what a batch holds: dicts, lists, ints,
+    bytes (Python 2's str), None, bools and uint8 numpy arrays.
+    """
+    return b"\x80\x02" + _py2_save(obj) + b"."  # PROTO 2 ... STOP
+
+
 def _pickle(obj: object, path: Path) -> None:
-    with open(path, "wb") as f:
-        pickle.dump(obj, f, protocol=2)
+    path.write_bytes(py2_pickle(obj))
 
 
 def _stamp(images: np.ndarray, first: int) -> None:

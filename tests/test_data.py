@@ -6,9 +6,18 @@ Splits are checked by content: every fixture image is distinct, so where an imag
 is known from its pixels alone.
 """
 
+import hashlib
+import io
 import math
+import os
+import pickle
+import pickletools
+import stat
+import tarfile
 import threading
 import time
+import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,7 +27,8 @@ from sklearn.model_selection import train_test_split
 from torchvision.datasets import CIFAR10, CIFAR100
 
 from fixtures_data import (
-    CIFAR_ARCHIVES, CIFAR_LAYOUTS, Expected, make_archive, serve_directory, write_cifar, write_tiny_imagenet,
+    CIFAR_ARCHIVES, CIFAR_LAYOUTS, Expected, make_archive, py2_pickle, serve_directory, write_cifar,
+    write_tiny_imagenet,
 )
 from trainables import data
 from trainables.data import (
@@ -344,14 +354,14 @@ def test_cifar_download_with_wrong_md5_is_unavailable(tmp_path, remote, monkeypa
 @pytest.mark.usefixtures("small_holdouts")
 def test_concurrent_loads_download_once(tmp_path, remote, monkeypatch):
     expected = serve_cifar(remote, monkeypatch, "c10")
-    real, calls = data.download_and_extract_archive, []
+    real, calls = data.download_url, []
 
     def slow_download(*args, **kwargs):
         calls.append(args)
         time.sleep(0.3)  # widen the window in which an unlocked second loader would also fetch
         real(*args, **kwargs)
 
-    monkeypatch.setattr(data, "download_and_extract_archive", slow_download)
+    monkeypatch.setattr(data, "download_url", slow_download)
     start, results = threading.Barrier(2), []
 
     def load():
@@ -428,6 +438,410 @@ def test_tinyimagenet_missing_names_folder_and_archive(tmp_path, monkeypatch, do
     message = str(err.value)
     assert str(tmp_path / "tiny-imagenet-200" / "wnids.txt") in message and "tiny-imagenet-200.zip" in message
     assert "\n" not in message
+
+
+# ------------------------------------------------------------------------ untrusted files: helpers
+
+
+def tree(root: Path, skip: Path | None = None) -> dict[str, tuple]:
+    """Everything under `root` (but `skip` and what is under it) and what it is.
+
+    A file: its bytes and link count; a symlink: its target; a folder; anything else:
+    "special". Links are not followed, so a symlink out of `root` lists nothing out there.
+    """
+    found = {}
+    for folder, dirs, files in os.walk(root):
+        for entry in map(Path(folder).joinpath, dirs + files):
+            if entry == skip:
+                continue
+            if entry.is_symlink():
+                found[str(entry)] = ("symlink", os.readlink(entry))
+            elif entry.is_dir():
+                found[str(entry)] = ("folder",)
+            elif entry.is_file():
+                found[str(entry)] = ("file", entry.read_bytes(), entry.stat().st_nlink)
+            else:
+                found[str(entry)] = ("special",)
+        dirs[:] = [d for d in dirs if Path(folder, d) != skip]
+    return found
+
+
+def climb(folder: Path) -> str:
+    """'../' repeated enough to climb from `folder`, and a few levels of scratch folders in it, to /."""
+    return "../" * (len(folder.parts) + 6)
+
+
+def from_root(path: Path) -> str:
+    """`path` without its leading '/', to follow a `climb`."""
+    return str(path).lstrip("/")
+
+
+@pytest.fixture
+def outside(tmp_path):
+    """A folder next to data_dir with a file in it: what a hostile archive or pickle aims at."""
+    folder = tmp_path / "outside"
+    folder.mkdir()
+    (folder / "secret.txt").write_text("the user's own file")
+    return folder
+
+
+# ------------------------------------------------------------------------ untrusted files: CIFAR pickles
+
+
+def test_cifar_fixture_batches_are_python2_pickles_like_the_originals(tmp_path):
+    # cifar-10-batches-py was written by Python 2's cPickle at protocol 2: its strings are
+    # BINSTRINGs and its only globals numpy 1's array reconstruction. Python 3 at
+    # protocol 2 would add _codecs.encode, numpy 2 its numpy._core name.
+    write_cifar(tmp_path, "c10", per_file=3)
+    raw = (tmp_path / "cifar-10-batches-py" / "data_batch_1").read_bytes()
+    ops = [(op.name, arg) for op, arg, _pos in pickletools.genops(raw)]
+    assert ops[0] == ("PROTO", 2)
+    assert {arg for op, arg in ops if op == "GLOBAL"} == {
+        "numpy.core.multiarray _reconstruct", "numpy ndarray", "numpy dtype"}
+    assert {op for op, _ in ops if "STRING" in op or "BYTES" in op or "UNICODE" in op or "GLOBAL" in op} == {
+        "SHORT_BINSTRING", "BINSTRING", "GLOBAL"}
+    # A 3 x 3072 uint8 array as Python 2 with numpy 1 pickled one (less the memo opcodes).
+    assert (b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85U\x01b\x87R(K\x01K\x03M\x00\x0c\x86"
+            b"cnumpy\ndtype\nU\x02u1K\x00K\x01\x87R(K\x03U\x01|NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb"
+            b"\x89T\x00\x24\x00\x00") in raw
+    batch = pickle.loads(raw, encoding="bytes")  # as the CIFAR page says to read them
+    assert set(batch) == {b"batch_label", b"labels", b"data", b"filenames"}
+    assert batch[b"data"].dtype == np.uint8 and batch[b"data"].shape == (3, 3072)
+    assert isinstance(batch[b"labels"], list) and all(type(label) is int for label in batch[b"labels"])
+
+
+@pytest.mark.usefixtures("small_holdouts")
+@pytest.mark.parametrize("protocol", [3, 4])
+def test_cifar_batches_repickled_by_python3_load_too(tmp_path, protocol):
+    expected = write_cifar(tmp_path, "c10", per_file=3)
+    folder, train_files, test_files = CIFAR_LAYOUTS["c10"][:3]
+    for file in train_files + test_files:
+        path = tmp_path / folder / file
+        path.write_bytes(pickle.dumps(pickle.loads(path.read_bytes(), encoding="bytes"), protocol=protocol))
+    numpy2 = int(np.__version__.split(".")[0]) >= 2
+    assert (b"numpy._core.multiarray" in (tmp_path / folder / "data_batch_1").read_bytes()) == numpy2
+    assert_three_splits(load_dataset("c10", tmp_path, download=False), expected, val_size=2)
+
+
+class Call:
+    """Pickles as the call `func(*args)`: what a crafted file makes a plain unpickler run."""
+
+    def __init__(self, func, *args):
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return self.func, self.args
+
+
+# Calls that create `target` (np.save keeps a name ending in .npy as it is).
+PAYLOADS = {
+    "open for writing": lambda target: Call(open, str(target), "w"),
+    "Path.touch": lambda target: Call(Path.touch, target),
+    "numpy.save": lambda target: Call(np.save, str(target), np.zeros(1)),
+}
+
+
+@pytest.mark.parametrize("protocol", [2, 4])
+@pytest.mark.parametrize("payload", sorted(PAYLOADS))
+def test_cifar_batch_that_would_run_code_is_refused_and_runs_nothing(tmp_path, payload, protocol):
+    def crafted(target: Path) -> bytes:
+        return pickle.dumps({b"data": PAYLOADS[payload](target), b"labels": [0, 1, 2]}, protocol=protocol)
+
+    control = tmp_path / "control.npy"
+    pickle.loads(crafted(control))  # the payload is live: a plain unpickler creates its file
+    assert control.is_file()
+    data_dir, target = tmp_path / "data", tmp_path / "planted.npy"
+    write_cifar(data_dir, "c10", per_file=3)
+    batch = data_dir / "cifar-10-batches-py" / "data_batch_3"
+    batch.write_bytes(crafted(target))
+    before = tree(tmp_path)
+    with pytest.raises(DataUnavailableError) as err:
+        load_dataset("c10", data_dir, download=False)
+    message = str(err.value)
+    assert f"{batch} is not a CIFAR batch: it refers to " in message and "\n" not in message
+    assert not target.exists() and tree(tmp_path) == before
+
+
+def with_labels(labels: list) -> dict:
+    """A batch of black images, one per label."""
+    return {b"data": np.zeros((len(labels), 3072), np.uint8), b"labels": labels}
+
+
+BAD_BATCHES = {
+    "random bytes": lambda good: np.random.default_rng(0).bytes(2000),
+    "an empty file": lambda good: b"",
+    "a cut-off file": lambda good: good[:len(good) // 2],
+    "a list, not a dict": lambda good: py2_pickle([1, 2, 3]),
+    "no labels": lambda good: py2_pickle({b"data": np.zeros((3, 3072), np.uint8)}),
+    "no images": lambda good: py2_pickle({b"labels": [0, 1, 2]}),
+    "images of the wrong shape": lambda good: py2_pickle({b"data": np.zeros((3, 3000), np.uint8),
+                                                          b"labels": [0, 1, 2]}),
+    "images not uint8": lambda good: pickle.dumps({b"data": np.zeros((3, 3072)), b"labels": [0, 1, 2]}, protocol=4),
+    "images as a list": lambda good: py2_pickle({b"data": [0] * 3072, b"labels": [0]}),
+    "a label out of range": lambda good: py2_pickle(with_labels([0, 1, 10])),
+    "a label that is not an int": lambda good: py2_pickle(with_labels([0, 1, b"2"])),
+    "more labels than images": lambda good: py2_pickle({**with_labels([0, 1, 2]), b"labels": [0, 1, 2, 3]}),
+}
+
+
+@pytest.mark.parametrize("bad", sorted(BAD_BATCHES))
+def test_cifar_batch_that_is_not_one_names_the_file_and_what_to_do(tmp_path, bad):
+    write_cifar(tmp_path, "c10", per_file=3)
+    folder = tmp_path / "cifar-10-batches-py"
+    batch = folder / "data_batch_2"
+    batch.write_bytes(BAD_BATCHES[bad](batch.read_bytes()))
+    with pytest.raises(DataUnavailableError) as err:
+        load_dataset("c10", tmp_path, download=False)
+    message = str(err.value)
+    assert message.startswith(f"c10: {batch} ") and "CIFAR batch" in message and "\n" not in message
+    assert f"delete {folder} and load again" in message and "cifar-10-python.tar.gz" in message
+
+
+# ------------------------------------------------------------------------ untrusted files: archives
+
+
+def hostile_tar_members(case: str, outside: Path, up: str) -> list[tuple[str, bytes, str, bytes]]:
+    """(name, tar type, link target, content) of the members that make `case`; the first is the culprit."""
+    inside, planted, secret = "cifar-10-batches-py/", outside / "planted.txt", outside / "secret.txt"
+    return {
+        "absolute path": [(str(planted), tarfile.REGTYPE, "", b"planted")],
+        "'..' path": [(inside + up + from_root(planted), tarfile.REGTYPE, "", b"planted")],
+        "symlink to an absolute folder": [(inside + "out", tarfile.SYMTYPE, str(outside), b""),
+                                          (inside + "out/planted.txt", tarfile.REGTYPE, "", b"planted")],
+        "symlink up with '..'": [(inside + "up", tarfile.SYMTYPE, up + from_root(outside), b""),
+                                 (inside + "up/planted.txt", tarfile.REGTYPE, "", b"planted")],
+        # Written through, a hard link would change the user's file in place.
+        "hardlink to an absolute path": [(inside + "hard", tarfile.LNKTYPE, str(secret), b""),
+                                         (inside + "hard", tarfile.REGTYPE, "", b"overwritten")],
+        "hardlink up with '..'": [(inside + "hard", tarfile.LNKTYPE, up + from_root(secret), b""),
+                                  (inside + "hard", tarfile.REGTYPE, "", b"overwritten")],
+        "character device": [(inside + "null", tarfile.CHRTYPE, "", b"")],
+        "fifo": [(inside + "pipe", tarfile.FIFOTYPE, "", b"")],
+    }[case]
+
+
+def write_tar(archive: Path, good: Path, members: list[tuple[str, bytes, str, bytes]]) -> None:
+    """A .tar.gz of the folder `good` followed by `members`, written as given."""
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(good, arcname=good.name)
+        for name, kind, link, content in members:
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname, info.size = kind, link, len(content)
+            info.devmajor, info.devminor = (1, 3) if kind == tarfile.CHRTYPE else (0, 0)  # /dev/null's numbers
+            tar.addfile(info, io.BytesIO(content))
+    with tarfile.open(archive) as tar:  # the members went in as written, not sanitised
+        assert [m.name for m in tar.getmembers()[-len(members):]] == [name for name, *_ in members]
+
+
+def assert_refused_and_kept(err, data_dir: Path, archive: Path, member: str, lock: str) -> None:
+    """One line naming the archive and the member; data_dir holds just the archive, as served, and the lock."""
+    message = str(err.value)
+    assert "\n" not in message and str(data_dir / archive.name) in message and f"member '{member[:120]}" in message
+    assert sorted(p.name for p in data_dir.iterdir()) == sorted([archive.name, lock])
+    assert (data_dir / archive.name).read_bytes() == archive.read_bytes()
+
+
+TAR_CASES = ["absolute path", "'..' path", "symlink to an absolute folder", "symlink up with '..'",
+             "hardlink to an absolute path", "hardlink up with '..'", "character device", "fifo"]
+
+
+@pytest.mark.parametrize("case", TAR_CASES)
+def test_tar_member_that_could_escape_is_refused_and_nothing_is_written(tmp_path, remote, monkeypatch, outside,
+                                                                        case):
+    folder, url = remote
+    data_dir = tmp_path / "data"
+    members = hostile_tar_members(case, outside, climb(data_dir))
+    write_cifar(tmp_path / "source", "c10", per_file=3)
+    archive = folder / "cifar-10-python.tar.gz"
+    write_tar(archive, tmp_path / "source" / "cifar-10-batches-py", members)
+    monkeypatch.setattr(CIFAR10, "url", f"{url}/{archive.name}")
+    monkeypatch.setattr(CIFAR10, "tgz_md5", hashlib.md5(archive.read_bytes()).hexdigest())
+    before = tree(tmp_path, skip=data_dir)
+    with pytest.raises(DataUnavailableError) as err:
+        load_dataset("c10", data_dir, download=True)
+    assert_refused_and_kept(err, data_dir, archive, members[0][0], "cifar-10-batches-py.lock")
+    assert tree(tmp_path, skip=data_dir) == before  # the user's file keeps its bytes and its one link
+    assert not (outside / "planted.txt").exists()
+
+
+def hostile_zip_members(case: str, outside: Path, up: str) -> list[tuple[str, int, bytes]]:
+    """(name, Unix mode, content) of the members that make `case`; the first is the culprit."""
+    inside, planted, file = "tiny-imagenet-200/", outside / "planted.txt", stat.S_IFREG | 0o644
+    return {
+        "absolute path": [(str(planted), file, b"planted")],
+        "'..' path": [(inside + up + from_root(planted), file, b"planted")],
+        "symlink to an absolute folder": [(inside + "out", stat.S_IFLNK | 0o777, str(outside).encode()),
+                                          (inside + "out/planted.txt", file, b"planted")],
+        "symlink up with '..'": [(inside + "up", stat.S_IFLNK | 0o777, (up + from_root(outside)).encode()),
+                                 (inside + "up/planted.txt", file, b"planted")],
+        "character device": [(inside + "null", stat.S_IFCHR | 0o666, b"")],
+        "fifo": [(inside + "pipe", stat.S_IFIFO | 0o644, b"")],
+    }[case]
+
+
+ZIP_CASES = ["absolute path", "'..' path", "symlink to an absolute folder", "symlink up with '..'",
+             "character device", "fifo"]
+
+
+@pytest.mark.parametrize("case", ZIP_CASES)
+def test_zip_member_that_could_escape_is_refused_and_nothing_is_written(tmp_path, remote, monkeypatch, outside,
+                                                                        case):
+    folder, url = remote
+    data_dir = tmp_path / "data"
+    members = hostile_zip_members(case, outside, climb(data_dir))
+    write_tiny_imagenet(tmp_path / "source")
+    archive = folder / "tiny-imagenet-200.zip"
+    make_archive(tmp_path / "source" / "tiny-imagenet-200", archive)
+    with zipfile.ZipFile(archive, "a") as zf:
+        for name, mode, content in members:
+            info = zipfile.ZipInfo(name)
+            info.external_attr = mode << 16
+            zf.writestr(info, content)
+    with zipfile.ZipFile(archive) as zf:  # the members went in as written, not sanitised
+        assert zf.namelist()[-len(members):] == [name for name, *_ in members]
+    monkeypatch.setattr(data, "TINY_IMAGENET_URL", f"{url}/{archive.name}")
+    monkeypatch.setattr(data, "TINY_IMAGENET_MD5", hashlib.md5(archive.read_bytes()).hexdigest())
+    before = tree(tmp_path, skip=data_dir)
+    with pytest.raises(DataUnavailableError) as err:
+        load_dataset("tinyimagenet", data_dir, download=True)
+    assert_refused_and_kept(err, data_dir, archive, members[0][0], "tiny-imagenet-200.lock")
+    assert tree(tmp_path, skip=data_dir) == before
+    assert not (outside / "planted.txt").exists()
+
+
+def test_a_crafted_member_name_is_quoted_on_one_escaped_bounded_line(tmp_path, remote, monkeypatch):
+    folder, url = remote
+    name = "cifar-10-batches-py/../\x1b[2J\x1b]0;owned\x07\nline two " + "A" * 1000
+    write_cifar(tmp_path / "source", "c10", per_file=3)
+    archive = folder / "cifar-10-python.tar.gz"
+    write_tar(archive, tmp_path / "source" / "cifar-10-batches-py", [(name, tarfile.REGTYPE, "", b"x")])
+    monkeypatch.setattr(CIFAR10, "url", f"{url}/{archive.name}")
+    monkeypatch.setattr(CIFAR10, "tgz_md5", hashlib.md5(archive.read_bytes()).hexdigest())
+    with pytest.raises(DataUnavailableError) as err:
+        load_dataset("c10", tmp_path / "data", download=True)
+    message = str(err.value)
+    assert "member 'cifar-10-batches-py/../\\x1b[2J\\x1b]0;owned\\x07 line two AAA" in message
+    assert message.isprintable() and "A" * 200 not in message
+    assert len(message) < 200 + len(str(tmp_path / "data" / archive.name)) + 200  # the name cut, the rest fixed
+
+
+@pytest.mark.usefixtures("small_holdouts")
+def test_links_that_stay_inside_the_folder_are_unpacked(tmp_path, remote, monkeypatch):
+    folder, url = remote
+    expected = write_cifar(tmp_path / "source", "c10", per_file=3)
+    archive = folder / "cifar-10-python.tar.gz"
+    write_tar(archive, tmp_path / "source" / "cifar-10-batches-py", [
+        ("cifar-10-batches-py/alias", tarfile.SYMTYPE, "data_batch_1", b""),
+        ("cifar-10-batches-py/copy", tarfile.LNKTYPE, "cifar-10-batches-py/test_batch", b""),
+    ])
+    monkeypatch.setattr(CIFAR10, "url", f"{url}/{archive.name}")
+    monkeypatch.setattr(CIFAR10, "tgz_md5", hashlib.md5(archive.read_bytes()).hexdigest())
+    assert_three_splits(load_dataset("c10", tmp_path / "data", download=True), expected, val_size=2)
+    unpacked = tmp_path / "data" / "cifar-10-batches-py"
+    assert os.readlink(unpacked / "alias") == "data_batch_1"
+    assert (unpacked / "copy").stat().st_ino == (unpacked / "test_batch").stat().st_ino
+
+
+def archive_in_data_dir(tmp_path: Path, monkeypatch, folder: Path) -> Path:
+    """Pack `folder` as data_dir's CIFAR-10 archive with its md5 registered, and make any download fail."""
+    archive = tmp_path / "data" / "cifar-10-python.tar.gz"
+    make_archive(folder, archive)
+    monkeypatch.setattr(CIFAR10, "url", (tmp_path / "nowhere" / archive.name).as_uri())
+    monkeypatch.setattr(CIFAR10, "tgz_md5", hashlib.md5(archive.read_bytes()).hexdigest())
+    return archive
+
+
+def partial_folder(data_dir: Path) -> Path:
+    """What an interrupted unpack or a user's copy leaves: one stale batch and a stray file."""
+    partial = data_dir / "cifar-10-batches-py"
+    partial.mkdir(parents=True)
+    (partial / "data_batch_1").write_bytes(py2_pickle({b"data": np.zeros((1, 3072), np.uint8), b"labels": [0]}))
+    (partial / "stray.txt").write_text("not from the archive")
+    return partial
+
+
+@pytest.mark.usefixtures("small_holdouts")
+def test_good_archive_in_data_dir_replaces_a_partial_folder(tmp_path, monkeypatch):
+    expected = write_cifar(tmp_path / "source", "c10", per_file=4, seed=1)
+    archive_in_data_dir(tmp_path, monkeypatch, tmp_path / "source" / "cifar-10-batches-py")
+    partial = partial_folder(tmp_path / "data")
+    assert_three_splits(load_dataset("c10", tmp_path / "data", download=True), expected, val_size=2)
+    # The partial folder was replaced whole (no stray file), then the archive removed.
+    folder, train_files, test_files, meta_file, _classes = CIFAR_LAYOUTS["c10"]
+    assert sorted(p.name for p in partial.iterdir()) == sorted(train_files + test_files + [meta_file])
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == [folder, f"{folder}.lock"]
+
+
+UNPACK_FAILURES = {
+    # how the archive in data_dir fails: what the message says
+    "a cut-off archive": "cannot unpack",
+    "no test batch in it": "holds no cifar-10-batches-py/test_batch",
+    "another folder in it": "holds no folder cifar-10-batches-py",
+}
+
+
+@pytest.mark.parametrize("failure", sorted(UNPACK_FAILURES))
+def test_archive_that_fails_to_unpack_is_kept_and_the_partial_folder_untouched(tmp_path, monkeypatch, failure):
+    write_cifar(tmp_path / "source", "c10", per_file=3)
+    good = tmp_path / "source" / "cifar-10-batches-py"
+    if failure == "no test batch in it":
+        (good / "test_batch").unlink()
+    elif failure == "another folder in it":
+        good = good.rename(good.with_name("cifar-10-batches"))
+    archive = tmp_path / "data" / "cifar-10-python.tar.gz"
+    make_archive(good, archive)
+    if failure == "a cut-off archive":
+        archive.write_bytes(archive.read_bytes()[:archive.stat().st_size // 2])
+    archive_md5 = hashlib.md5(archive.read_bytes()).hexdigest()
+    monkeypatch.setattr(CIFAR10, "url", (tmp_path / "nowhere" / archive.name).as_uri())
+    monkeypatch.setattr(CIFAR10, "tgz_md5", archive_md5)  # it is the archive the user was meant to have
+    partial_folder(tmp_path / "data")
+    before = tree(tmp_path / "data")
+    with pytest.raises(DataUnavailableError) as err:
+        load_dataset("c10", tmp_path / "data", download=True)
+    message = str(err.value)
+    assert "\n" not in message and str(archive) in message and UNPACK_FAILURES[failure] in message
+    after = tree(tmp_path / "data")
+    after.pop(str(tmp_path / "data" / "cifar-10-batches-py.lock"))
+    assert after == before  # archive and partial folder as they were; no scratch folder left
+
+
+# ------------------------------------------------------------------------ untrusted files: folders, messages
+
+
+@pytest.mark.parametrize("download", [False, True])
+@pytest.mark.parametrize("where", ["data_dir", "data set folder"])
+@pytest.mark.parametrize("name", ["c10", "tinyimagenet"])
+def test_a_file_where_a_folder_belongs_is_named_before_any_download(tmp_path, monkeypatch, name, where, download):
+    fetched = []
+    monkeypatch.setattr(data, "download_url", lambda *args, **kwargs: fetched.append(args))
+    data_dir = tmp_path / "data"
+    file = data_dir if where == "data_dir" else data_dir / {"c10": "cifar-10-batches-py",
+                                                             "tinyimagenet": "tiny-imagenet-200"}[name]
+    file.parent.mkdir(parents=True, exist_ok=True)
+    file.write_text("not a folder")
+    with pytest.raises(DataUnavailableError) as err:
+        load_dataset(name, data_dir, download=download)
+    message = str(err.value)
+    assert f"{file} is a file where a folder belongs" in message and "\n" not in message
+    assert fetched == [] and file.read_text() == "not a folder"
+
+
+def test_a_data_dir_that_cannot_be_created_is_one_line_naming_it(tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("")
+    data_dir = tmp_path / "file" / "data"
+    with pytest.raises(DataUnavailableError) as err:
+        load_dataset("c10", data_dir, download=True)
+    message = str(err.value)
+    assert f"cannot create {data_dir}" in message and "\n" not in message
+
+
+def test_short_makes_untrusted_text_one_printable_bounded_line():
+    assert data._short(ValueError("bad \n\t  thing\r\n")) == "bad thing"
+    assert data._short("red\x1b[31m bell\x07 rtl\u202e") == "red\\x1b[31m bell\\x07 rtl\\u202e"
+    cut = data._short("x" * 1000)
+    assert len(cut) == 200 and cut == "x" * 197 + "..."
+    assert data._short("y" * 200) == "y" * 200 and len(data._short("z" * 50, limit=20)) == 20
 
 
 # ------------------------------------------------------------------------ synthetic

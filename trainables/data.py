@@ -24,7 +24,12 @@ offline, the default for tests; 1149 / 288 / 360), `c10`, `c100` (CIFAR in
 torchvision's python format; 45000 / 5000 / 10000), `tinyimagenet` (64x64, decoded once
 into a tensor cache; 90000 / 10000 / 10000) and `synthetic` (CIFAR-shaped, generated,
 with a learnable signal; 50000 / 5000 / 10000 by default). Downloads use torchvision's
-helpers under a file lock in `data_dir`, so trials sharing a node fetch a data set once.
+`download_url` (md5 checked) under a file lock in `data_dir`, so trials sharing a node
+fetch a data set once.
+
+Data files and archives are untrusted (the design's trust model): archives are unpacked
+here, refusing any member that could write outside its folder, and CIFAR pickles are
+read by an unpickler that resolves nothing but numpy's array reconstruction.
 """
 
 from __future__ import annotations
@@ -34,10 +39,12 @@ import http.client
 import inspect
 import os
 import pickle
+import stat
 import tarfile
 import tempfile
 import zipfile
-from collections.abc import Callable, Iterator, Sequence
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import ClassVar
 
@@ -46,7 +53,7 @@ import torch
 import torch.nn.functional as F
 from filelock import FileLock
 from torchvision.datasets import CIFAR10, CIFAR100
-from torchvision.datasets.utils import download_and_extract_archive
+from torchvision.datasets.utils import download_url
 
 from trainables.errors import ConfigError, DataUnavailableError
 
@@ -57,9 +64,9 @@ TINY_IMAGENET_MD5 = "90528d7ca1a48142e341f4ef8d21d0de"
 _TINY_FOLDER = "tiny-imagenet-200"
 _TINY_SIDE = 64  # pixels; every Tiny ImageNet image is 64 x 64
 
-# What a failed download or unpack raises: URLError and socket errors are OSErrors,
-# torchvision raises RuntimeError on an md5 mismatch, a truncated archive the rest.
-_FETCH_ERRORS = (OSError, RuntimeError, http.client.HTTPException, tarfile.TarError, zipfile.BadZipFile)
+# What a failed download raises: URLError and socket errors are OSErrors, torchvision
+# raises RuntimeError on an md5 mismatch.
+_FETCH_ERRORS = (OSError, RuntimeError, http.client.HTTPException)
 
 
 # The validation holdouts are fixed once for every trial of every sweep: a trial's seed
@@ -279,19 +286,42 @@ def load_dataset(name: str, data_dir: str | os.PathLike = "data", download: bool
 # ---------------------------------------------------------------------------- files
 
 
+def _short(text: object, limit: int = 200) -> str:
+    """`text` as one printable line of at most `limit` characters, for quoting in an error message.
+
+    What an archive or a data file says (a member's name, an exception's text) is
+    untrusted: whitespace runs become one space, other control characters are escaped
+    as repr writes them (so no terminal escape sequence gets through), and the rest is
+    cut with "...".
+    """
+    line = " ".join(str(text).split())
+    printable = "".join(char if char.isprintable() else repr(char)[1:-1] for char in line)
+    return printable if len(printable) <= limit else printable[:limit - 3] + "..."
+
+
 def _first_missing(folder: Path, required: Sequence[str]) -> str | None:
     return next((name for name in required if not (folder / name).is_file()), None)
+
+
+def _check_folders(name: str, folder: Path) -> None:
+    """DataUnavailableError when `folder` or its parent (data_dir) exists but is not a folder."""
+    for path in (folder.parent, folder):
+        if path.exists() and not path.is_dir():
+            raise DataUnavailableError(f"{name}: {path} is a file where a folder belongs; move it away and load again")
 
 
 def _ensure_unpacked(name: str, folder: Path, required: Sequence[str], url: str, filename: str,
                      md5: str | None, download: bool) -> None:
     """Make `folder` hold the `required` files, fetching and unpacking `url` if allowed.
 
-    The archive unpacks into a temporary folder that is renamed into place, so an
-    interrupted unpack never looks complete. A lock in `folder`'s parent serialises
+    The archive `filename` in `folder`'s parent (data_dir) is used when its md5 is
+    right, else downloaded. It unpacks into a temporary folder that replaces `folder`
+    (a partial one included) only once it holds every required file; the archive is
+    removed only then, so a failed unpack loses nothing. A lock in data_dir serialises
     trials on one node; whoever waited re-checks and finds the work done.
     """
     data_dir = folder.parent
+    _check_folders(name, folder)
     missing = _first_missing(folder, required)
     if missing is None:
         return
@@ -300,25 +330,155 @@ def _ensure_unpacked(name: str, folder: Path, required: Sequence[str], url: str,
             f"{name}: {folder / missing} not found and download=False; "
             f"unpack {filename} ({url}) in {data_dir} or allow the download"
         )
-    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # e.g. a file where one of its parents belongs
+        raise DataUnavailableError(f"{name}: cannot create {data_dir} ({_short(err)})") from err
     with FileLock(data_dir / f"{folder.name}.lock"):
         if _first_missing(folder, required) is None:
             return
         try:
-            with tempfile.TemporaryDirectory(dir=data_dir, prefix=f".{folder.name}-") as unpacked:
-                # Skips the download when `filename` is already in data_dir with the right md5.
-                download_and_extract_archive(url, download_root=data_dir, extract_root=unpacked,
-                                             filename=filename, md5=md5, remove_finished=True)
-                os.replace(Path(unpacked) / folder.name, folder)
+            # Skips the download when `filename` is already in data_dir with the right md5.
+            download_url(url, data_dir, filename, md5)
         except _FETCH_ERRORS as err:
-            reason = " ".join(str(err).split())  # one line, whatever the exception printed
             raise DataUnavailableError(
-                f"{name}: {folder / missing} not found and fetching {url} failed ({reason}); "
+                f"{name}: {folder / missing} not found and fetching {url} failed ({_short(err)}); "
                 f"put {filename} in {data_dir} and load again"
             ) from err
-    missing = _first_missing(folder, required)
-    if missing is not None:
-        raise DataUnavailableError(f"{name}: {filename} from {url} unpacked without {folder / missing}")
+        archive = data_dir / filename
+        _unpack(name, archive, folder, required)
+        archive.unlink()
+
+
+def _unpack(name: str, archive: Path, folder: Path, required: Sequence[str]) -> None:
+    """Unpack `archive` and put its top-level folder `folder.name` in place as `folder`.
+
+    Nothing in data_dir changes unless the unpacked folder holds every required file;
+    then a partial `folder` already there is renamed aside, the new one renamed in, and
+    the old one removed. Raises DataUnavailableError naming the archive otherwise.
+    """
+    # Cleanup errors are ignored: by then the folder is in place or the error says why
+    # it is not, and a leftover hidden scratch folder harms no later load.
+    with tempfile.TemporaryDirectory(dir=folder.parent, prefix=f".{folder.name}-",
+                                     ignore_cleanup_errors=True) as scratch:
+        unpacked = Path(scratch) / "unpacked"
+        try:
+            _extract(archive, unpacked)
+        except _UNPACK_ERRORS as err:
+            raise DataUnavailableError(
+                f"{name}: cannot unpack {archive} ({_short(err)}); it is left in place: "
+                f"replace it with a good copy, or delete it to download it again"
+            ) from err
+        new = unpacked / folder.name
+        if not new.is_dir() or new.is_symlink():
+            raise DataUnavailableError(f"{name}: {archive} holds no folder {folder.name}; it is left in place")
+        missing = _first_missing(new, required)
+        if missing is not None:
+            raise DataUnavailableError(f"{name}: {archive} holds no {folder.name}/{missing}; it is left in place")
+        try:
+            _move_into_place(new, folder, Path(scratch) / "replaced")
+        except OSError as err:
+            raise DataUnavailableError(
+                f"{name}: cannot move the unpacked folder to {folder} ({_short(err)}); {archive} is left in place"
+            ) from err
+
+
+def _move_into_place(new: Path, folder: Path, aside: Path) -> None:
+    """Rename `new` to `folder`; an existing `folder` is first renamed to `aside` (and back if that fails)."""
+    replacing = os.path.lexists(folder)
+    if replacing:
+        os.rename(folder, aside)
+    try:
+        os.rename(new, folder)
+    except OSError:
+        if replacing:
+            os.rename(aside, folder)
+        raise
+
+
+def _escapes(path: str) -> bool:
+    """Whether an archive path is absolute or has a '..' component, so it could resolve outside the folder.
+
+    Backslashes count as separators too, as they do when the archive is unpacked on Windows.
+    """
+    posix = path.replace("\\", "/")
+    return posix.startswith("/") or ".." in posix.split("/")
+
+
+def _tar_member_problem(member: tarfile.TarInfo) -> str | None:
+    """Why unpacking `member` could write outside the destination folder or make a special file; None if neither."""
+    if _escapes(member.name):
+        return "has an absolute path or a '..' component"
+    if member.issym() or member.islnk():
+        # A link target with '..' is refused even when it reads as inside: after a
+        # symlink to '.', 'link/..' is the destination's parent. Links that only go
+        # down from where they are cannot leave the folder, however they chain.
+        if _escapes(member.linkname):
+            return f"is a link to '{_short(member.linkname)}', which may lead outside"
+        return None
+    if not (member.isfile() or member.isdir()):
+        return "is a device, fifo or other special file"
+    return None
+
+
+# What a zip member that is neither a file nor a folder is, from the file type bits of
+# its Unix mode. zipfile would unpack a symlink as a plain file holding the target's
+# path, but no data set we fetch has one, so any is refused rather than half-honoured.
+_ZIP_SPECIAL_KINDS = {stat.S_IFLNK: "a symbolic link", stat.S_IFCHR: "a device", stat.S_IFBLK: "a device",
+                      stat.S_IFIFO: "a fifo", stat.S_IFSOCK: "a socket"}
+
+
+def _zip_member_problem(member: zipfile.ZipInfo) -> str | None:
+    """Why unpacking `member` could write outside the destination folder or make a special file; None if neither."""
+    if _escapes(member.filename):
+        return "has an absolute path or a '..' component"
+    kind = stat.S_IFMT(member.external_attr >> 16)  # 0 when written without a Unix mode: a plain file
+    if kind in _ZIP_SPECIAL_KINDS:
+        return f"is {_ZIP_SPECIAL_KINDS[kind]}"
+    return None
+
+
+class _UnsafeMember(Exception):
+    """An archive member that could write outside the destination folder or make a special file."""
+
+    def __init__(self, member: str, problem: str) -> None:
+        super().__init__(f"member '{_short(member)}' {problem}")
+
+
+# What a failed unpack raises: a refused member, a damaged archive (the tar, zip, gzip
+# and zlib errors), a full disk or a permission (OSError).
+_UNPACK_ERRORS = (OSError, EOFError, zlib.error, tarfile.TarError, zipfile.BadZipFile, _UnsafeMember)
+
+
+# Python 3.11.4+ (and the 3.10.12+ security releases) filter every tar member on
+# extraction; "data" refuses what `_tar_member_problem` refuses and also drops owners and
+# setuid bits. Where it is absent, the member check alone keeps the writes inside.
+_TAR_FILTER = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+
+
+def _extract(archive: Path, destination: Path) -> None:
+    """Unpack the zip or tar (any compression) `archive` into `destination`.
+
+    Every member is checked before anything is written: one that could land outside
+    `destination` (absolute path, '..', a link out) or that is a device, fifo or other
+    special file raises _UnsafeMember naming it, and then nothing is unpacked at all.
+    """
+    if archive.name.endswith(".zip"):
+        with zipfile.ZipFile(archive) as zf:
+            _check_members((member.filename, _zip_member_problem(member)) for member in zf.infolist())
+            zf.extractall(destination)
+    else:
+        with tarfile.open(archive) as tar:
+            members = tar.getmembers()
+            _check_members((member.name, _tar_member_problem(member)) for member in members)
+            tar.extractall(destination, members=members, **_TAR_FILTER)
+
+
+def _check_members(problems: Iterable[tuple[str, str | None]]) -> None:
+    """Raise _UnsafeMember for the first (member name, problem) pair that has a problem."""
+    for member, problem in problems:
+        if problem is not None:
+            raise _UnsafeMember(member, problem)
 
 
 def _channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -380,16 +540,77 @@ class _Cifar:
     std: tuple[float, float, float]
 
 
-def _read_cifar_batch(path: Path, label_key: bytes) -> tuple[torch.Tensor, torch.Tensor]:
-    with open(path, "rb") as f:
-        # Python 2 pickles with bytes keys; the archive's md5 was checked on download.
-        batch = pickle.load(f, encoding="bytes")
-    images = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+# The function numpy's pickles call to rebuild an array. Its module is
+# numpy.core.multiarray in numpy 1 and numpy._core.multiarray in numpy 2, so it is taken
+# from an array's own pickling recipe rather than imported under either name.
+_RECONSTRUCT = np.empty(0).__reduce__()[0]
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """An unpickler for CIFAR batches that resolves no global but numpy's array reconstruction.
+
+    A batch (Python 2 cPickle, protocol 2) is a dict of bytes keys holding bytes, lists
+    of ints and bytes, and one numpy uint8 array, which is the only object that needs a
+    global: `_reconstruct`, `ndarray` and `dtype`. Any other global raises
+    UnpicklingError instead of being imported, so a crafted file cannot call anything.
+    """
+
+    _ALLOWED: ClassVar[dict[tuple[str, str], object]] = {
+        ("numpy.core.multiarray", "_reconstruct"): _RECONSTRUCT,
+        ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT,  # numpy 2's name for it
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+    }
+
+    def find_class(self, module: str, name: str) -> object:
+        try:
+            return self._ALLOWED[module, name]
+        except KeyError:
+            raise pickle.UnpicklingError(f"it refers to {module}.{name}, which a CIFAR batch never does") from None
+
+
+class _NotACifarBatch(Exception):
+    """A file of a CIFAR folder that cannot be read as a CIFAR batch; the message names it and says why."""
+
+
+def _read_cifar_batch(path: Path, label_key: bytes, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(uint8 N x 3 x 32 x 32 images, int64 labels) of one batch file; _NotACifarBatch if it is not one."""
+    try:
+        with open(path, "rb") as f:
+            # Python 2 pickles with bytes keys; nothing in them is executed (`_CifarUnpickler`).
+            batch = _CifarUnpickler(f, encoding="bytes").load()
+    except Exception as err:  # malformed bytes make the unpickler raise almost anything; all mean "not a batch"
+        raise _NotACifarBatch(f"{path} is not a CIFAR batch: {_short(err) or type(err).__name__}") from err
+    problem = _cifar_batch_problem(batch, label_key, num_classes)
+    if problem is not None:
+        raise _NotACifarBatch(f"{path} is not a CIFAR batch: {problem}")
+    images = batch[b"data"].reshape(-1, 3, 32, 32)
     return torch.from_numpy(images), torch.tensor(batch[label_key], dtype=torch.int64)
 
 
-def _read_cifar_split(folder: Path, files: list[list[str]], label_key: bytes) -> tuple[torch.Tensor, torch.Tensor]:
-    batches = [_read_cifar_batch(folder / file, label_key) for file, _md5 in files]
+def _cifar_batch_problem(batch: object, label_key: bytes, num_classes: int) -> str | None:
+    """What makes an unpickled `batch` differ from a CIFAR batch, or None when it is one.
+
+    A batch is a dict with b"data", a uint8 N x 3072 array, and `label_key`, a list of
+    N ints in [0, num_classes): a label out of range would otherwise fail mid-training.
+    """
+    if not isinstance(batch, dict):
+        return f"it holds a {type(batch).__name__}, not a dict"
+    missing = [repr(key) for key in (b"data", label_key) if key not in batch]
+    if missing:
+        return f"it has no {' or '.join(missing)} entry"
+    images, labels = batch[b"data"], batch[label_key]
+    if not (isinstance(images, np.ndarray) and images.dtype == np.uint8 and images.shape[1:] == (3 * 32 * 32,)):
+        return "its b'data' is not a uint8 N x 3072 array"
+    if not (isinstance(labels, list) and all(type(label) is int and 0 <= label < num_classes for label in labels)):
+        return f"its {label_key!r} is not a list of integers from 0 to {num_classes - 1}"
+    if len(labels) != len(images):
+        return f"it has {len(images)} images and {len(labels)} labels"
+    return None
+
+
+def _read_cifar_split(folder: Path, files: list[list[str]], spec: _Cifar) -> tuple[torch.Tensor, torch.Tensor]:
+    batches = [_read_cifar_batch(folder / file, spec.label_key, spec.num_classes) for file, _md5 in files]
     return torch.cat([images for images, _ in batches]), torch.cat([labels for _, labels in batches])
 
 
@@ -401,9 +622,16 @@ def _load_cifar(name: str, spec: _Cifar, val_size: int, data_dir: Path, download
     # archive's md5 is checked when it is downloaded.
     required = [file for file, _md5 in source.train_list + source.test_list]
     _ensure_unpacked(name, folder, required, source.url, source.filename, source.tgz_md5, download)
-    train = _split_off_val(*_read_cifar_split(folder, source.train_list, spec.label_key), val_size)
-    test = _read_cifar_split(folder, source.test_list, spec.label_key)
-    return ImageData(name, *train, *test, spec.num_classes, spec.mean, spec.std, crop_padding=4, flip=True)
+    try:
+        train = _read_cifar_split(folder, source.train_list, spec)
+        test = _read_cifar_split(folder, source.test_list, spec)
+    except _NotACifarBatch as err:
+        raise DataUnavailableError(
+            f"{name}: {err}; delete {folder} and load again to unpack a fresh copy "
+            f"(downloaded, or from {source.filename} put back in {data_dir})"
+        ) from err
+    return ImageData(name, *_split_off_val(*train, val_size), *test, spec.num_classes, spec.mean, spec.std,
+                     crop_padding=4, flip=True)
 
 
 _CIFAR10 = _Cifar(CIFAR10, b"labels", 10, mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616))
