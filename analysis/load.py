@@ -13,12 +13,16 @@ where the results came from:
   SAM-family trial actually used; NaN for 1-pass optimizers), epochs run, training
   seconds (the sum of `epoch_time_s`, so start-up and evaluation gaps between epochs are
   not counted), cumulative gradient evaluations and compute hours = seconds / 3600 x the
-  GPUs (or, with none, the CPUs) a trial held.
+  GPUs (or, with none, the CPUs) a trial held (the space's resources per trial: unknown,
+  NaN, for Ray storage without the space.json a sweep writes there).
 - `epochs`: one row per trial and epoch with every metric of trainables.schema.METRICS
   (NaN where the trial did not report it).
 
 A trial that failed before its first epoch has a row in `trials` (NaN accuracies, zero
 hours) and none in `epochs`.
+
+A results folder is untrusted: Ray storage is read as plain JSON only, never unpickled
+(`load_sweep_from_storage`).
 """
 
 from __future__ import annotations
@@ -27,7 +31,6 @@ import dataclasses
 import json
 import math
 import os
-import pickle
 import re
 import tempfile
 from dataclasses import dataclass, field
@@ -36,6 +39,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from analysis.text import bounded
 from trainables.config import TrialConfig
 from trainables.schema import (CONFIRM_SUFFIX, EQUAL_COMPUTE, EQUAL_EPOCHS, METRICS,
                                rank_finalists, trial_status)
@@ -66,6 +70,8 @@ HPARAM_ORDER = ("lr", "rho", "alpha", "eta", "sigma", "lmbda", "weight_decay", "
 _NOT_SEARCHED = {"seed", "epochs", "optimizer"}
 # Ray's words for a trial that has not ended yet.
 _RAY_LIVE = {"PENDING", "RUNNING", "PAUSED"}
+# What Ray writes into a trial's folder when the trial fails.
+_RAY_ERROR_FILES = ("error.txt", "error.pkl")
 
 
 @dataclass
@@ -137,7 +143,8 @@ def _epoch_frame(rows: list[dict]) -> pd.DataFrame:
     """One trial's epochs, one row each, in order; an epoch reported twice (after a
     restart) counts once, as MLflow logs it once."""
     frame = pd.DataFrame(rows, columns=list(METRICS), dtype=float)
-    frame = frame.dropna(subset=["epoch"]).drop_duplicates("epoch", keep="first")
+    # A missing or infinite epoch number (a malformed result.json) is no epoch.
+    frame = frame[frame["epoch"].abs() < math.inf].drop_duplicates("epoch", keep="first")
     frame["epoch"] = frame["epoch"].astype(int)
     return frame.sort_values("epoch").reset_index(drop=True)
 
@@ -229,26 +236,27 @@ def load_sweep(experiment: str, tracking_uri: str) -> Sweep:
 
     if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri[len("sqlite:///"):]).is_file():
         # MlflowClient would create an empty database there: refuse instead.
-        raise ValueError(f"no MLflow database at {tracking_uri[len('sqlite:///'):]}")
+        raise ValueError(f"no MLflow database at {bounded(tracking_uri[len('sqlite:///'):])}")
     client = MlflowClient(tracking_uri)
     try:
         found = client.get_experiment_by_name(experiment)
     except MlflowException as error:
-        raise ValueError(f"cannot read MLflow at {tracking_uri}: {error.message}") from None
+        raise ValueError(f"cannot read MLflow at {bounded(tracking_uri)}: {bounded(error.message)}") from None
     if found is None:
-        raise ValueError(f"no MLflow experiment {experiment!r} at {tracking_uri}")
+        raise ValueError(f"no MLflow experiment '{bounded(experiment)}' at {bounded(tracking_uri)}")
     parents = client.search_runs(
         [found.experiment_id], filter_string="tags.stage = 'sweep'",
         order_by=["attributes.start_time DESC"], max_results=1000)
     parents = [r for r in parents if "mlflow.parentRunId" not in r.data.tags]
     if not parents:
-        raise ValueError(f"MLflow experiment {experiment!r} at {tracking_uri} has no sweep run")
+        raise ValueError(f"MLflow experiment '{bounded(experiment)}' at {bounded(tracking_uri)} "
+                         "has no sweep run")
     parent = parents[0]
     space = _mlflow_space(client, parent)
     children = _search_all(client, found.experiment_id,
                            f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     if not children:
-        raise ValueError(f"the sweep in MLflow experiment {experiment!r} has no trials yet")
+        raise ValueError(f"the sweep in MLflow experiment '{bounded(experiment)}' has no trials yet")
     rows, epoch_frames = [], []
     for run in children:
         row, epochs = _mlflow_trial(client, run, space)
@@ -328,25 +336,37 @@ def _mlflow_trial(client, run, space: SearchSpace | None) -> tuple[dict, pd.Data
 
 
 # ---- Ray storage -------------------------------------------------------------------------
+#
+# A results folder is untrusted (design.md, trust model): it is read as plain JSON and
+# nothing in it is ever unpickled. Ray's own readers (ExperimentAnalysis, ResultGrid,
+# Trial.from_json_state) unpickle the hex fields of experiment_state-*.json and error.pkl,
+# so a crafted folder would run its code there; they are not used here.
 
 def load_sweep_from_storage(path: str | os.PathLike) -> Sweep:
     """Load a sweep from Ray's storage: `path` is the search's experiment folder
     (<storage>/<experiment>); the confirm stage's folder beside it (<path>-confirm) is read
-    too when present. Needs no MLflow.
+    too when present. Needs no MLflow, and reads plain JSON only:
 
-    Status, start time and resources come from Ray's experiment state (the newest
-    experiment_state-*.json); epochs from each trial's result.json. A `space.json` in the
-    experiment folder, if one was written there, gives the space. Raises ValueError
-    naming `path` if it is not a Ray experiment folder.
+    - each trial folder's params.json (its config) and result.json (one line per epoch:
+      its metrics, the trial id, when it was reported);
+    - whether the trial folder holds error.txt or error.pkl (never opened: a pickle);
+    - Ray's status word per trial, for trials still live, from the newest
+      experiment_state-*.json (its plain fields only; ignored where malformed);
+    - space.json, which the sweep writes into the experiment folder: the space, and so
+      the resources each trial held (its cpus_per_trial and gpus_per_trial).
+
+    Raises a one-line ValueError naming the path if `path` is not a Ray experiment folder
+    or a trial's params.json is malformed; a malformed result.json line ends that trial's
+    epochs there (a line cut short by a crash), a malformed value in it is ignored.
     """
     folder = Path(path).expanduser().resolve()
     if not folder.is_dir():
-        raise ValueError(f"no Ray experiment folder at {folder}")
+        raise ValueError(f"no Ray experiment folder at {bounded(folder)}")
     space = _storage_space(folder)
     search = _ray_experiment(folder, "sweep", space)
     if not search:
-        raise ValueError(f"{folder} holds no Ray Tune trials (expected the experiment folder "
-                         "<storage>/<experiment>)")
+        raise ValueError(f"{bounded(folder)} holds no Ray Tune trials (expected the experiment "
+                         "folder <storage>/<experiment>)")
     confirm_folder = folder.with_name(folder.name + CONFIRM_SUFFIX)
     confirm = _ray_experiment(confirm_folder, "confirm", space) if confirm_folder.is_dir() else []
     confirm_rows = [row for row, _ in confirm]
@@ -362,102 +382,203 @@ def load_sweep_from_storage(path: str | os.PathLike) -> Sweep:
     return Sweep(name=folder.name, trials=trials, epochs=epochs, space=space, meta=meta)
 
 
+def _parse_json(text: str):
+    """json.loads for untrusted text: ValueError for anything that is not JSON, deep
+    nesting included (on which json raises RecursionError)."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+def _read_text(path: Path) -> str:
+    """A file's text as UTF-8 (ValueError naming the file if it is not)."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{bounded(path)} is not UTF-8 text") from None
+
+
+def _read_json(path: Path):
+    """A JSON file's value (ValueError naming the file, in one line, if it is not JSON)."""
+    text = _read_text(path)
+    try:
+        return _parse_json(text)
+    except ValueError as error:
+        raise ValueError(f"{bounded(path)} is not valid JSON: {error}") from None
+
+
+def _json_object(text) -> dict:
+    """The JSON object `text` holds; {} for anything else (not a string, not JSON, not an
+    object): untrusted data of the wrong shape is ignored."""
+    if not isinstance(text, str):
+        return {}
+    try:
+        found = _parse_json(text)
+    except ValueError:
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
 def _storage_space(folder: Path) -> SearchSpace | None:
+    """The space.json the sweep wrote into its experiment folder (None if absent or
+    invalid: the report then does without a space, as for an older sweep)."""
     path = folder / "space.json"
     if not path.is_file():
         return None
     from search_spaces.space import SearchSpace
 
     try:
-        return SearchSpace.from_dict(json.loads(path.read_text()), str(path))
-    except (ValueError, OSError):
+        return SearchSpace.from_dict(_read_json(path), str(path))
+    except (ValueError, OverflowError, OSError):  # OverflowError: its checks, on a huge integer
         return None
 
 
-def _experiment_state(folder: Path) -> dict[str, dict]:
-    """Ray's record of each trial, by trial folder name: id, status, start time,
-    resources. Empty if Ray never wrote its state (a crash before the first snapshot)."""
-    states = sorted(folder.glob("experiment_state-*.json"), key=lambda p: p.stat().st_mtime)
-    if not states:
-        return {}
-    data = json.loads(states[-1].read_text())
-    found = {}
-    for order, (trial_json, runtime_json) in enumerate(data.get("trial_data", [])):
-        trial = json.loads(trial_json)
-        runtime = json.loads(runtime_json) if isinstance(runtime_json, str) else runtime_json
-        found[trial.get("relative_logdir")] = {
-            "order": order, "trial_id": trial.get("trial_id"), "status": trial.get("status"),
-            "start_time": (runtime or {}).get("start_time"),
-            "error": bool((runtime or {}).get("error_filename")),
-            "resources": _resources(trial.get("placement_group_factory"))}
-    return found
-
-
-def _resources(pickled_hex) -> dict | None:
-    """A trial's resources {"CPU": c, "GPU": g} from Ray's pickled placement group
-    factory (Ray's own record of what the trial held; unpickled as Ray does on resume)."""
+def _ray_statuses(folder: Path) -> dict[str, str]:
+    """Ray's status word (PENDING, RUNNING, TERMINATED, ERROR, ...) of each trial, by trial
+    folder name, from the newest experiment_state-*.json (the greatest name, as Ray picks
+    it). Only its plain JSON fields are read, never the hex ones (pickles); an entry of an
+    unexpected shape is ignored, and so is a state that is unreadable or that Ray never
+    wrote (a crash before its first snapshot)."""
+    states = sorted(folder.glob("experiment_state-*.json"))
     try:
-        factory = pickle.loads(bytes.fromhex(pickled_hex))
-        return dict(factory.required_resources)
-    except Exception:  # noqa: BLE001 - another Ray version's format: resources unknown
+        state = _json_object(_read_text(states[-1])) if states else {}
+    except (ValueError, OSError):
+        return {}
+    entries = state.get("trial_data")
+    statuses = {}
+    for entry in entries if isinstance(entries, list) else []:
+        # [the trial as a JSON string, its run metadata as a JSON string]
+        trial = _json_object(entry[0] if isinstance(entry, list) and entry else None)
+        name, status = trial.get("relative_logdir"), trial.get("status")
+        if isinstance(name, str) and isinstance(status, str):
+            statuses[name] = status
+    return statuses
+
+
+def _float(value) -> float | None:
+    """A JSON number (or bool) as a float; None for anything else, and for an integer
+    beyond any float."""
+    if not isinstance(value, (int, float)):
         return None
+    try:
+        return float(value)
+    except OverflowError:
+        return None
+
+
+def _text(value) -> str | None:
+    """A JSON string; None for anything else."""
+    return value if isinstance(value, str) else None
+
+
+# The fields read from a result.json line, each through the reader of its type (anything
+# else, Ray's date, pid, hostname, config..., is not needed).
+_RESULT_FIELDS = {**{name: _float for name in METRICS},
+                  "trial_id": _text, "timestamp": _float, "time_this_iter_s": _float}
 
 
 def _read_results(path: Path) -> list[dict]:
-    """result.json: one JSON object per reported epoch (Ray writes NaN as NaN)."""
+    """result.json: one JSON object per reported epoch, each reduced to the _RESULT_FIELDS
+    that have their type. The first line that is not a JSON object ends it (a line cut
+    short by a crash: what came before stands)."""
     if not path.is_file():
         return []
     rows = []
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line:
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                break  # a line cut short by a crash: what came before stands
+    for line in filter(str.strip, _read_text(path).splitlines()):
+        row = _json_object(line)
+        if not row:
+            break
+        read = {name: reader(row.get(name)) for name, reader in _RESULT_FIELDS.items()}
+        rows.append({name: value for name, value in read.items() if value is not None})
     return rows
 
 
-_TRIAL_ID = re.compile(r"_([0-9a-f]{5,})_\d+_")
+def _setting_fits(name: str, value) -> bool:
+    """Whether a params.json value has its TrialConfig setting's type (any value for a
+    name TrialConfig does not know): finite numbers, whole ones for counts, and at least
+    one epoch (the budget arms divide by it)."""
+    kind = _FIELD_TYPES.get(name)
+    if kind in ("str", "bool"):
+        return isinstance(value, str if kind == "str" else bool)
+    if kind is None:
+        return True
+    number = None if isinstance(value, bool) else _float(value)
+    if number is None:
+        return False
+    if kind == "float":
+        return math.isfinite(number)
+    return number.is_integer() and (name != "epochs" or number >= 1)
+
+
+def _trial_params(path: Path) -> dict:
+    """A trial's params.json: a JSON object whose TrialConfig settings have their types
+    (a one-line ValueError naming the file otherwise)."""
+    params = _read_json(path)
+    if not isinstance(params, dict):
+        raise ValueError(f"{bounded(path)}: expected a JSON object of trial settings")
+    for name, value in params.items():
+        if not _setting_fits(name, value):
+            raise ValueError(f"{bounded(path)}: setting {bounded(name)} has a wrong value "
+                             f"{bounded(repr(value))}")
+    return params
+
+
+def _start_time(results: list[dict]) -> pd.Timestamp:
+    """When a trial started: its first result's timestamp less that epoch's duration
+    (NaT without one, or where the numbers are no time)."""
+    first = results[0] if results else {}
+    try:
+        return pd.Timestamp(first["timestamp"] - first.get("time_this_iter_s", 0), unit="s", tz="UTC")
+    except (KeyError, ValueError):  # ValueError: out of pandas' range of times
+        return pd.NaT
+
+
+# Ray names a trial's folder <trainable>_<trial id>_<index>_<tag...>: the trial id
+# (<hex>_<5 digits> in Ray 2) and the index, which orders the trials as Ray created them.
+_TRIAL_DIR = re.compile(r"_([0-9a-f]{5,}(?:_\d{5})?)_(\d+)_")
+
+
+def _trial_order(trial_dir: Path) -> tuple[float, str]:
+    """Sort key of a trial folder: Ray's index of the trial, then the folder's name."""
+    named = _TRIAL_DIR.search(trial_dir.name)
+    return (int(named.group(2)) if named else math.inf, trial_dir.name)
 
 
 def _ray_experiment(folder: Path, stage: str, space: SearchSpace | None) -> list[tuple[dict, pd.DataFrame]]:
     """(trial row, epochs) for each trial folder in one Ray experiment folder, in Ray's
     order of its trials (the order of its results, which breaks ties between finalists)."""
-    state = _experiment_state(folder)
-    found = []
-    trial_dirs = sorted((p for p in folder.iterdir() if (p / "params.json").is_file()),
-                        key=lambda p: (state.get(p.name, {}).get("order", math.inf), p.name))
-    for trial_dir in trial_dirs:
-        info = state.get(trial_dir.name, {})
-        results = _read_results(trial_dir / "result.json")
-        config = resolved_config(json.loads((trial_dir / "params.json").read_text()))
-        trial_id = info.get("trial_id") or (results[0].get("trial_id") if results else None)
-        if trial_id is None:
-            match = _TRIAL_ID.search(trial_dir.name)
-            trial_id = match.group(1) if match else trial_dir.name
-        epochs = _epoch_frame([{k: r.get(k) for k in METRICS} for r in results])
-        start = info.get("start_time")
-        if start is None and results:
-            start = results[0].get("timestamp", math.nan) - results[0].get("time_this_iter_s", 0)
-        ids = {"run_id": None, "trial_id": trial_id, "stage": stage,
-               "optimizer": config.get("optimizer"),
-               "status": _storage_status(info, results, config, trial_dir),
-               "confirm_rank": None, "source_trial_id": None,
-               "start_time": pd.Timestamp(start, unit="s", tz="UTC") if start else pd.NaT}
-        resources = info.get("resources") or _space_resources(space)
-        row = _trial_row(ids, config, epochs, resources)
-        found.append((row, _with_trial_keys(epochs, ids, config.get("seed"))))
-    return found
+    statuses = _ray_statuses(folder)
+    trial_dirs = sorted((p for p in folder.iterdir() if (p / "params.json").is_file()), key=_trial_order)
+    return [_ray_trial(trial_dir, stage, statuses.get(trial_dir.name), _space_resources(space))
+            for trial_dir in trial_dirs]
 
 
-def _storage_status(info: dict, results: list[dict], config: dict, trial_dir: Path) -> str:
-    """The MLflow status word (trainables.schema.trial_status) from Ray's record."""
-    errored = info.get("status") == "ERROR" or info.get("error") or (trial_dir / "error.txt").is_file()
-    if not errored and info.get("status") in _RAY_LIVE:
+def _ray_trial(trial_dir: Path, stage: str, ray_status: str | None,
+               resources: dict | None) -> tuple[dict, pd.DataFrame]:
+    """(trial row, epochs) of one trial folder."""
+    config = resolved_config(_trial_params(trial_dir / "params.json"))
+    results = _read_results(trial_dir / "result.json")
+    named = _TRIAL_DIR.search(trial_dir.name)
+    trial_id = next((r["trial_id"] for r in results if "trial_id" in r),
+                    named.group(1) if named else trial_dir.name)
+    epochs = _epoch_frame([{k: r.get(k) for k in METRICS} for r in results])
+    ids = {"run_id": None, "trial_id": trial_id, "stage": stage, "optimizer": config.get("optimizer"),
+           "status": _storage_status(ray_status, results, config, trial_dir),
+           "confirm_rank": None, "source_trial_id": None, "start_time": _start_time(results)}
+    row = _trial_row(ids, config, epochs, resources)
+    return row, _with_trial_keys(epochs, ids, config.get("seed"))
+
+
+def _storage_status(ray_status: str | None, results: list[dict], config: dict, trial_dir: Path) -> str:
+    """The MLflow status word (trainables.schema.trial_status) of a trial in storage. Ray
+    writes error.txt and error.pkl when a trial fails: only their presence is checked
+    (error.pkl is a pickle)."""
+    errored = ray_status == "ERROR" or any((trial_dir / name).is_file() for name in _RAY_ERROR_FILES)
+    if not errored and ray_status in _RAY_LIVE:
         return "running"
     last = results[-1] if results else {}
-    return trial_status(last, int(config["epochs"]), bool(errored))
+    return trial_status(last, int(config["epochs"]), errored)
 
 
 def _max_epochs(space: SearchSpace | None) -> int | None:

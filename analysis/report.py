@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import argparse
 import html
+import http.client
 import logging
 import math
 import sys
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -31,8 +34,8 @@ from plotly.subplots import make_subplots
 
 from analysis import stats
 from analysis.load import HPARAM_ORDER, Sweep, load_sweep, load_sweep_from_storage
-from analysis.text import (ARM_TITLES, label, num, pct, pct_interval, points, points_interval,
-                           run_label, wins_text)
+from analysis.text import (ARM_TITLES, bounded, label, num, pct, pct_interval, points,
+                           points_interval, run_label, wins_text)
 from analysis.verdict import ArmComparison, Comparison, comparison, compared_runs
 from analysis.warnings import sweep_warnings
 from trainables.errors import OneLineArgumentParser
@@ -760,11 +763,29 @@ def write_report(sweep: Sweep, out_path: str | Path, *, png_dir: str | Path | No
 
 # ---- command line ----------------------------------------------------------------------------
 
+# The tracking URIs launch.py accepts (tune/sweep.py's check_tracking), and how long a server
+# gets to answer: the same 3 s, so that one that is down is reported at once instead of after
+# MLflow's retries (minutes). analysis never imports tune/, hence the copy of the number.
+TRACKING_FORMS = "sqlite:////absolute/path.db, sqlite:///relative/path.db or http(s)://host:port"
+_CONNECT_TIMEOUT_S = 3.0
+# A whole error line is cut to this length too: a message from below (a library's, such as
+# kaleido's in PNG export) may quote values nobody bounded.
+_MAX_ERROR_LINE = 1000
+
+
+class _ReportParser(OneLineArgumentParser):
+    """Bad flags: one line on stderr, exit 2, the values it quotes bounded (analysis.text)."""
+
+    def error(self, message):
+        super().error(bounded(message))
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = OneLineArgumentParser(prog="python -m analysis.report", description=__doc__.splitlines()[0])
+    """The command line of `python -m analysis.report`."""
+    p = _ReportParser(prog="python -m analysis.report", description=__doc__.splitlines()[0])
     p.add_argument("--experiment", help="MLflow experiment (the sweep's --experiment, default its space)")
-    p.add_argument("--mlflow-uri", help="tracking URI (default: sqlite:///results/mlflow.db, "
-                                        "as launch.py's default storage)")
+    p.add_argument("--mlflow-uri", help=f"tracking URI, {TRACKING_FORMS} (default: "
+                                        "sqlite:///results/mlflow.db, as launch.py's default storage)")
     p.add_argument("--storage", help="Ray experiment folder (results/NAME) instead of MLflow; "
                                      "with --experiment, the results folder that holds it")
     p.add_argument("--out", default="report.html", help="the HTML file to write")
@@ -772,6 +793,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--importance-min-trials", type=int, default=MIN_IMPORTANCE_TRIALS,
                    help="finished trials an optimizer needs for a fANOVA estimate")
     return p
+
+
+def _is_server_uri(uri: str) -> bool:
+    """Whether `uri` is http(s)://host[:port], without spaces, with a port that is a number
+    in range."""
+    try:
+        parts = urllib.parse.urlsplit(uri)
+        port_ok = parts.port is None or parts.port > 0  # .port raises ValueError for a bad one
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and port_ok and " " not in uri
+
+
+def check_tracking_uri(uri: str) -> None:
+    """ReportError (one line) unless `uri` is a form launch.py accepts, a SQLite file or a
+    tracking server, and a server answers now. Called before MLflow is: MLflow would retry
+    an unreachable server for minutes, and accept forms launch.py never writes to."""
+    sqlite = uri.startswith("sqlite:///") and len(uri) > len("sqlite:///")
+    # No URI holds a control character (and urlsplit would drop some silently).
+    if not uri.isprintable() or not (sqlite or _is_server_uri(uri)):
+        raise ReportError(f"--mlflow-uri must be {TRACKING_FORMS}, got '{bounded(uri)}'")
+    if not sqlite:
+        _probe_server(uri)
+
+
+def _probe_server(uri: str) -> None:
+    """ReportError unless the tracking server's /health page answers within
+    _CONNECT_TIMEOUT_S (launch.py checks a server the same way before a sweep)."""
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=_CONNECT_TIMEOUT_S):
+            return
+    except (OSError, http.client.HTTPException) as error:  # HTTPException: no HTTP server there
+        raise ReportError(f"MLflow tracking server '{bounded(uri)}' is unreachable: "
+                          f"{bounded(getattr(error, 'reason', error))}") from None
 
 
 def load(args) -> Sweep:
@@ -784,10 +839,20 @@ def load(args) -> Sweep:
     if not args.experiment:
         raise ReportError("give --experiment NAME (MLflow) or --storage PATH (Ray storage)")
     uri = args.mlflow_uri or f"sqlite:///{Path('results').resolve() / 'mlflow.db'}"
+    check_tracking_uri(uri)
     return load_sweep(args.experiment, uri)
 
 
+def _error_line(error: Exception) -> str:
+    """An error as one bounded line: an OSError as its reason and the file it concerns."""
+    if isinstance(error, OSError) and error.filename is not None:
+        return f"{bounded(error.strerror or error)}: {bounded(error.filename)}"
+    return bounded(error, _MAX_ERROR_LINE)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Write the report the command line asks for; returns the exit status (2: one line
+    on stderr says why not)."""
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # bad input: one line on stderr
     logging.getLogger("alembic").setLevel(logging.WARNING)
     parser = build_parser()
@@ -796,7 +861,7 @@ def main(argv: list[str] | None = None) -> int:
         path = write_report(load(args), args.out, png_dir=args.png,
                             importance_min_trials=args.importance_min_trials)
     except (ValueError, OSError) as error:
-        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        print(f"{parser.prog}: error: {_error_line(error)}", file=sys.stderr)
         return 2
     print(path)
     return 0

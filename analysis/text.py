@@ -18,6 +18,19 @@ ARM_TITLES = {EQUAL_EPOCHS: "at equal epochs", EQUAL_COMPUTE: "at equal gradient
 # costs two forward/backward passes (trainables.optim's passes_per_step).
 _LONGER_RUN = " (2x epochs)"
 DASH = "–"  # what a missing number shows
+# A value quoted in a one-line error message (a URI, a path, a name read from a results
+# folder, which is untrusted) is cut to this many characters: it cannot flood the terminal.
+MAX_QUOTED = 200
+_CUT = "..."
+
+
+def bounded(value, limit: int = MAX_QUOTED) -> str:
+    """`value` as text fit for a one-line message: every control character escaped (a
+    newline reads \\n, an escape \\x1b, so the message stays one line and cannot drive the
+    terminal), then cut to at most `limit` characters, ending in "..." where cut."""
+    text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+                   for c in str(value))
+    return text if len(text) <= limit else text[:limit - len(_CUT)] + _CUT
 
 
 def label(optimizer: str) -> str:

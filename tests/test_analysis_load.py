@@ -8,12 +8,17 @@ Search: Adam trials a (best epoch 0.85, final 0.80), b (final 0.82: the finalist
 final-epoch val accuracy) and c (0.90 after 2 epochs, stopped early), and SAM trial s.
 Confirm: b with seeds 0 and 1 at 4 epochs, b with seed 0 at 8 epochs (the equal-compute
 arm: epochs, warm-up and step period doubled), s with seed 0 at 4 epochs.
+
+A results folder is untrusted: a crafted one (pickles in Ray's experiment state and in
+error.pkl) loads without running them, and malformed JSON in any file it holds is either
+skipped or refused in one line naming the file.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import pickle
 from pathlib import Path
 
 import pandas as pd
@@ -158,3 +163,149 @@ def test_mlflow_gives_the_same_columns_arms_and_results(tmp_path):
     for column in ("final_val_acc", "final_test_acc", "final_test_loss", "perturbation_norm"):
         pd.testing.assert_series_equal(a[column], b[column], check_names=False)
     check_results(sweep)
+
+
+# ---- an untrusted results folder ------------------------------------------------------------
+
+class _Touch:
+    """A pickle payload: unpickling it creates `path`, as a crafted results folder could
+    run anything there."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __reduce__(self):
+        return Path.touch, (self.path,)
+
+
+def pickled_payload(marker: Path) -> bytes:
+    """A pickle that creates `marker` when loaded (checked live here, then undone)."""
+    payload = pickle.dumps(_Touch(marker))
+    pickle.loads(payload)
+    assert marker.exists(), "the payload must work, or the test below proves nothing"
+    marker.unlink()
+    return payload
+
+
+def write_state(experiment: Path, payload: str, statuses: dict[str, str] | None = None) -> None:
+    """An experiment_state-*.json shaped as Ray 2.60 writes it, every pickled field (hex, or
+    a CLOUDPICKLE_FALLBACK value) holding `payload`; each trial TERMINATED unless
+    `statuses` (trial id -> Ray status) says otherwise."""
+    fallback = {"_type": "CLOUDPICKLE_FALLBACK", "value": payload}
+    trial_data = []
+    for trial_dir in sorted(p for p in experiment.iterdir() if p.is_dir()):
+        trial_id = trial_dir.name.split("_")[1]
+        trial = {"trial_id": trial_id, "status": (statuses or {}).get(trial_id, "TERMINATED"),
+                 "relative_logdir": trial_dir.name, "storage": fallback, "placement_group_factory": payload,
+                 "_default_placement_group_factory": payload, "_resources": payload,
+                 "results": payload, "extra_arg": payload}
+        runtime = {"start_time": 1.7e9, "error_filename": None, "pickled_error_filename": "error.pkl",
+                   "metric_n_steps": {"val_acc": {"5": fallback}}, "checkpoint_manager": fallback}
+        trial_data.append([json.dumps(trial), json.dumps(runtime)])
+    state = {"trial_data": trial_data, "runner_data": json.dumps(fallback),
+             "stats": json.dumps({"start_time": 1.7e9})}
+    (experiment / "experiment_state-2026-01-01_00-00-00.json").write_text(json.dumps(state))
+
+
+def test_a_crafted_folder_is_read_without_running_its_pickles(tmp_path):
+    marker = tmp_path / "pwned"
+    payload = pickled_payload(marker)
+    plain = load_sweep_from_storage(write_storage(tmp_path / "plain", with_space=True))
+    experiment = write_storage(tmp_path / "crafted", with_space=True)
+    write_state(experiment, payload.hex())
+    (experiment / "tuner.pkl").write_bytes(payload)  # Ray writes one; nothing reads it
+    sweep = load_sweep_from_storage(experiment)
+    assert not marker.exists()
+    pd.testing.assert_frame_equal(sweep.trials, plain.trials)  # the same columns and values
+    pd.testing.assert_frame_equal(sweep.epochs, plain.epochs)
+    check_results(sweep)
+    assert (sweep.trials["compute_unit"] == "CPU").all()  # resources from the space
+
+    failed = experiment / "trainable_f0009_9_x"  # failed before its first epoch
+    failed.mkdir()
+    (failed / "params.json").write_text(json.dumps({**BASE, "optimizer": "adam", "lr": 1e-3}))
+    (failed / "error.pkl").write_bytes(payload)
+    t = load_sweep_from_storage(experiment).trials.set_index("trial_id")
+    assert not marker.exists()
+    assert t.at["f0009", "status"] == "error" and t.at["f0009", "epochs_run"] == 0
+
+
+def test_ray_state_marks_live_and_failed_trials(tmp_path):
+    experiment = write_storage(tmp_path, with_space=True)
+    write_state(experiment, "80054e2e", {"b0002": "RUNNING", "c0003": "ERROR"})
+    t = load_sweep_from_storage(experiment).trials.set_index("trial_id")
+    assert t.loc[["a0001", "b0002", "c0003"], "status"].tolist() == ["completed", "running", "error"]
+
+
+def test_trial_ids_and_order_come_from_ray_folder_names(tmp_path):
+    """Without trial ids in result.json, Ray's folder names give them; Ray's index in the
+    name (9 before 10), not the name's spelling, orders tied search trials for the ranks."""
+    config = {**BASE, "epochs": 1, "optimizer": "adam"}
+    trials = {"exp/trainable_aaaaa_00009_9_lr=0.001_2026-01-01_00-00-00": {**config, "lr": 1e-3},
+              "exp/trainable_aaaaa_00010_10_lr=0.002_2026-01-01_00-00-00": {**config, "lr": 2e-3},
+              "exp-confirm/trainable_bbbbb_00000_0_2026-01-01_00-00-01": {**config, "lr": 2e-3, "seed": 0,
+                                                                          "eval_split": "test"}}
+    for name, params in trials.items():
+        (tmp_path / name).mkdir(parents=True)
+        (tmp_path / name / "params.json").write_text(json.dumps(params))
+        (tmp_path / name / "result.json").write_text(json.dumps(
+            {"epoch": 1, "val_acc": 0.8, "test_acc": 0.8, "timestamp": 1.7e9}) + "\n")
+    t = load_sweep_from_storage(tmp_path / "exp").trials.set_index("trial_id")
+    assert set(t.index) == {"aaaaa_00009", "aaaaa_00010", "bbbbb_00000"}
+    assert t.at["bbbbb_00000", "source_trial_id"] == "aaaaa_00010"
+    assert t.at["bbbbb_00000", "confirm_rank"] == 2
+
+
+TRIAL = "trainable_a0001_0_x"
+STATE = "experiment_state-2099-01-01_00-00-00.json"
+DEEP = b"[" * 100_000  # json raises RecursionError on it
+MALFORMED = [  # (file in the experiment folder, its bytes, a ValueError naming it?)
+    (f"{TRIAL}/params.json", b"{not json", True),
+    (f"{TRIAL}/params.json", b"[1, 2]", True),
+    (f"{TRIAL}/params.json", DEEP, True),
+    (f"{TRIAL}/params.json", b"\xff\xfe{}", True),
+    (f"{TRIAL}/params.json", b'{"epochs": "4"}', True),
+    (f"{TRIAL}/params.json", b'{"epochs": 0}', True),
+    (f"{TRIAL}/params.json", b'{"seed": 1.5}', True),
+    (f"{TRIAL}/params.json", b'{"seed": 1e400}', True),
+    (f"{TRIAL}/params.json", b'{"seed": 1' + b"0" * 400 + b"}", True),
+    (f"{TRIAL}/params.json", b'{"lr": [1e-3]}', True),
+    (f"{TRIAL}/params.json", b'{"lr": NaN}', True),
+    (f"{TRIAL}/params.json", b'{"dataset": 5}', True),
+    (f"{TRIAL}/params.json", b'{"refit": "yes"}', True),
+    (f"{TRIAL}/result.json", b"\xff\n", True),
+    (f"{TRIAL}/result.json", b"{cut short", False),
+    (f"{TRIAL}/result.json", DEEP, False),
+    (f"{TRIAL}/result.json", b'[1]\n{"epoch": 1}\n', False),
+    (f"{TRIAL}/result.json", b'{"epoch": "1", "val_acc": [0.5], "trial_id": 5, "timestamp": "now"}\n', False),
+    (f"{TRIAL}/result.json", b'{"epoch": Infinity, "val_acc": 0.5}\n{"epoch": NaN}\n', False),
+    (f"{TRIAL}/result.json", b'{"epoch": 1, "timestamp": 1e400, "time_this_iter_s": -1e400}\n', False),
+    (f"{TRIAL}/result.json", b'{"epoch": 1, "timestamp": 1' + b"0" * 400 + b"}\n", False),
+    (f"{TRIAL}/result.json", b'{"epoch": 1, "val_acc": 1' + b"0" * 400 + b"}\n", False),
+    ("space.json", b"{not json", False),
+    ("space.json", DEEP, False),
+    ("space.json", b'{"name": [1]}', False),
+    ("space.json", json.dumps({**SPACE, "max_epochs": 10 ** 400}).encode(), False),
+    (STATE, b"{not json", False),
+    (STATE, b"\xff", False),
+    (STATE, DEEP, False),
+    (STATE, b'{"trial_data": 5}', False),
+    (STATE, json.dumps({"trial_data": [5, [], [7], ["{bad"], ["[1]"], [DEEP.decode()],
+                                       [json.dumps({"status": 3, "relative_logdir": []})]]}).encode(), False),
+]
+
+
+@pytest.mark.parametrize(("name", "content", "refused"), MALFORMED,
+                         ids=[f"{n.split('/')[-1]}-{i}" for i, (n, _, _) in enumerate(MALFORMED)])
+def test_malformed_json_is_skipped_or_one_line_naming_the_file(tmp_path, name, content, refused):
+    experiment = write_storage(tmp_path, with_space=True)
+    (experiment / name).write_bytes(content)
+    if refused:
+        with pytest.raises(ValueError) as error:
+            load_sweep_from_storage(experiment)
+        message = str(error.value)
+        assert "\n" not in message and name.split("/")[-1] in message and len(message) < 700
+    else:
+        sweep = load_sweep_from_storage(experiment)
+        assert "a0001" in set(sweep.trials["trial_id"])
+        assert list(sweep.trials.columns[:len(TRIAL_COLUMNS)]) == TRIAL_COLUMNS
