@@ -13,7 +13,7 @@ import os
 import shlex
 import sys
 
-from trainables.errors import ConfigError, OneLineArgumentParser
+from trainables.errors import ConfigError, OneLineArgumentParser, shown
 
 SMOKE_TEST = dict(trials_per_optimizer=1, max_epochs=1, grace_period=1, confirm_top_k=0)
 
@@ -24,7 +24,7 @@ def _number(kind, minimum, strict):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
+            raise argparse.ArgumentTypeError(f"{shown(text)} is not a {kind.__name__}") from None
         if value < minimum or (strict and value == minimum):
             raise argparse.ArgumentTypeError(f"{text} must be {'>' if strict else '>='} {minimum}")
         return value

@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from search_spaces.space import SearchSpace, SpaceError
+from trainables.errors import shown
 
 _MERGE = "tag:yaml.org,2002:merge"
 
@@ -28,7 +29,7 @@ class _Loader(yaml.SafeLoader):
             if isinstance(key, yaml.ScalarNode) and key.tag != _MERGE:
                 if key.value in seen:
                     raise yaml.constructor.ConstructorError(
-                        None, None, f"key {key.value!r} given twice", key.start_mark)
+                        None, None, f"key {shown(key.value)} given twice", key.start_mark)
                 seen.add(key.value)
         return super().construct_mapping(node, deep)
 

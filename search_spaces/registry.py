@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from search_spaces.files import load_space_file
 from search_spaces.space import SearchSpace, SpaceError
+from trainables.errors import shown
 
 _SPACES: dict[str, Callable[[], SearchSpace]] = {}
 
@@ -30,7 +31,7 @@ def register_space(space_or_factory, name: str | None = None):
         factory = space_or_factory
         name = name or space_or_factory.__name__
     if name in _SPACES:
-        raise ValueError(f"search space {name!r} is registered twice")
+        raise ValueError(f"search space {shown(name)} is registered twice")
     _SPACES[name] = factory
     return space_or_factory
 
@@ -47,9 +48,9 @@ def get_space(name_or_path: str | os.PathLike) -> SearchSpace:
     if key in _SPACES:
         space = _SPACES[key]()
         if space.name != key:
-            raise ValueError(f"search space registered as {key!r} is named {space.name!r}")
+            raise ValueError(f"search space registered as {shown(key)} is named {shown(space.name)}")
         return space
     if key.endswith((".yaml", ".yml")) or os.path.exists(key):
         return load_space_file(key)
-    raise SpaceError(f"unknown search space {key!r}; choose from {', '.join(list_spaces())}, "
+    raise SpaceError(f"unknown search space {shown(key)}; choose from {', '.join(list_spaces())}, "
                      f"or give the path of a .yaml file")

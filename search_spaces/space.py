@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from trainables.config import TrialConfig
 from trainables.data import list_datasets
-from trainables.errors import ConfigError
+from trainables.errors import ConfigError, shown
 from trainables.models import list_models
 from trainables.optim import get_optimizer_info, list_optimizers
 
@@ -62,14 +62,14 @@ def _number(value, label: str, integral: bool = False) -> int | float:
     """`value` as an int (whole floats from YAML accepted) or a float; no bools, no NaN/inf."""
     if (isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value)
             or (integral and not float(value).is_integer())):
-        raise SpaceError(f"{label}: must be a {'whole' if integral else 'finite'} number, got {value!r}")
+        raise SpaceError(f"{label}: must be a {'whole' if integral else 'finite'} number, got {shown(value)}")
     return int(value) if integral else float(value)
 
 
 def _mapping(label: str, value) -> dict:
     """A copy of `value`, which must be a mapping with string keys."""
     if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
-        raise SpaceError(f"{label}: must be a mapping with string keys, got {value!r}")
+        raise SpaceError(f"{label}: must be a mapping with string keys, got {shown(value)}")
     return dict(value)
 
 
@@ -84,13 +84,13 @@ def _trial(label: str, values: dict) -> TrialConfig:
 def _optimizer_names(label: str, value) -> tuple[str, ...]:
     """`value` as a tuple of registered optimizer names, non-empty and without repeats."""
     if isinstance(value, str) or not isinstance(value, (list, tuple)) or not value:
-        raise SpaceError(f"{label}: must be a non-empty list of optimizer names, got {value!r}")
+        raise SpaceError(f"{label}: must be a non-empty list of optimizer names, got {shown(value)}")
     known = list_optimizers()
     for i, name in enumerate(value):
         if name not in known:
-            raise SpaceError(f"{label}: unknown optimizer {name!r}; choose from {', '.join(known)}")
+            raise SpaceError(f"{label}: unknown optimizer {shown(name)}; choose from {', '.join(known)}")
         if name in value[:i]:
-            raise SpaceError(f"{label}: {name!r} is listed twice")
+            raise SpaceError(f"{label}: {shown(name)} is listed twice")
     return tuple(value)
 
 
@@ -117,7 +117,7 @@ class Distribution:
 
     def __post_init__(self):
         if self.kind not in KINDS:
-            raise SpaceError(f"distribution kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
+            raise SpaceError(f"distribution kind must be one of {', '.join(KINDS)}, got {shown(self.kind)}")
         if self.kind == "choice":
             self._check_choice()
         else:
@@ -125,16 +125,16 @@ class Distribution:
 
     def _check_range(self) -> None:
         if self.values:
-            raise SpaceError(f"{self.kind} takes low and high, not values {self.values!r}")
+            raise SpaceError(f"{self.kind} takes low and high, not values {shown(self.values)}")
         integral = self.kind == "int"
         low = _number(self.low, f"{self.kind} low", integral)
         high = _number(self.high, f"{self.kind} high", integral)
         if not low < high:
-            raise SpaceError(f"{self.kind} needs low < high, got [{low!r}, {high!r}]")
+            raise SpaceError(f"{self.kind} needs low < high, got [{shown(low)}, {shown(high)}]")
         if self.kind == "loguniform" and low <= 0:
-            raise SpaceError(f"loguniform needs low > 0, got {low!r}")
+            raise SpaceError(f"loguniform needs low > 0, got {shown(low)}")
         if self.kind == "loguniform_complement" and high >= 1:
-            raise SpaceError(f"loguniform_complement needs high < 1 (1 - value is log-scaled), got {high!r}")
+            raise SpaceError(f"loguniform_complement needs high < 1 (1 - value is log-scaled), got {shown(high)}")
         object.__setattr__(self, "low", low)
         object.__setattr__(self, "high", high)
 
@@ -142,10 +142,10 @@ class Distribution:
         if self.low is not None or self.high is not None:
             raise SpaceError("choice takes values, not low and high")
         if isinstance(self.values, str) or not isinstance(self.values, (list, tuple)) or not self.values:
-            raise SpaceError(f"choice needs a non-empty list of values, got {self.values!r}")
+            raise SpaceError(f"choice needs a non-empty list of values, got {shown(self.values)}")
         values = tuple(_number(v, "choice value", isinstance(v, numbers.Integral)) for v in self.values)
         if len(set(values)) < len(values):
-            raise SpaceError(f"choice lists a value twice: {list(values)!r}")
+            raise SpaceError(f"choice lists a value twice: {shown(list(values))}")
         object.__setattr__(self, "values", values)
 
     @classmethod
@@ -153,15 +153,15 @@ class Distribution:
         """Parse `{kind: [low, high]}` or `{"choice": [v, ...]}`; SpaceError names `where`."""
         if not isinstance(spec, Mapping) or len(spec) != 1:
             raise SpaceError(f"{where}: expected one kind and its arguments, such as "
-                             f"{{loguniform: [1e-4, 1e-2]}} or {{choice: [64, 128]}}, got {spec!r}")
+                             f"{{loguniform: [1e-4, 1e-2]}} or {{choice: [64, 128]}}, got {shown(spec)}")
         ((kind, args),) = spec.items()
         try:
             if not isinstance(args, (list, tuple)):
-                raise SpaceError(f"{kind} needs a list, got {args!r}")
+                raise SpaceError(f"{kind} needs a list, got {shown(args)}")
             if kind == "choice":
                 return cls(kind, values=tuple(args))
             if len(args) != 2:
-                raise SpaceError(f"{kind} needs [low, high], got {list(args)!r}")
+                raise SpaceError(f"{kind} needs [low, high], got {shown(list(args))}")
             return cls(kind, *args)
         except SpaceError as err:
             raise SpaceError(f"{where}: {err}") from None
@@ -218,7 +218,7 @@ def _distributions(label: str, value) -> dict[str, Distribution]:
     found = _mapping(label, value)
     for name, dist in found.items():
         if not isinstance(dist, Distribution):
-            raise SpaceError(f"{label}.{name}: must be a Distribution, got {dist!r}")
+            raise SpaceError(f"{label}.{name}: must be a Distribution, got {shown(dist)}")
     return found
 
 
@@ -230,7 +230,7 @@ def _parse_specs(label: str, value) -> dict[str, Distribution]:
 
 def _check_searchable(label: str, name: str, dist: Distribution) -> None:
     if name not in _SEARCHABLE:
-        raise SpaceError(f"{label}: {name!r} is not a searchable trial setting; "
+        raise SpaceError(f"{label}: {shown(name)} is not a searchable trial setting; "
                          f"choose from {', '.join(_SEARCHABLE)}")
     if _SEARCHABLE[name] == "int" and dist.kind not in ("int", "choice"):
         raise SpaceError(f"{label}: {name} is a whole number; use int or choice, not {dist.kind}")
@@ -272,7 +272,7 @@ class SearchSpace:
     refit: bool = True
 
     def __post_init__(self):
-        where = f"space {self.name!r}"
+        where = f"space {shown(self.name)}"
         self._check_names(where)
         self._set("optimizers", _optimizer_names(f"{where}: optimizers", self.optimizers))
         self._check_budget(where)
@@ -288,13 +288,13 @@ class SearchSpace:
     def _check_names(self, where: str) -> None:
         if not isinstance(self.name, str) or not _NAME.match(self.name):
             raise SpaceError(f"{where}: name: must be letters, digits, '_', '.' or '-' "
-                             f"(it names the experiment folder), got {self.name!r}")
+                             f"(it names the experiment folder), got {shown(self.name)}")
         if not isinstance(self.description, str):
-            raise SpaceError(f"{where}: description: must be a string, got {self.description!r}")
+            raise SpaceError(f"{where}: description: must be a string, got {shown(self.description)}")
         for field, known in (("dataset", list_datasets()), ("model", list_models())):
             value = getattr(self, field)
             if value not in known:
-                raise SpaceError(f"{where}: {field}: unknown {field} {value!r}; choose from {', '.join(known)}")
+                raise SpaceError(f"{where}: {field}: unknown {field} {shown(value)}; choose from {', '.join(known)}")
 
     def _check_budget(self, where: str) -> None:
         for field, (integral, lowest, lowest_ok, highest) in _LIMITS.items():
@@ -303,20 +303,20 @@ class SearchSpace:
                 bound = f"{'>=' if lowest_ok else '>'} {lowest}"
                 if highest < math.inf:
                     bound += f" and <= {highest}"
-                raise SpaceError(f"{where}: {field}: must be {bound}, got {value!r}")
+                raise SpaceError(f"{where}: {field}: must be {bound}, got {shown(value)}")
             self._set(field, value)
         if self.confirm_top_k > self.trials_per_optimizer:
             raise SpaceError(f"{where}: confirm_top_k: must be <= trials_per_optimizer "
                              f"({self.trials_per_optimizer}), got {self.confirm_top_k}")
         if not isinstance(self.refit, bool):
-            raise SpaceError(f"{where}: refit: must be true or false, got {self.refit!r}")
+            raise SpaceError(f"{where}: refit: must be true or false, got {shown(self.refit)}")
         if self.grace_period > self.max_epochs:
             raise SpaceError(f"{where}: grace_period: must be <= max_epochs ({self.max_epochs}), "
                              f"got {self.grace_period}")
         for field in ("cpus_per_trial", "gpus_per_trial"):
             value = getattr(self, field)
             if value > 1 and not value.is_integer():  # Ray accepts fractions of one unit only
-                raise SpaceError(f"{where}: {field}: above 1 must be a whole number, got {value!r}")
+                raise SpaceError(f"{where}: {field}: above 1 must be a whole number, got {shown(value)}")
 
     def _check_fixed(self, where: str) -> None:
         fixed = _mapping(f"{where}: fixed", self.fixed)
@@ -326,7 +326,7 @@ class SearchSpace:
                                  f"(dataset, model, optimizers, max_epochs, the stage's split, refit), "
                                  f"not fixed")
             if key not in TrialConfig.field_names():
-                raise SpaceError(f"{where}: fixed: unknown trial setting {key!r}; "
+                raise SpaceError(f"{where}: fixed: unknown trial setting {shown(key)}; "
                                  f"choose from {', '.join(TrialConfig.field_names())}")
         self._set("fixed", fixed)
         trial = _trial(f"{where}: fixed", self.base_config(self.optimizers[0]))
@@ -337,7 +337,7 @@ class SearchSpace:
         per_optimizer = _mapping(label, self.search_per_optimizer)
         for optimizer, dists in per_optimizer.items():
             if optimizer not in self.optimizers:
-                raise SpaceError(f"{label}: {optimizer!r} is not one of the space's optimizers "
+                raise SpaceError(f"{label}: {shown(optimizer)} is not one of the space's optimizers "
                                  f"({', '.join(self.optimizers)})")
             per_optimizer[optimizer] = _distributions(f"{label}.{optimizer}", dists)
         return per_optimizer
@@ -370,7 +370,7 @@ class SearchSpace:
                 origin = (f"search_per_optimizer.{optimizer}.{name}"
                           if name in self.search_per_optimizer.get(optimizer, {}) else f"search.{name}")
                 for end in dist._ends():
-                    _trial(f"{where}: {origin}: {end!r} makes an invalid {optimizer} trial",
+                    _trial(f"{where}: {origin}: {shown(end)} makes an invalid {optimizer} trial",
                            {**base, name: end})
 
     def _takes(self, optimizer: str, name: str) -> bool:
@@ -385,7 +385,7 @@ class SearchSpace:
 
     def _require_optimizer(self, optimizer: str) -> None:
         if optimizer not in self.optimizers:
-            raise SpaceError(f"space {self.name!r}: optimizer {optimizer!r} is not in this space "
+            raise SpaceError(f"space {shown(self.name)}: optimizer {shown(optimizer)} is not in this space "
                              f"({', '.join(self.optimizers)})")
 
     @classmethod
@@ -409,7 +409,7 @@ class SearchSpace:
         if missing:
             raise SpaceError(f"{where}: missing key(s) {', '.join(missing)}")
         try:
-            label = f"space {values['name']!r}"
+            label = f"space {shown(values['name'])}"
             values["search"] = _parse_specs(f"{label}: search", values["search"])
             values["search_per_optimizer"] = {
                 optimizer: _parse_specs(f"{label}: search_per_optimizer.{optimizer}", specs)
@@ -462,13 +462,13 @@ class SearchSpace:
         names = [f.name for f in dataclasses.fields(self)]
         unknown = sorted(set(changes) - set(names))
         if unknown:
-            raise SpaceError(f"space {self.name!r}: cannot override {', '.join(unknown)}; "
+            raise SpaceError(f"space {shown(self.name)}: cannot override {', '.join(unknown)}; "
                              f"valid: {', '.join(names)}")
         derived = self._derived(changes)
         return dataclasses.replace(self, **{**derived, **changes})
 
     def _derived(self, changes: dict) -> dict:
-        where = f"space {self.name!r}"
+        where = f"space {shown(self.name)}"
         derived = {}
         if "optimizers" in changes:
             optimizers = _optimizer_names(f"{where}: optimizers", changes["optimizers"])

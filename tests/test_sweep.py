@@ -206,11 +206,43 @@ def test_a_second_launch_without_resume_refuses(digits_sweep):
 
 # ---- crashes --------------------------------------------------------------------------
 
-def start_driver(folder: Path, space: str, storage: Path) -> subprocess.Popen:
+def start_driver(folder: Path, space: str, storage: Path, env: dict = ENV) -> subprocess.Popen:
     """launch.py in the background, in its own session, logging to folder/driver.log."""
     log = open(folder / "driver.log", "w")
     return subprocess.Popen(launch_cmd("--space", space, "--storage", str(storage)), cwd=ROOT,
-                            env=ENV, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def token_env(home: Path) -> dict:
+    """The environment of a user who has not turned Ray's token authentication off (its
+    token lands in `home`)."""
+    env = {k: v for k, v in ENV.items() if k != "RAY_AUTH_MODE"}
+    return {**env, "HOME": str(home)}
+
+
+def gcs_ports(driver: subprocess.Popen) -> list[int]:
+    """The TCP ports the driver's Ray GCS server listens on."""
+    ports = []
+    for process in psutil.Process(driver.pid).children(recursive=True):
+        if "gcs_server" in process.name():
+            ports += [c.laddr.port for c in process.net_connections("tcp") if c.status == "LISTEN"]
+    return ports
+
+
+def outside_address() -> str:
+    """This machine's address as other machines see it (not loopback)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect(("192.0.2.1", 9))  # no packet is sent: picks the outgoing interface
+        return probe.getsockname()[0]
+
+
+def joins(address: str, env: dict) -> bool:
+    """Whether a Ray driver started with `env` can join the cluster at `address`."""
+    code = ("import ray\ntry:\n    ray.init(address=%r, logging_level='ERROR')\n    print('joined')\n"
+            "except ConnectionError:\n    print('refused')\n") % address
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=120, cwd=ROOT)
+    return "joined" in done.stdout
 
 
 def children_so_far(client: MlflowClient, experiment: str):
@@ -225,7 +257,9 @@ def test_driver_killed_mid_sweep_then_resumed(tmp_path):
     storage = tmp_path / "results"
     space = space_file(tmp_path, name="crash", max_epochs=4, grace_period=4,
                        trials_per_optimizer=3)
-    driver = start_driver(tmp_path, space, storage)
+    home = tmp_path / "home"
+    home.mkdir()
+    driver = start_driver(tmp_path, space, storage, env=token_env(home))
     client = tracking(storage)
 
     def one_finished_one_running():
@@ -236,6 +270,13 @@ def test_driver_killed_mid_sweep_then_resumed(tmp_path):
 
     finished, _ = wait_for(one_finished_one_running, 600, "a finished and a running trial",
                            driver)
+    # While it runs: a second driver on the experiment is refused, and the local Ray keeps
+    # its token authentication, so nobody joins it from outside without the token.
+    second = launch("--space", space, "--storage", str(storage), "--resume", timeout=120)
+    assert second.returncode == 2 and "being run by another launch.py" in second.stderr
+    gcs = [f"{outside_address()}:{port}" for port in gcs_ports(driver)]
+    assert gcs and not any(joins(a, {**ENV, "RAY_AUTH_MODE": "disabled"}) for a in gcs)
+    assert any(joins(a, token_env(home)) for a in gcs)  # with the token, it is reachable
     time.sleep(2)  # a trial that finished two seconds before the crash must not be rerun
     _, children = runs_of(client, "crash")
     done_before = {c.info.run_id: c.info.end_time for c in children if c.info.status == "FINISHED"}
@@ -383,11 +424,25 @@ BAD_INPUTS = [
     (["--dataset", "c10", "--data-dir", "{tmp}/nodata"], "cifar-10"),
     (["--resume"], "nothing to resume"),
     (["--experiment", "../escape"], "experiment"),
+    (["--cpus-per-trial", "64"], "64 CPUs"),
+    (["--gpus-per-trial", "0.3"], "0.3 GPUs"),
+    (["--space", "{tmp}/cuda.yaml"], "no GPU"),
+    (["--space", "{tmp}/bomb.yaml"], "search"),
 ]
+# A YAML alias bomb: under 1 KB of text, 9**9 strings once expanded.
+BOMB = "\n".join(["description: &a [" + ", ".join(['"lol"'] * 9) + "]"]
+                 + [f"{key}: &{b} [" + ", ".join([f"*{a}"] * 9) + "]"
+                    for key, a, b in zip(["fixed", "search", "search_per_optimizer", "dataset", "model",
+                                          "optimizers", "max_epochs"], "abcdefg", "bcdefgh")]
+                 + ["name: [" + ", ".join(["*h"] * 9) + "]"]
+                 + [f"{key}: 1" for key in ("grace_period", "reduction_factor", "trials_per_optimizer",
+                                            "max_concurrent", "cpus_per_trial", "gpus_per_trial")]) + "\n"
 
 
 def _bad_input_args(tmp_path, args):
     (tmp_path / "broken.yaml").write_text("name: [unclosed\n")
+    (tmp_path / "bomb.yaml").write_text(BOMB)
+    space_file(tmp_path, name="cuda", fixed={"batch_size": 128, "device": "cuda"})
     port = free_port()  # nothing listens there
     args = [a.format(tmp=tmp_path, port=port) for a in args]
     return args if "--storage" in args else args + ["--storage", str(tmp_path / "results")]
@@ -408,6 +463,45 @@ def test_bad_input_gives_one_line_and_exit_2(tmp_path, capsys, args, word):
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and word in lines[0], lines
     assert not list((tmp_path / "results").glob("*/experiment_state*"))  # nothing started
+
+
+def test_an_alias_bomb_gives_a_short_message_in_bounded_memory(tmp_path, capsys):
+    import resource
+
+    assert len(BOMB) < 1024
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB
+    assert run_main(_bad_input_args(tmp_path, ["--space", "{tmp}/bomb.yaml"])) == 2
+    err = capsys.readouterr().err
+    assert len(err.encode()) < 1024 and len(err.strip().splitlines()) == 1
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100 * 1024
+
+
+@pytest.mark.parametrize("flags, changed", [
+    (["--max-epochs", "5"], "max_epochs: 3 -> 5"),
+    (["--num-samples", "4"], "trials_per_optimizer: 3 -> 4"),
+    (["--optimizers", "adam,sam,zsharp"], "optimizers"),
+    (["--seed", "1"], "seed: 0 -> 1"),
+    (["--confirm", "2"], "confirm_top_k: 1 -> 2"),
+    (["--seeds", "3"], "confirm_seeds: 2 -> 3"),
+])
+def test_resume_with_other_settings_is_refused_naming_them(digits_sweep, capsys, flags, changed):
+    argv = ["--space", digits_sweep.space, "--storage", str(digits_sweep.storage), "--resume", *flags]
+    assert run_main(argv) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and changed in lines[0] and "--experiment" in lines[0], lines
+
+
+def test_resume_needs_the_mlflow_store_the_sweep_ran_with(digits_sweep, tmp_path, capsys):
+    base = ["--space", digits_sweep.space, "--storage", str(digits_sweep.storage), "--resume"]
+    assert run_main([*base, "--mlflow-uri", f"sqlite:///{tmp_path / 'moved.db'}"]) == 2
+    assert "no MLflow database" in capsys.readouterr().err
+    assert not (tmp_path / "moved.db").exists()  # not silently created
+    from mlflow.tracking import MlflowClient
+
+    MlflowClient(f"sqlite:///{tmp_path / 'other.db'}").search_experiments()  # a store without it
+    assert run_main([*base, "--mlflow-uri", f"sqlite:///{tmp_path / 'other.db'}"]) == 2
+    line = capsys.readouterr().err.strip()
+    assert "has no run of the sweep" in line and "\n" not in line
 
 
 @pytest.mark.parametrize("args, word", [BAD_INPUTS[0], BAD_INPUTS[13]])

@@ -11,7 +11,7 @@ import torch
 from trainables.config import TrialConfig
 from trainables.data import load_dataset, num_train_batches
 from trainables.errors import ConfigError
-from trainables.train import CHECKPOINT_FILE, lr_factor, main, run_trial, trial_data
+from trainables.train import CHECKPOINT_FILE, EXIT_DIVERGED, lr_factor, main, run_trial, trial_data
 
 TIMING = {"epoch_time_s", "images_per_s"}
 SMALL = dict(dataset="digits", model="res20s", batch_size=128, warmup_epochs=1, lr=3e-3)
@@ -253,6 +253,9 @@ def test_an_absurd_learning_rate_ends_diverged_with_a_last_report(tmp_path):
     assert not math.isfinite(reports[-1]["train_loss"])
     # Resuming a diverged trial does not train it again.
     assert run_trial(config, Recorder(), tmp_path).status == "diverged"
+    # The command line says so in its exit status.
+    argv = [f"--{k}={v}" for k, v in config.to_dict().items() if not isinstance(v, bool)]
+    assert main([*argv, "--checkpoint-dir", str(tmp_path)]) == EXIT_DIVERGED == 3
 
 
 # ---- command line ---------------------------------------------------------------------------

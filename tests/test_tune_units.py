@@ -10,6 +10,7 @@ import json
 import math
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -198,3 +199,46 @@ def test_dry_run_names_the_arms_and_their_epochs(capsys):
     assert "equal epochs: adam, sam, asam, fsam, zsharp at 10 epochs" in out
     assert "equal compute: adam at 20 epochs (lr tuned at 10)" in out
     assert "scored on test" in out and "ASHA per optimizer on val_acc" in out
+
+
+# ---- MLflow records -----------------------------------------------------------------------
+
+_OPEN_STORE = """
+import sys, time
+from pathlib import Path
+from tune.sweep import prepare_store
+go = Path(sys.argv[2])
+while not go.exists():
+    time.sleep(0.01)
+prepare_store(sys.argv[1])
+"""
+
+
+def test_processes_opening_one_fresh_store_at_once_all_succeed(tmp_path):
+    # Unlocked, MLflow's schema migration races ("table already exists"); prepare_store
+    # creates and migrates the store under a file lock.
+    for attempt in range(2):
+        uri, go = f"sqlite:///{tmp_path / f'store{attempt}.db'}", tmp_path / f"go{attempt}"
+        processes = [subprocess.Popen([sys.executable, "-c", _OPEN_STORE, uri, str(go)], cwd=ROOT,
+                                      stderr=subprocess.PIPE, text=True) for _ in range(3)]
+        time.sleep(8)  # every process has imported and waits for the signal
+        go.touch()
+        for process in processes:
+            _, err = process.communicate(timeout=120)
+            assert process.returncode == 0, err[-2000:]
+
+
+def test_a_sweep_is_found_again_whatever_quotes_its_path_holds(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from tune.tracking import find_parent_run, open_parent_run
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    path = str(tmp_path / "it's a \"sweep\"")
+    run_id, _ = open_parent_run(client, "exp", path, False, {"stage": "sweep"},
+                                artifact_location=str(tmp_path / "artifacts"))
+    client.create_run(client.get_experiment_by_name("exp").experiment_id,
+                      tags={"stage": "sweep", "mlflow.parentRunId": run_id, "trial_id": "t1"})
+    assert find_parent_run(client, "exp", path).info.run_id == run_id
+    assert find_parent_run(client, "exp", path + "x") is None
+    assert open_parent_run(client, "exp", path, True, {"stage": "sweep"})[0] == run_id

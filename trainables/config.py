@@ -14,7 +14,7 @@ import numbers
 import re
 from dataclasses import dataclass, fields
 
-from trainables.errors import ConfigError
+from trainables.errors import ConfigError, shown
 
 SCHEDULES = ("step", "cosine")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -100,7 +100,7 @@ class TrialConfig:
         _one_of("precision", self.precision, PRECISIONS)
         _one_of("eval_split", self.eval_split, EVAL_SPLITS)
         if not _DEVICE.match(self.device):
-            raise ConfigError(f"device must be auto, cpu, mps or cuda[:N], got {self.device!r}")
+            raise ConfigError(f"device must be auto, cpu, mps or cuda[:N], got {shown(self.device)}")
         _in_range("lr", self.lr, 0, math.inf, low_open=True)
         _in_range("weight_decay", self.weight_decay, 0, math.inf)
         _in_range("momentum", self.momentum, 0, 1, high_open=True)
@@ -123,24 +123,24 @@ def _coerce(name: str, kind: str, value):
     # Annotations are strings (from __future__): "float", "int", "str" or "bool".
     if kind == "bool":
         if not isinstance(value, bool):
-            raise ConfigError(f"{name} must be true or false, got {value!r}")
+            raise ConfigError(f"{name} must be true or false, got {shown(value)}")
         return value
     if kind == "str":
         if not isinstance(value, str):
-            raise ConfigError(f"{name} must be a string, got {value!r}")
+            raise ConfigError(f"{name} must be a string, got {shown(value)}")
         return value
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ConfigError(f"{name} must be a number, got {value!r}")
+        raise ConfigError(f"{name} must be a number, got {shown(value)}")
     if kind == "int":
         if not float(value).is_integer():
-            raise ConfigError(f"{name} must be a whole number, got {value!r}")
+            raise ConfigError(f"{name} must be a whole number, got {shown(value)}")
         return int(value)
     return float(value)
 
 
 def _one_of(name: str, value: str, choices) -> None:
     if value not in choices:
-        raise ConfigError(f"unknown {name} {value!r}; choose from {', '.join(choices)}")
+        raise ConfigError(f"unknown {name} {shown(value)}; choose from {', '.join(choices)}")
 
 
 def _in_range(name, value, low, high, low_open=False, high_open=False) -> None:
@@ -148,4 +148,4 @@ def _in_range(name, value, low, high, low_open=False, high_open=False) -> None:
     below = value < high if high_open else value <= high
     if not (above and below and math.isfinite(value)):
         interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-        raise ConfigError(f"{name} must be a finite number in {interval}, got {value!r}")
+        raise ConfigError(f"{name} must be a finite number in {interval}, got {shown(value)}")

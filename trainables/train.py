@@ -36,9 +36,12 @@ from trainables.errors import ConfigError, DataUnavailableError, OneLineArgument
 from trainables.models import create_model
 from trainables.optim import create_optimizer, frozen_bn_stats, get_optimizer_info
 
-__all__ = ["TrialConfig", "TrialResult", "run_trial", "main", "CHECKPOINT_FILE"]
+__all__ = ["TrialConfig", "TrialResult", "run_trial", "trial_data", "main", "CHECKPOINT_FILE", "EXIT_DIVERGED"]
 
 CHECKPOINT_FILE = "checkpoint.pt"
+# Exit status of the command line for a run that diverged (a NaN or infinite loss): not a
+# success (0), not bad input (2).
+EXIT_DIVERGED = 3
 STEP_DECAY_FACTOR = 0.75  # the seed's StepLR(step_epochs, 0.75)
 # Settings a checkpoint may be resumed under although they differ: where and how fast it
 # runs, and how far (extending a finished run).
@@ -329,8 +332,9 @@ def _run_epoch(trial: _Trial, epoch: int) -> TrialResult:
 # ---- command line ---------------------------------------------------------------------------
 
 def _parser() -> argparse.ArgumentParser:
-    parser = OneLineArgumentParser(prog="python -m trainables.train",
-                            description="Train one trial; flags are TrialConfig's fields.")
+    parser = OneLineArgumentParser(
+        prog="python -m trainables.train", description="Train one trial; flags are TrialConfig's fields.",
+        epilog=f"Exit status: 0 when the run completed, 2 for bad input, {EXIT_DIVERGED} when it diverged.")
     types = {"int": int, "float": float, "str": str}
     for f in fields(TrialConfig):
         flags = sorted({f"--{f.name}", f"--{f.name.replace('_', '-')}"})
@@ -368,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     split = config.eval_split
     print(f"{result.status}: {split}_acc {result.metrics.get(f'{split}_acc', float('nan')):.4f}")
-    return 0
+    return EXIT_DIVERGED if result.status == "diverged" else 0
 
 
 if __name__ == "__main__":

@@ -86,6 +86,13 @@ class SweepPlan:
         return (f"top {self.confirm_top_k} per optimizer x {self.confirm_seeds} seeds, trained on "
                 f"{trained}, scored on test, no early stopping ({self.confirm_trials} trials); {arms}")
 
+    def record(self) -> dict:
+        """What makes this sweep this sweep: its space (budget, optimizers and trials
+        included) and its confirm stage. Stored with the parent run; --resume must ask for
+        the same (where it runs, the data folder and the command line may change)."""
+        return {**self.space.to_dict(), "confirm_top_k": self.confirm_top_k,
+                "confirm_seeds": self.confirm_seeds}
+
     def describe(self) -> str:
         """The resolved plan, in the words a user checks before spending GPU-hours."""
         s = self.space
@@ -116,3 +123,13 @@ def _range(distribution) -> str:
     if distribution.kind == "choice":
         return "{" + ", ".join(map(str, distribution.values)) + "}"
     return f"[{distribution.low:g}, {distribution.high:g}]"
+
+
+def record_differences(recorded: dict, requested: dict, ignore: tuple[str, ...] = ()) -> list[str]:
+    """One "name: recorded -> requested" entry per setting of two `SweepPlan.record`s that
+    differs (values shown bounded)."""
+    from trainables.errors import shown
+
+    names = [n for n in dict.fromkeys([*recorded, *requested]) if n not in ignore]
+    return [f"{n}: {shown(recorded.get(n))} -> {shown(requested.get(n))}"
+            for n in names if recorded.get(n) != requested.get(n)]

@@ -53,6 +53,7 @@ class ConciseProgress(Callback):
                  f"{(trial.last_result or {}).get(self.metric, float('nan')):.4f}  "
                  f"{_hparams(trial.config, self.searched)}")
         self.out(self._line(trials))
+        self._last_beat = time.monotonic()  # that line was the heartbeat
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._finished(trials, trial, errored=False)

@@ -6,28 +6,33 @@ with a `SweepError` (one line; exit 2 at the command line).
 
 from __future__ import annotations
 
-import os
+import contextlib
 import json
+import os
 import socket
 import subprocess
 import sys
+import tempfile
 import urllib.request
 from importlib import metadata
 from pathlib import Path
 
 import ray
+import torch
+from filelock import FileLock, Timeout
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from ray import tune
 
 from trainables.data import load_dataset
 from trainables.errors import DataUnavailableError
 from trainables.schema import SEARCH_METRIC, VERDICT_METRIC, trial_status
-from tune.plan import SweepError, SweepPlan, is_uri, local_storage
+from tune.plan import SweepError, SweepPlan, is_uri, local_storage, record_differences
 from tune.confirm import FixedConfigs, budget_arms, config_key, confirm_trials, select_finalists
 from tune.progress import ConciseProgress, best_table, seed_table
 from tune.schedule import PerOptimizerASHA
 from tune.search import PerOptimizerSearch
-from tune.tracking import MlflowTracking, open_parent_run
+from tune.tracking import MlflowTracking, find_parent_run, open_parent_run
 from tune.trainable import tune_trial
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -100,6 +105,95 @@ def check_address(address: str | None) -> None:
         raise SweepError(f"Ray cluster at {address} is unreachable: {error}") from None
 
 
+@contextlib.contextmanager
+def driver_lock(plan: SweepPlan):
+    """Held while this driver runs the experiment: a second launch.py on the same experiment
+    is refused. An OS file lock (flock), so a crashed driver leaves nothing stuck. Remote
+    storage (s3://) has no shared lock; one driver per experiment is then up to the user."""
+    local = local_storage(plan.storage)
+    if local is None:
+        yield
+        return
+    lock = FileLock(str(Path(local) / f".{plan.experiment}.driver.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise SweepError(f"experiment {plan.experiment!r} in {plan.storage} is being run by another "
+                         "launch.py; wait for it to finish, or stop it first") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def prepare_store(uri: str) -> None:
+    """Create and migrate a SQLite MLflow store once, under a file lock: two processes
+    opening a fresh store at once (two sweeps, or a sweep and `mlflow ui`) otherwise race
+    in MLflow's schema migration and crash."""
+    if not uri.startswith("sqlite:///"):
+        return
+    path = Path(uri[len("sqlite:///"):])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{path}.lock"):
+        MlflowClient(uri).search_experiments(max_results=1)
+
+
+def check_same_sweep(plan: SweepPlan, confirm_only: bool) -> None:
+    """Continuing an experiment (--resume, or a confirm stage after a finished search):
+    its MLflow record must be where the plan says, and the plan must be the one recorded.
+    Any change to the space, budget, optimizers or trials is refused, naming the changes
+    (a confirm stage added to a finished search may choose its own K and seeds)."""
+    if plan.tracking_uri.startswith("sqlite:///") and not Path(plan.tracking_uri[len("sqlite:///"):]).is_file():
+        raise SweepError(f"--resume: no MLflow database at {plan.tracking_uri[len('sqlite:///'):]}; "
+                         f"experiment {plan.experiment!r} was recorded in the store it ran with "
+                         "(pass that one as --mlflow-uri)")
+    client = MlflowClient(plan.tracking_uri)
+    parent = find_parent_run(client, plan.experiment, plan.experiment_path)
+    if parent is None:
+        raise SweepError(f"--resume: MLflow at {plan.tracking_uri} has no run of the sweep at "
+                         f"{plan.experiment_path} (experiment {plan.experiment!r}); pass the "
+                         "--mlflow-uri it ran with")
+    recorded = _recorded_plan(client, parent.info.run_id)
+    requested = json.loads(json.dumps(plan.record()))
+    ignore = ("confirm_top_k", "confirm_seeds") if confirm_only else ()
+    changed = record_differences(recorded, requested, ignore) if recorded is not None else []
+    if changed:
+        raise SweepError(f"experiment {plan.experiment!r} was started with other settings "
+                         f"({'; '.join(changed)}); resume it as it was, or start a new one "
+                         "with --experiment NAME")
+
+
+def _recorded_plan(client: MlflowClient, run_id: str) -> dict | None:
+    """The plan.json the sweep's parent run holds (None for a sweep from before it was
+    recorded)."""
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            path = client.download_artifacts(run_id, "plan.json", folder)
+        except (MlflowException, OSError):
+            return None
+        return json.loads(Path(path).read_text())
+
+
+def check_resources(plan: SweepPlan) -> None:
+    """A local trial must fit this machine: CPUs, GPUs and a fixed device it can honour.
+    (On a cluster, `check_cluster` compares with its nodes.)"""
+    if plan.address is not None:
+        return
+    space = plan.space
+    cpus, gpus = os.cpu_count() or 1, torch.cuda.device_count()
+    if space.cpus_per_trial > cpus:
+        raise SweepError(f"a trial asks for {space.cpus_per_trial:g} CPUs; this machine has {cpus} "
+                         "(--cpus-per-trial)")
+    if space.gpus_per_trial > gpus:
+        raise SweepError(f"a trial asks for {space.gpus_per_trial:g} GPUs; this machine has "
+                         f"{gpus or 'none'} (--gpus-per-trial 0 trains on the CPU)")
+    device = str(space.fixed.get("device", "auto"))
+    if device.startswith("cuda") and gpus == 0:
+        raise SweepError(f"the space fixes device {device}, but this machine has no GPU")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise SweepError("the space fixes device mps, but this machine has no Apple GPU")
+
+
 def check_data(plan: SweepPlan) -> None:
     """Fetch the data set once here (or fail now) rather than in every trial."""
     try:
@@ -117,7 +211,9 @@ def start_ray(plan: SweepPlan) -> bool:
     """
     common = dict(include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     if plan.address is None:
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # local only: no token notice
+        # Ray's token authentication stays on (its default): the local Ray's GCS, raylet
+        # and workers listen on every interface, and Ray has no option to bind them to
+        # 127.0.0.1, so the token is what keeps other machines from joining it.
         ray.init(**common)
         return True
     try:
@@ -128,9 +224,12 @@ def start_ray(plan: SweepPlan) -> bool:
     return False
 
 
-def check_cluster(plan: SweepPlan) -> None:
-    """On several nodes, results and tracking must live where every node reaches them."""
+def check_cluster(plan: SweepPlan, out=print) -> None:
+    """On several nodes, results and tracking must live where every node reaches them; a
+    trial that no node can hold is worth a warning (an autoscaling cluster may add one)."""
     nodes = [n for n in ray.nodes() if n.get("Alive")]
+    if plan.address is not None:
+        _warn_unplaceable(plan, nodes, out)
     if len(nodes) <= 1:
         return
     if not is_uri(plan.storage):
@@ -139,6 +238,16 @@ def check_cluster(plan: SweepPlan) -> None:
     if not plan.tracking_uri.startswith(("http://", "https://")):
         raise SweepError(f"the cluster has {len(nodes)} nodes: pass --mlflow-uri "
                          "http://host:port of a tracking server they can reach")
+
+
+def _warn_unplaceable(plan: SweepPlan, nodes: list[dict], out) -> None:
+    space = plan.space
+    most = {kind: max((n.get("Resources", {}).get(kind, 0) for n in nodes), default=0)
+            for kind in ("CPU", "GPU")}
+    for kind, asked in (("CPU", space.cpus_per_trial), ("GPU", space.gpus_per_trial)):
+        if asked > most[kind]:
+            out(f"warning: a trial asks for {asked:g} {kind}s and the largest node has {most[kind]:g}: "
+                "trials wait until the cluster adds such a node")
 
 
 # ---- the run ----------------------------------------------------------------------------
@@ -251,42 +360,53 @@ def close_stale_runs(client: MlflowClient, experiment_id: str, parent_run_id: st
 
 def run_sweep(plan: SweepPlan, out=print) -> int:
     """Run (or resume) the search and the confirm stage; returns 0, or 1 if a trial
-    failed with an error."""
+    failed with an error. Every check runs before Ray starts; one driver per experiment."""
     check_storage(plan)
-    run_search, run_confirm = stages(plan)
-    check_tracking(plan.tracking_uri)
-    check_address(plan.address)
-    check_data(plan)
-    started_ray = start_ray(plan)
-    try:
-        check_cluster(plan)
-        client = MlflowClient(plan.tracking_uri)
-        local = local_storage(plan.storage)
-        parent_run_id, experiment_id = open_parent_run(
-            client, plan.experiment, plan.experiment_path, not run_search or plan.resume,
-            provenance(plan), artifact_location=str(Path(local, "mlartifacts")) if local else None)
+    with driver_lock(plan):
+        run_search, run_confirm = stages(plan)
+        check_tracking(plan.tracking_uri)
+        check_address(plan.address)
+        check_resources(plan)
+        if plan.resume or not run_search:
+            check_same_sweep(plan, confirm_only=not run_search)
+        check_data(plan)
+        prepare_store(plan.tracking_uri)
+        started_ray = start_ray(plan)
+        try:
+            check_cluster(plan, out)
+            return _run(plan, run_search, run_confirm, out)
+        finally:
+            if started_ray:
+                ray.shutdown()
+
+
+def _run(plan: SweepPlan, run_search: bool, run_confirm: bool, out) -> int:
+    client = MlflowClient(plan.tracking_uri)
+    local = local_storage(plan.storage)
+    parent_run_id, experiment_id = open_parent_run(
+        client, plan.experiment, plan.experiment_path, not run_search or plan.resume,
+        provenance(plan), artifact_location=str(Path(local, "mlartifacts")) if local else None)
+    if run_search and not plan.resume:
         client.log_dict(parent_run_id, plan.space.to_dict(), "space.json")
-        out(plan.describe())
-        results = search(plan, parent_run_id, experiment_id) if run_search else finished_results(plan)
-        rows = summarize(results)
-        out("\nsearch (single runs on the validation split; each optimizer's finalist)\n"
-            + best_table(rows, _searched_names(plan)))
-        confirm_rows = []
-        if run_confirm:
-            out(f"\nconfirm stage: top {plan.confirm_top_k} x {plan.confirm_seeds} seeds, on the test split")
-            confirm_rows = summarize(*confirm(plan, rows, parent_run_id, experiment_id))
-        close_stale_runs(client, experiment_id, parent_run_id)
-        client.log_dict(parent_run_id, rows_for_mlflow(rows + confirm_rows), "trials.json")
-        sweep = recorded_sweep(plan)
-        out("\n" + closing_summary(sweep, confirm_rows))
-        report = write_sweep_report(plan, client, parent_run_id, sweep)
-        client.set_terminated(parent_run_id, "FINISHED")
-        out(f"\nresults: {plan.experiment_path}\nreport:  {report}\nbrowse:  mlflow ui "
-            f"--backend-store-uri {plan.tracking_uri}")
-        return 1 if any(r["status"] == "error" for r in rows + confirm_rows) else 0
-    finally:
-        if started_ray:
-            ray.shutdown()
+        client.log_dict(parent_run_id, plan.record(), "plan.json")
+    out(plan.describe())
+    results = search(plan, parent_run_id, experiment_id) if run_search else finished_results(plan)
+    rows = summarize(results)
+    out("\nsearch (single runs on the validation split; each optimizer's finalist)\n"
+        + best_table(rows, _searched_names(plan)))
+    confirm_rows = []
+    if run_confirm:
+        out(f"\nconfirm stage: top {plan.confirm_top_k} x {plan.confirm_seeds} seeds, on the test split")
+        confirm_rows = summarize(*confirm(plan, rows, parent_run_id, experiment_id))
+    close_stale_runs(client, experiment_id, parent_run_id)
+    client.log_dict(parent_run_id, rows_for_mlflow(rows + confirm_rows), "trials.json")
+    sweep = recorded_sweep(plan)
+    out("\n" + closing_summary(sweep, confirm_rows))
+    report = write_sweep_report(plan, client, parent_run_id, sweep)
+    client.set_terminated(parent_run_id, "FINISHED")
+    out(f"\nresults: {plan.experiment_path}\nreport:  {report}\nbrowse:  mlflow ui "
+        f"--backend-store-uri {plan.tracking_uri}")
+    return 1 if any(r["status"] == "error" for r in rows + confirm_rows) else 0
 
 
 def recorded_sweep(plan: SweepPlan):

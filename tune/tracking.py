@@ -23,11 +23,26 @@ from trainables.schema import trial_status
 from tune.confirm import config_key
 
 
+def find_parent_run(client: MlflowClient, experiment: str, sweep_path: str):
+    """The newest parent run of the sweep stored at `sweep_path` in MLflow experiment
+    `experiment`, or None. MLflow itself is the record, so it survives a driver crash
+    wherever the results are stored."""
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return None
+    # Matched here rather than in the filter string: a path may hold quotes of both kinds,
+    # which MLflow's filter syntax cannot escape.
+    runs = client.search_runs(
+        [found.experiment_id], filter_string="tags.stage = 'sweep' and tags.sweep_path LIKE '%'",
+        order_by=["attributes.start_time DESC"], max_results=1000)
+    return next((r for r in runs if r.data.tags.get("sweep_path") == sweep_path
+                 and "mlflow.parentRunId" not in r.data.tags), None)
+
+
 def open_parent_run(client: MlflowClient, experiment: str, sweep_path: str, resume: bool,
                     tags: dict, artifact_location: str | None = None) -> tuple[str, str]:
     """The sweep's parent run (run id, experiment id): new, or with `resume` the one
-    tagged with this sweep's storage path, reopened. MLflow itself is the record, so it
-    survives a driver crash wherever the results are stored.
+    tagged with this sweep's storage path, reopened.
 
     artifact_location: where a new MLflow experiment keeps artifacts (a SQLite store would
     otherwise use ./mlartifacts in whatever folder the driver was started from).
@@ -35,13 +50,10 @@ def open_parent_run(client: MlflowClient, experiment: str, sweep_path: str, resu
     found = client.get_experiment_by_name(experiment)
     experiment_id = (found.experiment_id if found
                      else client.create_experiment(experiment, artifact_location=artifact_location))
-    if resume:
-        runs = client.search_runs([experiment_id], filter_string=(
-            f"tags.sweep_path = '{sweep_path}' and tags.stage = 'sweep'"),
-            order_by=["attributes.start_time DESC"], max_results=1)
-        if runs:
-            client.update_run(runs[0].info.run_id, status="RUNNING")
-            return runs[0].info.run_id, experiment_id
+    parent = find_parent_run(client, experiment, sweep_path) if resume else None
+    if parent is not None:
+        client.update_run(parent.info.run_id, status="RUNNING")
+        return parent.info.run_id, experiment_id
     run = client.create_run(experiment_id, tags={
         "mlflow.runName": f"sweep {experiment}", "sweep_path": sweep_path, **tags})
     return run.info.run_id, experiment_id
