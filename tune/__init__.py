@@ -12,3 +12,5 @@ os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 # The classic reporter honours verbose=0; tune.progress prints the concise lines instead.
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+# MLflow draws a progress bar on stderr for every artifact it downloads (the recorded plan).
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
