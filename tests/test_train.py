@@ -237,6 +237,16 @@ def test_checkpoint_holds_everything_and_bn_counts_one_pass_per_step(tmp_path):
     assert tracked and all(int(t) == digits_steps_per_epoch() for t in tracked)
 
 
+def test_a_damaged_checkpoint_or_a_file_for_a_folder_is_one_config_error(tmp_path):
+    (tmp_path / CHECKPOINT_FILE).write_bytes(b"not a checkpoint")
+    with pytest.raises(ConfigError, match="cannot be read"):
+        run_trial(TrialConfig(**SMALL, optimizer="adam", epochs=1), None, tmp_path)
+    with pytest.raises(ConfigError, match="is a file"):
+        run_trial(TrialConfig(**SMALL, optimizer="adam", epochs=1), None, tmp_path / CHECKPOINT_FILE)
+    with pytest.raises(ConfigError, match="mps"):
+        run_trial(TrialConfig(**SMALL, optimizer="adam", epochs=1, device="mps"))
+
+
 def test_checkpoint_of_another_trial_is_refused(tmp_path):
     run_trial(TrialConfig(**SMALL, optimizer="adam", epochs=1), None, tmp_path)
     with pytest.raises(ConfigError, match="optimizer"):

@@ -92,6 +92,8 @@ def _resolve_device(name: str) -> torch.device:
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {name!r} requested but CUDA is not available")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("device 'mps' requested but this machine has no Apple GPU")
     return device
 
 
@@ -262,11 +264,18 @@ def _save_checkpoint(directory: Path, trial: _Trial, epoch: int, result: TrialRe
 
 
 def _load_checkpoint(directory: Path | None, config: TrialConfig, device) -> dict | None:
+    if directory is not None and directory.exists() and not directory.is_dir():
+        raise ConfigError(f"checkpoint directory {directory} is a file; give a folder")
     path = directory / CHECKPOINT_FILE if directory else None
     if path is None or not path.exists():
         return None
-    state = torch.load(path, map_location=device, weights_only=True)
-    changed = sorted(k for k, v in state["config"].items()
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+        saved_config = dict(state["config"])
+    except Exception as error:  # noqa: BLE001  torch raises many types for a damaged file
+        raise ConfigError(f"checkpoint {path} cannot be read ({type(error).__name__}); delete it "
+                          "to start the trial afresh, or use another checkpoint directory") from None
+    changed = sorted(k for k, v in saved_config.items()
                      if getattr(config, k, None) != v and k not in RESUMABLE_CHANGES)
     if changed:
         raise ConfigError(f"checkpoint {path} is of a different trial (differs in "
