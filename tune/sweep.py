@@ -27,7 +27,7 @@ from ray import tune
 from trainables.data import load_dataset
 from trainables.errors import DataUnavailableError
 from trainables.schema import SEARCH_METRIC, VERDICT_METRIC, trial_status
-from tune.plan import SweepError, SweepPlan, is_uri, local_storage, record_differences
+from tune.plan import SweepError, SweepPlan, is_uri, local_storage, record_differences, sqlite_path
 from tune.confirm import FixedConfigs, budget_arms, config_key, confirm_trials, select_finalists
 from tune.progress import ConciseProgress, best_table, seed_table
 from tune.schedule import PerOptimizerASHA
@@ -87,9 +87,10 @@ def check_tracking(uri: str) -> None:
         except OSError as error:
             raise SweepError(f"MLflow tracking server {uri} is unreachable: "
                              f"{getattr(error, 'reason', error)}") from None
-    if not uri.startswith("sqlite:///"):
+    database = sqlite_path(uri)
+    if database is None:
         raise SweepError(f"--mlflow-uri must be sqlite:////path/mlflow.db or http(s)://host:port, got {uri!r}")
-    folder = Path(uri[len("sqlite:///"):]).parent
+    folder = database.parent
     if not os.access(folder if folder.exists() else folder.parent, os.W_OK):
         raise SweepError(f"cannot write the MLflow database in {folder}")
 
@@ -130,11 +131,11 @@ def prepare_store(uri: str) -> None:
     """Create and migrate a SQLite MLflow store once, under a file lock: two processes
     opening a fresh store at once (two sweeps, or a sweep and `mlflow ui`) otherwise race
     in MLflow's schema migration and crash."""
-    if not uri.startswith("sqlite:///"):
+    database = sqlite_path(uri)
+    if database is None:
         return
-    path = Path(uri[len("sqlite:///"):])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(f"{path}.lock"):
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{database}.lock"):
         MlflowClient(uri).search_experiments(max_results=1)
 
 
@@ -143,10 +144,11 @@ def check_same_sweep(plan: SweepPlan, confirm_only: bool) -> None:
     its MLflow record must be where the plan says, and the plan must be the one recorded.
     Any change to the space, budget, optimizers or trials is refused, naming the changes
     (a confirm stage added to a finished search may choose its own K and seeds)."""
-    if plan.tracking_uri.startswith("sqlite:///") and not Path(plan.tracking_uri[len("sqlite:///"):]).is_file():
-        raise SweepError(f"--resume: no MLflow database at {plan.tracking_uri[len('sqlite:///'):]}; "
-                         f"experiment {plan.experiment!r} was recorded in the store it ran with "
-                         "(pass that one as --mlflow-uri)")
+    database = sqlite_path(plan.tracking_uri)
+    if database is not None and not database.is_file():
+        raise SweepError(f"--resume: no MLflow database at {database}; experiment "
+                         f"{plan.experiment!r} was recorded in the store it ran with (pass that one "
+                         "as --mlflow-uri)")
     client = MlflowClient(plan.tracking_uri)
     parent = find_parent_run(client, plan.experiment, plan.experiment_path)
     if parent is None:
