@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from trainables.config import TrialConfig
+from trainables.config import EVAL_SPLITS, TrialConfig
 from trainables.data import ImageData, eval_batches, load_dataset, num_train_batches, train_batches
 from trainables.errors import ConfigError, DataUnavailableError, OneLineArgumentParser
 from trainables.models import create_model
@@ -117,7 +117,7 @@ class _Trial:
         data = trial_data(data, config)
         # Keep the data on the device as uint8 when it fits: no host transfer per batch.
         self.data = data.to(device) if data.fits_on(device) else data
-        self.eval_splits = [split for split in ("val", "test") if self.data.has(split)]
+        self.eval_splits = [split for split in EVAL_SPLITS if self.data.has(split)]
         self.generator = torch.Generator(device=self.data.train_images.device)
         self.generator.manual_seed(config.seed)
         torch.manual_seed(config.seed)
@@ -184,11 +184,13 @@ class _Trial:
                 ascent[name] = ascent[name] + value if name in ascent else value.float()
             count += len(labels)
             self.grad_evals += self.passes * len(labels)
-        loss_sum, correct = sums.tolist()  # host sync, once per epoch
+        # Host sync, once per epoch: the sums and the ascent statistics in one read.
+        totals = torch.cat([sums, *(t.view(1) for t in ascent.values())]).tolist()
+        loss_sum, correct = totals[:2]
         metrics = {"train_loss": loss_sum / count, "train_acc": correct / count, "lr": lr,
                    "train_images": count}
-        # Means over the epoch's steps; one more host sync per statistic, once per epoch.
-        metrics.update({name: float(total) / self.steps_per_epoch for name, total in ascent.items()})
+        # The ascent statistics as means over the epoch's steps.
+        metrics.update({name: total / self.steps_per_epoch for name, total in zip(ascent, totals[2:])})
         return metrics
 
     @torch.no_grad()
