@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from trainables.errors import SHOWN_LIMIT as MAX_QUOTED  # noqa: F401  (analysis' name for it)
+from trainables.errors import one_line as bounded  # noqa: F401  (analysis' name for it)
 from trainables.schema import EQUAL_COMPUTE, EQUAL_EPOCHS
 
 LABELS = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD", "sam": "SAM", "asam": "ASAM",
@@ -18,21 +20,6 @@ ARM_TITLES = {EQUAL_EPOCHS: "at equal epochs", EQUAL_COMPUTE: "at equal gradient
 # costs two forward/backward passes (trainables.optim's passes_per_step).
 _LONGER_RUN = " (2x epochs)"
 DASH = "–"  # what a missing number shows
-# A value quoted in a one-line error message (a URI, a path, a name read from a results
-# folder, which is untrusted) is cut to this many characters: it cannot flood the terminal.
-MAX_QUOTED = 200
-_CUT = "..."
-
-
-def bounded(value, limit: int = MAX_QUOTED) -> str:
-    """`value` as text fit for a one-line message: every control character escaped (a
-    newline reads \\n, an escape \\x1b, so the message stays one line and cannot drive the
-    terminal), then cut to at most `limit` characters, ending in "..." where cut."""
-    text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
-                   for c in str(value))
-    return text if len(text) <= limit else text[:limit - len(_CUT)] + _CUT
-
-
 def label(optimizer: str) -> str:
     """The name the report shows for a registry name (the name itself if unknown)."""
     return LABELS.get(optimizer, optimizer)

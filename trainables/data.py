@@ -55,7 +55,7 @@ from filelock import FileLock
 from torchvision.datasets import CIFAR10, CIFAR100
 from torchvision.datasets.utils import download_url
 
-from trainables.errors import ConfigError, DataUnavailableError
+from trainables.errors import SHOWN_LIMIT, ConfigError, DataUnavailableError, one_line
 
 # Tiny ImageNet has no torchvision class; this is the archive cs231n publishes.
 TINY_IMAGENET_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
@@ -286,17 +286,14 @@ def load_dataset(name: str, data_dir: str | os.PathLike = "data", download: bool
 # ---------------------------------------------------------------------------- files
 
 
-def _short(text: object, limit: int = 200) -> str:
+def _short(text: object, limit: int = SHOWN_LIMIT) -> str:
     """`text` as one printable line of at most `limit` characters, for quoting in an error message.
 
     What an archive or a data file says (a member's name, an exception's text) is
-    untrusted: whitespace runs become one space, other control characters are escaped
-    as repr writes them (so no terminal escape sequence gets through), and the rest is
-    cut with "...".
+    untrusted: whitespace runs become one space, then `one_line` escapes the other control
+    characters (so no terminal escape sequence gets through) and cuts the rest with "...".
     """
-    line = " ".join(str(text).split())
-    printable = "".join(char if char.isprintable() else repr(char)[1:-1] for char in line)
-    return printable if len(printable) <= limit else printable[:limit - 3] + "..."
+    return one_line(" ".join(str(text).split()), limit)
 
 
 def _first_missing(folder: Path, required: Sequence[str]) -> str | None:

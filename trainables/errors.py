@@ -17,12 +17,20 @@ _REPR.maxstring = _REPR.maxother = SHOWN_LIMIT
 _REPR.maxlong = 40
 
 
+def one_line(text, limit: int = SHOWN_LIMIT) -> str:
+    """`str(text)` as one printable line of at most `limit` characters, for an error
+    message: every non-printable character escaped as repr writes it (a newline reads \\n,
+    an escape \\x1b, so untrusted text cannot break the line or drive the terminal), then
+    cut, ending in "..." where cut."""
+    escaped = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+    return escaped if len(escaped) <= limit else escaped[:limit - 3] + "..."
+
+
 def shown(value) -> str:
-    """`repr(value)` for an error message, at most SHOWN_LIMIT characters, control
-    characters escaped. Cheap for any input: reprlib stops at a few levels and items, so a
-    YAML alias bomb (a few hundred bytes that expand to gigabytes) is never expanded."""
-    text = _REPR.repr(value)
-    return text if len(text) <= SHOWN_LIMIT else text[:SHOWN_LIMIT - 3] + "..."
+    """`repr(value)` for an error message (`one_line`). Cheap for any input: reprlib stops
+    at a few levels and items, so a YAML alias bomb (a few hundred bytes that expand to
+    gigabytes) is never expanded."""
+    return one_line(_REPR.repr(value))
 
 
 class ConfigError(ValueError):
