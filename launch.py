@@ -143,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C before the sweep took over its signals: nothing ran
+        print(f"{parser.prog}: interrupted before the sweep started", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ import pandas as pd
 
 from analysis.text import bounded
 from trainables.config import TrialConfig
-from trainables.schema import (CONFIRM_SUFFIX, EQUAL_COMPUTE, EQUAL_EPOCHS, METRICS,
+from trainables.schema import (CONFIRM_SUFFIX, EQUAL_COMPUTE, EQUAL_EPOCHS, METRICS, RUNNING,
                                rank_finalists, trial_status)
 
 # search_spaces (torch, through the registries) and MLflow are imported where they are
@@ -576,7 +576,7 @@ def _storage_status(ray_status: str | None, results: list[dict], config: dict, t
     (error.pkl is a pickle)."""
     errored = ray_status == "ERROR" or any((trial_dir / name).is_file() for name in _RAY_ERROR_FILES)
     if not errored and ray_status in _RAY_LIVE:
-        return "running"
+        return RUNNING
     last = results[-1] if results else {}
     return trial_status(last, int(config["epochs"]), errored)
 

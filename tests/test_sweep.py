@@ -8,9 +8,12 @@ MLflow server) are stopped by pid, never with `ray stop`.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -206,11 +209,12 @@ def test_a_second_launch_without_resume_refuses(digits_sweep):
 
 # ---- crashes --------------------------------------------------------------------------
 
-def start_driver(folder: Path, space: str, storage: Path, env: dict = ENV) -> subprocess.Popen:
-    """launch.py in the background, in its own session, logging to folder/driver.log."""
+def start_driver(folder: Path, *args: str, env: dict = ENV) -> subprocess.Popen:
+    """launch.py ARGS in the background, in its own session (and so its own process group,
+    as a shell runs it), logging to folder/driver.log."""
     log = open(folder / "driver.log", "w")
-    return subprocess.Popen(launch_cmd("--space", space, "--storage", str(storage)), cwd=ROOT,
-                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(launch_cmd(*args), cwd=ROOT, env=env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def token_env(home: Path) -> dict:
@@ -228,49 +232,174 @@ def children_so_far(client: MlflowClient, experiment: str):
         return None
 
 
-def test_driver_killed_mid_sweep_then_resumed(tmp_path):
+def epochs_logged(client: MlflowClient, run_id: str) -> list[int]:
+    return sorted(m.step for m in client.get_metric_history(run_id, "epoch"))
+
+
+def test_driver_killed_again_and_again_then_resumed(tmp_path):
+    """SIGKILL the driver three times while trials run (each time later in the sweep, and
+    so at another point of Tune's snapshots): every trial running at a kill continues in
+    its own run, each optimizer ends with exactly its budget, and nothing is logged twice."""
     storage = tmp_path / "results"
-    space = space_file(tmp_path, name="crash", max_epochs=4, grace_period=4,
-                       trials_per_optimizer=3)
+    space = space_file(tmp_path, name="crash", max_epochs=8, grace_period=8,
+                       trials_per_optimizer=4)
+    args = ("--space", space, "--storage", str(storage))
     home = tmp_path / "home"
     home.mkdir()
-    driver = start_driver(tmp_path, space, storage, env=token_env(home))
     client = tracking(storage)
+    finished_at_kill: dict[str, int] = {}  # run id -> its end time, when it had finished
+    epoch_at_kill: dict[str, float] = {}     # run id -> its last epoch, when it was running
+    for kill in range(3):
+        driver = start_driver(tmp_path, *args, *(["--resume"] if kill else []), env=token_env(home))
 
-    def one_finished_one_running():
-        children = children_so_far(client, "crash") or []
-        finished = [c for c in children if c.info.status == "FINISHED"]
-        running = [c for c in children if c.info.status == "RUNNING"]
-        return (finished, running) if finished and running else None
+        def a_finished_trial_and_one_running_on():
+            children = children_so_far(client, "crash") or []
+            finished = [c for c in children if c.info.status == "FINISHED"]
+            return finished and [c for c in children if c.info.status == "RUNNING" and
+                                 c.data.metrics.get("epoch", 0) > epoch_at_kill.get(c.info.run_id, 0)]
 
-    finished, _ = wait_for(one_finished_one_running, 600, "a finished and a running trial",
-                           driver)
-    # While it runs: a second driver on the experiment is refused, and the local Ray keeps
-    # its token authentication (so nobody joins it from outside without the token).
-    second = launch("--space", space, "--storage", str(storage), "--resume", timeout=120)
-    assert second.returncode == 2 and "being run by another launch.py" in second.stderr
-    # Ray wrote the token it authenticates with into the user's home: auth is on.
-    assert (home / ".ray" / "auth_token").is_file()
-    time.sleep(2)  # a trial that finished two seconds before the crash must not be rerun
-    _, children = runs_of(client, "crash")
-    done_before = {c.info.run_id: c.info.end_time for c in children if c.info.status == "FINISHED"}
-    kill_tree(psutil.Process(driver.pid))
-    driver.wait()
-    stop_session(driver.pid)  # Ray daemons that outlived their driver
+        try:
+            wait_for(a_finished_trial_and_one_running_on, 600,
+                     "a finished trial and one that trained an epoch under this driver", driver)
+            if kill == 0:
+                # While it runs: a second driver on the experiment is refused, and the local
+                # Ray keeps its token authentication (its token is in the user's home).
+                second = launch(*args, "--resume", timeout=120)
+                assert second.returncode == 2 and "being run by another launch.py" in second.stderr
+                assert (home / ".ray" / "auth_token").is_file()
+            time.sleep(0.7 * kill)  # another moment relative to Tune's periodic snapshots
+            _, children = runs_of(client, "crash")
+            finished_at_kill.update({c.info.run_id: c.info.end_time for c in children
+                                     if c.info.status == "FINISHED"})
+            epoch_at_kill.update({c.info.run_id: c.data.metrics.get("epoch", 0) for c in children
+                                  if c.info.status == "RUNNING"})
+        finally:
+            if driver.poll() is None:
+                kill_tree(psutil.Process(driver.pid))
+            driver.wait()
+            stop_session(driver.pid)  # Ray daemons that outlived their driver
 
-    resumed = launch("--space", space, "--storage", str(storage), "--resume")
+    resumed = launch(*args, "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     parents, children = runs_of(client, "crash")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
-    assert len(children) == 6  # the planned 3 trials x 2 optimizers, no duplicates
-    assert len({c.data.tags["trial_id"] for c in children}) == 6
-    assert all(c.info.status == "FINISHED" and c.data.tags["status"] in TERMINAL for c in children)
-    after = {c.info.run_id: c.info.end_time for c in children}
-    for run_id, end_time in done_before.items():
-        assert after[run_id] == end_time, "a finished trial was run again"
+    by_optimizer = [c.data.tags["optimizer"] for c in children]
+    assert sorted(by_optimizer) == ["adam"] * 4 + ["zsharp"] * 4  # the budget, no replacement
+    assert len({c.data.tags["trial_id"] for c in children}) == 8
+    assert all(c.info.status == "FINISHED" and c.data.tags["status"] in TERMINAL - {"error"}
+               for c in children)
+    after = {c.info.run_id: c for c in children}
+    assert set(epoch_at_kill) <= set(after), "a trial running at a kill did not continue its run"
+    for run_id, end_time in finished_at_kill.items():
+        assert after[run_id].info.end_time == end_time, "a finished trial was run again"
     for c in children:
-        steps = [m.step for m in client.get_metric_history(c.info.run_id, "epoch")]
-        assert len(steps) == len(set(steps)), "an epoch was logged twice"
+        epochs = epochs_logged(client, c.info.run_id)
+        assert epochs == list(range(1, int(c.data.metrics["epoch"]) + 1)), \
+            f"{c.data.tags['trial_id']}: epochs logged {epochs}"
+
+
+# ---- signals -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("signum, to_group", [(signal.SIGINT, True), (signal.SIGTERM, False)])
+def test_a_signal_stops_the_sweep_with_an_honest_record_and_resume_finishes_it(
+        tmp_path, signum, to_group):
+    """Ctrl-C (SIGINT to the terminal's process group) or SIGTERM (to the driver, as a
+    scheduler sends it) while one trial runs and the others wait, pending, for its CPUs."""
+    storage = tmp_path / "results"
+    space = space_file(tmp_path, name="signal", max_epochs=4, grace_period=4,
+                       trials_per_optimizer=2, cpus_per_trial=os.cpu_count(), max_concurrent=4)
+    args = ("--space", space, "--storage", str(storage))
+    client = tracking(storage)
+    driver = start_driver(tmp_path, *args)
+
+    def a_trial_past_epoch_one():
+        return [c for c in children_so_far(client, "signal") or []
+                if c.info.status == "RUNNING" and c.data.metrics.get("epoch", 0) >= 1]
+
+    try:
+        wait_for(a_trial_past_epoch_one, 600, "a trial past epoch 1", driver)
+        (os.killpg if to_group else os.kill)(driver.pid, signum)
+        code = driver.wait(timeout=300)
+    finally:
+        if driver.poll() is None:
+            kill_tree(psutil.Process(driver.pid))
+        stop_session(driver.pid)
+    log = (tmp_path / "driver.log").read_text()
+    name = signal.Signals(signum).name
+    assert code == 128 + signum, log[-3000:]
+    assert "Traceback" not in log and "Error" not in log, log[-3000:]
+    assert f"sweep interrupted by {name}" in log
+    assert f"continue it with: python launch.py {' '.join(args)} --resume" in log
+    parents, children = runs_of(client, "signal")
+    assert parents[0].info.status == "KILLED" and parents[0].data.tags["interrupted"] == name
+    stopped = [c for c in children if c.info.status != "FINISHED"]
+    assert stopped and all(c.info.status == "KILLED" and c.data.tags["status"] == "interrupted"
+                           for c in stopped)
+    assert all(c.data.tags["status"] in TERMINAL - {"error"} for c in children if c not in stopped)
+
+    resumed = launch(*args, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    parents, children = runs_of(client, "signal")
+    assert parents[0].info.status == "FINISHED" and "interrupted" not in parents[0].data.tags
+    assert sorted(c.data.tags["optimizer"] for c in children) == ["adam"] * 2 + ["zsharp"] * 2
+    assert all(c.info.status == "FINISHED" and c.data.tags["status"] in TERMINAL - {"error"}
+               for c in children)
+    assert {c.info.run_id for c in stopped} <= {c.info.run_id for c in children}
+    for c in children:
+        assert epochs_logged(client, c.info.run_id) == list(range(1, int(c.data.metrics["epoch"]) + 1))
+
+
+# The local Ray exactly as launch.py starts it (tune.sweep.start_ray), serving until stdin
+# closes; prints its GCS address and the machine's own network address.
+_LOCAL_RAY = """
+import json, sys, types
+import ray
+from tune.sweep import start_ray
+start_ray(types.SimpleNamespace(address=None))
+print(json.dumps({"gcs": ray.get_runtime_context().gcs_address,
+                  "ip": ray.util.get_node_ip_address()}), flush=True)
+sys.stdin.read()
+ray.shutdown()
+"""
+
+
+def test_the_local_ray_refuses_a_client_without_its_token(tmp_path):
+    """Ray listens on every interface; its token is what keeps a stranger on the network
+    out. Joined through the machine's network address (not loopback), a wrong token is
+    refused by the server and the user's own token is let in."""
+    home = tmp_path / "home"
+    home.mkdir()
+    server = subprocess.Popen([sys.executable, "-c", _LOCAL_RAY], cwd=ROOT, env=token_env(home),
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                              start_new_session=True)
+    try:
+        info = json.loads(server.stdout.readline())
+        assert not info["ip"].startswith("127."), "no network address to try from"
+        address = f"{info['ip']}:{info['gcs'].rsplit(':', 1)[1]}"
+        client_env = {**token_env(tmp_path / "stranger"), "RAY_AUTH_MODE": "token"}
+        join = f"import ray; ray.init(address={address!r}); print(ray.cluster_resources()['CPU'])"
+        stranger = subprocess.Popen([sys.executable, "-c", join], cwd=ROOT, text=True,
+                                    env={**client_env, "RAY_AUTH_TOKEN": "0" * 32},
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                    start_new_session=True)
+        watchdog = threading.Timer(120, stranger.kill)  # Ray's client retries for a while
+        watchdog.start()
+        refusal = next((line for line in stranger.stderr if "InvalidAuthToken" in line), None)
+        watchdog.cancel()
+        stranger.kill()
+        stranger.wait()
+        stop_session(stranger.pid)
+        assert refusal is not None and "Unauthenticated" in refusal
+        token = (home / ".ray" / "auth_token").read_text().strip()
+        friend = subprocess.run([sys.executable, "-c", join], cwd=ROOT, text=True, timeout=120,
+                                env={**client_env, "RAY_AUTH_TOKEN": token}, capture_output=True)
+        assert friend.returncode == 0 and float(friend.stdout.split()[-1]) >= 1, friend.stderr[-2000:]
+    finally:
+        server.stdin.close()
+        try:
+            server.wait(timeout=60)
+        finally:
+            stop_session(server.pid)
 
 
 def _trial_results(storage: Path, experiment: str) -> list[dict]:
@@ -284,7 +413,7 @@ def test_a_killed_trial_worker_restarts_from_its_checkpoint(tmp_path):
     space = space_file(tmp_path, name="worker", optimizers=["adam"], max_epochs=5,
                        grace_period=5, trials_per_optimizer=1, max_concurrent=1,
                        search={"lr": {"loguniform": [1e-3, 1e-2]}})
-    driver = start_driver(tmp_path, space, storage)
+    driver = start_driver(tmp_path, "--space", space, "--storage", str(storage))
     client = tracking(storage)
 
     def reached_epoch_two():

@@ -242,3 +242,116 @@ def test_a_sweep_is_found_again_whatever_quotes_its_path_holds(tmp_path):
     assert find_parent_run(client, "exp", path).info.run_id == run_id
     assert find_parent_run(client, "exp", path + "x") is None
     assert open_parent_run(client, "exp", path, True, {"stage": "sweep"})[0] == run_id
+
+
+# ---- signals, snapshots and progress ---------------------------------------------------
+
+def test_a_first_signal_is_recorded_and_handed_to_tunes_graceful_stop():
+    import os
+    import signal
+
+    from tune.interrupt import Interrupted, StopSignals
+
+    tune_stops = []
+    previous_usr1 = signal.signal(signal.SIGUSR1, lambda signum, frame: tune_stops.append(signum))
+    try:
+        with StopSignals() as signals:
+            assert os.environ["TUNE_DISABLE_SIGINT_HANDLER"] == "1"
+            os.kill(os.getpid(), signal.SIGTERM)  # would end this process without the handler
+            assert signals.received == signal.SIGTERM and tune_stops == [signal.SIGUSR1]
+            with pytest.raises(Interrupted) as stop:
+                signals.check()
+            assert (stop.value.exit_code, stop.value.name, stop.value.at_once) == (143, "SIGTERM", False)
+            with pytest.raises(Interrupted) as again:  # a second signal stops at once
+                os.kill(os.getpid(), signal.SIGINT)
+            assert again.value.at_once and again.value.exit_code == 143  # the first one's code
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+        assert "TUNE_DISABLE_SIGINT_HANDLER" not in os.environ
+    finally:
+        signal.signal(signal.SIGUSR1, previous_usr1)
+
+
+def test_sigint_exits_130_and_no_tune_handler_outside_a_fit_is_fine():
+    import os
+    import signal
+
+    from tune.interrupt import Interrupted, StopSignals
+
+    with StopSignals() as signals:  # SIGUSR1 at its default: no Tune fit is running
+        os.kill(os.getpid(), signal.SIGINT)
+        with pytest.raises(Interrupted) as stop:
+            signals.check()
+    assert stop.value.exit_code == 130
+
+
+class _Controller:
+    """What Tune hands a scheduler: the trials, and the experiment snapshot it can force."""
+
+    def __init__(self):
+        self.trials, self.snapshots = [], []
+
+    def get_trials(self):
+        return self.trials
+
+    def checkpoint(self, force=False, wait=False):
+        self.snapshots.append([t.trial_id for t in self.trials])
+
+
+def test_every_added_trial_is_in_a_snapshot_before_it_can_start():
+    from types import SimpleNamespace
+
+    from tune.schedule import PerOptimizerASHA
+
+    scheduler = PerOptimizerASHA(["adam", "sam"], max_t=4, grace_period=1, reduction_factor=2)
+    controller = _Controller()
+    assert scheduler.choose_trial_to_run(controller) is None and controller.snapshots == []
+    for trial_id, optimizer in (("a", "adam"), ("b", "sam")):
+        trial = SimpleNamespace(trial_id=trial_id, status="PENDING", config={"optimizer": optimizer})
+        controller.trials.append(trial)
+        scheduler.on_trial_add(controller, trial)
+    chosen = scheduler.choose_trial_to_run(controller)
+    assert chosen.trial_id == "a" and controller.snapshots == [["a", "b"]]
+    scheduler.choose_trial_to_run(controller)  # nothing new: no second snapshot
+    assert controller.snapshots == [["a", "b"]]
+
+
+def test_heartbeats_say_how_long_trials_have_waited_for_a_missing_node():
+    from types import SimpleNamespace
+
+    from tune.progress import ConciseProgress
+
+    now = [0.0]
+    lines = []
+    progress = ConciseProgress(2, ("lr",), "val_acc", out=lines.append,
+                               waiting_for="a node with 64 CPUs (the largest has 2)",
+                               clock=lambda: now[0])
+    pending = [SimpleNamespace(status="PENDING"), SimpleNamespace(status="PENDING")]
+    for moment in (1.0, 31.0, 61.0):
+        now[0] = moment
+        progress.on_step_end(0, pending)
+    assert lines[0].endswith("; waiting 30s for a node with 64 CPUs (the largest has 2)")
+    assert lines[1].endswith("; waiting 60s for a node with 64 CPUs (the largest has 2)")
+    now[0] = 95.0  # a node came: the trial runs, the note goes
+    progress.on_step_end(0, [SimpleNamespace(status="RUNNING"), pending[1]])
+    assert "waiting" not in lines[2]
+
+
+def test_waiting_for_names_the_node_a_trial_needs(monkeypatch):
+    import ray
+
+    from tune import sweep
+    from tune.plan import SweepPlan
+
+    nodes = [{"Alive": True, "Resources": {"CPU": 2.0}},
+             {"Alive": True, "Resources": {"CPU": 16.0, "GPU": 1.0}},
+             {"Alive": False, "Resources": {"CPU": 64.0, "GPU": 8.0}}]
+    monkeypatch.setattr(ray, "nodes", lambda: nodes)
+
+    def plan(**resources):
+        return SweepPlan(space=small_space(**resources), experiment="x", storage="/tmp/x",
+                         tracking_uri="sqlite:////tmp/x/mlflow.db", data_dir="data",
+                         address="10.0.0.1:6379")
+
+    assert sweep.waiting_for(plan(cpus_per_trial=16, gpus_per_trial=1)) is None
+    assert sweep.waiting_for(plan(cpus_per_trial=32)) == "a node with 32 CPUs (the largest has 16)"
+    assert sweep.waiting_for(plan(gpus_per_trial=2)) == "a node with 2 GPUs (the largest has 1)"

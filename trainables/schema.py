@@ -25,6 +25,10 @@ VERDICT_METRIC = "test_acc"
 
 # How a trial ended, the words MLflow's `status` tag uses; "error" also marks the run FAILED.
 STATUSES = ("completed", "stopped_early", "diverged", "error")
+# The tag of a trial that has not ended: running, or stopped by a signal at its last
+# checkpoint (its run KILLED until `--resume` continues it).
+RUNNING, INTERRUPTED = "running", "interrupted"
+UNFINISHED = (RUNNING, INTERRUPTED)
 
 # The confirm stage's Ray experiment folder is <storage>/<experiment><CONFIRM_SUFFIX>.
 CONFIRM_SUFFIX = "-confirm"

@@ -16,29 +16,51 @@ def _hparams(config: dict, names) -> str:
 
 
 class ConciseProgress(Callback):
-    """One line per finished trial, and a heartbeat every 30 s (replaces Tune's tables)."""
+    """One line per finished trial, and a heartbeat every 30 s (replaces Tune's tables).
 
-    def __init__(self, total: int, searched: tuple[str, ...], metric: str, out=print):
+    waiting_for: what a trial needs that no node has yet (an autoscaling cluster may add
+    it); while trials wait and none runs, every heartbeat says for how long.
+    """
+
+    def __init__(self, total: int, searched: tuple[str, ...], metric: str, out=print,
+                 waiting_for: str | None = None, clock=time.monotonic):
         self.total = total
         self.metric = metric  # val_acc in the search, test_acc in the confirm stage
         self.searched = searched
         self.out = out
-        self._started = time.monotonic()
+        self.waiting_for = waiting_for
+        self.clock = clock
+        self._started = clock()
         self._last_beat = self._started
+        self._idle_since: float | None = None  # since when trials wait and none runs
         self._ended: dict[str, str] = {}
         self._best: tuple[float, str] | None = None
 
     def __getstate__(self):
-        return {**self.__dict__, "out": print}
+        return {**self.__dict__, "out": print, "clock": time.monotonic}
 
     def _line(self, trials) -> str:
         running = sum(t.status == "RUNNING" for t in trials)
         counts = {s: list(self._ended.values()).count(s) for s in STATUSES}
         best = f"; best {self.metric} {self._best[0]:.4f} ({self._best[1]})" if self._best else ""
-        return (f"[{time.monotonic() - self._started:6.0f}s] running {running}, finished "
+        return (f"[{self.clock() - self._started:6.0f}s] running {running}, finished "
                 f"{len(self._ended)}/{self.total} (completed {counts['completed']}, stopped early "
                 f"{counts['stopped_early']}, diverged {counts['diverged']}, errors {counts['error']})"
-                f"{best}")
+                f"{best}{self._waiting(trials)}")
+
+    def _waiting(self, trials) -> str:
+        """"; waiting N s for ..." while trials wait for a node that does not exist yet."""
+        if self._idle_since is None:
+            return ""
+        return f"; waiting {self.clock() - self._idle_since:.0f}s for {self.waiting_for}"
+
+    def _track_idle(self, trials) -> None:
+        idle = (self.waiting_for is not None and any(t.status == "PENDING" for t in trials)
+                and not any(t.status == "RUNNING" for t in trials))
+        if not idle:
+            self._idle_since = None
+        elif self._idle_since is None:
+            self._idle_since = self.clock()
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         accuracy = result.get(self.metric)
@@ -53,7 +75,7 @@ class ConciseProgress(Callback):
                  f"{(trial.last_result or {}).get(self.metric, float('nan')):.4f}  "
                  f"{_hparams(trial.config, self.searched)}")
         self.out(self._line(trials))
-        self._last_beat = time.monotonic()  # that line was the heartbeat
+        self._last_beat = self.clock()  # that line was the heartbeat
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._finished(trials, trial, errored=False)
@@ -62,8 +84,9 @@ class ConciseProgress(Callback):
         self._finished(trials, trial, errored=True)
 
     def on_step_end(self, iteration, trials, **info):
-        if time.monotonic() - self._last_beat >= _HEARTBEAT_S:
-            self._last_beat = time.monotonic()
+        self._track_idle(trials)
+        if self.clock() - self._last_beat >= _HEARTBEAT_S:
+            self._last_beat = self.clock()
             self.out(self._line(trials))
 
 

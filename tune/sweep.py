@@ -26,11 +26,12 @@ from ray import tune
 
 from trainables.data import load_dataset
 from trainables.errors import DataUnavailableError
-from trainables.schema import SEARCH_METRIC, VERDICT_METRIC, trial_status
+from trainables.schema import INTERRUPTED, SEARCH_METRIC, VERDICT_METRIC, trial_status
 from tune.plan import SweepError, SweepPlan, is_uri, local_storage, record_differences, sqlite_path
+from tune.interrupt import Interrupted, StopSignals
 from tune.confirm import FixedConfigs, budget_arms, config_key, confirm_trials, select_finalists
 from tune.progress import ConciseProgress, best_table, seed_table
-from tune.schedule import PerOptimizerASHA
+from tune.schedule import PerOptimizerASHA, SnapshotBeforeStart
 from tune.search import PerOptimizerSearch
 from tune.tracking import MlflowTracking, find_parent_run, open_parent_run
 from tune.trainable import tune_trial
@@ -230,8 +231,10 @@ def check_cluster(plan: SweepPlan, out=print) -> None:
     """On several nodes, results and tracking must live where every node reaches them; a
     trial that no node can hold is worth a warning (an autoscaling cluster may add one)."""
     nodes = [n for n in ray.nodes() if n.get("Alive")]
-    if plan.address is not None:
-        _warn_unplaceable(plan, nodes, out)
+    missing = waiting_for(plan)
+    if missing is not None:
+        out(f"warning: trials wait until the cluster adds {missing}; the progress lines say "
+            "for how long")
     if len(nodes) <= 1:
         return
     if not is_uri(plan.storage):
@@ -242,14 +245,19 @@ def check_cluster(plan: SweepPlan, out=print) -> None:
                          "http://host:port of a tracking server they can reach")
 
 
-def _warn_unplaceable(plan: SweepPlan, nodes: list[dict], out) -> None:
+def waiting_for(plan: SweepPlan) -> str | None:
+    """On a cluster, the node a trial needs if none of the live ones can hold it ("a node
+    with 64 CPUs (the largest has 16)"), else None. (A local trial that does not fit is
+    refused before Ray starts: check_resources.)"""
+    if plan.address is None:
+        return None
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
     space = plan.space
-    most = {kind: max((n.get("Resources", {}).get(kind, 0) for n in nodes), default=0)
-            for kind in ("CPU", "GPU")}
     for kind, asked in (("CPU", space.cpus_per_trial), ("GPU", space.gpus_per_trial)):
-        if asked > most[kind]:
-            out(f"warning: a trial asks for {asked:g} {kind}s and the largest node has {most[kind]:g}: "
-                "trials wait until the cluster adds such a node")
+        most = max((n.get("Resources", {}).get(kind, 0) for n in nodes), default=0)
+        if asked > most:
+            return f"a node with {asked:g} {kind}s (the largest has {most:g})"
+    return None
 
 
 # ---- the run ----------------------------------------------------------------------------
@@ -305,7 +313,8 @@ def search(plan: SweepPlan, parent_run_id: str, experiment_id: str):
         scheduler=PerOptimizerASHA(space.optimizers, space.max_epochs, space.grace_period,
                                    space.reduction_factor),
         callbacks=[MlflowTracking(plan.tracking_uri, parent_run_id, experiment_id),
-                   ConciseProgress(plan.total_trials, _searched_names(plan), SEARCH_METRIC)],
+                   ConciseProgress(plan.total_trials, _searched_names(plan), SEARCH_METRIC,
+                                   waiting_for=waiting_for(plan))],
         num_samples=plan.total_trials)
 
 
@@ -317,10 +326,11 @@ def confirm(plan: SweepPlan, rows: list[dict], parent_run_id: str,
     configs, tags = confirm_trials(select_finalists(rows, plan.confirm_top_k), plan.confirm_seeds,
                                    budget_arms(space.optimizers), space.refit)
     results = run_stage(
-        plan, plan.confirm_path, search_alg=FixedConfigs(configs), scheduler=None,
+        plan, plan.confirm_path, search_alg=FixedConfigs(configs), scheduler=SnapshotBeforeStart(),
         callbacks=[MlflowTracking(plan.tracking_uri, parent_run_id, experiment_id,
                                   stage="confirm", tags_by_config=tags),
-                   ConciseProgress(len(configs), ("seed", "epochs"), VERDICT_METRIC)],
+                   ConciseProgress(len(configs), ("seed", "epochs"), VERDICT_METRIC,
+                                   waiting_for=waiting_for(plan))],
         num_samples=len(configs))
     return results, tags
 
@@ -350,39 +360,76 @@ def summarize(results, tags: dict[str, dict] | None = None) -> list[dict]:
     return rows
 
 
-def close_stale_runs(client: MlflowClient, experiment_id: str, parent_run_id: str) -> None:
-    """Child runs still RUNNING after the sweep ended belong to no trial (a trial lost in a
-    crash before Ray's snapshot): mark them failed so nobody reads them as live."""
-    stale = client.search_runs([experiment_id], filter_string=(
+def end_live_runs(client: MlflowClient, experiment_id: str, parent_run_id: str,
+                  status: str) -> int:
+    """Mark the sweep's child runs still RUNNING as ended (MLflow KILLED) with `status`
+    ("interrupted": stopped by a signal at their last checkpoint, continued by --resume;
+    "error": still running after the sweep ended, so they belong to no trial). Returns
+    how many."""
+    live = client.search_runs([experiment_id], filter_string=(
         f"tags.mlflow.parentRunId = '{parent_run_id}' and attributes.status = 'RUNNING'"))
-    for run in stale:
-        client.set_tag(run.info.run_id, "status", "error")
+    for run in live:
+        client.set_tag(run.info.run_id, "status", status)
         client.set_terminated(run.info.run_id, "KILLED")
+    return len(live)
+
+
+def record_interruption(client: MlflowClient, experiment_id: str, parent_run_id: str,
+                        stop: Interrupted) -> int:
+    """The sweep was stopped by a signal: its running trials' runs and the parent end
+    KILLED, the trials tagged `interrupted` and the parent tagged with the signal. Returns
+    the number of trials stopped mid-run."""
+    stopped = end_live_runs(client, experiment_id, parent_run_id, INTERRUPTED)
+    client.set_tag(parent_run_id, "interrupted", stop.name)
+    client.set_terminated(parent_run_id, "KILLED")
+    return stopped
+
+
+def resume_command(plan: SweepPlan) -> str:
+    """The command that continues this sweep."""
+    return plan.command if " --resume" in plan.command else f"{plan.command} --resume"
+
+
+def interruption_note(plan: SweepPlan, stop: Interrupted, stopped: int | None) -> str:
+    """What the driver prints when a signal stopped the sweep."""
+    trials = ("" if stopped is None else
+              f"; {stopped} running trial{'s' * (stopped != 1)} stopped at {'their' if stopped != 1 else 'its'} "
+              "last epoch checkpoint (tagged interrupted)")
+    how = " at once, without Tune's last snapshot" if stop.at_once else ""
+    return (f"\nsweep interrupted by {stop.name}{how}{trials}; finished trials are kept.\n"
+            f"continue it with: {resume_command(plan)}")
 
 
 def run_sweep(plan: SweepPlan, out=print) -> int:
-    """Run (or resume) the search and the confirm stage; returns 0, or 1 if a trial
-    failed with an error. Every check runs before Ray starts; one driver per experiment."""
+    """Run (or resume) the search and the confirm stage; returns 0, 1 if a trial failed
+    with an error, or 128 + the signal (130, 143) if SIGINT or SIGTERM stopped it. Every
+    check runs before Ray starts; one driver per experiment."""
     check_storage(plan)
-    with driver_lock(plan):
-        run_search, run_confirm = stages(plan)
-        check_tracking(plan.tracking_uri)
-        check_address(plan.address)
-        check_resources(plan)
-        if plan.resume or not run_search:
-            check_same_sweep(plan, confirm_only=not run_search)
-        check_data(plan)
-        prepare_store(plan.tracking_uri)
-        started_ray = start_ray(plan)
+    with StopSignals() as signals, driver_lock(plan):
         try:
-            check_cluster(plan, out)
-            return _run(plan, run_search, run_confirm, out)
-        finally:
-            if started_ray:
-                ray.shutdown()
+            run_search, run_confirm = stages(plan)
+            check_tracking(plan.tracking_uri)
+            check_address(plan.address)
+            check_resources(plan)
+            if plan.resume or not run_search:
+                check_same_sweep(plan, confirm_only=not run_search)
+            check_data(plan)
+            prepare_store(plan.tracking_uri)
+            signals.check()
+            started_ray = start_ray(plan)
+            signals.install()  # ray.init sets a SIGTERM handler of its own
+            try:
+                check_cluster(plan, out)
+                return _run(plan, run_search, run_confirm, out, signals)
+            finally:
+                if started_ray:
+                    ray.shutdown()
+        except Interrupted as stop:  # before the parent run existed, or a second signal
+            out(interruption_note(plan, stop, None))
+            return stop.exit_code
 
 
-def _run(plan: SweepPlan, run_search: bool, run_confirm: bool, out) -> int:
+def _run(plan: SweepPlan, run_search: bool, run_confirm: bool, out, signals: StopSignals) -> int:
     client = MlflowClient(plan.tracking_uri)
     local = local_storage(plan.storage)
     parent_run_id, experiment_id = open_parent_run(
@@ -391,16 +438,33 @@ def _run(plan: SweepPlan, run_search: bool, run_confirm: bool, out) -> int:
     if run_search and not plan.resume:
         client.log_dict(parent_run_id, plan.space.to_dict(), "space.json")
         client.log_dict(parent_run_id, plan.record(), "plan.json")
+    try:
+        return _stages(plan, run_search, run_confirm, out, signals, client, parent_run_id,
+                       experiment_id)
+    except Interrupted as stop:
+        stopped = record_interruption(client, experiment_id, parent_run_id, stop)
+        out(interruption_note(plan, stop, stopped))
+        return stop.exit_code
+
+
+def _stages(plan: SweepPlan, run_search: bool, run_confirm: bool, out, signals: StopSignals,
+            client: MlflowClient, parent_run_id: str, experiment_id: str) -> int:
     out(plan.describe())
+    signals.check()
     results = search(plan, parent_run_id, experiment_id) if run_search else finished_results(plan)
+    signals.check()
     rows = summarize(results)
     out("\nsearch (single runs on the validation split; each optimizer's finalist)\n"
         + best_table(rows, _searched_names(plan)))
     confirm_rows = []
     if run_confirm:
         out(f"\nconfirm stage: top {plan.confirm_top_k} x {plan.confirm_seeds} seeds, on the test split")
-        confirm_rows = summarize(*confirm(plan, rows, parent_run_id, experiment_id))
-    close_stale_runs(client, experiment_id, parent_run_id)
+        confirm_results = confirm(plan, rows, parent_run_id, experiment_id)
+        signals.check()
+        confirm_rows = summarize(*confirm_results)
+    # Past here every trial has ended: after a first signal the summary and the report
+    # are still written (a second one stops at once).
+    end_live_runs(client, experiment_id, parent_run_id, "error")
     client.log_dict(parent_run_id, rows_for_mlflow(rows + confirm_rows), "trials.json")
     sweep = recorded_sweep(plan)
     out("\n" + closing_summary(sweep, confirm_rows))

@@ -19,7 +19,7 @@ from ray.tune import Callback
 from ray.tune.result import AUTO_RESULT_KEYS
 
 from trainables.config import TrialConfig
-from trainables.schema import trial_status
+from trainables.schema import RUNNING, trial_status
 from tune.confirm import config_key
 
 
@@ -53,6 +53,8 @@ def open_parent_run(client: MlflowClient, experiment: str, sweep_path: str, resu
     parent = find_parent_run(client, experiment, sweep_path) if resume else None
     if parent is not None:
         client.update_run(parent.info.run_id, status="RUNNING")
+        if "interrupted" in parent.data.tags:  # a signal stopped it; it runs again
+            client.delete_tag(parent.info.run_id, "interrupted")
         return parent.info.run_id, experiment_id
     run = client.create_run(experiment_id, tags={
         "mlflow.runName": f"sweep {experiment}", "sweep_path": sweep_path, **tags})
@@ -80,9 +82,10 @@ class MlflowTracking(Callback):
         self._logged: dict[str, int] = {}     # run id -> last epoch logged
         self._client: MlflowClient | None = None
         self._synced: set[str] = set()        # runs checked against MLflow by this process
+        self._final: set[str] = set()         # runs that had ended FINISHED when synced
 
     def __getstate__(self):  # the client holds connections: not pickled with the Tuner
-        return {**self.__dict__, "_client": None, "_synced": set()}
+        return {**self.__dict__, "_client": None, "_synced": set(), "_final": set()}
 
     @property
     def client(self) -> MlflowClient:
@@ -109,7 +112,7 @@ class MlflowTracking(Callback):
         run = self.client.create_run(self.experiment_id, tags={
             "mlflow.parentRunId": self.parent_run_id, "mlflow.runName": f"{optimizer}-{trial.trial_id}",
             "trial_id": trial.trial_id, "optimizer": optimizer, "stage": self.stage,
-            "status": "running", **self.tags_by_config.get(config_key(trial.config), {})})
+            "status": RUNNING, **self.tags_by_config.get(config_key(trial.config), {})})
         resolved = TrialConfig.from_dict(trial.config).to_dict()  # defaults filled in
         params = [Param(k, str(v)) for k, v in sorted(resolved.items())]
         self.client.log_batch(run.info.run_id, params=params)
@@ -121,7 +124,9 @@ class MlflowTracking(Callback):
 
         The first time a run is used by this driver process, the last epoch it holds is read
         from MLflow: a snapshot of this callback's state can be older than what was logged
-        before a crash, and an epoch must not be logged twice.
+        before a crash, and an epoch must not be logged twice. A run that ended FINISHED
+        stays as it is (its trial ended after the last snapshot, and Ray only replays that
+        end); an interrupted (KILLED) or failed one is continued.
         """
         run_id = self._runs.get(trial.trial_id) or self._find_run(trial.trial_id)
         if run_id is None:
@@ -131,8 +136,11 @@ class MlflowTracking(Callback):
             run = self.client.get_run(run_id)
             logged = int(run.data.metrics.get("epoch", 0))
             self._logged[run_id] = max(self._logged.get(run_id, 0), logged)
-            if run.info.status != "RUNNING":
+            if run.info.status == "FINISHED":
+                self._final.add(run_id)
+            elif run.info.status != "RUNNING":
                 self.client.update_run(run_id, status="RUNNING")
+                self.client.set_tag(run_id, "status", RUNNING)
             self._synced.add(run_id)
         self._runs[trial.trial_id] = run_id
         return run_id
@@ -153,6 +161,8 @@ class MlflowTracking(Callback):
 
     def _finish(self, trial, errored: bool) -> None:
         run_id = self.run_id(trial)
+        if run_id in self._final:
+            return
         status = trial_status(trial.last_result or {}, trial.config["epochs"], errored)
         self.client.log_batch(run_id, tags=[RunTag("status", status)])
         self.client.set_terminated(run_id, RunStatus.to_string(

@@ -26,7 +26,15 @@ def tune_trial(config: dict) -> None:
         if persisted is not None:
             persisted.to_directory(checkpoint_dir)
 
+        reported = []
+
         def report(metrics: dict) -> None:
+            reported.append(metrics["epoch"])
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(checkpoint_dir))
 
-        run_trial(config, report, checkpoint_dir)
+        result = run_trial(config, report, checkpoint_dir)
+        if not reported and result.metrics:
+            # Resumed at its last epoch: it ended after the experiment's last snapshot, which
+            # holds an older result. Say how it ended once more, or Ray, ASHA and the
+            # searcher would close it on that older result.
+            report(result.metrics)
