@@ -5,5 +5,7 @@
 comparisons, Holm-corrected, so that a claim that one optimizer beats another rests on
 several seeds and an interval; `analysis.verdict` decides which runs are compared in each
 budget arm; `analysis.warnings` says where the results could mislead; `analysis.summary`
-(the console) and `analysis.report` (HTML, with plots) present them.
+(the console) and `analysis.report` (HTML, with plots) present them. The report's page
+shows the figures registered in `analysis.figures`, with `analysis.tables`, all drawn from
+inputs computed once per report (`analysis.inputs`).
 """

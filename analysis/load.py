@@ -27,7 +27,6 @@ A results folder is untrusted: Ray storage is read as plain JSON only, never unp
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -51,9 +50,10 @@ from trainables.schema import (CONFIRM_SUFFIX, EQUAL_COMPUTE, EQUAL_EPOCHS, METR
 if TYPE_CHECKING:
     from search_spaces.space import SearchSpace
 
-CONFIG_FIELDS = tuple(TrialConfig.field_names())
-TRIAL_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrialConfig)}
-_FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(TrialConfig)}  # "int", "float", ...
+_SETTINGS = TrialConfig.settings()  # name -> (type: "int", "float", ..., default)
+CONFIG_FIELDS = tuple(_SETTINGS)
+TRIAL_DEFAULTS = {name: default for name, (_, default) in _SETTINGS.items()}
+_FIELD_TYPES = {name: kind for name, (kind, _) in _SETTINGS.items()}
 
 KEY_COLUMNS = ["run_id", "trial_id", "stage", "budget_arm", "optimizer", "status", "confirm_rank",
                "source_trial_id", "start_time"]
@@ -63,9 +63,6 @@ RESULT_COLUMNS = ["epochs_run", "final_val_acc", "best_val_acc", "best_epoch", "
 TRIAL_COLUMNS = KEY_COLUMNS + [f for f in CONFIG_FIELDS if f != "optimizer"] + RESULT_COLUMNS
 EPOCH_COLUMNS = ["run_id", "trial_id", "stage", "optimizer", "seed", *METRICS]
 STAGES = ("sweep", "confirm")
-# Searched hyperparameters in the order figures and tables show them; others follow.
-HPARAM_ORDER = ("lr", "rho", "alpha", "eta", "sigma", "lmbda", "weight_decay", "momentum",
-                "beta1", "beta2", "label_smoothing", "batch_size", "warmup_epochs")
 # Never treated as searched, even when they vary between trials.
 _NOT_SEARCHED = {"seed", "epochs", "optimizer"}
 # Ray's words for a trial that has not ended yet.
@@ -102,7 +99,7 @@ class Sweep:
             o for o in seen if o not in self.space.optimizers]
 
     def searched_params(self, optimizer: str) -> list[str]:
-        """The hyperparameters searched for one optimizer, in HPARAM_ORDER: from the
+        """The hyperparameters searched for one optimizer, in `in_param_order`: from the
         space, or (without one) the numeric settings that vary between its search trials."""
         if self.space is not None and optimizer in self.space.optimizers:
             names = list(self.space.distributions_for(optimizer))
@@ -112,8 +109,22 @@ class Sweep:
             names = [name for name in TRIAL_DEFAULTS if name not in _NOT_SEARCHED
                      and pd.api.types.is_numeric_dtype(trials[name])
                      and not pd.api.types.is_bool_dtype(trials[name]) and trials[name].nunique() > 1]
-        order = {name: i for i, name in enumerate(HPARAM_ORDER)}
-        return sorted(names, key=lambda n: order.get(n, len(order)))
+        return in_param_order(names)
+
+
+def in_param_order(names) -> list[str]:
+    """`names` in the order figures and tables show hyperparameters: the learning rate, the
+    SAM variants' own (in registration order), the base optimizers' others, the other
+    trial settings (in TrialConfig's order), then any unknown name."""
+    from trainables.optim import all_hparams, get_base, list_bases
+
+    of_bases = {h.name for b in list_bases() for h in get_base(b).hparams}
+    registered = list(all_hparams())  # the bases', then the variants'
+    order = ["lr", *(n for n in registered if n not in of_bases), *registered, *CONFIG_FIELDS]
+    rank = {}
+    for name in order:
+        rank.setdefault(name, len(rank))
+    return sorted(names, key=lambda n: rank.get(n, len(rank)))
 
 
 # ---- shared: per-trial summaries -----------------------------------------------------------

@@ -26,8 +26,8 @@ _ARM_NOTES = {EQUAL_EPOCHS: "every optimizer at the space's epochs",
 
 def sweep_summary(sweep: Sweep) -> str:
     """The console summary of `sweep` (see the module docstring), lines joined by newlines."""
-    lines = [f"warning: {w}" for w in sweep_warnings(sweep)]
     result = comparison(sweep)
+    lines = [f"warning: {w}" for w in sweep_warnings(sweep, result)]
     if result.single_runs:
         return "\n".join(lines + _search_lines(result.search_best))
     printed: set = set()  # tests already printed: each once, however many tables hold it

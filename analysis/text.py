@@ -12,17 +12,31 @@ from trainables.errors import SHOWN_LIMIT as MAX_QUOTED  # noqa: F401  (analysis
 from trainables.errors import one_line as bounded  # noqa: F401  (analysis' name for it)
 from trainables.schema import EQUAL_COMPUTE, EQUAL_EPOCHS
 
-LABELS = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD", "sam": "SAM", "asam": "ASAM",
-          "fsam": "Friendly-SAM", "zsharp": "ZSharp"}
 # How each confirm-stage arm is named in headings and summaries.
 ARM_TITLES = {EQUAL_EPOCHS: "at equal epochs", EQUAL_COMPUTE: "at equal gradient evaluations"}
 # The equal-compute arm runs the 1-pass optimizers for twice the epochs: a SAM-family step
 # costs two forward/backward passes (trainables.optim's passes_per_step).
 _LONGER_RUN = " (2x epochs)"
 DASH = "–"  # what a missing number shows
+
+
 def label(optimizer: str) -> str:
-    """The name the report shows for a registry name (the name itself if unknown)."""
-    return LABELS.get(optimizer, optimizer)
+    """The name the report shows for an optimizer: its registry label (the name itself if
+    it is not registered, as in results of an optimizer since removed)."""
+    from trainables.optim import get_optimizer_info  # torch: imported where a name is shown
+
+    try:
+        return get_optimizer_info(optimizer).label
+    except ValueError:
+        return optimizer
+
+
+def param_label(name: str) -> str:
+    """How axes and tables name a hyperparameter: its registry label (the name if none)."""
+    from trainables.optim import all_hparams
+
+    hparam = all_hparams().get(name)
+    return hparam.label if hparam is not None and hparam.label else name
 
 
 def run_label(optimizer: str, arm: str | None) -> str:

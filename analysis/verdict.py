@@ -12,6 +12,7 @@ report (analysis.report) and the console summary (analysis.summary) both read it
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -89,15 +90,6 @@ def confirm_results(sweep: Sweep, arm: str = EQUAL_EPOCHS) -> tuple[pd.DataFrame
     return frame[RESULT_COLUMNS].reset_index(drop=True), notes
 
 
-def compared_runs(sweep: Sweep) -> pd.DataFrame:
-    """Every confirm run that some arm compares (`confirm_results`), once: the equal-epochs
-    runs and the 1-pass optimizers' equal-compute runs."""
-    frames = [confirm_results(sweep, arm)[0] for arm in confirm_arms(sweep)]
-    if not frames:
-        return pd.DataFrame(columns=RESULT_COLUMNS)
-    return pd.concat(frames, ignore_index=True).drop_duplicates("trial_id", ignore_index=True)
-
-
 def search_best(sweep: Sweep) -> pd.DataFrame:
     """Each optimizer's finalist among its search trials, by trainables.schema's
     rank_finalists (full-budget trials first, then the final-epoch val accuracy; errors
@@ -113,13 +105,14 @@ def search_best(sweep: Sweep) -> pd.DataFrame:
     return best.sort_values("final_val_acc", ascending=False, kind="stable").reset_index(drop=True)
 
 
-def best_configs(sweep: Sweep) -> dict[str, pd.Series]:
+def best_configs(sweep: Sweep, finalists: pd.DataFrame | None = None) -> dict[str, pd.Series]:
     """Each optimizer's best configuration, as one trial row: its confirm stage's rank-1
     configuration (an equal-epochs run, whose epoch counts are the search's) if the
-    optimizer was confirmed, else its search finalist (`search_best`)."""
+    optimizer was confirmed, else its search finalist (`search_best`, or `finalists`
+    where the caller has them already)."""
     confirm = sweep.stage("confirm")
     confirmed = confirm[(confirm["confirm_rank"].fillna(1) == 1) & (confirm["budget_arm"] == EQUAL_EPOCHS)]
-    finalists = search_best(sweep).set_index("optimizer", drop=False)
+    finalists = (search_best(sweep) if finalists is None else finalists).set_index("optimizer", drop=False)
     best = {}
     for optimizer in sweep.optimizers:
         mine = confirmed[confirmed["optimizer"] == optimizer]
@@ -155,6 +148,15 @@ class Comparison:
     def single_runs(self) -> bool:
         """True without a confirm stage: the search's best only, not evidence."""
         return not self.arms
+
+    @cached_property
+    def compared_runs(self) -> pd.DataFrame:
+        """Every confirm run that some arm compares (`confirm_results`), once: the
+        equal-epochs runs and the 1-pass optimizers' equal-compute runs."""
+        frames = [result.frame for result in self.arms.values()]
+        if not frames:
+            return pd.DataFrame(columns=RESULT_COLUMNS)
+        return pd.concat(frames, ignore_index=True).drop_duplicates("trial_id", ignore_index=True)
 
 
 def comparison(sweep: Sweep, confidence: float = 0.95) -> Comparison:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from analysis.load import Sweep
 from analysis.stats import MIN_SEEDS
 from analysis.text import count, label, run_label
-from analysis.verdict import best_configs, compared_runs
+from analysis.verdict import Comparison, best_configs, comparison
 
 # A best value within this fraction of either end of its range, on the range's own
 # sampling scale, suggests the optimum lies beyond the range.
@@ -22,16 +22,18 @@ MIN_TRIALS_PER_DIMENSION = 5
 _SCALE_WORDS = {"linear": "linear", "log": "log", "log_complement": "log(1 - value)"}
 
 
-def sweep_warnings(sweep: Sweep) -> list[str]:
+def sweep_warnings(sweep: Sweep, result: Comparison | None = None) -> list[str]:
     """Every warning for this sweep, one line each, the verdict's first: no confirm stage
-    or too few seeds, then best values at the edge of their ranges, then thin searches."""
-    return [*_verdict_warnings(sweep), *_edge_warnings(sweep), *_thin_search_warnings(sweep)]
+    or too few seeds, then best values at the edge of their ranges, then thin searches.
+    `result`: the sweep's comparison (verdict.comparison), where the caller has it already."""
+    result = comparison(sweep) if result is None else result
+    return [*_verdict_warnings(sweep, result), *_edge_warnings(sweep, result), *_thin_search_warnings(sweep)]
 
 
-def _verdict_warnings(sweep: Sweep) -> list[str]:
+def _verdict_warnings(sweep: Sweep, result: Comparison) -> list[str]:
     """No confirm stage (the search's numbers are no verdict), or fewer than MIN_SEEDS
     finished seeds for some optimizer in some arm."""
-    runs = compared_runs(sweep)
+    runs = result.compared_runs
     if runs.empty:
         what = "no confirm stage" if sweep.stage("confirm").empty else "no confirm run finished"
         return [f"{what}: the search's figures are single runs on the validation split, not a "
@@ -46,13 +48,13 @@ def _verdict_warnings(sweep: Sweep) -> list[str]:
             f"claim and no difference is called significant; rerun with --seeds {MIN_SEEDS} or more"]
 
 
-def _edge_warnings(sweep: Sweep) -> list[str]:
+def _edge_warnings(sweep: Sweep, result: Comparison) -> list[str]:
     """Each searched value of an optimizer's best configuration (verdict.best_configs)
     within EDGE of either end of its range, on the range's scale (choices skipped)."""
     if sweep.space is None:
         return []  # the ranges are the space's
     found = []
-    for optimizer, best in best_configs(sweep).items():
+    for optimizer, best in best_configs(sweep, result.search_best).items():
         if optimizer not in sweep.space.optimizers:
             continue
         for name, dist in sweep.space.distributions_for(optimizer).items():

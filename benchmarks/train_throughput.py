@@ -47,8 +47,9 @@ from torchvision import transforms
 
 from trainables.data import ImageData, augment, load_dataset, normalize
 from trainables.models import create_model
-from trainables.optim import create_optimizer, frozen_bn_stats, get_optimizer_info, list_optimizers
-from trainables.train import TrialConfig, _optimizer_hparams, run_trial
+from trainables.optim import create_optimizer, get_optimizer_info, list_optimizers, optimizer_kwargs
+from trainables.step import optimizer_step
+from trainables.train import TrialConfig, run_trial
 
 MODEL = "res20s"
 PIPELINES = ("run_trial", "minimal", "dataloader")
@@ -94,28 +95,21 @@ def build(setup: Setup) -> tuple[nn.Module, torch.optim.Optimizer]:
     model = model.to(setup.device, memory_format=setup.memory_format)
     # The exact hyperparameters run_trial passes (lr, weight decay, betas or momentum, the
     # variant's own), so even the base optimizer's per-step arithmetic is the same.
-    optimizer = create_optimizer(setup.config.optimizer, model, **_optimizer_hparams(setup.config))
+    optimizer = create_optimizer(setup.config.optimizer, model, **optimizer_kwargs(setup.config))
     return model, optimizer
 
 
-def _loss(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-          autocast_dtype: torch.dtype | None) -> torch.Tensor:
+def _forward(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+             autocast_dtype: torch.dtype | None) -> tuple[torch.Tensor, torch.Tensor]:
     with torch.autocast(images.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-        return F.cross_entropy(model(images).float(), labels)
+        logits = model(images)
+        return logits, F.cross_entropy(logits.float(), labels)
 
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, passes: int,
                images: torch.Tensor, labels: torch.Tensor, autocast_dtype: torch.dtype | None) -> None:
-    """One optimizer step; the SAM family's second pass runs at w + e with BN stats frozen."""
-    _loss(model, images, labels, autocast_dtype).backward()
-    if passes == 2:
-        optimizer.first_step(zero_grad=True)
-        with frozen_bn_stats(model):
-            _loss(model, images, labels, autocast_dtype).backward()
-        optimizer.second_step(zero_grad=True)
-    else:
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+    """One optimizer step, as run_trial takes it (`trainables.step.optimizer_step`)."""
+    optimizer_step(model, optimizer, lambda: _forward(model, images, labels, autocast_dtype), passes)
 
 
 def minimal_batches(setup: Setup, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

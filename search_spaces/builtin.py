@@ -11,29 +11,27 @@ import functools
 
 from search_spaces.registry import register_space
 from search_spaces.space import SearchSpace
+from trainables.optim import get_base, get_optimizer_info, list_optimizers
 
-# Searched ranges on an Adam base, each on its own optimizer's scale: log-uniform over at
-# least 30x, with the published default strictly inside (sam_family.md): lr 1e-3 (Adam);
-# rho 0.05 (SAM, Friendly-SAM, ZSharp) and 0.5 (ASAM, whose ascent is scaled by |w| + eta);
-# eta 0.01; sigma 1 and lmbda 0.9 (Friendly-SAM); alpha 0.95 (ZSharp). ZSharp rescales every
-# filtered tensor to norm rho, so its whole perturbation is about rho x sqrt(layers) (0.22 on
-# res20s at rho 0.05, against 0.05 for SAM): its rho range sits lower. alpha is searched
-# through the fraction kept: 1 - alpha log-uniform on [0.01, 0.5], so most draws sit at
-# alpha >= 0.9, where the method works; lmbda likewise through 1 - lmbda on [0.01, 0.3].
-LR = {"loguniform": [1e-4, 1e-2]}
-SAM_FAMILY_RANGES = {
-    "sam": {"rho": {"loguniform": [0.005, 0.5]}},
-    "asam": {"rho": {"loguniform": [0.05, 5.0]}, "eta": {"loguniform": [1e-3, 0.1]}},
-    "fsam": {"rho": {"loguniform": [0.005, 0.5]}, "sigma": {"loguniform": [0.1, 3.0]},
-             "lmbda": {"loguniform_complement": [0.7, 0.99]}},
-    "zsharp": {"rho": {"loguniform": [0.002, 0.2]},
-               "alpha": {"loguniform_complement": [0.5, 0.99]}},
-}
+# Searched ranges: the optimizer registry's default search distributions (trainables.optim:
+# each on its own optimizer's scale, log-uniform over at least 30x around the published
+# default, for an Adam base).
+def _own_search(optimizer: str) -> dict:
+    """A SAM variant's own hyperparameters, searched as the registry says."""
+    return {h.name: h.search for h in get_optimizer_info(optimizer).hparams if h.search}
+
+
+def _base_search(base: str, name: str) -> dict:
+    """A base optimizer's hyperparameter `name`, searched as the registry says."""
+    return next(h.search for h in get_base(base).hparams if h.name == name)
+
+
+LR = _base_search("adam", "lr")
+SAM_FAMILY_RANGES = {o: _own_search(o) for o in list_optimizers() if get_optimizer_info(o).wrapper}
 # Weight decay, searched for every optimizer of a comparison or for none (the same knobs
-# for everyone): coupled (L2 in the gradient) around the seed's 5e-5 for Adam and the SAM
-# family on Adam; decoupled around torch's AdamW default 1e-2 for AdamW.
-COUPLED_DECAY = {"weight_decay": {"loguniform": [5e-6, 5e-4]}}
-DECOUPLED_DECAY = {"adamw": {"weight_decay": {"loguniform": [1e-3, 1e-1]}}}
+# for everyone): coupled for Adam and the SAM family on Adam, decoupled for AdamW.
+COUPLED_DECAY = {"weight_decay": _base_search("adam", "weight_decay")}
+DECOUPLED_DECAY = {"adamw": {"weight_decay": _base_search("adamw", "weight_decay")}}
 
 
 def _per_optimizer(optimizers: list[str], *tables: dict) -> dict:

@@ -6,7 +6,7 @@ fixed, how each searched hyperparameter is sampled, and the budget every optimiz
 imports neither Ray nor Optuna; tune/ turns distributions into Optuna calls.
 
 Which hyperparameters an optimizer is searched over is decided from the optimizer
-registry (`own_hparams`): alpha only for zsharp, eta only for asam, and so on, so a new
+registry (`hparams_of`): alpha only for zsharp, eta only for asam, and so on, so a new
 variant needs no change here. Every check runs on construction, including that each end
 of every range makes a valid `TrialConfig`, so a bad space fails before any trial starts.
 """
@@ -24,18 +24,13 @@ from trainables.config import TrialConfig
 from trainables.data import list_datasets
 from trainables.errors import ConfigError, shown
 from trainables.models import list_models
-from trainables.optim import get_optimizer_info, list_optimizers
+from trainables.optim import all_hparams, hparams_of, list_optimizers
 
 KINDS = ("uniform", "loguniform", "loguniform_complement", "int", "choice")
 
 # Trial settings the sweep sets itself (epochs is max_epochs; eval_split and refit follow
 # the stage: a search trial evaluates val, a confirm run test); never fixed, never searched.
 _OWN = ("dataset", "model", "optimizer", "epochs", "eval_split", "refit")
-# Searchable: the numeric trial settings. Annotations are strings ("int", "float").
-_SEARCHABLE = {f.name: f.type for f in dataclasses.fields(TrialConfig)
-               if f.type in ("int", "float") and f.name not in _OWN}
-# Base-optimizer settings that only some bases take (as trainables.train passes them).
-_BASE_ONLY = {"momentum": ("sgd",), "beta1": ("adam", "adamw"), "beta2": ("adam", "adamw")}
 # Space names become experiment folder names.
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -94,9 +89,11 @@ def _optimizer_names(label: str, value) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _variant_hparams() -> frozenset[str]:
-    """Hyperparameters that belong to some optimizer variant (rho, alpha, eta, ...)."""
-    return frozenset().union(*(get_optimizer_info(n).own_hparams for n in list_optimizers()))
+def _searchable() -> dict[str, str]:
+    """The numeric trial settings a space may search: name -> "int" or "float" (the
+    registry's hyperparameters included, so a new optimizer's are searchable at once)."""
+    return {name: kind for name, (kind, _) in TrialConfig.settings().items()
+            if kind in ("int", "float") and name not in _OWN}
 
 
 @dataclass(frozen=True)
@@ -229,10 +226,11 @@ def _parse_specs(label: str, value) -> dict[str, Distribution]:
 
 
 def _check_searchable(label: str, name: str, dist: Distribution) -> None:
-    if name not in _SEARCHABLE:
+    searchable = _searchable()
+    if name not in searchable:
         raise SpaceError(f"{label}: {shown(name)} is not a searchable trial setting; "
-                         f"choose from {', '.join(_SEARCHABLE)}")
-    if _SEARCHABLE[name] == "int" and dist.kind not in ("int", "choice"):
+                         f"choose from {', '.join(searchable)}")
+    if searchable[name] == "int" and dist.kind not in ("int", "choice"):
         raise SpaceError(f"{label}: {name} is a whole number; use int or choice, not {dist.kind}")
 
 
@@ -374,14 +372,12 @@ class SearchSpace:
                            {**base, name: end})
 
     def _takes(self, optimizer: str, name: str) -> bool:
-        """Whether `optimizer` (with the fixed base) uses trial setting `name`."""
-        info = get_optimizer_info(optimizer)
-        if name in _variant_hparams():
-            return name in info.own_hparams
-        if name in _BASE_ONLY:
-            base = self.fixed.get("base", TrialConfig.base) if info.wrapper else optimizer
-            return base in _BASE_ONLY[name]
-        return True
+        """Whether `optimizer` (with the fixed base) uses trial setting `name`: an optimizer
+        hyperparameter only if the registry says it (or its base) takes it."""
+        if name not in all_hparams():
+            return True
+        base = self.fixed.get("base", TrialConfig.base)
+        return name in {h.name for h in hparams_of(optimizer, base)}
 
     def _require_optimizer(self, optimizer: str) -> None:
         if optimizer not in self.optimizers:

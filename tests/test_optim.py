@@ -20,6 +20,7 @@ from trainables.optim import (
     list_optimizers,
     zsharp_masks,
 )
+from trainables.step import optimizer_step
 
 SAM_FAMILY = ["sam", "asam", "fsam", "zsharp"]
 PLAIN = ["sgd", "adam", "adamw"]
@@ -46,29 +47,22 @@ def make_problem(seed=0, dtype=torch.float64):
     return model, x, y
 
 
+def forward(model, x, y):
+    logits = model(x)
+    return logits, nn.functional.cross_entropy(logits, y)
+
+
 def backward(model, x, y):
-    loss = nn.functional.cross_entropy(model(x), y)
+    loss = forward(model, x, y)[1]
     loss.backward()
     return loss.detach()
 
 
-def sam_step(opt, model, x, y):
-    opt.zero_grad()
-    loss = backward(model, x, y)
-    opt.first_step(zero_grad=True)
-    with frozen_bn_stats(model):
-        backward(model, x, y)
-    opt.second_step(zero_grad=True)
-    return loss
-
-
 def train_step(name, opt, model, x, y):
-    if get_optimizer_info(name).passes_per_step == 2:
-        return sam_step(opt, model, x, y)
-    opt.zero_grad()
-    loss = backward(model, x, y)
-    opt.step()
-    return loss
+    """One step as the training loop takes it (trainables.step); the loss at the weights
+    before the step. `.grad` must be empty on entry, as optimizer_step leaves it."""
+    passes = get_optimizer_info(name).passes_per_step
+    return optimizer_step(model, opt, lambda: forward(model, x, y), passes)[1]
 
 
 def params_and_grads(model):
@@ -358,7 +352,7 @@ def test_trajectory_matches_pytorch_optimizer(name, reference):
                                                    rho=0.1, **hp)
     for step in range(6):
         xs = x * (1 + 0.05 * step)
-        sam_step(ours, ours_model, xs, y)
+        train_step(name, ours, ours_model, xs, y)
         theirs.zero_grad()
         backward(theirs_model, xs, y)
 
@@ -466,7 +460,7 @@ def test_rho_zero_gives_the_base_trajectory(name, base):
     base_opt = create_optimizer(base, base_model, **hp)
     for step in range(5):
         xs = x + 0.1 * step
-        sam_step(sam_opt, sam_model, xs, y)
+        train_step(name, sam_opt, sam_model, xs, y)
         train_step(base, base_opt, base_model, xs, y)
     for a, b in zip(sam_model.state_dict().values(), base_model.state_dict().values()):
         assert torch.equal(a, b)
@@ -519,7 +513,7 @@ def test_step_with_closure_equals_the_two_explicit_steps():
     model_b, _, _ = make_problem(seed=6)
     opt_a = create_optimizer("zsharp", model_a, lr=0.01)
     opt_b = create_optimizer("zsharp", model_b, lr=0.01)
-    sam_step(opt_a, model_a, x, y)
+    train_step("zsharp", opt_a, model_a, x, y)
     backward(model_b, x, y)
 
     def closure():

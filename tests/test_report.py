@@ -9,12 +9,14 @@ defect.
 
 from __future__ import annotations
 
+import html
 import json
 import math
 import os
 import re
 import subprocess
 import sys
+from collections import Counter
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -22,9 +24,11 @@ import pytest
 from conftest import ENV, stop_session
 from filelock import FileLock
 
+from analysis import importance, verdict
 from analysis.load import CONFIG_FIELDS, EPOCH_COLUMNS, TRIAL_COLUMNS, Sweep, load_sweep, load_sweep_from_storage
 from analysis.report import (FIGURES, comparison, figure_comparison, figure_importance,
                              figures, render_html, write_report)
+from analysis.verdict import confirm_arms
 from trainables.schema import EQUAL_COMPUTE, EQUAL_EPOCHS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -205,10 +209,14 @@ def test_comparison_uses_the_confirm_seeds_and_labels_small_samples(from_mlflow)
         assert all(math.isclose(m, means[o]) for o, m in zip(summary["optimizer"], summary["mean"]))
 
 
+def _search_only(sweep: Sweep) -> Sweep:
+    """`sweep` without its confirm stage."""
+    return Sweep(sweep.name, sweep.stage("sweep"), sweep.epochs[sweep.epochs["stage"] == "sweep"],
+                 sweep.space, sweep.meta)
+
+
 def test_without_a_confirm_stage_the_report_says_it_needs_one(from_mlflow):
-    search_only = Sweep(from_mlflow.name, from_mlflow.stage("sweep"),
-                        from_mlflow.epochs[from_mlflow.epochs["stage"] == "sweep"],
-                        from_mlflow.space, from_mlflow.meta)
+    search_only = _search_only(from_mlflow)
     result = comparison(search_only)
     assert result.single_runs and len(result.search_best) == len(OPTIMIZERS)
     assert any("--confirm" in note and "--seeds" in note for note in result.notes)
@@ -235,6 +243,50 @@ def test_every_figure_has_a_title_and_axis_labels(from_storage):
         if name != "parallel_coordinates":  # its axes are the dimensions' labels
             axes = [a for a in fig.layout if a.startswith(("xaxis", "yaxis"))]
             assert axes and all(fig.layout[a].title.text for a in axes), name
+
+
+# ---- the page: a registry of figures, its shared inputs computed once -----------------------
+
+def _section(page: str, key: str) -> str:
+    start = page.index(f"<section id='{key}'>")
+    return page[start:page.index("</section>", start)]
+
+
+def test_every_registered_figure_is_on_the_page_with_its_title_and_text(from_storage, tmp_path):
+    page = write_report(from_storage, tmp_path / "report.html", importance_min_trials=2).read_text()
+    starts = [page.index(f"<section id='{key}'>") for key in FIGURES]
+    assert starts == sorted(starts)  # in the order registered
+    for key, entry in FIGURES.items():
+        section = _section(page, key)
+        assert f"<h2>{html.escape(entry.title)}</h2>" in section, key
+        if entry.text:
+            assert f"<p>{html.escape(entry.text)}</p>" in section, key
+        assert f'id="figure-{key}"' in section, key
+
+
+def _count_calls(monkeypatch, module, name: str, calls: Counter) -> None:
+    original = getattr(module, name)
+
+    def counted(*args, **kwargs):
+        calls[name] += 1
+        return original(*args, **kwargs)
+    monkeypatch.setattr(module, name, counted)
+
+
+@pytest.mark.parametrize("confirmed", [True, False], ids=["confirm_stage", "search_only"])
+def test_a_report_computes_each_shared_input_once(from_storage, tmp_path, monkeypatch, confirmed):
+    sweep = from_storage if confirmed else _search_only(from_storage)
+    calls = Counter()
+    # Patched in the modules that define them: confirm_results, search_best and _fanova are
+    # called only from there, so each time the work is done is counted, whoever asked for it.
+    for module, name in ((verdict, "comparison"), (verdict, "confirm_results"), (verdict, "search_best"),
+                         (importance, "param_importances"), (importance, "_fanova")):
+        _count_calls(monkeypatch, module, name, calls)
+    write_report(sweep, tmp_path / "report.html", importance_min_trials=2)
+    # confirm_results once per budget arm; fANOVA once for SAM and once for ZSharp (Adam
+    # searches lr only).
+    assert calls == Counter(comparison=1, confirm_results=len(confirm_arms(sweep)), search_best=1,
+                            param_importances=1, _fanova=2)
 
 
 # ---- the page in a browser ---------------------------------------------------------------

@@ -312,19 +312,29 @@ def test_cli_bad_input_from_a_real_process_has_no_traceback(tmp_path):
     assert len(lines) == 1 and "cifar-10" in lines[0] and "Traceback" not in done.stderr
 
 
-@pytest.mark.slow
-def test_compiled_model_trains_like_eager_and_keeps_the_bn_freeze(tmp_path):
-    # torch.compile (inductor, C++ on CPU): the same training losses as eager mode up to
-    # the rounding of fused kernels, the checkpoint holds the plain model's weights, and
-    # BatchNorm statistics still move once per SAM step (the compiled graph honours
-    # frozen_bn_stats in the second pass rather than baking in the first).
+def test_compiled_model_trains_like_eager_and_keeps_the_bn_freeze(tmp_path, monkeypatch):
+    # torch.compile on the aot_eager backend (about 5 s; inductor's C++ build takes a
+    # minute or more on CPU): dynamo and AOTAutograd, which inductor also runs first, trace
+    # the forward, the backward and BatchNorm's buffer updates; only inductor's
+    # decompositions and code generation are skipped. The same training losses as eager,
+    # the checkpoint holds the plain model's weights, and BatchNorm statistics still move
+    # once per SAM step (the compiled graph honours frozen_bn_stats in the second pass
+    # rather than baking in the first).
+    graphs = []
+
+    def aot_eager(graph, example_inputs):  # counts the graphs dynamo hands the backend
+        graphs.append(graph)
+        return torch._dynamo.lookup_backend("aot_eager")(graph, example_inputs)
+
+    monkeypatch.setattr("trainables.train.COMPILE_BACKEND", aot_eager)
     config = TrialConfig(**SMALL, optimizer="sam", epochs=1)
     eager = run_trial(config)
     compiled = run_trial(config.replace(compile=True), None, tmp_path)
-    assert compiled.status == "completed"
-    # Fused kernels round differently and Adam's first steps amplify it: on the 1149-image
-    # training split the two differ by about 1e-3 (eager on 1 or 2 threads differs as much).
-    assert compiled.metrics["train_loss"] == pytest.approx(eager.metrics["train_loss"], rel=5e-3)
+    assert compiled.status == "completed" and graphs  # compiled indeed: the losses cannot tell
+    # aot_eager fuses nothing, so it runs eager's kernels: the losses were equal when
+    # measured (inductor's fused kernels differ by about 1e-3 here, as eager on 1 or 2
+    # threads does); the margin leaves room for a reordered reduction.
+    assert compiled.metrics["train_loss"] == pytest.approx(eager.metrics["train_loss"], rel=1e-5)
     assert math.isfinite(compiled.metrics["val_loss"])
     state = torch.load(tmp_path / CHECKPOINT_FILE, weights_only=True)
     assert not any(k.startswith("_orig_mod") for k in state["model"])

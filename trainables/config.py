@@ -4,44 +4,48 @@ The same plain dict of names and numbers is Ray's param space entry, MLflow's pa
 the seed: `TrialConfig.from_dict(d).to_dict()` returns `d` with defaults filled in.
 Defaults are the seed repository's (ZSharp on Adam, lr 1e-3, weight decay 5e-5, batch
 256, 200 epochs, 5 warm-up epochs then x0.75 every 30 epochs), on the offline data set.
+
+The optimizer hyperparameters (lr, weight_decay, momentum, beta1, beta2, rho, alpha, ...)
+are not listed here: they are the ones the optimizer registry declares
+(`trainables.optim.all_hparams`), with their defaults and valid ranges, so a newly
+registered optimizer's settings are trial settings at once. They read as attributes
+(`config.rho`) like the fields below.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import numbers
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
-from trainables.errors import ConfigError, shown
+from trainables.errors import ConfigError, one_line, shown
+from trainables.hparams import check_range
 
 SCHEDULES = ("step", "cosine")
 PRECISIONS = ("auto", "fp32", "bf16")
-BASES = ("sgd", "adam", "adamw")
 EVAL_SPLITS = ("val", "test")
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
-@dataclass(frozen=True)
+def registered_hparams() -> dict:
+    """The optimizer registry's hyperparameters by name (trainables.optim.all_hparams).
+    Imported when used: the registry imports torch; this module stays cheap to import."""
+    from trainables.optim import all_hparams
+
+    return all_hparams()
+
+
+@dataclass(frozen=True, init=False)
 class TrialConfig:
-    """Everything one trial needs; `validate` (run on construction) rejects bad values."""
+    """Everything one trial needs; construction (`TrialConfig(**settings)`, `from_dict`)
+    is strict: unknown names and values out of range raise ConfigError."""
 
     dataset: str = "digits"        # data-set registry name (trainables.data)
     data_dir: str = "data"         # where data sets are found or downloaded to
     model: str = "res20s"          # model registry name (trainables.models)
     optimizer: str = "zsharp"      # optimizer registry name (trainables.optim)
     base: str = "adam"             # base of a SAM-family optimizer; ignored by plain ones
-    lr: float = 1e-3               # peak learning rate, after warm-up
-    weight_decay: float = 5e-5     # coupled for sgd/adam, decoupled for adamw
-    momentum: float = 0.9          # SGD momentum (base sgd only)
-    beta1: float = 0.9             # Adam/AdamW first-moment decay
-    beta2: float = 0.999           # Adam/AdamW second-moment decay
-    rho: float = 0.05              # ascent radius (SAM family)
-    alpha: float = 0.95            # ZSharp: quantile of |z| an entry must exceed to be kept
-    eta: float = 0.01              # ASAM: T = |w| + eta
-    sigma: float = 1.0             # Friendly-SAM: weight of the removed gradient mean
-    lmbda: float = 0.9             # Friendly-SAM: decay of the gradient mean
     batch_size: int = 256          # images per step
     epochs: int = 200              # full passes over the training set
     warmup_epochs: int = 5         # linear warm-up from lr/steps (not 0) to lr
@@ -57,28 +61,49 @@ class TrialConfig:
     # (the usual final-training protocol) or on train alone (then val is evaluated too).
     eval_split: str = "val"
     refit: bool = True             # eval_split test only: train on train + val
+    # The registry's hyperparameters, name -> value (every registered one, defaults filled).
+    hparams: dict = field(default_factory=dict, repr=False)
 
-    def __post_init__(self):
-        for f in fields(self):
-            object.__setattr__(self, f.name, _coerce(f.name, f.type, getattr(self, f.name)))
+    def __init__(self, **settings):
+        types = self.settings()
+        unknown = sorted(set(settings) - set(types))
+        if unknown:
+            raise ConfigError(f"unknown trial setting(s): {one_line(', '.join(map(str, unknown)))}")
+        for f in _fields():
+            object.__setattr__(self, f.name, _coerce(f.name, f.type, settings.get(f.name, f.default)))
+        object.__setattr__(self, "hparams", {
+            name: _coerce(name, "float", settings.get(name, hparam.default))
+            for name, hparam in registered_hparams().items()})
         self.validate()
+
+    def __getattr__(self, name: str):
+        # Only reached for names that are not fields: the registry's hyperparameters.
+        hparams = self.__dict__.get("hparams", {})
+        if name in hparams:
+            return hparams[name]
+        raise AttributeError(f"TrialConfig has no setting {name!r}")
 
     @classmethod
     def from_dict(cls, values: dict) -> TrialConfig:
-        """Strict construction: unknown keys raise ConfigError naming them."""
-        unknown = sorted(set(values) - set(cls.field_names()))
-        if unknown:
-            raise ConfigError(f"unknown trial setting(s): {', '.join(unknown)}")
+        """Strict construction from a plain dict: unknown keys raise ConfigError naming them."""
         return cls(**values)
 
     @classmethod
+    def settings(cls) -> dict[str, tuple[str, object]]:
+        """Every trial setting: name -> (type name: "str", "int", "float" or "bool",
+        default), the fields in declaration order, then the registry's hyperparameters."""
+        found = {f.name: (f.type, f.default) for f in _fields()}
+        found.update({name: ("float", h.default) for name, h in registered_hparams().items()})
+        return found
+
+    @classmethod
     def field_names(cls) -> list[str]:
-        """Names of all settings, in declaration order."""
-        return [f.name for f in fields(cls)]
+        """Names of all settings, in the order of `settings`."""
+        return list(cls.settings())
 
     def to_dict(self) -> dict:
         """Plain dict of names and numbers (Ray params, MLflow params, checkpoints)."""
-        return dataclasses.asdict(self)
+        return {**{f.name: getattr(self, f.name) for f in _fields()}, **self.hparams}
 
     def replace(self, **changes) -> TrialConfig:
         """A copy with some settings changed (validated)."""
@@ -90,33 +115,30 @@ class TrialConfig:
         # itself stays importable (and cheap) anywhere.
         from trainables.data import list_datasets
         from trainables.models import list_models
-        from trainables.optim import list_optimizers
+        from trainables.optim import list_bases, list_optimizers
 
         _one_of("dataset", self.dataset, list_datasets())
         _one_of("model", self.model, list_models())
         _one_of("optimizer", self.optimizer, list_optimizers())
-        _one_of("base", self.base, BASES)
+        _one_of("base", self.base, list_bases())
         _one_of("schedule", self.schedule, SCHEDULES)
         _one_of("precision", self.precision, PRECISIONS)
         _one_of("eval_split", self.eval_split, EVAL_SPLITS)
         if not _DEVICE.match(self.device):
             raise ConfigError(f"device must be auto, cpu, mps or cuda[:N], got {shown(self.device)}")
-        _in_range("lr", self.lr, 0, math.inf, low_open=True)
-        _in_range("weight_decay", self.weight_decay, 0, math.inf)
-        _in_range("momentum", self.momentum, 0, 1, high_open=True)
-        _in_range("beta1", self.beta1, 0, 1, high_open=True)
-        _in_range("beta2", self.beta2, 0, 1, high_open=True)
-        _in_range("rho", self.rho, 0, math.inf)
-        _in_range("alpha", self.alpha, 0, 1, high_open=True)
-        _in_range("eta", self.eta, 0, math.inf)
-        _in_range("sigma", self.sigma, -math.inf, math.inf)
-        _in_range("lmbda", self.lmbda, 0, 1)
-        _in_range("label_smoothing", self.label_smoothing, 0, 1, high_open=True)
-        _in_range("batch_size", self.batch_size, 1, math.inf)
-        _in_range("epochs", self.epochs, 1, math.inf)
-        _in_range("warmup_epochs", self.warmup_epochs, 0, math.inf)
-        _in_range("step_epochs", self.step_epochs, 1, math.inf)
-        _in_range("seed", self.seed, 0, 2 ** 63 - 1)
+        for name, hparam in registered_hparams().items():
+            hparam.check(self.hparams[name])
+        check_range("label_smoothing", self.label_smoothing, 0, 1, high_open=True)
+        check_range("batch_size", self.batch_size, 1, math.inf)
+        check_range("epochs", self.epochs, 1, math.inf)
+        check_range("warmup_epochs", self.warmup_epochs, 0, math.inf)
+        check_range("step_epochs", self.step_epochs, 1, math.inf)
+        check_range("seed", self.seed, 0, 2 ** 63 - 1)
+
+
+def _fields():
+    """The dataclass fields that are settings (all but the hparams mapping)."""
+    return [f for f in fields(TrialConfig) if f.name != "hparams"]
 
 
 def _coerce(name: str, kind: str, value):
@@ -141,11 +163,3 @@ def _coerce(name: str, kind: str, value):
 def _one_of(name: str, value: str, choices) -> None:
     if value not in choices:
         raise ConfigError(f"unknown {name} {shown(value)}; choose from {', '.join(choices)}")
-
-
-def _in_range(name, value, low, high, low_open=False, high_open=False) -> None:
-    above = value > low if low_open else value >= low
-    below = value < high if high_open else value <= high
-    if not (above and below and math.isfinite(value)):
-        interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-        raise ConfigError(f"{name} must be a finite number in {interval}, got {shown(value)}")

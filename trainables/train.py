@@ -24,7 +24,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -34,7 +34,8 @@ from trainables.config import EVAL_SPLITS, TrialConfig
 from trainables.data import ImageData, eval_batches, load_dataset, num_train_batches, train_batches
 from trainables.errors import ConfigError, DataUnavailableError, OneLineArgumentParser
 from trainables.models import create_model
-from trainables.optim import create_optimizer, frozen_bn_stats, get_optimizer_info
+from trainables.optim import create_optimizer, get_optimizer_info, optimizer_kwargs
+from trainables.step import optimizer_step
 
 __all__ = ["TrialConfig", "TrialResult", "run_trial", "trial_data", "main", "CHECKPOINT_FILE", "EXIT_DIVERGED"]
 
@@ -46,6 +47,10 @@ STEP_DECAY_FACTOR = 0.75  # the seed's StepLR(step_epochs, 0.75)
 # Settings a checkpoint may be resumed under although they differ: where and how fast it
 # runs, and how far (extending a finished run).
 RESUMABLE_CHANGES = frozenset({"epochs", "data_dir", "device", "precision", "compile"})
+# torch.compile's backend for `compile=True`. A test swaps in "aot_eager" (AOTAutograd,
+# which traces the backward and BatchNorm's buffer updates, without inductor's C++ build:
+# a minute or more on CPU).
+COMPILE_BACKEND = "inductor"
 
 Report = Callable[[dict], None]
 
@@ -127,9 +132,10 @@ class _Trial:
         self.memory_format = (torch.channels_last if device.type == "cuda"
                               else torch.contiguous_format)
         self.model.to(memory_format=self.memory_format)
-        self.forward_model = torch.compile(self.model) if config.compile else self.model
+        self.forward_model = (torch.compile(self.model, backend=COMPILE_BACKEND) if config.compile
+                              else self.model)
         self.passes = get_optimizer_info(config.optimizer).passes_per_step
-        self.optimizer = create_optimizer(config.optimizer, self.model, **_optimizer_hparams(config))
+        self.optimizer = create_optimizer(config.optimizer, self.model, **optimizer_kwargs(config))
         base = getattr(self.optimizer, "base_optimizer", self.optimizer)
         self.steps_per_epoch = num_train_batches(self.data, config.batch_size)
         schedule = functools.partial(
@@ -149,18 +155,10 @@ class _Trial:
             return logits, self.criterion(logits.float(), labels)
 
     def _step(self, images, labels):
-        logits, loss = self._loss(images, labels)
-        loss.backward()
-        if self.passes == 2:
-            self.optimizer.first_step(zero_grad=True)
-            with frozen_bn_stats(self.model):
-                self._loss(images, labels)[1].backward()
-            self.optimizer.second_step(zero_grad=True)
-        else:
-            self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
+        logits, loss = optimizer_step(self.model, self.optimizer,
+                                      functools.partial(self._loss, images, labels), self.passes)
         self.scheduler.step()
-        return logits.detach(), loss.detach()
+        return logits, loss
 
     def _batches(self, batches):
         for images, labels in batches:
@@ -236,21 +234,6 @@ def trial_data(data: ImageData, config: TrialConfig) -> ImageData:
     if config.eval_split == "val":
         return data.without("test")
     return data.with_val_in_train() if config.refit else data
-
-
-def _optimizer_hparams(config: TrialConfig) -> dict:
-    """The registry hyperparameters this optimizer (and its base) takes, from the config."""
-    info = get_optimizer_info(config.optimizer)
-    base = config.base if info.wrapper else config.optimizer
-    hparams = {"lr": config.lr, "weight_decay": config.weight_decay}
-    if base == "sgd":
-        hparams["momentum"] = config.momentum
-    else:
-        hparams["betas"] = (config.beta1, config.beta2)
-    if info.wrapper:
-        hparams["base"] = base
-    hparams.update({name: getattr(config, name) for name in info.own_hparams})
-    return hparams
 
 
 # ---- checkpoints ------------------------------------------------------------------------
@@ -344,17 +327,17 @@ def _run_epoch(trial: _Trial, epoch: int) -> TrialResult:
 
 def _parser() -> argparse.ArgumentParser:
     parser = OneLineArgumentParser(
-        prog="python -m trainables.train", description="Train one trial; flags are TrialConfig's fields.",
+        prog="python -m trainables.train", description="Train one trial; flags are TrialConfig's settings.",
         epilog=f"Exit status: 0 when the run completed, 2 for bad input, {EXIT_DIVERGED} when it diverged.")
     types = {"int": int, "float": float, "str": str}
-    for f in fields(TrialConfig):
-        flags = sorted({f"--{f.name}", f"--{f.name.replace('_', '-')}"})
-        if f.type == "bool":
-            parser.add_argument(*flags, dest=f.name, default=f.default,
+    for name, (kind, default) in TrialConfig.settings().items():
+        flags = sorted({f"--{name}", f"--{name.replace('_', '-')}"})
+        if kind == "bool":
+            parser.add_argument(*flags, dest=name, default=default,
                                 action=argparse.BooleanOptionalAction)
         else:
-            parser.add_argument(*flags, dest=f.name, default=f.default, type=types[f.type],
-                                metavar=f.type.upper())
+            parser.add_argument(*flags, dest=name, default=default, type=types[kind],
+                                metavar=kind.upper())
     parser.add_argument("--checkpoint-dir", default=None,
                         help="write checkpoints here and resume from the one found")
     return parser

@@ -1,0 +1,425 @@
+"""The report's figures, a registry: each one small function of the report's inputs
+(analysis.inputs.ReportInputs), registered with `@figure(key, title, text)` under the
+section title and the explanation the page shows with it, in page order.
+
+    FIGURES["learning_curves"].draw(inputs)     # as the page draws it
+    figure_learning_curves(sweep)               # as a notebook draws it
+
+Claims rest on the confirm stage (analysis.verdict); the search's numbers are single runs
+on val and are labelled as such in the figures' titles.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.colors import sample_colorscale
+from plotly.subplots import make_subplots
+
+from analysis import tables
+from analysis.importance import MIN_IMPORTANCE_TRIALS
+from analysis.inputs import ReportInputs
+from analysis.load import Sweep, in_param_order
+from analysis.plotstyle import color, epoch_ticks, layout, log_scaled, rgba
+from analysis.sensitivity import MEASURED, SENSITIVITY_PARAMS, has_values
+from analysis.text import label, num, param_label, run_label
+from analysis.verdict import Comparison
+from trainables.schema import BUDGET_ARMS, EQUAL_COMPUTE, SEARCH_METRIC, VERDICT_METRIC
+
+SectionPart = Callable[[ReportInputs], str]  # HTML a section shows besides its figure
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One figure of the page and its section: the title and text shown with it, the
+    function that draws it (it returns None where the sweep has no data for it), and the
+    HTML shown above and below it (analysis.tables)."""
+
+    key: str
+    title: str
+    text: str
+    draw: Callable[[ReportInputs], go.Figure | None]
+    above: SectionPart | None = None
+    below: SectionPart | None = None
+
+
+FIGURES: dict[str, Figure] = {}  # key -> its figure, in page order (the order registered)
+
+
+def figure(key: str, title: str, text: str = "", *, above: SectionPart | None = None,
+           below: SectionPart | None = None):
+    """Register the decorated function, which draws from a report's inputs, as the figure
+    `key` of the page, under `title` with `text` (and the `above` and `below` HTML).
+
+    The name it is bound to draws it from a `Sweep` instead, as a notebook calls it:
+    `figure_x(sweep, min_trials=...)`, `min_trials` being ReportInputs' fANOVA minimum.
+    """
+    def register(draw: Callable[[ReportInputs], go.Figure | None]):
+        FIGURES[key] = Figure(key, title, text, draw, above, below)
+
+        def from_sweep(sweep: Sweep, min_trials: int = MIN_IMPORTANCE_TRIALS) -> go.Figure | None:
+            return draw(ReportInputs(sweep, min_trials))
+        # Named and documented as the figure, but not through functools.wraps: its __wrapped__
+        # would make help() show draw's signature instead of this one.
+        from_sweep.__name__, from_sweep.__qualname__ = draw.__name__, draw.__qualname__
+        from_sweep.__doc__ = draw.__doc__
+        return from_sweep
+    return register
+
+
+def draw_all(inputs: ReportInputs) -> dict[str, go.Figure]:
+    """Every registered figure the sweep has data for, by key, in page order."""
+    drawn = {key: entry.draw(inputs) for key, entry in FIGURES.items()}
+    return {key: fig for key, fig in drawn.items() if fig is not None}
+
+
+# ---- the comparison --------------------------------------------------------------------------
+
+@figure("comparison", "Comparison", above=tables.comparison_tables)
+def figure_comparison(inputs: ReportInputs) -> go.Figure:
+    """Final-epoch test accuracy per seed of the confirm stage, with the mean and its 95% t
+    interval, per optimizer and again for each 1-pass optimizer's equal-compute runs
+    ("Adam (2x epochs)", open markers); without a confirm stage, the search's finalist per
+    optimizer (single runs on val)."""
+    result = inputs.comparison
+    if result.single_runs:
+        return _figure_search_best(result.search_best)
+    fig = go.Figure()
+    groups = _confirm_groups(result)
+    for optimizer, arm, seeds, row in groups:
+        _add_seeds_and_mean(fig, optimizer, arm, seeds, row)
+    # A t interval from 2 or 3 seeds can reach past 0% and 100%: the axis stays on [0, 1].
+    shown = pd.concat([seeds[VERDICT_METRIC] for _, _, seeds, _ in groups]
+                      + [pd.Series([row.low, row.high]) for *_, row in groups]).dropna()
+    yrange = [max(0.0, shown.min() - 0.02), min(1.0, shown.max() + 0.02)]
+    small = " (fewer than 5 seeds: wide intervals)" if any(row.small_sample for *_, row in groups) else ""
+    return layout(fig, f"Confirm stage: final test accuracy per seed, mean and 95% t interval{small}",
+                  xaxis_title="optimizer (2x epochs: the equal-compute runs)",
+                  yaxis_title="final test accuracy", yaxis_tickformat=".0%", yaxis_range=yrange)
+
+
+def _figure_search_best(best: pd.DataFrame) -> go.Figure:
+    fig = go.Figure(go.Scatter(
+        x=[label(o) for o in best["optimizer"]], y=best["final_val_acc"], mode="markers",
+        marker={"size": 12, "color": [color(o) for o in best["optimizer"]]},
+        text=best["trial_id"], hovertemplate="%{x}: %{y:.2%} (trial %{text})<extra></extra>",
+        name="best search trial"))
+    return layout(fig, "Search: each optimizer's best trial, final val accuracy (single runs, "
+                  "not evidence of a difference)", xaxis_title="optimizer",
+                  yaxis_title="final val accuracy", yaxis_tickformat=".0%", showlegend=False)
+
+
+def _confirm_groups(result: Comparison) -> list[tuple]:
+    """(optimizer, arm of its runs, its per-seed rows, its summary row) for each set of
+    confirm runs, once however many arms compare it: in the first arm's order (best
+    first), each optimizer's equal-compute runs right after its equal-epochs runs."""
+    groups = {}
+    for arm_result in result.arms.values():
+        summary = arm_result.summary.set_index("optimizer", drop=False)
+        for optimizer, seeds in arm_result.frame.groupby("optimizer", sort=False):
+            key = (optimizer, seeds["budget_arm"].iloc[0])
+            groups.setdefault(key, (*key, seeds, next(summary.loc[[optimizer]].itertuples())))
+    first = list(next(iter(result.arms.values())).summary["optimizer"])
+    return sorted(groups.values(), key=lambda g: (first.index(g[0]) if g[0] in first else len(first),
+                                                  g[1] == EQUAL_COMPUTE))
+
+
+def _add_seeds_and_mean(fig: go.Figure, optimizer: str, arm: str, seeds: pd.DataFrame, row) -> None:
+    """One optimizer's seeds as small markers and its mean with the interval as error bars."""
+    name, c, longer = run_label(optimizer, arm), color(optimizer), arm == EQUAL_COMPUTE
+    fig.add_trace(go.Scatter(
+        x=[name] * len(seeds), y=seeds[VERDICT_METRIC], mode="markers", name=f"{name} seeds",
+        marker={"size": 7, "color": rgba(c, 0.5)}, text=seeds["seed"],
+        hovertemplate="seed %{text}: %{y:.2%}<extra></extra>", showlegend=False))
+    low = row.mean - row.low if not pd.isna(row.low) else None
+    high = row.high - row.mean if not pd.isna(row.high) else None
+    fig.add_trace(go.Scatter(
+        x=[name], y=[row.mean], mode="markers", name=name, showlegend=False,
+        marker={"size": 14, "symbol": "diamond-open" if longer else "diamond", "color": c,
+                "line": {"width": 2, "color": c}},
+        error_y={"type": "data", "symmetric": False, "array": [high], "arrayminus": [low],
+                 "visible": low is not None},
+        hovertemplate=f"{name}: mean %{{y:.2%}}, n={row.n}"
+                      f"{' (small sample)' if row.small_sample else ''}<extra></extra>"))
+
+
+# ---- learning curves -------------------------------------------------------------------------
+
+def curve_trials(inputs: ReportInputs) -> tuple[pd.DataFrame, str]:
+    """The epochs the learning curves average over, with each run's budget_arm, and which
+    runs they are: "confirm", the runs the comparison compares in either arm
+    (Comparison.compared_runs), else "sweep", the search's trials (budget_arm None)."""
+    sweep, runs = inputs.sweep, inputs.comparison.compared_runs
+    if len(runs):
+        arms = runs.set_index("trial_id")["budget_arm"]
+        epochs = sweep.epochs[sweep.epochs["trial_id"].isin(arms.index)]
+        return epochs.assign(budget_arm=epochs["trial_id"].map(arms)), "confirm"
+    return sweep.epochs[sweep.epochs["stage"] == "sweep"].assign(budget_arm=None), "sweep"
+
+
+def _band(fig, x, band: pd.DataFrame, optimizer: str, name: str, col: int, legend: bool, dash: str) -> None:
+    """A mean line with a shaded band from band["low"] to band["high"], in subplot column `col`."""
+    c = color(optimizer)
+    common = {"legendgroup": name, "hoverinfo": "skip", "showlegend": False, "mode": "lines",
+              "line": {"width": 0}}
+    fig.add_trace(go.Scatter(x=x, y=band["high"], **common), row=1, col=col)
+    fig.add_trace(go.Scatter(x=x, y=band["low"], fill="tonexty", fillcolor=rgba(c, 0.18), **common),
+                  row=1, col=col)
+    fig.add_trace(go.Scatter(x=x, y=band["mean"], mode="lines+markers", name=name, legendgroup=name,
+                             showlegend=legend, line={"color": c, "width": 2, "dash": dash},
+                             marker={"size": 5}, hovertemplate=f"{name}: %{{y:.2%}}<extra></extra>"),
+                  row=1, col=col)
+
+
+@figure("learning_curves", "Learning curves",
+        "Test accuracy of the confirm runs (without a confirm stage: val accuracy of the search "
+        "trials) by epoch and by gradient evaluations. A SAM-family step costs two "
+        "forward/backward passes, so at equal epochs it has spent twice the compute of its base "
+        "optimizer; the dashed lines are the 1-pass optimizers' runs at twice the epochs, which "
+        "spend the same.")
+def figure_learning_curves(inputs: ReportInputs) -> go.Figure:
+    """Accuracy by epoch and by gradient evaluations per optimizer, the mean and the range
+    (min to max): test accuracy over the confirm runs' seeds, the 1-pass optimizers'
+    equal-compute runs dashed and by gradient evaluations only; without a confirm stage,
+    val accuracy over the search's trials."""
+    epochs, source = curve_trials(inputs)
+    metric, split = (VERDICT_METRIC, "test") if source == "confirm" else (SEARCH_METRIC, "val")
+    fig = make_subplots(1, 2, subplot_titles=("by epoch", "by gradient evaluations"),
+                        horizontal_spacing=0.08)
+    arm_of = epochs["budget_arm"].fillna("")  # search trials have none
+    for optimizer in inputs.sweep.optimizers:
+        for arm in ("", *BUDGET_ARMS):
+            mine = epochs[(epochs["optimizer"] == optimizer) & (arm_of == arm)]
+            if mine.empty:
+                continue
+            band = mine.groupby("epoch").agg(mean=(metric, "mean"), low=(metric, "min"),
+                                             high=(metric, "max"), evals=("grad_evals", "mean"))
+            # The longer runs are the equal-compute comparison: by gradient evaluations only.
+            longer = arm == EQUAL_COMPUTE
+            panels = [(2, band["evals"])] if longer else [(1, band.index), (2, band["evals"])]
+            for i, (col, x) in enumerate(panels):
+                _band(fig, x, band, optimizer, run_label(optimizer, arm), col, i == 0,
+                      "dash" if longer else "solid")
+    if source == "confirm":
+        dashed = "; dashed: 1-pass optimizers at 2x epochs" if (arm_of == EQUAL_COMPUTE).any() else ""
+        over = f"confirm stage: {split} accuracy, mean and range over seeds{dashed}"
+    else:
+        over = (f"search trials: {split} accuracy, mean and range over trials; trials stopped early "
+                "drop out of later epochs")
+    fig.update_xaxes(title_text="epoch", row=1, col=1,
+                     **epoch_ticks(epochs.loc[arm_of != EQUAL_COMPUTE, "epoch"]))
+    fig.update_xaxes(title_text="gradient evaluations (samples x passes; SAM family: 2 per step)",
+                     row=1, col=2)
+    fig.update_yaxes(title_text=f"{split} accuracy", tickformat=".0%")
+    return layout(fig, f"Learning curves ({over})", height=460)
+
+
+# ---- the search ------------------------------------------------------------------------------
+
+@figure("compute", "Accuracy against compute",
+        "The best final val accuracy each optimizer's search had found after spending so many "
+        "hours, counting every trial, stopped or failed (training time only, times the GPUs, or "
+        "with none the CPUs, a trial held).")
+def figure_compute(inputs: ReportInputs) -> go.Figure:
+    """The best final val accuracy so far against cumulative compute hours of the search,
+    per optimizer, trials in start order (stopped and failed trials spend compute too)."""
+    sweep = inputs.sweep
+    search = sweep.stage("sweep")
+    units = set(search["compute_unit"].dropna())
+    unit = units.pop() if len(units) == 1 else "unknown"
+    fig = go.Figure()
+    for optimizer in sweep.optimizers:
+        mine = search[search["optimizer"] == optimizer].sort_values("start_time")
+        if mine.empty:
+            continue
+        hours = mine["compute_hours"] if unit in ("CPU", "GPU") else mine["train_seconds"] / 3600
+        best = mine["final_val_acc"].cummax().ffill()  # a failed trial keeps the best so far
+        fig.add_trace(go.Scatter(
+            x=hours.cumsum(), y=best, mode="lines+markers", line_shape="hv", name=label(optimizer),
+            line={"color": color(optimizer)}, customdata=np.stack(
+                [mine["trial_id"], mine["status"], mine["final_val_acc"]], axis=1),
+            hovertemplate="trial %{customdata[0]} (%{customdata[1]}, %{customdata[2]:.2%}): "
+                          "best so far %{y:.2%}<extra></extra>"))
+    axis = f"cumulative {unit}-hours" if unit in ("CPU", "GPU") else "cumulative trial-hours (resources unknown)"
+    return layout(fig, "Search: best final val accuracy against compute", xaxis_title=axis,
+                  yaxis_title="best final val accuracy so far", yaxis_tickformat=".0%")
+
+
+def _ticks(low: float, high: float, log: bool) -> list[float]:
+    """Tick values for an axis from low to high: 1-2-5 steps on a log axis, else 5 even."""
+    if low == high:
+        return [low]
+    if not log:
+        return list(np.linspace(low, high, 5))
+    nice = [m * 10.0 ** k for k in range(math.floor(math.log10(low)) - 1, math.ceil(math.log10(high)) + 1)
+            for m in (1, 2, 5)]
+    inside = [v for v in nice if low <= v <= high]
+    return inside if len(inside) >= 2 else [low, high]
+
+
+def _dimension(name: str, values: pd.Series) -> dict:
+    """A parallel-coordinates axis. Learning rates and the like on a log scale; trials of
+    optimizers without this parameter sit on an "n/a" tick below the range (plotly drops
+    a line with a missing value off the chart)."""
+    present = values.dropna().astype(float)
+    log = log_scaled(name) and (present > 0).all()
+    scale = np.log10 if log else (lambda v: v)
+    low, high = (present.min(), present.max()) if len(present) else (0.0, 1.0)
+    ticks = _ticks(low, high, log)
+    span = (scale(high) - scale(low)) or 1.0
+    missing = scale(low) - 0.2 * span
+    shown = [scale(float(v)) if pd.notna(v) else missing for v in values]
+    tickvals, ticktext = [scale(t) for t in ticks], [num(t) for t in ticks]
+    if values.isna().any():
+        tickvals, ticktext = [missing, *tickvals], ["n/a", *ticktext]
+    return {"label": f"{name} (log)" if log else name, "values": shown, "tickvals": tickvals,
+            "ticktext": ticktext, "range": [min(shown), scale(high) if high > low else scale(high) + 1]}
+
+
+@figure("parallel_coordinates", "Hyperparameters (parallel coordinates)",
+        "One line per search trial. Trials stopped early reached their accuracy after fewer "
+        "epochs (the epochs axis): compare like with like.")
+def figure_parallel_coordinates(inputs: ReportInputs) -> go.Figure | None:
+    """Parallel coordinates of the search trials: optimizer, each searched hyperparameter
+    (n/a where an optimizer has none), the epochs reached, and the final val accuracy
+    (colour)."""
+    sweep = inputs.sweep
+    search = sweep.stage("sweep").dropna(subset=["final_val_acc"])
+    optimizers = [o for o in sweep.optimizers if (search["optimizer"] == o).any()]
+    if not optimizers:
+        return None
+    params = in_param_order(dict.fromkeys(p for o in optimizers for p in sweep.searched_params(o)))
+    codes = {o: i for i, o in enumerate(optimizers)}
+    dims = [{"label": "optimizer", "values": search["optimizer"].map(codes), "tickvals": list(codes.values()),
+             "ticktext": [label(o) for o in optimizers], "range": [-0.3, len(codes) - 0.7]}]
+    for param in params:
+        takes = search["optimizer"].map(lambda o, p=param: p in sweep.searched_params(o))
+        dims.append(_dimension(param, search[param].where(takes)))
+    dims += [{"label": "epochs reached", "values": search["epochs_run"].astype(float)},
+             {"label": "final val_acc", "values": search["final_val_acc"], "tickformat": ".0%"}]
+    fig = go.Figure(go.Parcoords(dimensions=dims, line={
+        "color": search["final_val_acc"], "colorscale": "Viridis", "showscale": True,
+        "colorbar": {"title": {"text": "final val_acc"}, "tickformat": ".0%"}}))
+    return layout(fig, "Search: hyperparameters against each trial's final val accuracy",
+                  height=480, margin={"l": 110, "r": 40, "t": 110, "b": 40})
+
+
+@figure("sensitivity", "Sensitivity to the perturbation radius and alpha",
+        "Final val accuracy against the ascent radius each trial actually used (mean ||e|| over "
+        "its steps, comparable across SAM variants where rho is not: ASAM scales it by |w| + eta) "
+        "and against ZSharp's alpha. A wide good region means the optimizer is forgiving to tune. "
+        "Single runs: differences smaller than the seed spread of the confirm stage are noise.",
+        below=tables.good_region_tables)
+def figure_sensitivity(inputs: ReportInputs) -> go.Figure | None:
+    """Final val accuracy against the perturbation radius each search trial used (mean
+    ||e||, SAM family; log axis) and against alpha (ZSharp), one point per search trial;
+    filled markers ran the full budget."""
+    sweep = inputs.sweep
+    search = sweep.stage("sweep").dropna(subset=["final_val_acc"])
+    panels = [p for p in SENSITIVITY_PARAMS if any(has_values(sweep, search, o, p) for o in sweep.optimizers)]
+    if not panels:
+        return None
+    full = search["epochs_run"] >= search["epochs"]
+    fig = make_subplots(1, len(panels), subplot_titles=[f"against {p}" for p in panels])
+    legend = set()
+    for col, param in enumerate(panels, start=1):
+        for optimizer in sweep.optimizers:
+            mine = search[(search["optimizer"] == optimizer)].dropna(subset=[param])
+            if mine.empty or not has_values(sweep, search, optimizer, param):
+                continue
+            fig.add_trace(go.Scatter(
+                x=mine[param], y=mine["final_val_acc"], mode="markers", name=label(optimizer),
+                legendgroup=optimizer, showlegend=optimizer not in legend,
+                marker={"color": color(optimizer), "size": 9, "line": {"color": color(optimizer), "width": 1.5},
+                        "symbol": np.where(full[mine.index], "circle", "circle-open")},
+                customdata=np.stack([mine["trial_id"], mine["epochs_run"]], axis=1),
+                hovertemplate=f"{param}=%{{x:.3g}}: %{{y:.2%}} after %{{customdata[1]}} epochs "
+                              "(trial %{customdata[0]})<extra></extra>"), row=1, col=col)
+            legend.add(optimizer)
+        log = {"type": "log", "dtick": "D2"} if log_scaled(param) else {}  # D2: 1, 2, 5 labels
+        fig.update_xaxes(title_text=MEASURED.get(param) or param_label(param), row=1, col=col, **log)
+    fig.update_yaxes(title_text="final val accuracy", tickformat=".0%")
+    return layout(fig, "Search: accuracy against the perturbation radius used and alpha "
+                  "(open markers: stopped early)", height=440)
+
+
+@figure("importance", "Hyperparameter importance",
+        "Optuna's fANOVA on the trials that ran the full budget (ASHA's stopped trials are left "
+        "out, as Optuna leaves out pruned trials).",
+        below=tables.importance_notes)
+def figure_importance(inputs: ReportInputs) -> go.Figure | None:
+    """fANOVA hyperparameter importance, one bar chart per optimizer that has enough
+    finished trials and more than one parameter (None if no optimizer has)."""
+    ranked = {o: v for o, v in inputs.importances.items() if isinstance(v, dict)}
+    if not ranked:
+        return None
+    cols = min(3, len(ranked))
+    rows = math.ceil(len(ranked) / cols)
+    fig = make_subplots(rows, cols, subplot_titles=[label(o) for o in ranked], horizontal_spacing=0.12)
+    for i, (optimizer, importances) in enumerate(ranked.items()):
+        names = list(importances)[::-1]
+        fig.add_trace(go.Bar(x=[importances[n] for n in names], y=names, orientation="h",
+                             marker_color=color(optimizer), name=label(optimizer), showlegend=False,
+                             hovertemplate="%{y}: %{x:.1%}<extra></extra>"),
+                      row=i // cols + 1, col=i % cols + 1)
+    fig.update_xaxes(title_text="share of val accuracy variance (fANOVA)", tickformat=".0%", range=[0, 1])
+    fig.update_yaxes(title_text="hyperparameter")
+    return layout(fig, "Search: hyperparameter importance per optimizer (finished trials)",
+                  height=max(340, 300 * rows))
+
+
+@figure("asha", "Early stopping (ASHA)",
+        "ASHA stops the worst trials at each rung; the trials that reached the last bar got the "
+        "full budget.")
+def figure_asha(inputs: ReportInputs) -> go.Figure:
+    """How ASHA spent the budget: search trials by the epochs they reached, per optimizer."""
+    sweep = inputs.sweep
+    counts = sweep.stage("sweep").groupby(["optimizer", "epochs_run"]).size().rename("trials").reset_index()
+    fig = go.Figure()
+    for optimizer in sweep.optimizers:
+        mine = counts[counts["optimizer"] == optimizer]
+        if mine.empty:
+            continue
+        fig.add_trace(go.Bar(x=mine["epochs_run"], y=mine["trials"], name=label(optimizer),
+                             marker_color=color(optimizer), customdata=mine["epochs_run"] * mine["trials"],
+                             hovertemplate="%{y} trials stopped at epoch %{x} "
+                                           "(%{customdata} trial-epochs)<extra></extra>"))
+    epochs = sorted(counts["epochs_run"].unique().tolist()) if len(counts) else []
+    most = int(counts["trials"].max()) if len(counts) else 0
+    return layout(fig, "Search: how ASHA spent the budget (trials by epochs reached)", barmode="group",
+                  xaxis={"title": {"text": "epochs reached"}, "tickmode": "array", "tickvals": epochs},
+                  yaxis={"title": {"text": "trials"}, **({"dtick": 1} if most <= 10 else {})})
+
+
+@figure("kept_fraction", "ZSharp: gradient entries kept",
+        "ZSharp keeps the gradient entries whose z-score is above the alpha quantile within each "
+        "layer.")
+def figure_kept_fraction(inputs: ReportInputs) -> go.Figure | None:
+    """ZSharp: the fraction of gradient entries its filter kept, by epoch, one line per
+    trial, coloured by alpha (None if no ZSharp trial reported it)."""
+    sweep = inputs.sweep
+    epochs = sweep.epochs[(sweep.epochs["optimizer"] == "zsharp") & sweep.epochs["kept_fraction"].notna()]
+    if epochs.empty:
+        return None
+    trials = sweep.trials.set_index("trial_id")
+    alphas = trials.loc[epochs["trial_id"].unique(), "alpha"].astype(float)
+    low, high = alphas.min(), alphas.max()
+    fig = go.Figure()
+    for trial_id, mine in epochs.groupby("trial_id", sort=False):
+        alpha, stage = alphas[trial_id], trials.at[trial_id, "stage"]
+        where = 0.5 if high == low else (alpha - low) / (high - low)
+        fig.add_trace(go.Scatter(
+            x=mine["epoch"], y=mine["kept_fraction"], mode="lines+markers",
+            name=f"{trial_id} ({stage}, alpha={alpha:.3g})",
+            line={"color": sample_colorscale("Viridis", [where])[0],
+                  "dash": "solid" if stage == "confirm" else "dot"},
+            hovertemplate=f"alpha={alpha:.3g}, epoch %{{x}}: %{{y:.2%}} kept<extra>{trial_id}</extra>"))
+    return layout(fig, "ZSharp: fraction of gradient entries kept, by epoch (dotted: search, solid: confirm)",
+                  xaxis={"title": {"text": "epoch"}, **epoch_ticks(epochs["epoch"])},
+                  yaxis_title="fraction of gradient entries kept (log scale)",
+                  yaxis_type="log", yaxis_tickformat=".1%", height=440)

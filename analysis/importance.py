@@ -1,0 +1,87 @@
+"""Which hyperparameters mattered in the search: Optuna's fANOVA per optimizer, on the
+search trials that ran the full budget.
+
+Optuna is imported only when some optimizer has enough trials for an estimate.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from analysis.load import Sweep
+from analysis.plotstyle import log_scaled
+
+# fANOVA fits a random forest to the trials: from fewer points it reports noise.
+MIN_IMPORTANCE_TRIALS = 5
+
+
+def param_importances(sweep: Sweep, min_trials: int = MIN_IMPORTANCE_TRIALS) -> dict:
+    """Per optimizer, Optuna's fANOVA importances {param: share} of its search trials that
+    finished (completed or diverged, with the final val accuracy Optuna saw), or a string
+    saying why there are none (too few trials, one parameter).
+
+    Trials ASHA stopped are left out, as Optuna leaves out pruned trials: their accuracy
+    after fewer epochs is not comparable. Distributions come from the space (or, without
+    one, the observed ranges).
+    """
+    search = sweep.stage("sweep")
+    found = {}
+    for optimizer in sweep.optimizers:
+        params = sweep.searched_params(optimizer)
+        done = search[(search["optimizer"] == optimizer) & search["status"].isin(["completed", "diverged"])
+                      & search["final_val_acc"].notna()]
+        if len(params) < 2:
+            found[optimizer] = f"one parameter searched ({', '.join(params) or 'none'}): nothing to rank"
+        elif len(done) < min_trials:
+            found[optimizer] = (f"{len(done)} finished trials (fewer than {min_trials}): "
+                                "no importance estimate")
+        else:
+            found[optimizer] = _fanova(sweep, optimizer, params, done)
+    return found
+
+
+def _optuna_distributions(sweep: Sweep, optimizer: str, params: list[str], trials: pd.DataFrame) -> dict:
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    if sweep.space is not None and optimizer in sweep.space.optimizers:
+        dists = {}
+        for name, d in sweep.space.distributions_for(optimizer).items():
+            if d.kind == "choice":
+                dists[name] = CategoricalDistribution(list(d.values))
+            elif d.kind == "int":
+                dists[name] = IntDistribution(int(d.low), int(d.high))
+            else:
+                dists[name] = FloatDistribution(d.low, d.high, log=d.kind == "loguniform")
+        return {name: dists[name] for name in params}
+    return {name: FloatDistribution(float(trials[name].min()), float(trials[name].max()),
+                                    log=bool(log_scaled(name) and (trials[name] > 0).all()))
+            for name in params}
+
+
+def _fanova(sweep: Sweep, optimizer: str, params: list[str], trials: pd.DataFrame) -> dict | str:
+    """fANOVA importances from an in-memory study built from the finished trials."""
+    import optuna
+    from optuna.distributions import CategoricalDistribution, IntDistribution
+
+    dists = _optuna_distributions(sweep, optimizer, params, trials)
+
+    def typed(name, value):
+        if isinstance(dists[name], IntDistribution):
+            return int(value)
+        return value if isinstance(dists[name], CategoricalDistribution) else float(value)
+
+    previous = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "new study created" lines
+    try:
+        study = optuna.create_study(direction="maximize")
+        for row in trials.itertuples():
+            study.add_trial(optuna.trial.create_trial(
+                params={name: typed(name, getattr(row, name)) for name in params},
+                distributions=dists, value=float(row.final_val_acc)))
+        importances = optuna.importance.get_param_importances(
+            study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
+        return {name: float(share) for name, share in importances.items()}
+    except (RuntimeError, ValueError) as error:
+        return f"fANOVA failed: {error}"
+    finally:
+        optuna.logging.set_verbosity(previous)

@@ -1,0 +1,150 @@
+"""The structure the design rests on: data flows one way between the top-level packages,
+and the optimizer registry is the one place an optimizer is described (a new SAM variant
+registered from outside the project runs a trial and plans a sweep)."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("trainables", "search_spaces", "tune", "analysis", "benchmarks", "launch")
+# What each package may not import, whatever the depth (function-level imports count).
+FORBIDDEN = {
+    "trainables": ("ray", "optuna", "mlflow", "search_spaces", "tune", "analysis"),
+    "search_spaces": ("ray", "optuna", "mlflow", "tune", "analysis"),
+    "analysis": ("ray", "tune"),  # optuna is fine: its fANOVA ranks the hyperparameters
+}
+
+
+def _sources(package: str) -> list[Path]:
+    if package == "launch":
+        return [ROOT / "launch.py"]
+    return sorted((ROOT / package).rglob("*.py"))
+
+
+def _imported_modules(path: Path) -> set[str]:
+    """Every module `path` imports, at any depth (absolute imports; the project has no
+    relative ones)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return found
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """Top-level package -> the other top-level packages and libraries it imports."""
+    return {package: {m.split(".")[0] for path in _sources(package) for m in _imported_modules(path)}
+            - {package} for package in PACKAGES}
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """A cycle among the project's packages, or None (depth-first search)."""
+    def visit(node, path):
+        for nxt in sorted(graph.get(node, set()) & set(PACKAGES)):
+            if nxt in path:
+                return path[path.index(nxt):] + [nxt]
+            found = visit(nxt, path + [nxt])
+            if found:
+                return found
+        return None
+    return next((c for c in (visit(p, [p]) for p in PACKAGES) if c), None)
+
+
+def test_no_import_cycle_between_the_packages():
+    graph = _import_graph()
+    assert _cycle(graph) is None, f"import cycle: {' -> '.join(_cycle(graph))}"
+    assert "tune" in graph["launch"] and "trainables" in graph["tune"]  # the walk sees imports
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+def test_data_flows_one_way(package):
+    imported = _import_graph()[package]
+    assert not imported & set(FORBIDDEN[package]), f"{package} imports {imported & set(FORBIDDEN[package])}"
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert _cycle({"tune": {"analysis"}, "analysis": {"tune"}}) in (
+        ["tune", "analysis", "tune"], ["analysis", "tune", "analysis"])
+
+
+# A new SAM variant, declared and registered as a user would in their own code: one class
+# and one registration. e = shrink * rho * g / ||g|| (SAM's ascent, shrunk), so the trial's
+# perturbation_norm must be shrink * rho exactly.
+_VARIANT = '''
+import json, math, sys
+import torch
+from trainables.hparams import HParam
+from trainables.optim import RHO, SAM, SAMFamily, OptimizerInfo, register_optimizer
+
+
+class ShrunkSAM(SAM):
+    """SAM with its ascent shrunk by `shrink`."""
+
+    def __init__(self, params, base_optimizer=torch.optim.Adam, rho=0.05, shrink=0.5, **base_kwargs):
+        SAMFamily.__init__(self, params, base_optimizer, dict(rho=rho, shrink=shrink), base_kwargs)
+
+    def _perturbations(self, groups):
+        return [torch._foreach_mul(e, group["shrink"]) if e else []
+                for e, (group, _, _) in zip(super()._perturbations(groups), groups)]
+
+
+register_optimizer(OptimizerInfo(
+    "shrunk_sam", "SAM with a shrunk ascent", 2, ShrunkSAM,
+    (RHO, HParam("shrink", 0.5, 0, 1, low_open=True, search={"uniform": [0.1, 1.0]},
+                 label="ascent shrink factor")), label="Shrunk SAM"))
+
+import launch
+from analysis.plotstyle import log_scaled
+from analysis.text import label, param_label
+from trainables.config import TrialConfig
+from trainables.errors import ConfigError
+from trainables.train import run_trial
+
+config = TrialConfig(dataset="digits", data_dir=sys.argv[1], optimizer="shrunk_sam", rho=0.05,
+                     shrink=0.3, epochs=1, batch_size=128, warmup_epochs=0, device="cpu")
+result = run_trial(config)
+try:
+    TrialConfig(optimizer="shrunk_sam", shrink=0.0)
+    refused = ""
+except ConfigError as error:
+    refused = str(error)
+print(json.dumps({"metrics": result.metrics, "refused": refused,
+                  "params": sorted(config.to_dict()),
+                  "shown": [label("shrunk_sam"), param_label("shrink"), log_scaled("shrink")]}))
+sys.stdout.flush()
+sys.exit(launch.main(["--space", sys.argv[2], "--dry-run"]))
+'''
+
+
+def test_a_new_sam_variant_needs_one_class_and_one_registration(tmp_path):
+    from conftest import space_file
+
+    space = space_file(tmp_path, name="shrunk", optimizers=["adam", "shrunk_sam"],
+                       search={"lr": {"loguniform": [1e-3, 1e-2]},
+                               "shrink": {"uniform": [0.1, 1.0]}})
+    script = tmp_path / "variant.py"
+    script.write_text(_VARIANT)
+    done = subprocess.run([sys.executable, str(script), str(ROOT / "data"), space], cwd=ROOT,
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    first, plan = done.stdout.split("\n", 1)
+    trial = json.loads(first)
+    assert trial["metrics"]["epoch"] == 1 and trial["metrics"]["val_acc"] > 0.1
+    assert trial["metrics"]["perturbation_norm"] == pytest.approx(0.3 * 0.05, rel=1e-4)
+    assert trial["refused"] == "shrink must be a finite number in (0, 1], got 0.0"
+    assert "shrink" in trial["params"]  # a trial setting, logged to MLflow with the rest
+    # The report names it and scales its axis from the registration (uniform: linear).
+    assert trial["shown"] == ["Shrunk SAM", "ascent shrink factor", False]
+    lines = {line.split()[0]: line for line in plan.splitlines() if line.startswith("  ")}
+    assert "shrink uniform [0.1, 1]" in lines["shrunk_sam"]
+    assert "shrink" not in lines["adam"]  # only the optimizer that takes it is searched over it

@@ -1,0 +1,61 @@
+"""`HParam`: one optimizer hyperparameter as the optimizer registry declares it.
+
+An entry of `trainables.optim`'s registry (a base optimizer or a SAM-family variant) lists
+the hyperparameters it takes as `HParam`s; `TrialConfig` takes its settings of those
+names, their defaults and valid ranges from there, the search spaces their default
+search distributions, the report its labels and axis scales. Plain Python (no torch).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from trainables.errors import ConfigError, shown
+
+
+@dataclass(frozen=True)
+class HParam:
+    """A hyperparameter: a float trial setting of the same name.
+
+    default: the value a trial takes when nothing sets it (one per name: every optimizer
+        that takes `rho` shares its default and valid range).
+    low, high, low_open, high_open: the valid range, ends included unless open.
+    search: the default search distribution of the optimizer that declares it, in the
+        space file format ({"loguniform": [low, high]}); None: not searched by default.
+    label: how figures and tables name it.
+    """
+
+    name: str
+    default: float
+    low: float = -math.inf
+    high: float = math.inf
+    low_open: bool = False
+    high_open: bool = False
+    search: dict | None = field(default=None, compare=False)
+    label: str = field(default="", compare=False)
+
+    def check(self, value: float) -> None:
+        """ConfigError unless `value` is finite and in the valid range."""
+        check_range(self.name, value, self.low, self.high, self.low_open, self.high_open)
+
+    @property
+    def scale(self) -> str:
+        """The scale its default search samples on and figures plot it on: log for a
+        log-uniform search, linear otherwise."""
+        return "log" if self.search is not None and "loguniform" in self.search else "linear"
+
+    def searched(self, spec: dict) -> HParam:
+        """The same hyperparameter with another default search distribution."""
+        return HParam(self.name, self.default, self.low, self.high, self.low_open,
+                      self.high_open, spec, self.label)
+
+
+def check_range(name: str, value, low, high, low_open: bool = False, high_open: bool = False) -> None:
+    """ConfigError naming `name` unless `value` is a finite number in the range from low to
+    high (each end included unless open)."""
+    above = value > low if low_open else value >= low
+    below = value < high if high_open else value <= high
+    if not (above and below and math.isfinite(value)):
+        interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+        raise ConfigError(f"{name} must be a finite number in {interval}, got {shown(value)}")
