@@ -18,6 +18,12 @@ import pytest
 import yaml
 from filelock import FileLock
 
+# One torch thread per test process (before torch is imported here or in a subprocess):
+# pytest-xdist runs a test per core already, and two threads per process on 2 cores spin
+# against each other (test_train and test_optim took 112 s with 2, 83 s with 1, at half the
+# CPU time). A sweep's trials set their own threads from their CPUs (tune.trainable).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
 

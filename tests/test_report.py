@@ -1,6 +1,6 @@
-"""The report end to end: a real sweep (Ray, Optuna, ASHA, MLflow) with a confirm stage
-in both budget arms, loaded from MLflow and from Ray's storage, written as HTML and opened
-in headless Chromium (no mocks).
+"""The report end to end: the session's real sweep (tests/conftest.py: Ray, Optuna, ASHA,
+MLflow; a confirm stage in both budget arms), loaded from MLflow and from Ray's storage,
+written as HTML and opened in headless Chromium (no mocks).
 
 Chromium is a system package (`apt-get install -y chromium`, which `make test` installs);
 without it these tests fail rather than skip, since a skipped real component hides a
@@ -10,9 +10,7 @@ defect.
 from __future__ import annotations
 
 import html
-import json
 import math
-import os
 import re
 import subprocess
 import sys
@@ -21,8 +19,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from conftest import ENV, stop_session
-from filelock import FileLock
+from conftest import ENV, SHARED_SWEEP
 
 from analysis import importance, verdict
 from analysis.load import CONFIG_FIELDS, EPOCH_COLUMNS, TRIAL_COLUMNS, Sweep, load_sweep, load_sweep_from_storage
@@ -33,66 +30,46 @@ from trainables.schema import EQUAL_COMPUTE, EQUAL_EPOCHS
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
-OPTIMIZERS = ("adam", "sam", "zsharp")
+# The shared sweep (conftest.SHARED_SWEEP): sgd diverges in every trial, so it has no
+# finalist and is searched but not confirmed.
+CONFIRMED = ("adam", "sam", "zsharp")
+SEARCHED = (*CONFIRMED, "sgd")
 ONE_PASS = ("adam",)  # rerun at 2x epochs in the equal-compute arm
-SEEDS = 2
-MAX_EPOCHS = 2
-SAMPLES = 2
-EXPERIMENT = "report_test"
+SEEDS = SHARED_SWEEP["confirm_seeds"]
+MAX_EPOCHS = 3  # conftest.space_file's
+SAMPLES = SHARED_SWEEP["trials_per_optimizer"]
 pytestmark = pytest.mark.slow
 
 
-def _run_sweep(folder: Path) -> tuple[int, str]:
-    """launch.py in its own session (its Ray daemons are stopped with it): (status, log)."""
-    results = folder / "results"
-    command = [sys.executable, str(ROOT / "launch.py"), "--space", "quickstart",
-               "--optimizers", ",".join(OPTIMIZERS), "--num-samples", str(SAMPLES),
-               "--max-epochs", str(MAX_EPOCHS), "--confirm", "1", "--seeds", str(SEEDS),
-               "--experiment", EXPERIMENT, "--storage", str(results),
-               "--data-dir", str(ROOT / "data")]
-    # The working directory is the temporary folder, so nothing the run writes next to
-    # itself (MLflow's default artifact folder) lands in the checkout.
-    process = subprocess.Popen(command, cwd=folder, env=ENV, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    try:
-        log, _ = process.communicate(timeout=480)
-    finally:
-        if process.poll() is None:
-            process.kill()
-        stop_session(process.pid)
-    return process.returncode, log
+@pytest.fixture(scope="module")
+def storage(digits_sweep) -> Path:
+    assert digits_sweep.done.returncode == 0, f"launch.py failed:\n{digits_sweep.done.stderr[-4000:]}"
+    return digits_sweep.storage
 
 
 @pytest.fixture(scope="module")
-def storage(tmp_path_factory) -> Path:
-    """A quickstart-sized sweep with a confirm stage of 2 seeds, run as a user runs it.
-
-    Run once however the suite is split: under pytest-xdist the workers share one folder
-    and a lock, the first runs the sweep and the others read it.
-    """
-    shared = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        shared = shared.parent  # the run's folder, above each worker's own
-    folder = shared / "report_sweep"
-    with FileLock(str(shared / "report_sweep.lock")):
-        record = folder / "launch.json"
-        if not record.exists():
-            folder.mkdir(parents=True, exist_ok=True)
-            status, log = _run_sweep(folder)
-            record.write_text(json.dumps({"status": status, "log": log}))
-        done = json.loads(record.read_text())
-    assert done["status"] == 0, f"launch.py failed:\n{done['log'][-4000:]}"
-    return folder / "results"
+def experiment(digits_sweep) -> str:
+    return digits_sweep.experiment
 
 
 @pytest.fixture(scope="module")
-def from_mlflow(storage) -> Sweep:
-    return load_sweep(EXPERIMENT, f"sqlite:///{storage / 'mlflow.db'}")
+def from_mlflow(storage, experiment) -> Sweep:
+    return load_sweep(experiment, f"sqlite:///{storage / 'mlflow.db'}")
 
 
 @pytest.fixture(scope="module")
-def from_storage(storage) -> Sweep:
-    return load_sweep_from_storage(storage / EXPERIMENT)
+def from_storage(storage, experiment) -> Sweep:
+    return load_sweep_from_storage(storage / experiment)
+
+
+@pytest.fixture(scope="module")
+def all_finished(from_storage) -> Sweep:
+    """The sweep with the search trials ASHA stopped counted as completed, so that fANOVA
+    (which reads finished trials only) has all 3 trials of SAM and of ZSharp, whatever ASHA
+    decided in this run: the importance figure is then always drawn (min_trials=2)."""
+    trials = from_storage.trials.copy()
+    trials.loc[trials["status"] == "stopped_early", "status"] = "completed"
+    return Sweep(from_storage.name, trials, from_storage.epochs, from_storage.space, from_storage.meta)
 
 
 # ---- loading -------------------------------------------------------------------------------
@@ -100,8 +77,8 @@ def from_storage(storage) -> Sweep:
 def test_both_loaders_find_every_trial_of_both_stages(from_mlflow, from_storage):
     for sweep in (from_mlflow, from_storage):
         counts = sweep.trials["stage"].value_counts().to_dict()
-        assert counts == {"sweep": SAMPLES * len(OPTIMIZERS), "confirm": SEEDS * (len(OPTIMIZERS) + len(ONE_PASS))}
-        assert set(sweep.trials["optimizer"]) == set(OPTIMIZERS)
+        assert counts == {"sweep": SAMPLES * len(SEARCHED), "confirm": SEEDS * (len(CONFIRMED) + len(ONE_PASS))}
+        assert set(sweep.trials["optimizer"]) == set(SEARCHED)
         assert sweep.trials["trial_id"].is_unique
     assert set(from_mlflow.trials["trial_id"]) == set(from_storage.trials["trial_id"])
 
@@ -118,7 +95,7 @@ def test_both_loaders_agree_on_accuracies_statuses_and_sources(from_mlflow, from
         assert a[column].tolist() == b[column].tolist(), column
     confirm = a["stage"] == "confirm"
     assert (a.loc[confirm, "confirm_rank"].tolist() == b.loc[confirm, "confirm_rank"].tolist()
-            == [1] * (SEEDS * (len(OPTIMIZERS) + len(ONE_PASS))))
+            == [1] * (SEEDS * (len(CONFIRMED) + len(ONE_PASS))))
     assert a.loc[confirm, "source_trial_id"].tolist() == b.loc[confirm, "source_trial_id"].tolist()
     assert set(a.loc[confirm, "source_trial_id"]) <= set(a.index[~confirm])
     ea = from_mlflow.epochs.sort_values(["trial_id", "epoch"]).reset_index(drop=True)
@@ -136,7 +113,9 @@ def test_frames_have_the_promised_columns(from_mlflow, from_storage):
         assert list(sweep.epochs.columns) == EPOCH_COLUMNS
         trials = sweep.trials
         assert trials["status"].isin(["completed", "stopped_early", "diverged"]).all()
-        assert (trials["epochs_run"] == trials["epochs"]).all() and (trials["dataset"] == "digits").all()
+        assert (trials["dataset"] == "digits").all()
+        ended = trials["status"].map({"completed": "eq", "stopped_early": "lt", "diverged": "lt"})
+        assert (ended.eq("eq") == (trials["epochs_run"] == trials["epochs"])).all()
         zsharp = sweep.epochs[sweep.epochs["optimizer"] == "zsharp"]
         assert zsharp["kept_fraction"].between(0, 1, inclusive="neither").all()
         assert sweep.epochs.loc[sweep.epochs["optimizer"] != "zsharp", "kept_fraction"].isna().all()
@@ -152,7 +131,7 @@ def test_frames_have_the_promised_columns(from_mlflow, from_storage):
         sam_family = trials["optimizer"].isin(["sam", "zsharp"])
         assert (trials.loc[sam_family, "perturbation_norm"] > 0).all()
         assert trials.loc[~sam_family, "perturbation_norm"].isna().all()
-    assert from_mlflow.space is not None and from_mlflow.space.name == "quickstart"
+    assert from_mlflow.space is not None and from_mlflow.space.name == "digits_test"
     assert len(from_mlflow.meta["git_commit"]) == 40 and "launch.py" in from_mlflow.meta["command"]
 
 
@@ -160,7 +139,7 @@ def test_compute_hours_are_positive_cpu_hours(from_mlflow, from_storage):
     for sweep in (from_mlflow, from_storage):
         trials = sweep.trials
         assert (trials["compute_hours"] > 0).all()
-        assert (trials["compute_unit"] == "CPU").all()  # quickstart: 1 CPU, no GPU per trial
+        assert (trials["compute_unit"] == "CPU").all()  # 1 CPU, no GPU per trial
         assert ((trials["compute_hours"] - trials["train_seconds"] / 3600).abs() < 1e-12).all()
 
 
@@ -173,11 +152,11 @@ def test_a_sam_family_step_counts_two_gradient_evaluations(from_mlflow):
     assert same_compute["adam"] == same_epochs["sam"]  # 2x epochs at 1 pass: SAM's budget
 
 
-def test_unknown_experiment_or_path_is_a_clear_value_error(storage):
+def test_unknown_experiment_or_path_is_a_clear_value_error(storage, experiment):
     with pytest.raises(ValueError, match="no MLflow experiment 'nope'"):
         load_sweep("nope", f"sqlite:///{storage / 'mlflow.db'}")
     with pytest.raises(ValueError, match="no MLflow database"):
-        load_sweep(EXPERIMENT, f"sqlite:///{storage / 'missing.db'}")
+        load_sweep(experiment, f"sqlite:///{storage / 'missing.db'}")
     assert not (storage / "missing.db").exists()
     with pytest.raises(ValueError, match="no Ray experiment folder at .*nothere"):
         load_sweep_from_storage(storage / "nothere")
@@ -194,11 +173,11 @@ def test_comparison_uses_the_confirm_seeds_and_labels_small_samples(from_mlflow)
     confirm = from_mlflow.stage("confirm")
     for arm, arm_result in result.arms.items():
         summary = arm_result.summary
-        assert set(summary["optimizer"]) == set(OPTIMIZERS)
+        assert set(summary["optimizer"]) == set(CONFIRMED)
         assert (summary["n"] == SEEDS).all() and summary["small_sample"].all()
         assert set(arm_result.paired) == {"sam", "adam"}  # against SAM and the base optimizer
         for reference, table in arm_result.paired.items():
-            assert set(table["optimizer"]) == set(OPTIMIZERS) - {reference}
+            assert set(table["optimizer"]) == set(CONFIRMED) - {reference}
             assert (table["verdict"] == f"too few seeds (n={SEEDS})").all()
             assert not table["significant"].any()
         # The final-epoch test accuracy of the arm's runs: the 1-pass optimizers' longer
@@ -218,25 +197,25 @@ def _search_only(sweep: Sweep) -> Sweep:
 def test_without_a_confirm_stage_the_report_says_it_needs_one(from_mlflow):
     search_only = _search_only(from_mlflow)
     result = comparison(search_only)
-    assert result.single_runs and len(result.search_best) == len(OPTIMIZERS)
+    assert result.single_runs and set(result.search_best["optimizer"]) == set(CONFIRMED)  # sgd: no finalist
     assert any("--confirm" in note and "--seeds" in note for note in result.notes)
     assert "single runs" in figure_comparison(search_only).layout.title.text
     page = render_html(search_only)
     assert "needs a confirm stage" in page and "single run" in page
 
 
-def test_importance_is_fanova_per_optimizer_or_a_note(from_mlflow):
-    fig = figure_importance(from_mlflow, min_trials=2)
+def test_importance_is_fanova_per_optimizer_or_a_note(all_finished):
+    fig = figure_importance(all_finished, min_trials=2)
     assert fig is not None
     bars = {trace.name: dict(zip(trace.y, trace.x)) for trace in fig.data}
     assert set(bars) == {"SAM", "ZSharp"}  # Adam searches lr only: a note instead
     assert set(bars["ZSharp"]) == {"lr", "rho", "alpha"}
     assert all(math.isclose(sum(b.values()), 1.0) for b in bars.values())
-    assert figure_importance(from_mlflow) is None  # 2 trials: below the default minimum
+    assert figure_importance(all_finished) is None  # 3 trials: below the default minimum
 
 
-def test_every_figure_has_a_title_and_axis_labels(from_storage):
-    made = figures(from_storage, importance_min_trials=2)
+def test_every_figure_has_a_title_and_axis_labels(all_finished):
+    made = figures(all_finished, importance_min_trials=2)
     assert set(made) == set(FIGURES)
     for name, fig in made.items():
         assert fig.layout.title.text, name
@@ -252,8 +231,8 @@ def _section(page: str, key: str) -> str:
     return page[start:page.index("</section>", start)]
 
 
-def test_every_registered_figure_is_on_the_page_with_its_title_and_text(from_storage, tmp_path):
-    page = write_report(from_storage, tmp_path / "report.html", importance_min_trials=2).read_text()
+def test_every_registered_figure_is_on_the_page_with_its_title_and_text(all_finished, tmp_path):
+    page = write_report(all_finished, tmp_path / "report.html", importance_min_trials=2).read_text()
     starts = [page.index(f"<section id='{key}'>") for key in FIGURES]
     assert starts == sorted(starts)  # in the order registered
     for key, entry in FIGURES.items():
@@ -274,8 +253,8 @@ def _count_calls(monkeypatch, module, name: str, calls: Counter) -> None:
 
 
 @pytest.mark.parametrize("confirmed", [True, False], ids=["confirm_stage", "search_only"])
-def test_a_report_computes_each_shared_input_once(from_storage, tmp_path, monkeypatch, confirmed):
-    sweep = from_storage if confirmed else _search_only(from_storage)
+def test_a_report_computes_each_shared_input_once(all_finished, tmp_path, monkeypatch, confirmed):
+    sweep = all_finished if confirmed else _search_only(all_finished)
     calls = Counter()
     # Patched in the modules that define them: confirm_results, search_best and _fanova are
     # called only from there, so each time the work is done is counted, whoever asked for it.
@@ -284,7 +263,7 @@ def test_a_report_computes_each_shared_input_once(from_storage, tmp_path, monkey
         _count_calls(monkeypatch, module, name, calls)
     write_report(sweep, tmp_path / "report.html", importance_min_trials=2)
     # confirm_results once per budget arm; fANOVA once for SAM and once for ZSharp (Adam
-    # searches lr only).
+    # and sgd search lr only).
     assert calls == Counter(comparison=1, confirm_results=len(confirm_arms(sweep)), search_best=1,
                             param_importances=1, _fanova=2)
 
@@ -348,7 +327,7 @@ def test_report_is_one_self_contained_file(from_mlflow, tmp_path):
     page = path.read_text()
     assert page.count("<script type='text/javascript'>/**\n* plotly.js v") == 1  # inline, once
     assert not re.search(r"<script[^>]*\bsrc\s*=", page, re.IGNORECASE)  # nothing to fetch
-    for text in (EXPERIMENT, "quickstart", from_mlflow.meta["git_commit"], "id='warnings'",
+    for text in (from_mlflow.name, "digits_test", from_mlflow.meta["git_commit"], "id='warnings'",
                  "Paired by seed, against SAM, at equal epochs", "Paired by seed, against Adam, at equal epochs",
                  "Paired by seed, against Adam (2x epochs), at equal gradient evaluations",
                  "final test acc (mean)", "small (n &lt; 5)", "too few seeds (n=2)", "Cost of the search"):
@@ -356,8 +335,8 @@ def test_report_is_one_self_contained_file(from_mlflow, tmp_path):
     assert page.index("id='warnings'") < page.index("id='comparison'")
 
 
-def test_report_renders_every_figure_in_headless_chromium(from_storage, tmp_path):
-    path = write_report(from_storage, tmp_path / "report.html", importance_min_trials=2)
+def test_report_renders_every_figure_in_headless_chromium(all_finished, tmp_path):
+    path = write_report(all_finished, tmp_path / "report.html", importance_min_trials=2)
     expected = path.read_text().count('class="plotly-graph-div"')
     assert expected == len(FIGURES)  # every kind of figure is on this page
     dom, log = render_in_chromium(path, tmp_path)
@@ -376,14 +355,14 @@ def run_cli(*args) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=180)
 
 
-def test_command_line_writes_the_report_and_its_figures_as_png(storage, tmp_path):
+def test_command_line_writes_the_report_and_its_figures_as_png(storage, experiment, tmp_path):
     out, png = tmp_path / "cli.html", tmp_path / "png"
-    done = run_cli("--storage", str(storage), "--experiment", EXPERIMENT, "--out", str(out),
+    done = run_cli("--storage", str(storage), "--experiment", experiment, "--out", str(out),
                    "--png", str(png))
     assert done.returncode == 0, done.stderr[-2000:]
-    assert out.stat().st_size > 1_000_000 and EXPERIMENT in out.read_text()
+    assert out.stat().st_size > 1_000_000 and experiment in out.read_text()
     made = sorted(p.name for p in png.iterdir())
-    assert made == sorted(f"{name}.png" for name in FIGURES if name != "importance")  # 2 trials: no fANOVA
+    assert made == sorted(f"{name}.png" for name in FIGURES if name != "importance")  # 3 trials: no fANOVA
     for path in png.iterdir():  # kaleido, through Chromium
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
 

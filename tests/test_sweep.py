@@ -300,25 +300,20 @@ def test_driver_killed_again_and_again_then_resumed(tmp_path):
 
 # ---- signals -----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("signum, to_group", [(signal.SIGINT, True), (signal.SIGTERM, False)])
-def test_a_signal_stops_the_sweep_with_an_honest_record_and_resume_finishes_it(
-        tmp_path, signum, to_group):
-    """Ctrl-C (SIGINT to the terminal's process group) or SIGTERM (to the driver, as a
-    scheduler sends it) while one trial runs and the others wait, pending, for its CPUs."""
-    storage = tmp_path / "results"
-    space = space_file(tmp_path, name="signal", max_epochs=4, grace_period=4,
-                       trials_per_optimizer=2, cpus_per_trial=os.cpu_count(), max_concurrent=4)
-    args = ("--space", space, "--storage", str(storage))
-    client = tracking(storage)
+def _stopped_by_signal(tmp_path, client, args, send, signum, epoch_at_stop: dict) -> set[str]:
+    """Run the driver (`args`) until a trial trains an epoch under it, `send` it `signum`,
+    and check what it leaves: its exit status, one honest line, the runs' record. Returns
+    the ids of the runs it left unfinished; records each running run's epoch in
+    `epoch_at_stop`."""
     driver = start_driver(tmp_path, *args)
 
-    def a_trial_past_epoch_one():
-        return [c for c in children_so_far(client, "signal") or []
-                if c.info.status == "RUNNING" and c.data.metrics.get("epoch", 0) >= 1]
+    def a_trial_trained_an_epoch_here():
+        return [c for c in children_so_far(client, "signal") or [] if c.info.status == "RUNNING"
+                and c.data.metrics.get("epoch", 0) > epoch_at_stop.get(c.info.run_id, 0)]
 
     try:
-        wait_for(a_trial_past_epoch_one, 600, "a trial past epoch 1", driver)
-        (os.killpg if to_group else os.kill)(driver.pid, signum)
+        wait_for(a_trial_trained_an_epoch_here, 600, "a trial that trained an epoch", driver)
+        send(driver.pid, signum)
         code = driver.wait(timeout=300)
     finally:
         if driver.poll() is None:
@@ -329,13 +324,31 @@ def test_a_signal_stops_the_sweep_with_an_honest_record_and_resume_finishes_it(
     assert code == 128 + signum, log[-3000:]
     assert "Traceback" not in log and "Error" not in log, log[-3000:]
     assert f"sweep interrupted by {name}" in log
-    assert f"continue it with: python launch.py {' '.join(args)} --resume" in log
+    assert f"continue it with: python launch.py {' '.join(args[:4])} --resume" in log
     parents, children = runs_of(client, "signal")
     assert parents[0].info.status == "KILLED" and parents[0].data.tags["interrupted"] == name
     stopped = [c for c in children if c.info.status != "FINISHED"]
     assert stopped and all(c.info.status == "KILLED" and c.data.tags["status"] == "interrupted"
                            for c in stopped)
     assert all(c.data.tags["status"] in TERMINAL - {"error"} for c in children if c not in stopped)
+    epoch_at_stop.update({c.info.run_id: c.data.metrics.get("epoch", 0) for c in stopped})
+    return {c.info.run_id for c in stopped}
+
+
+def test_signals_stop_the_sweep_with_an_honest_record_and_resume_finishes_it(tmp_path):
+    """Ctrl-C (SIGINT to the terminal's process group) while one trial runs and the others
+    wait, pending, for its CPUs; then, on the resumed sweep, SIGTERM (to the driver, as a
+    scheduler sends it); then a resume that finishes it: every stopped trial continues in
+    its own run, each optimizer ends with its budget, no epoch is logged twice."""
+    storage = tmp_path / "results"
+    space = space_file(tmp_path, name="signal", max_epochs=3, grace_period=3,
+                       trials_per_optimizer=2, cpus_per_trial=os.cpu_count(), max_concurrent=4)
+    args = ("--space", space, "--storage", str(storage))
+    client = tracking(storage)
+    epoch_at_stop: dict[str, float] = {}
+    stopped = _stopped_by_signal(tmp_path, client, args, os.killpg, signal.SIGINT, epoch_at_stop)
+    stopped |= _stopped_by_signal(tmp_path, client, (*args, "--resume"), os.kill, signal.SIGTERM,
+                                  epoch_at_stop)
 
     resumed = launch(*args, "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -344,7 +357,7 @@ def test_a_signal_stops_the_sweep_with_an_honest_record_and_resume_finishes_it(
     assert sorted(c.data.tags["optimizer"] for c in children) == ["adam"] * 2 + ["zsharp"] * 2
     assert all(c.info.status == "FINISHED" and c.data.tags["status"] in TERMINAL - {"error"}
                for c in children)
-    assert {c.info.run_id for c in stopped} <= {c.info.run_id for c in children}
+    assert stopped <= {c.info.run_id for c in children}
     for c in children:
         assert epochs_logged(client, c.info.run_id) == list(range(1, int(c.data.metrics["epoch"]) + 1))
 

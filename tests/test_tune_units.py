@@ -207,6 +207,7 @@ _OPEN_STORE = """
 import sys, time
 from pathlib import Path
 from tune.sweep import prepare_store
+Path(sys.argv[3]).touch()  # imported: ready
 go = Path(sys.argv[2])
 while not go.exists():
     time.sleep(0.01)
@@ -215,17 +216,21 @@ prepare_store(sys.argv[1])
 
 
 def test_processes_opening_one_fresh_store_at_once_all_succeed(tmp_path):
-    # Unlocked, MLflow's schema migration races ("table already exists"); prepare_store
-    # creates and migrates the store under a file lock.
-    for attempt in range(2):
-        uri, go = f"sqlite:///{tmp_path / f'store{attempt}.db'}", tmp_path / f"go{attempt}"
-        processes = [subprocess.Popen([sys.executable, "-c", _OPEN_STORE, uri, str(go)], cwd=ROOT,
-                                      stderr=subprocess.PIPE, text=True) for _ in range(3)]
-        time.sleep(8)  # every process has imported and waits for the signal
-        go.touch()
-        for process in processes:
-            _, err = process.communicate(timeout=120)
-            assert process.returncode == 0, err[-2000:]
+    # Unlocked, MLflow's schema migration races ("table already exists": seen with three
+    # processes); prepare_store creates and migrates the store under a file lock. The
+    # processes start migrating at one moment, once every one has imported.
+    uri, go = f"sqlite:///{tmp_path / 'store.db'}", tmp_path / "go"
+    ready = [tmp_path / f"ready{i}" for i in range(4)]
+    processes = [subprocess.Popen([sys.executable, "-c", _OPEN_STORE, uri, str(go), str(r)], cwd=ROOT,
+                                  stderr=subprocess.PIPE, text=True) for r in ready]
+    deadline = time.monotonic() + 120
+    while not all(r.exists() for r in ready) and time.monotonic() < deadline:
+        assert all(p.poll() is None for p in processes), processes[0].communicate()[1][-2000:]
+        time.sleep(0.05)
+    go.touch()
+    for process in processes:
+        _, err = process.communicate(timeout=120)
+        assert process.returncode == 0, err[-2000:]
 
 
 def test_a_sweep_is_found_again_whatever_quotes_its_path_holds(tmp_path):
