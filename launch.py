@@ -13,7 +13,8 @@ import os
 import shlex
 import sys
 
-from trainables.errors import ConfigError, OneLineArgumentParser, shown
+from commandline import OneLineArgumentParser
+from trainables.errors import ConfigError, shown
 
 SMOKE_TEST = dict(trials_per_optimizer=1, max_epochs=1, grace_period=1, confirm_top_k=0)
 

@@ -37,7 +37,7 @@ from analysis.load import Sweep, load_sweep, load_sweep_from_storage
 from analysis.tables import cost_tables
 from analysis.text import bounded
 from analysis.warnings import sweep_warnings
-from trainables.errors import OneLineArgumentParser
+from commandline import OneLineArgumentParser
 
 # Notebooks and tests call these through this module (report.figure_asha(sweep),
 # report.comparison(sweep), ...); each is defined once, in the module of its concern.

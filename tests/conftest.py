@@ -6,8 +6,10 @@ of the most expensive things the suite does happens once.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -103,6 +105,48 @@ SHARED_SWEEP = dict(
     fixed={"batch_size": 128, "warmup_epochs": 1, "schedule": "cosine", "momentum": 0.9},
     search_per_optimizer={"sgd": {"lr": {"choice": [1.0e12]}}},
     confirm_top_k=1, confirm_seeds=2)
+
+
+def _this_machine() -> set[str]:
+    """Every address and name of this machine (loopback and its network interfaces)."""
+    found = {"localhost", socket.gethostname()}
+    found |= {a.address.split("%")[0] for addrs in psutil.net_if_addrs().values() for a in addrs
+              if a.family in (socket.AF_INET, socket.AF_INET6)}
+    return found
+
+
+_LOCAL = _this_machine()
+
+
+def _is_local(host) -> bool:
+    if host is None or str(host) in _LOCAL:
+        return True
+    try:
+        return ipaddress.ip_address(str(host)).is_loopback
+    except ValueError:
+        return False
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch):
+    """No test reaches beyond this machine: resolving or connecting to another host fails
+    at once, as offline CI would (a test that would download fails rather than waits on a
+    timeout). Servers and Ray on this machine, loopback or its own addresses, stay
+    reachable. Subprocesses are not covered: none of them downloads."""
+    resolve, connect = socket.getaddrinfo, socket.socket.connect
+
+    def local_getaddrinfo(host, *args, **kwargs):
+        if not _is_local(host):
+            raise socket.gaierror(socket.EAI_NONAME, f"tests do not use the network ({host})")
+        return resolve(host, *args, **kwargs)
+
+    def local_connect(sock, address):
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and not _is_local(address[0]):
+            raise OSError(f"tests do not use the network ({address[0]})")
+        return connect(sock, address)
+
+    monkeypatch.setattr(socket, "getaddrinfo", local_getaddrinfo)
+    monkeypatch.setattr(socket.socket, "connect", local_connect)
 
 
 @pytest.fixture(scope="session")

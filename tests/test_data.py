@@ -129,8 +129,9 @@ def small_holdouts(monkeypatch):
 # ------------------------------------------------------------------------ registry
 
 
-def test_list_datasets():
-    assert list_datasets() == ["c10", "c100", "digits", "synthetic", "tinyimagenet"]
+def test_the_registry_holds_the_offline_default_and_the_papers_data_sets():
+    assert {"c10", "c100", "digits", "synthetic", "tinyimagenet"} <= set(list_datasets())
+    assert list_datasets() == sorted(list_datasets())
 
 
 def test_unknown_name_is_a_config_error_listing_valid_names():
@@ -1056,3 +1057,19 @@ def test_bad_batch_size_is_a_config_error(batch_size):
         num_train_batches(make_data(), batch_size)
     with pytest.raises(ConfigError, match="batch_size"):
         eval_batches(make_data(), batch_size, "val")
+
+
+def test_the_suite_never_reaches_the_network():
+    # conftest.no_network: another host fails at once (as offline CI would), this machine
+    # stays reachable, so a test that would download cannot wait on a network timeout.
+    import socket
+    import urllib.error
+    import urllib.request
+
+    with pytest.raises(urllib.error.URLError, match="tests do not use the network"):
+        urllib.request.urlopen("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", timeout=60)
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        with socket.create_connection(server.getsockname(), timeout=5):
+            pass

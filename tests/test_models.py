@@ -55,8 +55,9 @@ EXPECTED_PARAMS = {
 }
 
 
-def test_registry_lists_exactly_the_four_models():
-    assert list_models() == ["res20s", "res56s", "vgg16_bn", "vit"]
+def test_registry_holds_the_papers_models():
+    # The tests below run over every registered model; these four must be among them.
+    assert {"res20s", "res56s", "vgg16_bn", "vit"} <= set(list_models())
 
 
 def test_resnet_counts_match_published_option_a_values():

@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("trainables", "search_spaces", "tune", "analysis", "benchmarks", "launch")
+PACKAGES = ("commandline", "trainables", "search_spaces", "tune", "analysis", "benchmarks", "launch")
 # What each package may not import, whatever the depth (function-level imports count).
 FORBIDDEN = {
+    "commandline": ("trainables", "search_spaces", "tune", "analysis", "torch", "ray", "optuna", "mlflow"),
     "trainables": ("ray", "optuna", "mlflow", "search_spaces", "tune", "analysis"),
     "search_spaces": ("ray", "optuna", "mlflow", "tune", "analysis"),
     "analysis": ("ray", "tune"),  # optuna is fine: its fANOVA ranks the hyperparameters

@@ -3,7 +3,6 @@
 Command-line entry points print their message as one line on stderr and exit with 2.
 """
 
-import argparse
 import reprlib
 
 
@@ -39,10 +38,3 @@ class ConfigError(ValueError):
 
 class DataUnavailableError(RuntimeError):
     """A data set is not on disk and could not be downloaded."""
-
-
-class OneLineArgumentParser(argparse.ArgumentParser):
-    """Bad flags: one line on stderr and exit 2 (argparse's default adds a usage block)."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n")

@@ -32,7 +32,7 @@ from torch import nn
 
 from trainables.config import EVAL_SPLITS, TrialConfig
 from trainables.data import ImageData, eval_batches, load_dataset, num_train_batches, train_batches
-from trainables.errors import ConfigError, DataUnavailableError, OneLineArgumentParser
+from trainables.errors import ConfigError, DataUnavailableError
 from trainables.models import create_model
 from trainables.optim import create_optimizer, get_optimizer_info, optimizer_kwargs
 from trainables.step import optimizer_step
@@ -326,6 +326,8 @@ def _run_epoch(trial: _Trial, epoch: int) -> TrialResult:
 # ---- command line ---------------------------------------------------------------------------
 
 def _parser() -> argparse.ArgumentParser:
+    from commandline import OneLineArgumentParser  # the command line's only: trials never need it
+
     parser = OneLineArgumentParser(
         prog="python -m trainables.train", description="Train one trial; flags are TrialConfig's settings.",
         epilog=f"Exit status: 0 when the run completed, 2 for bad input, {EXIT_DIVERGED} when it diverged.")
