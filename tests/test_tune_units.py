@@ -249,6 +249,63 @@ def test_a_sweep_is_found_again_whatever_quotes_its_path_holds(tmp_path):
     assert open_parent_run(client, "exp", path, True, {"stage": "sweep"})[0] == run_id
 
 
+def _epoch(n: int) -> dict:
+    """A trial's report of epoch n, with Ray's own bookkeeping keys beside it."""
+    return {"epoch": n, "val_acc": 0.5 + n / 100, "train_loss": 1.0 / n, "diverged": 0.0,
+            "training_iteration": n, "trial_id": "t1", "done": False, "time_this_iter_s": 1.0}
+
+
+def test_a_resumed_trial_continues_its_run_and_logs_no_epoch_twice(tmp_path):
+    # The driver's MLflow callback with a trial as Ray hands it over, through two drivers:
+    # the second restored from a snapshot taken before the first driver's last epoch, as
+    # after a SIGKILL, sees the trial restart from an earlier checkpoint.
+    from types import SimpleNamespace
+
+    from mlflow.tracking import MlflowClient
+
+    from tune.tracking import MlflowTracking, open_parent_run
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    parent, experiment = open_parent_run(client, "exp", str(tmp_path), False, {"stage": "sweep"},
+                                         artifact_location=str(tmp_path / "artifacts"))
+    trial = SimpleNamespace(trial_id="t1", config={"optimizer": "sam", "epochs": 4, "rho": 0.1},
+                            last_result={})
+    first = MlflowTracking(uri, parent, experiment)
+    first.on_trial_start(0, [], trial)
+    first.on_trial_result(0, [], trial, _epoch(1))
+    snapshot = first.get_state()  # Tune's last snapshot before the crash
+    first.on_trial_result(0, [], trial, _epoch(2))
+    (run,) = client.search_runs([experiment], "tags.trial_id = 't1'")
+    client.set_terminated(run.info.run_id, "KILLED")  # as record_interruption leaves it
+
+    second = MlflowTracking(uri, parent, experiment)
+    second.set_state(snapshot)
+    for epoch in (2, 3, 4):  # restarted from the epoch-1 checkpoint: epoch 2 comes again
+        second.on_trial_result(0, [], trial, _epoch(epoch))
+        if epoch == 2:  # reopened: running again in its own run
+            assert client.get_run(run.info.run_id).info.status == "RUNNING"
+    trial.last_result = _epoch(4)
+    second.on_trial_complete(0, [], trial)
+
+    (done,) = client.search_runs([experiment], "tags.trial_id = 't1'")
+    assert done.info.run_id == run.info.run_id and done.info.status == "FINISHED"
+    assert done.data.tags["status"] == "completed" and done.data.tags["optimizer"] == "sam"
+    assert done.data.params["rho"] == "0.1" and done.data.params["alpha"] == "0.95"  # resolved
+    history = client.get_metric_history(run.info.run_id, "val_acc")
+    assert sorted(m.step for m in history) == [1, 2, 3, 4]  # each epoch once
+    assert {"training_iteration", "time_this_iter_s", "done"}.isdisjoint(done.data.metrics)
+
+    # A third driver replays the end of a trial that had finished: the run stays as it was.
+    end_time = done.info.end_time
+    third = MlflowTracking(uri, parent, experiment)
+    third.on_trial_result(0, [], trial, _epoch(4))
+    third.on_trial_complete(0, [], trial)
+    again = client.get_run(run.info.run_id)
+    assert again.info.status == "FINISHED" and again.info.end_time == end_time
+    assert len(client.get_metric_history(run.info.run_id, "val_acc")) == 4
+
+
 # ---- signals, snapshots and progress ---------------------------------------------------
 
 def test_a_first_signal_is_recorded_and_handed_to_tunes_graceful_stop():
