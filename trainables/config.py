@@ -65,15 +65,15 @@ class TrialConfig:
     hparams: dict = field(default_factory=dict, repr=False)
 
     def __init__(self, **settings):
-        types = self.settings()
-        unknown = sorted(set(settings) - set(types))
+        registered = registered_hparams()
+        unknown = sorted(set(settings) - {f.name for f in _fields()} - set(registered))
         if unknown:
             raise ConfigError(f"unknown trial setting(s): {one_line(', '.join(map(str, unknown)))}")
         for f in _fields():
             object.__setattr__(self, f.name, _coerce(f.name, f.type, settings.get(f.name, f.default)))
         object.__setattr__(self, "hparams", {
             name: _coerce(name, "float", settings.get(name, hparam.default))
-            for name, hparam in registered_hparams().items()})
+            for name, hparam in registered.items()})
         self.validate()
 
     def __getattr__(self, name: str):

@@ -8,6 +8,7 @@ search distributions, the report its labels and axis scales. Plain Python (no to
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -47,8 +48,7 @@ class HParam:
 
     def searched(self, spec: dict) -> HParam:
         """The same hyperparameter with another default search distribution."""
-        return HParam(self.name, self.default, self.low, self.high, self.low_open,
-                      self.high_open, spec, self.label)
+        return dataclasses.replace(self, search=spec)
 
 
 def check_range(name: str, value, low, high, low_open: bool = False, high_open: bool = False) -> None:
