@@ -17,6 +17,7 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
+from conftest import ENV
 from search_spaces import Distribution, SpaceError, get_space
 from trainables.train import run_trial
 from tune.confirm import budget_arms, confirm_trials, select_finalists, stretched
@@ -368,13 +369,106 @@ def test_every_added_trial_is_in_a_snapshot_before_it_can_start():
     controller = _Controller()
     assert scheduler.choose_trial_to_run(controller) is None and controller.snapshots == []
     for trial_id, optimizer in (("a", "adam"), ("b", "sam")):
-        trial = SimpleNamespace(trial_id=trial_id, status="PENDING", config={"optimizer": optimizer})
+        trial = SimpleNamespace(trial_id=trial_id, status="PENDING", config={"optimizer": optimizer},
+                                checkpoint=None)
         controller.trials.append(trial)
         scheduler.on_trial_add(controller, trial)
     chosen = scheduler.choose_trial_to_run(controller)
     assert chosen.trial_id == "a" and controller.snapshots == [["a", "b"]]
     scheduler.choose_trial_to_run(controller)  # nothing new: no second snapshot
     assert controller.snapshots == [["a", "b"]]
+
+
+_SNAPSHOT_PROBE = '''
+import glob, json, os, sys, tempfile, threading, time
+import ray
+from ray import tune
+from ray.tune.experiment.trial import Trial
+from tune.schedule import SafeSnapshots
+
+storage = sys.argv[1]
+
+def trial(config):
+    for i in range(16):
+        with tempfile.TemporaryDirectory() as d:
+            open(os.path.join(d, "w"), "w").write(str(i))
+            tune.report({"i": i}, checkpoint=tune.Checkpoint.from_directory(d))
+
+def named(text):
+    # each trial's latest checkpoint in one snapshot, read as Tune's restore reads it
+    paths = []
+    for trial_json, metadata_json in json.loads(text)["trial_data"]:
+        t = Trial.from_json_state(trial_json, stub=True)
+        t.restore_run_metadata(metadata_json)
+        paths += [t.checkpoint.path] if t.checkpoint else []
+    return paths
+
+checks, stale, done = [0], [], threading.Event()
+def poll():
+    while not done.is_set():
+        files = sorted(glob.glob(f"{storage}/exp/experiment_state-*.json"))
+        try:
+            text = open(files[-1]).read() if files else ""
+            paths = named(text) if text else []
+        except (ValueError, OSError, KeyError):
+            continue  # a copy in progress
+        missing = [p for p in paths if not os.path.isdir(p)]
+        checks[0] += bool(paths)
+        # stale only if that snapshot is still the one on storage after the miss
+        if missing and open(files[-1]).read() == text:
+            stale.append(missing)
+        time.sleep(0.002)
+
+ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+poller = threading.Thread(target=poll)
+poller.start()
+tune.Tuner(tune.with_resources(trial, {"cpu": 1}),
+           tune_config=tune.TuneConfig(num_samples=4, max_concurrent_trials=2, scheduler=SafeSnapshots()),
+           run_config=tune.RunConfig(name="exp", storage_path=storage, verbose=0,
+                                     checkpoint_config=tune.CheckpointConfig(num_to_keep=2))).fit()
+done.set()
+poller.join()
+ray.shutdown()
+print(json.dumps({"checks": checks[0], "stale": stale[:3]}))
+'''
+
+
+def test_the_snapshot_on_storage_never_names_a_deleted_checkpoint(tmp_path):
+    # A driver killed at any moment leaves storage's newest snapshot for --resume. Tune
+    # deletes checkpoint N-2 when it registers N and copies snapshots in the background:
+    # with Tune's own snapshots alone this probe catches ~40 moments in a run where that
+    # snapshot names a deleted checkpoint (CI's kill test once failed on exactly that).
+    # Four trials of 16 quick checkpoints each, the storage polled every ~2 ms (~15 s).
+    probe = subprocess.run([sys.executable, "-c", _SNAPSHOT_PROBE, str(tmp_path)], cwd=ROOT,
+                           env=ENV, capture_output=True, text=True,
+                           timeout=300)
+    assert probe.returncode == 0, probe.stderr[-3000:]
+    seen = json.loads(probe.stdout.strip().splitlines()[-1])
+    assert seen["checks"] > 100 and seen["stale"] == [], seen
+
+
+def test_a_checkpoint_is_registered_only_after_a_snapshot_names_the_one_before():
+    from types import SimpleNamespace
+
+    from ray.tune.result import SHOULD_CHECKPOINT
+
+    from tune.schedule import PerOptimizerASHA
+
+    scheduler = PerOptimizerASHA(["adam"], max_t=8, grace_period=8, reduction_factor=2)
+    controller = _Controller()
+    trial = SimpleNamespace(trial_id="a", status="RUNNING", config={"optimizer": "adam"}, checkpoint=None)
+    controller.trials.append(trial)
+    scheduler.on_trial_add(controller, trial)
+    result = {"epoch": 1, "val_acc": 0.5, "training_iteration": 1, SHOULD_CHECKPOINT: True}
+    scheduler.on_trial_result(controller, trial, result)  # nothing registered: nothing to name
+    assert controller.snapshots == []
+    for n in (1, 2):  # checkpoint n is registered; result n+1 brings checkpoint n+1
+        trial.checkpoint = SimpleNamespace(path=f"checkpoint_{n}")
+        result = {**result, "epoch": n + 1, "training_iteration": n + 1}
+        scheduler.on_trial_result(controller, trial, result)
+        assert len(controller.snapshots) == n
+    scheduler.on_trial_result(controller, trial, {**result, SHOULD_CHECKPOINT: False})
+    assert len(controller.snapshots) == 2  # no checkpoint follows: no snapshot
 
 
 def test_heartbeats_say_how_long_trials_have_waited_for_a_missing_node():

@@ -31,7 +31,7 @@ from tune.plan import SweepError, SweepPlan, is_uri, local_storage, record_diffe
 from tune.interrupt import Interrupted, StopSignals
 from tune.confirm import FixedConfigs, budget_arms, config_key, confirm_trials, select_finalists
 from tune.progress import ConciseProgress, best_table, seed_table
-from tune.schedule import PerOptimizerASHA, SnapshotBeforeStart
+from tune.schedule import PerOptimizerASHA, SafeSnapshots
 from tune.search import PerOptimizerSearch
 from tune.tracking import MlflowTracking, find_parent_run, open_parent_run
 from tune.trainable import tune_trial
@@ -300,6 +300,7 @@ def run_stage(plan: SweepPlan, path: str, *, search_alg, scheduler, callbacks, n
             run_config=tune.RunConfig(
                 name=path.rsplit("/", 1)[1], storage_path=plan.storage, callbacks=callbacks,
                 verbose=0, failure_config=tune.FailureConfig(max_failures=3),
+                # >= 2: SafeSnapshots keeps the snapshot one checkpoint behind at most
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
     return tuner.fit()
 
@@ -326,7 +327,7 @@ def confirm(plan: SweepPlan, rows: list[dict], parent_run_id: str,
     configs, tags = confirm_trials(select_finalists(rows, plan.confirm_top_k), plan.confirm_seeds,
                                    budget_arms(space.optimizers), space.refit)
     results = run_stage(
-        plan, plan.confirm_path, search_alg=FixedConfigs(configs), scheduler=SnapshotBeforeStart(),
+        plan, plan.confirm_path, search_alg=FixedConfigs(configs), scheduler=SafeSnapshots(),
         callbacks=[MlflowTracking(plan.tracking_uri, parent_run_id, experiment_id,
                                   stage="confirm", tags_by_config=tags),
                    ConciseProgress(len(configs), ("seed", "epochs"), VERDICT_METRIC,
