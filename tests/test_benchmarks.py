@@ -60,7 +60,7 @@ def test_optim_step_smoke_prints_table_and_key_figure():
     for variant in ("adam", "sam", "zsharp", "zsharp-seed"):
         figure(rf"^{variant}\s+(?:-|{NUMBER})\s+({NUMBER})\s", out)  # full step, microseconds
     figure(rf"^key: zsharp first_step / zsharp-seed first_step = ({NUMBER}) ", out)
-    figure(rf"^kernel launches per first_step .*: sam (\d+), .* zsharp (\d+)$", out)
+    figure(r"^kernel launches per first_step .*: sam (\d+), .* zsharp (\d+)$", out)
 
 
 def test_gpu_check_smoke_prints_throughput_table():

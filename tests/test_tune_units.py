@@ -207,7 +207,7 @@ def test_dry_run_names_the_arms_and_their_epochs(capsys):
 _OPEN_STORE = """
 import sys, time
 from pathlib import Path
-from tune.sweep import prepare_store
+from tune.store import prepare_store
 Path(sys.argv[3]).touch()  # imported: ready
 go = Path(sys.argv[2])
 while not go.exists():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 from search_spaces import SearchSpace
 from trainables.errors import ConfigError
@@ -20,11 +19,6 @@ class SweepError(ConfigError):
 def is_uri(location: str) -> bool:
     """True for `scheme://...` locations (s3://, gs://, file://, http://...)."""
     return "://" in location
-
-
-def sqlite_path(uri: str) -> Path | None:
-    """The database file of a `sqlite:///` tracking URI; None for a tracking server."""
-    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
 
 
 def local_storage(location: str) -> str | None:

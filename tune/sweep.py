@@ -27,12 +27,13 @@ from ray import tune
 from trainables.data import load_dataset
 from trainables.errors import DataUnavailableError
 from trainables.schema import INTERRUPTED, SEARCH_METRIC, VERDICT_METRIC, trial_status
-from tune.plan import SweepError, SweepPlan, is_uri, local_storage, record_differences, sqlite_path
+from tune.plan import SweepError, SweepPlan, is_uri, local_storage, record_differences
 from tune.interrupt import Interrupted, StopSignals
 from tune.confirm import FixedConfigs, budget_arms, config_key, confirm_trials, select_finalists
 from tune.progress import ConciseProgress, best_table, seed_table
 from tune.schedule import PerOptimizerASHA, SafeSnapshots
 from tune.search import PerOptimizerSearch
+from tune.store import prepare_store, sqlite_path
 from tune.tracking import MlflowTracking, find_parent_run, open_parent_run
 from tune.trainable import tune_trial
 
@@ -126,18 +127,6 @@ def driver_lock(plan: SweepPlan):
         yield
     finally:
         lock.release()
-
-
-def prepare_store(uri: str) -> None:
-    """Create and migrate a SQLite MLflow store once, under a file lock: two processes
-    opening a fresh store at once (two sweeps, or a sweep and `mlflow ui`) otherwise race
-    in MLflow's schema migration and crash."""
-    database = sqlite_path(uri)
-    if database is None:
-        return
-    database.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(f"{database}.lock"):
-        MlflowClient(uri).search_experiments(max_results=1)
 
 
 def check_same_sweep(plan: SweepPlan, confirm_only: bool) -> None:

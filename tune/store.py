@@ -1,0 +1,26 @@
+"""The MLflow store a sweep records into. Imports MLflow and nothing of Ray (~2 s), so
+a process that only opens the store does not pay for Ray, Optuna and torch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from filelock import FileLock
+from mlflow.tracking import MlflowClient
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a `sqlite:///` tracking URI; None for a tracking server."""
+    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+
+
+def prepare_store(uri: str) -> None:
+    """Create and migrate a SQLite MLflow store once, under a file lock: two processes
+    opening a fresh store at once (two sweeps, or a sweep and `mlflow ui`) otherwise race
+    in MLflow's schema migration and crash."""
+    database = sqlite_path(uri)
+    if database is None:
+        return
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{database}.lock"):
+        MlflowClient(uri).search_experiments(max_results=1)
