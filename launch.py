@@ -14,21 +14,22 @@ import shlex
 import sys
 
 from commandline import OneLineArgumentParser
-from trainables.errors import ConfigError, shown
+from trainables.errors import ConfigError, check_range, shown
 
 SMOKE_TEST = dict(trials_per_optimizer=1, max_epochs=1, grace_period=1, confirm_top_k=0)
 
 
 def _number(kind, minimum, strict):
-    """argparse type: a number of `kind` >= minimum (> with strict), with a clear message."""
+    """argparse type: a finite number of `kind` >= minimum (> with strict), with a clear message."""
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{shown(text)} is not a {kind.__name__}") from None
-        if value < minimum or (strict and value == minimum):
-            raise argparse.ArgumentTypeError(f"{text} must be {'>' if strict else '>='} {minimum}")
-        return value
+        try:
+            return check_range("the value", value, minimum, low_open=strict, integral=kind is int)
+        except ConfigError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
     parse.__name__ = kind.__name__
     return parse
 

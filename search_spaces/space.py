@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from trainables.config import TrialConfig
 from trainables.data import list_datasets
-from trainables.errors import ConfigError, shown
+from trainables.errors import ConfigError, check_range, shown
 from trainables.models import list_models
 from trainables.optim import all_hparams, hparams_of, list_optimizers
 
@@ -53,12 +53,14 @@ class SpaceError(ConfigError):
     """A search space (or its file) is unknown, malformed or would make an invalid trial."""
 
 
-def _number(value, label: str, integral: bool = False) -> int | float:
-    """`value` as an int (whole floats from YAML accepted) or a float; no bools, no NaN/inf."""
-    if (isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value)
-            or (integral and not float(value).is_integer())):
-        raise SpaceError(f"{label}: must be a {'whole' if integral else 'finite'} number, got {shown(value)}")
-    return int(value) if integral else float(value)
+def _in_range(label: str, value, low=-math.inf, high=math.inf, *, low_open: bool = False,
+              integral: bool = False) -> int | float:
+    """`check_range` (ints and whole floats from YAML accepted where `integral`), its
+    ConfigError a SpaceError: a space's errors are SpaceErrors naming where they are."""
+    try:
+        return check_range(label, value, low, high, low_open=low_open, integral=integral)
+    except ConfigError as err:
+        raise SpaceError(str(err)) from None
 
 
 def _mapping(label: str, value) -> dict:
@@ -124,8 +126,8 @@ class Distribution:
         if self.values:
             raise SpaceError(f"{self.kind} takes low and high, not values {shown(self.values)}")
         integral = self.kind == "int"
-        low = _number(self.low, f"{self.kind} low", integral)
-        high = _number(self.high, f"{self.kind} high", integral)
+        low = _in_range(f"{self.kind} low", self.low, integral=integral)
+        high = _in_range(f"{self.kind} high", self.high, integral=integral)
         if not low < high:
             raise SpaceError(f"{self.kind} needs low < high, got [{shown(low)}, {shown(high)}]")
         if self.kind == "loguniform" and low <= 0:
@@ -140,7 +142,7 @@ class Distribution:
             raise SpaceError("choice takes values, not low and high")
         if isinstance(self.values, str) or not isinstance(self.values, (list, tuple)) or not self.values:
             raise SpaceError(f"choice needs a non-empty list of values, got {shown(self.values)}")
-        values = tuple(_number(v, "choice value", isinstance(v, numbers.Integral)) for v in self.values)
+        values = tuple(_in_range("choice value", v, integral=isinstance(v, numbers.Integral)) for v in self.values)
         if len(set(values)) < len(values):
             raise SpaceError(f"choice lists a value twice: {shown(list(values))}")
         object.__setattr__(self, "values", values)
@@ -296,13 +298,8 @@ class SearchSpace:
 
     def _check_budget(self, where: str) -> None:
         for field, (integral, lowest, lowest_ok, highest) in _LIMITS.items():
-            value = _number(getattr(self, field), f"{where}: {field}", integral)
-            if value < lowest or (value == lowest and not lowest_ok) or value > highest:
-                bound = f"{'>=' if lowest_ok else '>'} {lowest}"
-                if highest < math.inf:
-                    bound += f" and <= {highest}"
-                raise SpaceError(f"{where}: {field}: must be {bound}, got {shown(value)}")
-            self._set(field, value)
+            self._set(field, _in_range(f"{where}: {field}", getattr(self, field), lowest, highest,
+                                       low_open=not lowest_ok, integral=integral))
         if self.confirm_top_k > self.trials_per_optimizer:
             raise SpaceError(f"{where}: confirm_top_k: must be <= trials_per_optimizer "
                              f"({self.trials_per_optimizer}), got {self.confirm_top_k}")
@@ -473,6 +470,6 @@ class SearchSpace:
             derived["search_per_optimizer"] = {o: dict(d) for o, d in self.search_per_optimizer.items()
                                                if o in optimizers}
         if "max_epochs" in changes:
-            max_epochs = _number(changes["max_epochs"], f"{where}: max_epochs", integral=True)
+            max_epochs = _in_range(f"{where}: max_epochs", changes["max_epochs"], integral=True)
             derived["grace_period"] = min(self.grace_period, max_epochs)
         return derived

@@ -147,9 +147,10 @@ def test_unknown_option_is_a_config_error(tmp_path):
 
 
 @pytest.mark.parametrize("option", [{"num_train": 0}, {"num_test": 0}, {"num_classes": "10"}, {"channels": True},
+                                    {"image_size": 8.5},
                                     {"seed": -1}])
 def test_bad_synthetic_option_value_is_a_config_error(option):
-    with pytest.raises(ConfigError, match=f"synthetic: {next(iter(option))} must be an integer"):
+    with pytest.raises(ConfigError, match=f"synthetic: {next(iter(option))} must be a whole number"):
         load_dataset("synthetic", **option)
 
 

@@ -8,6 +8,7 @@ import pytorch_optimizer
 import torch
 from torch import nn
 
+from trainables.errors import ConfigError
 from trainables.optim import (
     ASAM,
     FlatLayout,
@@ -578,7 +579,7 @@ def test_frozen_bn_stats_uses_batch_statistics_and_updates_nothing():
 ])
 def test_out_of_range_hyperparameters_raise(name, hparams, word):
     model, _, _ = make_problem()
-    with pytest.raises(ValueError, match=word):
+    with pytest.raises(ConfigError, match=f"^{word} must be a finite number"):
         create_optimizer(name, model, **hparams)
 
 

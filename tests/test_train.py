@@ -10,7 +10,7 @@ import torch
 
 from trainables.config import TrialConfig
 from trainables.data import load_dataset, num_train_batches
-from trainables.errors import ConfigError
+from trainables.errors import ConfigError, check_range
 from trainables.train import CHECKPOINT_FILE, EXIT_DIVERGED, lr_factor, main, run_trial, trial_data
 
 TIMING = {"epoch_time_s", "images_per_s"}
@@ -73,6 +73,30 @@ def test_config_dict_round_trip_is_plain_json():
 def test_bad_settings_raise_one_clear_config_error(changes, word):
     with pytest.raises(ConfigError, match=word):
         TrialConfig.from_dict({**TrialConfig().to_dict(), **changes})
+
+
+@pytest.mark.parametrize("value, bounds, message", [
+    (-0.5, dict(low=0), "rho must be a finite number >= 0, got -0.5"),
+    (1.0, dict(low=0, high=1, high_open=True), "rho must be a finite number in [0, 1), got 1.0"),
+    (0, dict(low=0, low_open=True), "rho must be a finite number > 0, got 0"),
+    (3, dict(high=2), "rho must be a finite number <= 2, got 3"),
+    (float("nan"), {}, "rho must be a finite number, got nan"),
+    (float("inf"), dict(low=0), "rho must be a finite number >= 0, got inf"),
+    (True, {}, "rho must be a finite number, got True"),
+    ("0.1", {}, "rho must be a finite number, got '0.1'"),
+    (2.5, dict(low=1, integral=True), "rho must be a whole number >= 1, got 2.5"),
+    (10 ** 400, dict(high=5, integral=True), "rho must be a whole number <= 5, got 1000"),
+])
+def test_the_range_check_names_the_setting_its_range_and_the_value(value, bounds, message):
+    with pytest.raises(ConfigError) as error:
+        check_range("rho", value, **bounds)
+    assert str(error.value).startswith(message)
+
+
+def test_the_range_check_returns_the_number_in_its_kind():
+    assert check_range("n", 64.0, 1, integral=True) == 64 and type(check_range("n", 64.0, 1, integral=True)) is int
+    assert check_range("x", 1, 0, 1) == 1.0 and type(check_range("x", 1, 0, 1)) is float
+    assert check_range("n", 10 ** 30, 0, integral=True) == 10 ** 30
 
 
 def test_whole_floats_are_accepted_for_integer_settings():

@@ -14,13 +14,10 @@ registered optimizer's settings are trial settings at once. They read as attribu
 
 from __future__ import annotations
 
-import math
-import numbers
 import re
 from dataclasses import dataclass, field, fields
 
-from trainables.errors import ConfigError, one_line, shown
-from trainables.hparams import check_range
+from trainables.errors import ConfigError, check_range, one_line, shown
 
 SCHEDULES = ("step", "cosine")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -129,10 +126,10 @@ class TrialConfig:
         for name, hparam in registered_hparams().items():
             hparam.check(self.hparams[name])
         check_range("label_smoothing", self.label_smoothing, 0, 1, high_open=True)
-        check_range("batch_size", self.batch_size, 1, math.inf)
-        check_range("epochs", self.epochs, 1, math.inf)
-        check_range("warmup_epochs", self.warmup_epochs, 0, math.inf)
-        check_range("step_epochs", self.step_epochs, 1, math.inf)
+        check_range("batch_size", self.batch_size, 1)
+        check_range("epochs", self.epochs, 1)
+        check_range("warmup_epochs", self.warmup_epochs, 0)
+        check_range("step_epochs", self.step_epochs, 1)
         check_range("seed", self.seed, 0, 2 ** 63 - 1)
 
 
@@ -151,13 +148,7 @@ def _coerce(name: str, kind: str, value):
         if not isinstance(value, str):
             raise ConfigError(f"{name} must be a string, got {shown(value)}")
         return value
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ConfigError(f"{name} must be a number, got {shown(value)}")
-    if kind == "int":
-        if not float(value).is_integer():
-            raise ConfigError(f"{name} must be a whole number, got {shown(value)}")
-        return int(value)
-    return float(value)
+    return check_range(name, value, integral=kind == "int")
 
 
 def _one_of(name: str, value: str, choices) -> None:

@@ -55,7 +55,7 @@ from filelock import FileLock
 from torchvision.datasets import CIFAR10, CIFAR100
 from torchvision.datasets.utils import download_url
 
-from trainables.errors import SHOWN_LIMIT, ConfigError, DataUnavailableError, one_line
+from trainables.errors import SHOWN_LIMIT, ConfigError, DataUnavailableError, check_range, one_line
 
 # Tiny ImageNet has no torchvision class; this is the archive cs231n publishes.
 TINY_IMAGENET_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
@@ -729,11 +729,6 @@ _SYNTHETIC_NOISE_HALF_WIDTH = 112
 _SYNTHETIC_CHUNK = 4096  # samples generated at once: bounds the int16 temporaries to ~25 MB
 
 
-def _require_int(name: str, value: object, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"synthetic: {name} must be an integer >= {minimum}, got {value!r}")
-
-
 def _sample_synthetic(prototypes: torch.Tensor, count: int,
                       generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """`count` uint8 samples (prototype of a uniformly drawn class + noise) and their labels."""
@@ -759,10 +754,11 @@ def _load_synthetic(data_dir: Path, download: bool, *, num_train: int = 50000, n
     size leaves the others as they were. The default size (50000 / 5000 / 10000) takes
     about 2 s on 2 CPU cores.
     """
-    for option, value in (("num_train", num_train), ("num_val", num_val), ("num_test", num_test),
-                          ("num_classes", num_classes), ("image_size", image_size), ("channels", channels)):
-        _require_int(option, value, 1)
-    _require_int("seed", seed, 0)
+    num_train, num_val, num_test, num_classes, image_size, channels = (
+        check_range(f"synthetic: {option}", value, 1, integral=True)
+        for option, value in (("num_train", num_train), ("num_val", num_val), ("num_test", num_test),
+                              ("num_classes", num_classes), ("image_size", image_size), ("channels", channels)))
+    seed = check_range("synthetic: seed", seed, 0, integral=True)
     # Children 0-2 are what the two-split version drew (spawn(n)'s first children do not
     # depend on n), so train and val are unchanged; child 3 is test's.
     streams = [torch.Generator().manual_seed(int(s.generate_state(1)[0]))
@@ -826,14 +822,9 @@ def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float])
     return _apply(images, *_affine(mean, std, images.device))
 
 
-def _check_batch_size(batch_size: int) -> None:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
-
-
 def num_train_batches(data: ImageData, batch_size: int) -> int:
     """Batches per epoch of `train_batches`: full batches only, or one if fewer images than a batch."""
-    _check_batch_size(batch_size)
+    batch_size = check_range("batch_size", batch_size, 1, integral=True)
     return max(1, len(data.train_labels) // batch_size)
 
 
@@ -862,7 +853,7 @@ def eval_batches(data: ImageData, batch_size: int, split: str) -> Iterator[tuple
     Normalised, not augmented, last partial batch included. A bad batch size or a
     dropped split raises here, at the call, not at the first batch.
     """
-    _check_batch_size(batch_size)
+    batch_size = check_range("batch_size", batch_size, 1, integral=True)
     images, labels = data.split(split)
     return _ordered_batches(images, labels, batch_size, data.mean, data.std)
 

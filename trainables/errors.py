@@ -3,6 +3,8 @@
 Command-line entry points print their message as one line on stderr and exit with 2.
 """
 
+import math
+import numbers
 import reprlib
 
 
@@ -34,6 +36,36 @@ def shown(value) -> str:
 
 class ConfigError(ValueError):
     """A trial setting is unknown, malformed or out of range."""
+
+
+def check_range(name: str, value, low=-math.inf, high=math.inf, *, low_open: bool = False,
+                high_open: bool = False, integral: bool = False):
+    """The one range check of the project's settings: `value` if it is a finite number
+    (with `integral`, a whole one: an int, or a float without a fraction as YAML or JSON
+    may write it) from `low` to `high`, each end included unless open. Returns it as an
+    int with `integral`, else as a float; raises ConfigError naming `name` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        fits = False
+    elif isinstance(value, numbers.Integral):  # math.isfinite(10**400) would overflow
+        fits = True
+    else:
+        fits = math.isfinite(value) and (not integral or float(value).is_integer())
+    fits = fits and (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+    if not fits:
+        kind = "a whole number" if integral else "a finite number"
+        raise ConfigError(f"{name} must be {kind}{_bounds(low, high, low_open, high_open)}, got {shown(value)}")
+    return int(value) if integral else float(value)
+
+
+def _bounds(low, high, low_open: bool, high_open: bool) -> str:
+    """" in [0, 1)", " >= 1", " < 5" or "" (no bound), for `check_range`'s message."""
+    if low == -math.inf and high == math.inf:
+        return ""
+    if high == math.inf:
+        return f" {'>' if low_open else '>='} {low}"
+    if low == -math.inf:
+        return f" {'<' if high_open else '<='} {high}"
+    return f" in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
 
 
 class DataUnavailableError(RuntimeError):

@@ -12,7 +12,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
-from trainables.errors import ConfigError, shown
+from trainables.errors import check_range
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class HParam:
 
     def check(self, value: float) -> None:
         """ConfigError unless `value` is finite and in the valid range."""
-        check_range(self.name, value, self.low, self.high, self.low_open, self.high_open)
+        check_range(self.name, value, self.low, self.high, low_open=self.low_open, high_open=self.high_open)
 
     @property
     def scale(self) -> str:
@@ -49,13 +49,3 @@ class HParam:
     def searched(self, spec: dict) -> HParam:
         """The same hyperparameter with another default search distribution."""
         return dataclasses.replace(self, search=spec)
-
-
-def check_range(name: str, value, low, high, low_open: bool = False, high_open: bool = False) -> None:
-    """ConfigError naming `name` unless `value` is a finite number in the range from low to
-    high (each end included unless open)."""
-    above = value > low if low_open else value >= low
-    below = value < high if high_open else value <= high
-    if not (above and below and math.isfinite(value)):
-        interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-        raise ConfigError(f"{name} must be a finite number in {interval}, got {shown(value)}")

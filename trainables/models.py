@@ -13,13 +13,12 @@ every parameter whose name ends in "weight" as a weight. The ViT's `cls_token` a
 """
 
 from collections.abc import Callable
-from numbers import Integral
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from trainables.errors import ConfigError
+from trainables.errors import ConfigError, check_range
 
 ModelBuilder = Callable[[int, int, int], nn.Module]
 
@@ -50,12 +49,9 @@ def create_model(
     """
     if name not in _MODELS:
         raise ConfigError(f"unknown model {name!r}; valid models: {', '.join(list_models())}")
-    sizes = {"num_classes": num_classes, "in_channels": in_channels, "image_size": image_size}
-    for field, value in sizes.items():
-        # bool is an Integral too, but `num_classes=True` is a config mistake, not 1.
-        if not isinstance(value, Integral) or isinstance(value, bool) or value < 1:
-            raise ConfigError(f"model {name!r}: {field} must be a positive integer, got {value!r}")
-    return _MODELS[name](int(num_classes), int(in_channels), int(image_size))
+    sizes = [check_range(f"model {name!r}: {field}", value, 1, integral=True) for field, value in
+             (("num_classes", num_classes), ("in_channels", in_channels), ("image_size", image_size))]
+    return _MODELS[name](*sizes)
 
 
 # --- CIFAR ResNets (He et al. 2016, section 4.2; akamaster/pytorch_resnet_cifar10) ---

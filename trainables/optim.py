@@ -51,16 +51,6 @@ __all__ = [
 ]
 
 
-def _require(name: str, value: float, ok: bool, rule: str) -> None:
-    # `ok` is computed by the caller with comparisons that are False for NaN.
-    if not ok:
-        raise ValueError(f"{name} must be {rule}, got {value!r}")
-
-
-def _check_rho(rho: float) -> None:
-    _require("rho", rho, rho >= 0 and math.isfinite(rho), "a finite number >= 0")
-
-
 def _global_norm(tensors: list[Tensor]) -> Tensor:
     """L2 norm over all entries of all tensors, as a 0-d tensor (no host sync).
 
@@ -93,7 +83,10 @@ class SAMFamily(torch.optim.Optimizer):
 
     def __init__(self, params, base_optimizer: type[torch.optim.Optimizer],
                  own_defaults: dict, base_kwargs: dict):
-        _check_rho(own_defaults["rho"])
+        registered = all_hparams()  # the valid ranges, as the registry states them
+        for name, value in own_defaults.items():
+            if name in registered:
+                registered[name].check(value)
         super().__init__(params, {**own_defaults, **base_kwargs})
         self.base_optimizer = base_optimizer(self.param_groups, **base_kwargs)
         self.param_groups = self.base_optimizer.param_groups
@@ -201,7 +194,6 @@ class ASAM(SAMFamily):
 
     def __init__(self, params, base_optimizer=torch.optim.Adam, rho: float = 0.5,
                  eta: float = 0.01, adaptive: bool = True, **base_kwargs):
-        _require("eta", eta, eta >= 0 and math.isfinite(eta), "a finite number >= 0")
         super().__init__(params, base_optimizer, dict(rho=rho, eta=eta, adaptive=adaptive),
                          base_kwargs)
 
@@ -245,8 +237,6 @@ class FriendlySAM(SAMFamily):
 
     def __init__(self, params, base_optimizer=torch.optim.Adam, rho: float = 0.05,
                  sigma: float = 1.0, lmbda: float = 0.9, **base_kwargs):
-        _require("sigma", sigma, math.isfinite(sigma), "a finite number")
-        _require("lmbda", lmbda, 0 <= lmbda <= 1, "in [0, 1]")
         super().__init__(params, base_optimizer, dict(rho=rho, sigma=sigma, lmbda=lmbda),
                          base_kwargs)
 
@@ -422,7 +412,6 @@ class ZSharp(SAMFamily):
 
     def __init__(self, params, base_optimizer=torch.optim.Adam, rho: float = 0.05,
                  alpha: float = 0.95, **base_kwargs):
-        _require("alpha", alpha, 0 <= alpha < 1, "in [0, 1)")
         super().__init__(params, base_optimizer, dict(rho=rho, alpha=alpha), base_kwargs)
         # Layouts used by the last ascent, by the shapes, strides, dtype and device of the
         # gradients they hold; those no longer used are dropped with their buffers.
