@@ -41,27 +41,50 @@ def _names(text: str) -> tuple[str, ...]:
     return names
 
 
+EXAMPLES = """examples:
+  python launch.py                                  the quickstart on this machine (minutes on 2 CPUs)
+  python launch.py --space compare_c100 --dry-run   what a space would run, and how many trial-epochs
+  python launch.py --space my_space.yaml --optimizers adam,zsharp --num-samples 20
+  python launch.py --space zsharp_c100 --address auto --storage s3://bucket/sweeps   on a Ray cluster
+  python launch.py --space zsharp_c100 --resume     continue after a crash or Ctrl-C
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = OneLineArgumentParser(prog="launch.py", description=__doc__.splitlines()[0])
-    p.add_argument("--space", default="quickstart", help="a named space or a YAML file")
+    """The command line: every flag with its help, default and valid names (the registries'
+    names, read without importing torch)."""
+    from search_spaces import list_spaces
+    from trainables.catalog import list_datasets, list_models, list_optimizers
+
+    p = OneLineArgumentParser(prog="launch.py", description=__doc__.splitlines()[0], epilog=EXAMPLES,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--space", default="quickstart",
+                   help=f"a named space ({', '.join(list_spaces())}) or a YAML file (default: %(default)s)")
     p.add_argument("--list-spaces", action="store_true", help="list the named spaces and exit")
-    p.add_argument("--num-samples", type=_number(int, 1, False), help="trials per optimizer")
-    p.add_argument("--max-epochs", type=_number(int, 1, False), help="epochs per trial")
-    p.add_argument("--optimizers", type=_names, help="e.g. sam,zsharp (a subset or others)")
-    p.add_argument("--model", help="override the space's model")
-    p.add_argument("--dataset", help="override the space's data set")
-    p.add_argument("--data-dir", default="data", help="where data sets are (or are downloaded)")
+    p.add_argument("--num-samples", type=_number(int, 1, False), metavar="N",
+                   help="trials per optimizer (default: the space's)")
+    p.add_argument("--max-epochs", type=_number(int, 1, False), metavar="N",
+                   help="epochs per trial (default: the space's)")
+    p.add_argument("--optimizers", type=_names, metavar="A,B",
+                   help=f"the optimizers compared, from {', '.join(list_optimizers())} (default: the space's)")
+    p.add_argument("--model", help=f"{', '.join(list_models())} (default: the space's)")
+    p.add_argument("--dataset", help=f"{', '.join(list_datasets())} (default: the space's)")
+    p.add_argument("--data-dir", default="data", help="where data sets are (or are downloaded to) "
+                                                      "(default: %(default)s)")
     p.add_argument("--address", help="an existing Ray cluster (host:port or auto); "
                                      "default: a local Ray started and stopped here")
-    p.add_argument("--storage", default="results", help="results folder or URI (s3://...)")
+    p.add_argument("--storage", default="results", help="results folder or URI (s3://...) (default: %(default)s)")
     p.add_argument("--mlflow-uri", help="tracking server http://host:port; "
                                         "default: SQLite in the storage folder")
     p.add_argument("--experiment", help="experiment name (default: the space's name)")
     p.add_argument("--resume", action="store_true", help="continue the experiment")
-    p.add_argument("--cpus-per-trial", type=_number(float, 0, True))
-    p.add_argument("--gpus-per-trial", type=_number(float, 0, False))
-    p.add_argument("--max-concurrent", type=_number(int, 1, False))
-    p.add_argument("--seed", type=_number(int, 0, False), help="searcher seed")
+    p.add_argument("--cpus-per-trial", type=_number(float, 0, True), metavar="C",
+                   help="CPUs each trial holds, > 0 (default: the space's)")
+    p.add_argument("--gpus-per-trial", type=_number(float, 0, False), metavar="G",
+                   help="GPUs each trial holds: a fraction of one, or whole GPUs (default: the space's)")
+    p.add_argument("--max-concurrent", type=_number(int, 1, False), metavar="N",
+                   help="trials running at once (default: the space's)")
+    p.add_argument("--seed", type=_number(int, 0, False), help="searcher seed (default: the space's)")
     p.add_argument("--confirm", type=_number(int, 0, False), metavar="K",
                    help="re-run the top K configs per optimizer with --seeds seeds "
                         "(default: the space's confirm stage; 0: none)")

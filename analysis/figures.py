@@ -22,7 +22,7 @@ from plotly.colors import sample_colorscale
 from plotly.subplots import make_subplots
 
 from analysis import tables
-from analysis.importance import MIN_IMPORTANCE_TRIALS
+from analysis.minimums import MIN_IMPORTANCE_TRIALS
 from analysis.inputs import ReportInputs
 from analysis.load import Sweep, in_param_order
 from analysis.plotstyle import color, epoch_ticks, layout, log_scaled, rgba

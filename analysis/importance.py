@@ -9,10 +9,8 @@ from __future__ import annotations
 import pandas as pd
 
 from analysis.load import Sweep
+from analysis.minimums import MIN_IMPORTANCE_TRIALS
 from analysis.plotstyle import log_scaled
-
-# fANOVA fits a random forest to the trials: from fewer points it reports noise.
-MIN_IMPORTANCE_TRIALS = 5
 
 
 def param_importances(sweep: Sweep, min_trials: int = MIN_IMPORTANCE_TRIALS) -> dict:

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from analysis.text import bounded
+from trainables.catalog import all_hparams, get_base, list_bases
 from trainables.config import TrialConfig
 from trainables.schema import (CONFIRM_SUFFIX, EQUAL_COMPUTE, EQUAL_EPOCHS, METRICS, RUNNING,
                                rank_finalists, trial_status)
@@ -116,8 +117,6 @@ def in_param_order(names) -> list[str]:
     """`names` in the order figures and tables show hyperparameters: the learning rate, the
     SAM variants' own (in registration order), the base optimizers' others, the other
     trial settings (in TrialConfig's order), then any unknown name."""
-    from trainables.optim import all_hparams, get_base, list_bases
-
     of_bases = {h.name for b in list_bases() for h in get_base(b).hparams}
     registered = list(all_hparams())  # the bases', then the variants'
     order = ["lr", *(n for n in registered if n not in of_bases), *registered, *CONFIG_FIELDS]
@@ -235,12 +234,16 @@ def _with_trial_keys(epochs: pd.DataFrame, ids: dict, seed) -> pd.DataFrame:
 
 # ---- MLflow ------------------------------------------------------------------------------
 
-def load_sweep(experiment: str, tracking_uri: str) -> Sweep:
-    """Load the sweep tracked in MLflow experiment `experiment` at `tracking_uri`.
+_LISTED_LIMIT = 500  # characters of the error that lists a store's sweeps
+
+
+def load_sweep(experiment: str | None, tracking_uri: str) -> Sweep:
+    """Load the sweep tracked in MLflow experiment `experiment` at `tracking_uri` (None:
+    the experiment of the most recent sweep there).
 
     The sweep is the experiment's latest parent run (tag stage=sweep) and its child runs
-    (both stages). Raises ValueError naming the experiment if it or its parent run is
-    missing.
+    (both stages). Raises a one-line ValueError naming the experiment if it or its parent
+    run is missing; an unknown name is answered with the sweeps the store holds.
     """
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
@@ -250,11 +253,17 @@ def load_sweep(experiment: str, tracking_uri: str) -> Sweep:
         raise ValueError(f"no MLflow database at {bounded(tracking_uri[len('sqlite:///'):])}")
     client = MlflowClient(tracking_uri)
     try:
-        found = client.get_experiment_by_name(experiment)
+        sweeps = _sweep_experiments(client)
+        found = client.get_experiment_by_name(experiment) if experiment is not None else None
     except MlflowException as error:
         raise ValueError(f"cannot read MLflow at {bounded(tracking_uri)}: {bounded(error.message)}") from None
+    if experiment is None:
+        if not sweeps:
+            raise ValueError(f"MLflow at {bounded(tracking_uri)} holds no sweep yet (run launch.py)")
+        experiment, found = sweeps[0], client.get_experiment_by_name(sweeps[0])
     if found is None:
-        raise ValueError(f"no MLflow experiment '{bounded(experiment)}' at {bounded(tracking_uri)}")
+        held = f"its sweeps, newest first: {', '.join(sweeps)}" if sweeps else "it holds no sweep"
+        raise ValueError(bounded(f"no MLflow experiment '{experiment}' at {tracking_uri}; {held}", _LISTED_LIMIT))
     parents = client.search_runs(
         [found.experiment_id], filter_string="tags.stage = 'sweep'",
         order_by=["attributes.start_time DESC"], max_results=1000)
@@ -283,6 +292,22 @@ def load_sweep(experiment: str, tracking_uri: str) -> Sweep:
             "source": f"MLflow {tracking_uri}, run {parent.info.run_id}",
             "parent_run_id": parent.info.run_id, "sweep_path": tags.get("sweep_path")}
     return Sweep(name=experiment, trials=trials, epochs=epochs, space=space, meta=meta)
+
+
+def list_sweeps(tracking_uri: str) -> list[str]:
+    """The MLflow experiments at `tracking_uri` that hold a sweep, the most recent sweep
+    first (what `load_sweep(None, ...)` would load is the first)."""
+    from mlflow.tracking import MlflowClient
+
+    return _sweep_experiments(MlflowClient(tracking_uri))
+
+
+def _sweep_experiments(client) -> list[str]:
+    ids = {e.experiment_id: e.name for e in client.search_experiments()}
+    parents = client.search_runs(list(ids), filter_string="tags.stage = 'sweep'",
+                                 order_by=["attributes.start_time DESC"], max_results=1000) if ids else []
+    names = [ids[r.info.experiment_id] for r in parents if "mlflow.parentRunId" not in r.data.tags]
+    return list(dict.fromkeys(names))
 
 
 def _search_all(client, experiment_id: str, filter_string: str) -> list:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
-from trainables.optim import all_hparams
+from trainables.catalog import all_hparams
 
 COLORS = {"adam": "#1f77b4", "adamw": "#17becf", "sgd": "#7f7f7f", "sam": "#ff7f0e",
           "asam": "#2ca02c", "fsam": "#9467bd", "zsharp": "#d62728"}

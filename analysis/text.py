@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from trainables.catalog import all_hparams, get_optimizer_info
 from trainables.errors import SHOWN_LIMIT as MAX_QUOTED  # noqa: F401  (analysis' name for it)
 from trainables.errors import one_line as bounded  # noqa: F401  (analysis' name for it)
 from trainables.schema import EQUAL_COMPUTE, EQUAL_EPOCHS
@@ -23,8 +24,6 @@ DASH = "–"  # what a missing number shows
 def label(optimizer: str) -> str:
     """The name the report shows for an optimizer: its registry label (the name itself if
     it is not registered, as in results of an optimizer since removed)."""
-    from trainables.optim import get_optimizer_info  # torch: imported where a name is shown
-
     try:
         return get_optimizer_info(optimizer).label
     except ValueError:
@@ -33,8 +32,6 @@ def label(optimizer: str) -> str:
 
 def param_label(name: str) -> str:
     """How axes and tables name a hyperparameter: its registry label (the name if none)."""
-    from trainables.optim import all_hparams
-
     hparam = all_hparams().get(name)
     return hparam.label if hparam is not None and hparam.label else name
 

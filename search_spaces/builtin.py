@@ -11,9 +11,9 @@ import functools
 
 from search_spaces.registry import register_space
 from search_spaces.space import SearchSpace
-from trainables.optim import get_base, get_optimizer_info, list_optimizers
+from trainables.catalog import get_base, get_optimizer_info, list_optimizers
 
-# Searched ranges: the optimizer registry's default search distributions (trainables.optim:
+# Searched ranges: the optimizer registry's default search distributions (trainables.catalog:
 # each on its own optimizer's scale, log-uniform over at least 30x around the published
 # default, for an Adam base).
 def _own_search(optimizer: str) -> dict:

@@ -21,10 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from trainables.config import TrialConfig
-from trainables.data import list_datasets
 from trainables.errors import ConfigError, check_range, shown
-from trainables.models import list_models
-from trainables.optim import all_hparams, hparams_of, list_optimizers
+from trainables.catalog import all_hparams, hparams_of, list_datasets, list_models, list_optimizers
 
 KINDS = ("uniform", "loguniform", "loguniform_complement", "int", "choice")
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 from conftest import ENV
 
+import analysis.load
 from analysis import report
 from analysis.text import MAX_QUOTED, bounded
 
@@ -45,7 +46,7 @@ def mlflow_calls(monkeypatch) -> list[tuple]:
         calls.append((experiment, uri))
         raise ValueError(f"no MLflow experiment '{experiment}' at {uri}")
 
-    monkeypatch.setattr(report, "load_sweep", fake_load_sweep)
+    monkeypatch.setattr(analysis.load, "load_sweep", fake_load_sweep)
     return calls
 
 
@@ -102,6 +103,16 @@ def test_sqlite_uris_go_to_mlflow(capsys, mlflow_calls, uri):
     assert mlflow_calls == [("exp", uri)]
 
 
+def test_every_flag_says_what_it_does_and_its_default():
+    flags = [a for a in report.build_parser()._actions if a.dest != "help"]
+    assert flags and all(a.help and "default" in a.help for a in flags), [a.dest for a in flags]
+
+
+def test_no_experiment_named_asks_mlflow_for_the_most_recent_sweep(capsys, mlflow_calls):
+    refused(capsys, ["--mlflow-uri", "sqlite:////abs/mlflow.db"])
+    assert mlflow_calls == [(None, "sqlite:////abs/mlflow.db")]
+
+
 class _Health(http.server.BaseHTTPRequestHandler):
     """A tracking server's /health page, recording the paths asked for."""
 
@@ -156,7 +167,9 @@ def test_a_malformed_results_folder_is_refused_in_one_line(capsys, tmp_path):
 
 def test_a_file_error_is_one_line_naming_the_file(capsys, tmp_path, monkeypatch):
     missing = tmp_path / ("x\n" * 120)
-    monkeypatch.setattr(report, "load_sweep_from_storage", lambda path: None)
-    monkeypatch.setattr(report, "write_report", lambda *args, **kwargs: missing.read_text())
+    import analysis.page
+
+    monkeypatch.setattr(analysis.load, "load_sweep_from_storage", lambda path: None)
+    monkeypatch.setattr(analysis.page, "write_report", lambda *args, **kwargs: missing.read_text())
     err = refused(capsys, ["--storage", str(tmp_path)])
     assert "No such file or directory: " in err and "x\\nx\\n" in err and len(err) < 300

@@ -24,7 +24,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from analysis.load import EPOCH_COLUMNS, TRIAL_COLUMNS, arms_from_epochs, load_sweep, load_sweep_from_storage
+from analysis.load import (EPOCH_COLUMNS, TRIAL_COLUMNS, arms_from_epochs, list_sweeps, load_sweep,
+                           load_sweep_from_storage)
 from search_spaces.space import SearchSpace
 from trainables.schema import EQUAL_COMPUTE, EQUAL_EPOCHS
 
@@ -163,6 +164,21 @@ def test_mlflow_gives_the_same_columns_arms_and_results(tmp_path):
     for column in ("final_val_acc", "final_test_acc", "final_test_loss", "perturbation_norm"):
         pd.testing.assert_series_equal(a[column], b[column], check_names=False)
     check_results(sweep)
+
+
+def test_without_a_name_the_most_recent_sweep_is_loaded_and_a_wrong_name_lists_the_sweeps(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    uri = write_mlflow(tmp_path)
+    client = MlflowClient(uri)
+    older = client.create_experiment("older", artifact_location=str(tmp_path / "older"))
+    client.create_run(older, start_time=1_000, tags={"stage": "sweep"})  # 1970: older than exp's
+    client.create_run(client.create_experiment("no-sweep"), tags={"note": "an ad-hoc run"})
+    assert list_sweeps(uri) == ["exp", "older"]
+    assert load_sweep(None, uri).name == "exp"
+    with pytest.raises(ValueError) as error:
+        load_sweep("quickstart", uri)
+    assert str(error.value) == f"no MLflow experiment 'quickstart' at {uri}; its sweeps, newest first: exp, older"
 
 
 # ---- an untrusted results folder ------------------------------------------------------------

@@ -52,6 +52,12 @@ def test_train_throughput_smoke_prints_rates_and_ratios():
     assert re.search(r"^load average \(1 min\) at end: \d", out, re.MULTILINE), out
 
 
+def test_command_times_smoke_prints_each_launch_command_with_its_target():
+    out = run_smoke_test("command_times.py")
+    for name, target in (("launch --help", "0.5"), ("launch --list-spaces", "0.5"), ("launch --dry-run", "1.5")):
+        figure(rf"^{name}\s+({NUMBER})\s+{NUMBER}\s+{re.escape(target)}$", out)
+
+
 def test_optim_step_smoke_prints_table_and_key_figure():
     out = run_smoke_test("optim_step.py")
     assert "torch.allclose = True" in out, out

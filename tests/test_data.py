@@ -30,7 +30,7 @@ from fixtures_data import (
     CIFAR_ARCHIVES, CIFAR_LAYOUTS, Expected, make_archive, py2_pickle, serve_directory, write_cifar,
     write_tiny_imagenet,
 )
-from trainables import data
+from trainables import catalog, data
 from trainables.data import (
     ImageData, augment, eval_batches, list_datasets, load_dataset, normalize, num_train_batches,
     register_dataset, stratified_holdout, train_batches,
@@ -155,7 +155,7 @@ def test_bad_synthetic_option_value_is_a_config_error(option):
 
 
 def test_registered_loader_gets_dir_download_and_its_options(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "_LOADERS", dict(data._LOADERS))
+    monkeypatch.setattr(catalog, "_DATASETS", dict(catalog._DATASETS))  # the registration is undone
     calls = []
 
     @register_dataset("tiny_test")
@@ -167,6 +167,7 @@ def test_registered_loader_gets_dir_download_and_its_options(tmp_path, monkeypat
     assert calls == [(tmp_path, False, 3)]
     with pytest.raises(ValueError, match="registered twice"):
         register_dataset("tiny_test")(_load)
+    assert "tiny_test" in list_datasets()
 
 
 # ------------------------------------------------------------------------ stratified_holdout

@@ -153,7 +153,7 @@ def test_a_sam_family_step_counts_two_gradient_evaluations(from_mlflow):
 
 
 def test_unknown_experiment_or_path_is_a_clear_value_error(storage, experiment):
-    with pytest.raises(ValueError, match="no MLflow experiment 'nope'"):
+    with pytest.raises(ValueError, match=f"no MLflow experiment 'nope' .*; its sweeps, newest first: .*{experiment}"):
         load_sweep("nope", f"sqlite:///{storage / 'mlflow.db'}")
     with pytest.raises(ValueError, match="no MLflow database"):
         load_sweep(experiment, f"sqlite:///{storage / 'missing.db'}")

@@ -34,11 +34,11 @@ SEARCHED = {
 def published_default(optimizer: str, name: str):
     """The default its authors publish (the class signature: trainables.optim for the SAM
     family, torch for the base), or the seed's coupled weight decay (TrialConfig)."""
-    from trainables.optim import get_optimizer_info
+    from trainables.catalog import get_optimizer_info, resolve
 
     info = get_optimizer_info(optimizer)
     if name in info.own_hparams:
-        return inspect.signature(info.wrapper.__init__).parameters[name].default
+        return inspect.signature(resolve(info.wrapper).__init__).parameters[name].default
     if name == "lr":
         return inspect.signature(torch.optim.Adam.__init__).parameters["lr"].default
     if name == "weight_decay" and optimizer == "adamw":

@@ -84,7 +84,8 @@ _VARIANT = '''
 import json, math, sys
 import torch
 from trainables.hparams import HParam
-from trainables.optim import RHO, SAM, SAMFamily, OptimizerInfo, register_optimizer
+from trainables.catalog import RHO, OptimizerInfo, register_optimizer
+from trainables.optim import SAM, SAMFamily
 
 
 class ShrunkSAM(SAM):
@@ -124,6 +125,28 @@ print(json.dumps({"metrics": result.metrics, "refused": refused,
 sys.stdout.flush()
 sys.exit(launch.main(["--space", sys.argv[2], "--dry-run"]))
 '''
+
+
+_LIGHT = """
+import importlib, sys
+try:
+    code = importlib.import_module(sys.argv[1]).main(sys.argv[2:])
+except SystemExit as done:  # --help
+    code = done.code
+heavy = sorted({m.split(".")[0] for m in sys.modules} & {"torch", "torchvision", "ray", "mlflow", "optuna"})
+print(code, heavy)
+"""
+
+
+@pytest.mark.parametrize("argv", [["launch", "--help"], ["launch", "--list-spaces"],
+                                  ["launch", "--space", "compare_c100", "--dry-run"],
+                                  ["analysis.report", "--help"]])
+def test_commands_that_only_look_import_no_torch_ray_mlflow_or_optuna(argv):
+    # Those cost 2-5 s to import; the registries (trainables.catalog) name the code behind
+    # their entries instead of importing it. Times: benchmarks/command_times.py.
+    done = subprocess.run([sys.executable, "-c", _LIGHT, *argv], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert done.stdout.splitlines()[-1] == "0 []", done.stdout[-2000:] + done.stderr[-2000:]
 
 
 def test_a_new_sam_variant_needs_one_class_and_one_registration(tmp_path):

@@ -643,8 +643,27 @@ def test_dry_run_prints_the_plan_and_starts_nothing(tmp_path):
 
 
 def test_list_spaces_names_every_space():
+    from search_spaces import get_space, list_spaces
+
     done = launch("--list-spaces")
     assert done.returncode == 0
+    assert [line.split()[0] for line in done.stdout.splitlines()] == list_spaces()
     for name in ("quickstart", "zsharp_c10", "zsharp_c100", "compare_c10", "compare_c100",
                  "zsharp_tinyimagenet"):
-        assert name in done.stdout
+        assert get_space(name).description in done.stdout
+
+
+def test_help_gives_every_flag_its_help_default_and_names_and_ends_with_examples(capsys):
+    import launch as launch_module
+    from search_spaces import list_spaces
+    from trainables.catalog import list_datasets, list_models, list_optimizers
+
+    parser = launch_module.build_parser()
+    assert all(action.help for action in parser._actions), "a flag without help"
+    assert run_main(["--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for names in (list_spaces(), list_optimizers(), list_models(), list_datasets()):
+        assert ", ".join(names) in text
+    for default in ("(default: quickstart)", "(default: data)", "(default: results)"):
+        assert default in text
+    assert text.endswith("--resume continue after a crash or Ctrl-C") and "examples:" in text

@@ -99,6 +99,22 @@ def test_the_range_check_returns_the_number_in_its_kind():
     assert check_range("n", 10 ** 30, 0, integral=True) == 10 ** 30
 
 
+def test_every_flag_of_the_trial_command_says_what_it_is_its_default_and_valid_values(capsys):
+    from trainables.catalog import all_hparams, list_datasets, list_optimizers
+
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    assert done.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    for name, (_, default) in TrialConfig.settings().items():
+        assert f"(default: {default})" in text and f"--{name.replace('_', '-')}" in text
+    assert f"data set (registry name): {', '.join(list_datasets())} (default: digits)" in text
+    assert f"optimizer (registry name): {', '.join(list_optimizers())}" in text
+    assert "ZSharp alpha (|z| quantile kept above); in [0, 1) (default: 0.95)" in text
+    assert text.count("(default:") == len(TrialConfig.settings()) + 1  # and --checkpoint-dir's
+    assert len(all_hparams()) == sum(TrialConfig.help(n) == h.describe() for n, h in all_hparams().items())
+
+
 def test_whole_floats_are_accepted_for_integer_settings():
     # Searchers hand back floats; 64.0 is a valid batch size, stored as an int.
     assert TrialConfig.from_dict({"batch_size": 64.0}).batch_size == 64

@@ -20,8 +20,9 @@ from optuna.trial import TrialState
 from conftest import ENV
 from search_spaces import Distribution, SpaceError, get_space
 from trainables.train import run_trial
-from tune.confirm import budget_arms, confirm_trials, select_finalists, stretched
-from tune.search import PerOptimizerSearch, random_start
+from tune.budget import budget_arms, random_start, stretched
+from tune.confirm import confirm_trials, select_finalists
+from tune.search import PerOptimizerSearch
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
 
@@ -425,50 +426,69 @@ poller.start()
 tune.Tuner(tune.with_resources(trial, {"cpu": 1}),
            tune_config=tune.TuneConfig(num_samples=4, max_concurrent_trials=2, scheduler=SafeSnapshots()),
            run_config=tune.RunConfig(name="exp", storage_path=storage, verbose=0,
-                                     checkpoint_config=tune.CheckpointConfig(num_to_keep=2))).fit()
+                                     checkpoint_config=tune.CheckpointConfig(num_to_keep=None))).fit()
 done.set()
 poller.join()
 ray.shutdown()
-print(json.dumps({"checks": checks[0], "stale": stale[:3]}))
+kept = sorted(len(glob.glob(f"{folder}/checkpoint_*")) for folder in glob.glob(f"{storage}/exp/trial_*"))
+print(json.dumps({"checks": checks[0], "stale": stale[:3], "kept": kept}))
 '''
 
 
 def test_the_snapshot_on_storage_never_names_a_deleted_checkpoint(tmp_path):
-    # A driver killed at any moment leaves storage's newest snapshot for --resume. Tune
-    # deletes checkpoint N-2 when it registers N and copies snapshots in the background:
-    # with Tune's own snapshots alone this probe catches ~40 moments in a run where that
-    # snapshot names a deleted checkpoint (CI's kill test once failed on exactly that).
-    # Four trials of 16 quick checkpoints each, the storage polled every ~2 ms (~15 s).
+    # A driver killed at any moment leaves storage's newest snapshot for --resume. With
+    # Tune's own pruning (num_to_keep=2: delete N-2 on registering N, snapshots copied to
+    # storage in the background) this probe catches ~40 moments in a run where that
+    # snapshot names a deleted checkpoint (CI's kill test failed on exactly that).
+    # Four trials of 16 quick checkpoints each, the storage polled every ~2 ms (~15 s);
+    # each trial ends with its two newest checkpoints.
     probe = subprocess.run([sys.executable, "-c", _SNAPSHOT_PROBE, str(tmp_path)], cwd=ROOT,
-                           env=ENV, capture_output=True, text=True,
-                           timeout=300)
+                           env=ENV, capture_output=True, text=True, timeout=300)
     assert probe.returncode == 0, probe.stderr[-3000:]
     seen = json.loads(probe.stdout.strip().splitlines()[-1])
-    assert seen["checks"] > 100 and seen["stale"] == [], seen
+    assert seen["checks"] > 100 and seen["stale"] == [] and seen["kept"] == [2, 2, 2, 2], seen
 
 
-def test_a_checkpoint_is_registered_only_after_a_snapshot_names_the_one_before():
+def test_old_checkpoints_are_deleted_only_once_a_snapshot_names_a_newer_one(tmp_path):
     from types import SimpleNamespace
 
+    import pyarrow.fs
+    from ray.tune import Checkpoint
     from ray.tune.result import SHOULD_CHECKPOINT
 
     from tune.schedule import PerOptimizerASHA
 
+    def checkpoint(n):  # what the worker writes before it reports checkpoint n
+        (tmp_path / f"checkpoint_{n:06d}").mkdir()
+        return Checkpoint(str(tmp_path / f"checkpoint_{n:06d}"), pyarrow.fs.LocalFileSystem())
+
+    def on_disk():
+        return sorted(p.name for p in tmp_path.glob("checkpoint_*"))
+
+    class Controller(_Controller):
+        def checkpoint(self, force=False, wait=False):  # a snapshot: what it names, what exists
+            self.snapshots.append((self.trials[0].checkpoint.path.rsplit("/", 1)[1], on_disk()))
+
     scheduler = PerOptimizerASHA(["adam"], max_t=8, grace_period=8, reduction_factor=2)
-    controller = _Controller()
+    controller = Controller()
     trial = SimpleNamespace(trial_id="a", status="RUNNING", config={"optimizer": "adam"}, checkpoint=None)
     controller.trials.append(trial)
     scheduler.on_trial_add(controller, trial)
-    result = {"epoch": 1, "val_acc": 0.5, "training_iteration": 1, SHOULD_CHECKPOINT: True}
-    scheduler.on_trial_result(controller, trial, result)  # nothing registered: nothing to name
-    assert controller.snapshots == []
-    for n in (1, 2):  # checkpoint n is registered; result n+1 brings checkpoint n+1
-        trial.checkpoint = SimpleNamespace(path=f"checkpoint_{n}")
-        result = {**result, "epoch": n + 1, "training_iteration": n + 1}
-        scheduler.on_trial_result(controller, trial, result)
-        assert len(controller.snapshots) == n
-    scheduler.on_trial_result(controller, trial, {**result, SHOULD_CHECKPOINT: False})
-    assert len(controller.snapshots) == 2  # no checkpoint follows: no snapshot
+    result = {"val_acc": 0.5, SHOULD_CHECKPOINT: True}
+    checkpoint(0)
+    scheduler.on_trial_result(controller, trial, {**result, "epoch": 1, "training_iteration": 1})
+    assert controller.snapshots == []  # nothing registered: nothing to name or delete
+    for n in (1, 2, 3):  # checkpoint n-1 is registered; result n+1 brings checkpoint n
+        trial.checkpoint = Checkpoint(str(tmp_path / f"checkpoint_{n - 1:06d}"), pyarrow.fs.LocalFileSystem())
+        checkpoint(n)
+        scheduler.on_trial_result(controller, trial, {**result, "epoch": n + 1, "training_iteration": n + 1})
+        assert controller.snapshots[-1][0] == f"checkpoint_{n - 1:06d}"  # named before any deletion
+        assert on_disk() == [f"checkpoint_{n - 1:06d}", f"checkpoint_{n:06d}"]
+    # The snapshot before checkpoint 3 still saw checkpoint 1 on disk: deleted after it.
+    assert controller.snapshots[-1][1] == ["checkpoint_000001", "checkpoint_000002", "checkpoint_000003"]
+    scheduler.on_trial_result(controller, trial, {**result, SHOULD_CHECKPOINT: False, "epoch": 5,
+                                                  "training_iteration": 5})
+    assert len(controller.snapshots) == 3  # no checkpoint follows: no snapshot
 
 
 def test_heartbeats_say_how_long_trials_have_waited_for_a_missing_node():

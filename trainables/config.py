@@ -7,7 +7,7 @@ Defaults are the seed repository's (ZSharp on Adam, lr 1e-3, weight decay 5e-5, 
 
 The optimizer hyperparameters (lr, weight_decay, momentum, beta1, beta2, rho, alpha, ...)
 are not listed here: they are the ones the optimizer registry declares
-(`trainables.optim.all_hparams`), with their defaults and valid ranges, so a newly
+(`trainables.catalog.all_hparams`), with their defaults and valid ranges, so a newly
 registered optimizer's settings are trial settings at once. They read as attributes
 (`config.rho`) like the fields below.
 """
@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, fields
 
+from trainables.catalog import all_hparams, list_bases, list_datasets, list_models, list_optimizers
 from trainables.errors import ConfigError, check_range, one_line, shown
 
 SCHEDULES = ("step", "cosine")
@@ -25,12 +26,15 @@ EVAL_SPLITS = ("val", "test")
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
-def registered_hparams() -> dict:
-    """The optimizer registry's hyperparameters by name (trainables.optim.all_hparams).
-    Imported when used: the registry imports torch; this module stays cheap to import."""
-    from trainables.optim import all_hparams
+def _setting(default, help_text: str):
+    """A TrialConfig field: its default and the help line its command-line flag shows."""
+    return field(default=default, metadata={"help": help_text})
 
-    return all_hparams()
+
+# The settings that name one of a list, and where the list comes from (each said once).
+CHOICES = {"dataset": list_datasets, "model": list_models, "optimizer": list_optimizers,
+           "base": list_bases, "schedule": lambda: list(SCHEDULES),
+           "precision": lambda: list(PRECISIONS), "eval_split": lambda: list(EVAL_SPLITS)}
 
 
 @dataclass(frozen=True, init=False)
@@ -38,31 +42,32 @@ class TrialConfig:
     """Everything one trial needs; construction (`TrialConfig(**settings)`, `from_dict`)
     is strict: unknown names and values out of range raise ConfigError."""
 
-    dataset: str = "digits"        # data-set registry name (trainables.data)
-    data_dir: str = "data"         # where data sets are found or downloaded to
-    model: str = "res20s"          # model registry name (trainables.models)
-    optimizer: str = "zsharp"      # optimizer registry name (trainables.optim)
-    base: str = "adam"             # base of a SAM-family optimizer; ignored by plain ones
-    batch_size: int = 256          # images per step
-    epochs: int = 200              # full passes over the training set
-    warmup_epochs: int = 5         # linear warm-up from lr/steps (not 0) to lr
-    schedule: str = "step"         # after warm-up: step (x0.75 every step_epochs) | cosine
-    step_epochs: int = 30          # step schedule: epochs between decays (the seed's StepLR(30))
-    label_smoothing: float = 0.0   # cross-entropy label smoothing
-    seed: int = 42                 # model init, data order and augmentation
-    device: str = "auto"           # auto | cpu | cuda[:N] | mps
-    precision: str = "auto"        # auto (bf16 autocast on CUDA) | fp32 | bf16
-    compile: bool = False          # torch.compile the model (CUDA; minutes of warm-up)
+    # Each setting's help is its command-line help (python -m trainables.train --help).
+    dataset: str = _setting("digits", "data set (registry name)")
+    data_dir: str = _setting("data", "where data sets are found or downloaded to")
+    model: str = _setting("res20s", "model (registry name)")
+    optimizer: str = _setting("zsharp", "optimizer (registry name)")
+    base: str = _setting("adam", "base optimizer of a SAM-family optimizer; ignored by plain ones")
+    batch_size: int = _setting(256, "images per step")
+    epochs: int = _setting(200, "full passes over the training set")
+    warmup_epochs: int = _setting(5, "linear warm-up from lr/steps (not 0) to lr")
+    schedule: str = _setting("step", "after warm-up: step (x0.75 every step_epochs) or cosine")
+    step_epochs: int = _setting(30, "step schedule: epochs between decays (the seed's StepLR(30))")
+    label_smoothing: float = _setting(0.0, "cross-entropy label smoothing, in [0, 1)")
+    seed: int = _setting(42, "model init, data order and augmentation")
+    device: str = _setting("auto", "auto, cpu, cuda[:N] or mps")
+    precision: str = _setting("auto", "auto (bf16 autocast on CUDA), fp32 or bf16")
+    compile: bool = _setting(False, "torch.compile the model (CUDA; minutes of warm-up)")
     # val: a search trial: trains on train, evaluates val, and never holds the test split.
     # test: a confirm run: evaluates test every epoch, trained on train + val with refit
     # (the usual final-training protocol) or on train alone (then val is evaluated too).
-    eval_split: str = "val"
-    refit: bool = True             # eval_split test only: train on train + val
+    eval_split: str = _setting("val", "val (a search trial: the test split never loaded) or test (a confirm run)")
+    refit: bool = _setting(True, "eval_split test only: train on train + val")
     # The registry's hyperparameters, name -> value (every registered one, defaults filled).
     hparams: dict = field(default_factory=dict, repr=False)
 
     def __init__(self, **settings):
-        registered = registered_hparams()
+        registered = all_hparams()
         unknown = sorted(set(settings) - {f.name for f in _fields()} - set(registered))
         if unknown:
             raise ConfigError(f"unknown trial setting(s): {one_line(', '.join(map(str, unknown)))}")
@@ -90,8 +95,17 @@ class TrialConfig:
         """Every trial setting: name -> (type name: "str", "int", "float" or "bool",
         default), the fields in declaration order, then the registry's hyperparameters."""
         found = {f.name: (f.type, f.default) for f in _fields()}
-        found.update({name: ("float", h.default) for name, h in registered_hparams().items()})
+        found.update({name: ("float", h.default) for name, h in all_hparams().items()})
         return found
+
+    @classmethod
+    def help(cls, name: str) -> str:
+        """A setting's help line: what it is, its valid names or its valid range."""
+        fields_by_name = {f.name: f for f in _fields()}
+        if name not in fields_by_name:
+            return all_hparams()[name].describe()
+        text = fields_by_name[name].metadata["help"]
+        return f"{text}: {', '.join(CHOICES[name]())}" if name in CHOICES else text
 
     @classmethod
     def field_names(cls) -> list[str]:
@@ -108,22 +122,11 @@ class TrialConfig:
 
     def validate(self) -> None:
         """Raise ConfigError for a value out of its range or an unknown name."""
-        # Imported here: the registries import torch models and data code; the config
-        # itself stays importable (and cheap) anywhere.
-        from trainables.data import list_datasets
-        from trainables.models import list_models
-        from trainables.optim import list_bases, list_optimizers
-
-        _one_of("dataset", self.dataset, list_datasets())
-        _one_of("model", self.model, list_models())
-        _one_of("optimizer", self.optimizer, list_optimizers())
-        _one_of("base", self.base, list_bases())
-        _one_of("schedule", self.schedule, SCHEDULES)
-        _one_of("precision", self.precision, PRECISIONS)
-        _one_of("eval_split", self.eval_split, EVAL_SPLITS)
+        for name, choices in CHOICES.items():
+            _one_of(name, getattr(self, name), choices())
         if not _DEVICE.match(self.device):
             raise ConfigError(f"device must be auto, cpu, mps or cuda[:N], got {shown(self.device)}")
-        for name, hparam in registered_hparams().items():
+        for name, hparam in all_hparams().items():
             hparam.check(self.hparams[name])
         check_range("label_smoothing", self.label_smoothing, 0, 1, high_open=True)
         check_range("batch_size", self.batch_size, 1)

@@ -1,8 +1,8 @@
 """Image data sets by name, held as uint8 tensors, and batching done on their device.
 
 A data set is looked up in a registry (`load_dataset("c10")`, `list_datasets()`), timm
-style: each loader is a small function under `@register_dataset(name)` whose
-keyword-only arguments are the data set's options. Every loader returns an `ImageData`:
+style: each loader is a small function, registered by name in trainables.catalog (your
+own: `@register_dataset(name)`), whose keyword-only arguments are the data set's options. Every loader returns an `ImageData`:
 three disjoint splits as uint8 N x C x H x W tensors plus the normalisation statistics
 and augmentation settings that belong to that data set.
 
@@ -55,6 +55,8 @@ from filelock import FileLock
 from torchvision.datasets import CIFAR10, CIFAR100
 from torchvision.datasets.utils import download_url
 
+from trainables import catalog
+from trainables.catalog import list_datasets
 from trainables.errors import SHOWN_LIMIT, ConfigError, DataUnavailableError, check_range, one_line
 
 # Tiny ImageNet has no torchvision class; this is the archive cs231n publishes.
@@ -240,27 +242,20 @@ def _split_off_val(images: torch.Tensor, labels: torch.Tensor,
 
 
 Loader = Callable[..., ImageData]
-_LOADERS: dict[str, Loader] = {}
 
 
 def register_dataset(name: str) -> Callable[[Loader], Loader]:
-    """Register `loader(data_dir: Path, download: bool, *, **options)` under `name`.
+    """Register `loader(data_dir: Path, download: bool, *, **options)` under `name`
+    (trainables.catalog.register_dataset, as a decorator).
 
     The loader's keyword-only parameters are the options `load_dataset` accepts.
     """
 
     def add(loader: Loader) -> Loader:
-        if name in _LOADERS:
-            raise ValueError(f"data set {name!r} is registered twice")
-        _LOADERS[name] = loader
+        catalog.register_dataset(name, loader)
         return loader
 
     return add
-
-
-def list_datasets() -> list[str]:
-    """Names of the registered data sets, sorted."""
-    return sorted(_LOADERS)
 
 
 def _options(loader: Loader) -> list[str]:
@@ -274,13 +269,14 @@ def load_dataset(name: str, data_dir: str | os.PathLike = "data", download: bool
     Raises ConfigError for an unknown name or option, DataUnavailableError when the
     files are missing and cannot be downloaded.
     """
-    if name not in _LOADERS:
+    if name not in list_datasets():
         raise ConfigError(f"unknown data set {name!r}; valid: {', '.join(list_datasets())}")
-    valid = _options(_LOADERS[name])
+    loader = catalog.resolve(catalog.dataset_loader(name))
+    valid = _options(loader)
     unknown = sorted(set(options) - set(valid))
     if unknown:
         raise ConfigError(f"data set {name!r} has no option {', '.join(unknown)}; valid: {', '.join(valid) or 'none'}")
-    return _LOADERS[name](Path(data_dir), download, **options)
+    return loader(Path(data_dir), download, **options)
 
 
 # ---------------------------------------------------------------------------- files
@@ -497,7 +493,6 @@ def _channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float
 # ---------------------------------------------------------------------------- digits
 
 
-@register_dataset("digits")
 def _load_digits(data_dir: Path, download: bool) -> ImageData:
     """scikit-learn's 1797 bundled 8x8 digits: offline, seconds to train on a CPU.
 
@@ -635,13 +630,11 @@ _CIFAR10 = _Cifar(CIFAR10, b"labels", 10, mean=(0.4914, 0.4822, 0.4465), std=(0.
 _CIFAR100 = _Cifar(CIFAR100, b"fine_labels", 100, mean=(0.5071, 0.4865, 0.4409), std=(0.2673, 0.2564, 0.2762))
 
 
-@register_dataset("c10")
 def _load_c10(data_dir: Path, download: bool) -> ImageData:
     """CIFAR-10, 3x32x32: 45000 train, 5000 val (`CIFAR10_VAL_SIZE`), 10000 test (test_batch)."""
     return _load_cifar("c10", _CIFAR10, CIFAR10_VAL_SIZE, data_dir, download)
 
 
-@register_dataset("c100")
 def _load_c100(data_dir: Path, download: bool) -> ImageData:
     """CIFAR-100 with its 100 fine labels, 3x32x32: 45000 train, 5000 val (`CIFAR100_VAL_SIZE`), 10000 test."""
     return _load_cifar("c100", _CIFAR100, CIFAR100_VAL_SIZE, data_dir, download)
@@ -690,7 +683,6 @@ def _save_atomically(tensors: dict[str, torch.Tensor], path: Path) -> None:
         partial.unlink(missing_ok=True)
 
 
-@register_dataset("tinyimagenet")
 def _load_tinyimagenet(data_dir: Path, download: bool) -> ImageData:
     """Tiny ImageNet, 200 classes, 3x64x64: 90000 train, 10000 val, 10000 test.
 
@@ -742,7 +734,6 @@ def _sample_synthetic(prototypes: torch.Tensor, count: int,
     return images, labels
 
 
-@register_dataset("synthetic")
 def _load_synthetic(data_dir: Path, download: bool, *, num_train: int = 50000, num_val: int = 5000,
                     num_test: int = 10000, num_classes: int = 10, image_size: int = 32, channels: int = 3,
                     seed: int = 0) -> ImageData:

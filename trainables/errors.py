@@ -52,20 +52,22 @@ def check_range(name: str, value, low=-math.inf, high=math.inf, *, low_open: boo
         fits = math.isfinite(value) and (not integral or float(value).is_integer())
     fits = fits and (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
     if not fits:
-        kind = "a whole number" if integral else "a finite number"
-        raise ConfigError(f"{name} must be {kind}{_bounds(low, high, low_open, high_open)}, got {shown(value)}")
+        bounds = range_text(low, high, low_open, high_open)
+        kind = ("a whole number" if integral else "a finite number") + (f" {bounds}" if bounds else "")
+        raise ConfigError(f"{name} must be {kind}, got {shown(value)}")
     return int(value) if integral else float(value)
 
 
-def _bounds(low, high, low_open: bool, high_open: bool) -> str:
-    """" in [0, 1)", " >= 1", " < 5" or "" (no bound), for `check_range`'s message."""
+def range_text(low=-math.inf, high=math.inf, low_open: bool = False, high_open: bool = False) -> str:
+    """A range as messages and help texts write it: "in [0, 1)", ">= 1", "< 5", or ""
+    for no bound."""
     if low == -math.inf and high == math.inf:
         return ""
     if high == math.inf:
-        return f" {'>' if low_open else '>='} {low}"
+        return f"{'>' if low_open else '>='} {low}"
     if low == -math.inf:
-        return f" {'<' if high_open else '<='} {high}"
-    return f" in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+        return f"{'<' if high_open else '<='} {high}"
+    return f"in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
 
 
 class DataUnavailableError(RuntimeError):

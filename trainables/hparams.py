@@ -12,7 +12,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
-from trainables.errors import check_range
+from trainables.errors import check_range, range_text
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,11 @@ class HParam:
     def check(self, value: float) -> None:
         """ConfigError unless `value` is finite and in the valid range."""
         check_range(self.name, value, self.low, self.high, low_open=self.low_open, high_open=self.high_open)
+
+    def describe(self) -> str:
+        """Its label and valid range, for help texts."""
+        bounds = range_text(self.low, self.high, self.low_open, self.high_open)
+        return f"{self.label or self.name}; {bounds or 'any finite number'}"
 
     @property
     def scale(self) -> str:

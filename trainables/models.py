@@ -1,7 +1,7 @@
 """Image classifiers looked up by name: CIFAR ResNets, VGG-16 with BatchNorm and a small ViT.
 
-Each model is a three-line builder registered with `@register_model`; the trainable only
-ever calls `create_model(name, num_classes, in_channels, image_size)`. Every model accepts
+Each model is a three-line builder, registered by name in trainables.catalog (your own:
+`@register_model`); the trainable only ever calls `create_model(name, num_classes, in_channels, image_size)`. Every model accepts
 1 or 3 input channels and 8 (sklearn digits), 32 (CIFAR) or 64 (Tiny ImageNet) pixel
 square images; shapes that depend on the image size are fixed at construction, so
 `forward` never branches on tensor values or synchronises with the host, and the models
@@ -18,24 +18,18 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from trainables import catalog
+from trainables.catalog import list_models
 from trainables.errors import ConfigError, check_range
 
 ModelBuilder = Callable[[int, int, int], nn.Module]
 
-_MODELS: dict[str, ModelBuilder] = {}
-
 
 def register_model(builder: ModelBuilder) -> ModelBuilder:
-    """Register `builder(num_classes, in_channels, image_size)` under its function name."""
-    if builder.__name__ in _MODELS:
-        raise ValueError(f"model {builder.__name__!r} is registered twice")
-    _MODELS[builder.__name__] = builder
+    """Register `builder(num_classes, in_channels, image_size)` under its function name
+    (trainables.catalog.register_model, as a decorator)."""
+    catalog.register_model(builder.__name__, builder)
     return builder
-
-
-def list_models() -> list[str]:
-    """Names accepted by `create_model`, sorted."""
-    return sorted(_MODELS)
 
 
 def create_model(
@@ -47,11 +41,11 @@ def create_model(
     before the call for reproducible weights. `image_size` is the side of a square
     input in pixels. Raises ConfigError for an unknown name or a non-positive size.
     """
-    if name not in _MODELS:
+    if name not in list_models():
         raise ConfigError(f"unknown model {name!r}; valid models: {', '.join(list_models())}")
     sizes = [check_range(f"model {name!r}: {field}", value, 1, integral=True) for field, value in
              (("num_classes", num_classes), ("in_channels", in_channels), ("image_size", image_size))]
-    return _MODELS[name](*sizes)
+    return catalog.resolve(catalog.model_builder(name))(*sizes)
 
 
 # --- CIFAR ResNets (He et al. 2016, section 4.2; akamaster/pytorch_resnet_cifar10) ---
@@ -123,13 +117,11 @@ class CifarResNet(nn.Module):
         return self.linear(out.mean(dim=(2, 3)))
 
 
-@register_model
 def res20s(num_classes: int, in_channels: int, image_size: int) -> nn.Module:
     """ResNet-20 for CIFAR (3 blocks per stage, 0.27M parameters on 10 classes)."""
     return CifarResNet(3, num_classes, in_channels)
 
 
-@register_model
 def res56s(num_classes: int, in_channels: int, image_size: int) -> nn.Module:
     """ResNet-56 for CIFAR (9 blocks per stage, 0.86M parameters on 10 classes)."""
     return CifarResNet(9, num_classes, in_channels)
@@ -179,7 +171,6 @@ class VGG(nn.Module):
         return self.classifier(self.pool(self.features(x)).flatten(1))
 
 
-@register_model
 def vgg16_bn(num_classes: int, in_channels: int, image_size: int) -> nn.Module:
     """VGG-16 (configuration D) with BatchNorm, about 14.7M parameters on 10 classes."""
     return VGG(_VGG16_LAYERS, num_classes, in_channels, image_size)
@@ -254,7 +245,6 @@ class VisionTransformer(nn.Module):
         return self.head(self.norm(self.layers(tokens))[:, 0])
 
 
-@register_model
 def vit(num_classes: int, in_channels: int, image_size: int) -> nn.Module:
     """ViT with an 8x8 patch grid (4x4 patches on CIFAR), 384 hidden, 7 layers, 12 heads.
 

@@ -1,4 +1,5 @@
-"""The SAM family (SAM, ASAM, Friendly-SAM, ZSharp) and the optimizer registry.
+"""The SAM family (SAM, ASAM, Friendly-SAM, ZSharp) and `create_optimizer`; the registry
+that names them (and re-exported here) is trainables.catalog, which needs no torch.
 
 Each variant is one small class in the davda54/sam shape: it wraps a base optimizer,
 `first_step` adds an ascent perturbation e to the weights, `second_step` restores the
@@ -22,13 +23,14 @@ import contextlib
 import itertools
 import math
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from trainables.hparams import HParam
+from trainables.catalog import (BaseOptimizer, OptimizerInfo, all_hparams, get_base, get_optimizer_info,
+                                hparams_of, list_bases, list_optimizers, optimizer_kwargs,
+                                register_optimizer, resolve)
 
 __all__ = [
     "SAM",
@@ -502,189 +504,16 @@ def frozen_bn_stats(model: nn.Module) -> Iterator[None]:
             m.track_running_stats = True
 
 
-# ---- registry ---------------------------------------------------------------------
-#
-# Every fact about an optimizer's hyperparameters is stated here once, in its entry: name,
-# valid range, default, default search distribution, label (trainables.hparams.HParam).
-# TrialConfig, the trial's optimizer arguments, the search spaces and the report derive
-# theirs from it. Adding an optimizer: one class and one `register_optimizer` call.
+# ---- what the registry (trainables.catalog) names here -----------------------------------
 
-# Shared by every base: the peak learning rate (searched log-uniform over 100x around
-# Adam's 1e-3) and weight decay (coupled, L2 in the gradient, for sgd and adam: searched
-# around the seed's 5e-5; decoupled for adamw: around torch's AdamW default 1e-2).
-LR = HParam("lr", 1e-3, 0, math.inf, low_open=True, search={"loguniform": [1e-4, 1e-2]},
-            label="learning rate")
-WEIGHT_DECAY = HParam("weight_decay", 5e-5, 0, math.inf, search={"loguniform": [5e-6, 5e-4]},
-                      label="weight decay")
-_BETAS = (HParam("beta1", 0.9, 0, 1, high_open=True, label="Adam beta1"),
-          HParam("beta2", 0.999, 0, 1, high_open=True, label="Adam beta2"))
-
-
-def _adam_kwargs(values: dict) -> dict:
-    """beta1 and beta2 are torch's `betas` pair."""
-    kwargs = {k: v for k, v in values.items() if k not in ("beta1", "beta2")}
-    return {**kwargs, "betas": (values["beta1"], values["beta2"])}
-
-
-@dataclass(frozen=True)
-class BaseOptimizer:
-    """A torch optimizer the registry builds directly or that a SAM variant wraps.
-
-    hparams: the trial settings it takes; to_kwargs maps their values to the class's
-    keyword arguments. `extra` lists further keyword arguments the class accepts from a
-    direct `create_optimizer` call (not trial settings)."""
-
-    name: str
-    cls: type[torch.optim.Optimizer]
-    hparams: tuple[HParam, ...]
-    to_kwargs: Callable[[dict], dict] = dict
-    extra: frozenset[str] = frozenset()
-
-
-_BASES: dict[str, BaseOptimizer] = {b.name: b for b in (
-    BaseOptimizer("sgd", torch.optim.SGD,
-                  (LR, WEIGHT_DECAY, HParam("momentum", 0.9, 0, 1, high_open=True, label="momentum")),
-                  extra=frozenset({"nesterov"})),
-    BaseOptimizer("adam", torch.optim.Adam, (LR, WEIGHT_DECAY, *_BETAS), _adam_kwargs,
-                  frozenset({"betas", "eps"})),
-    BaseOptimizer("adamw", torch.optim.AdamW,
-                  (LR, WEIGHT_DECAY.searched({"loguniform": [1e-3, 1e-1]}), *_BETAS),
-                  _adam_kwargs, frozenset({"betas", "eps"})),
-)}
-
-
-def _trainable(model: nn.Module) -> list[dict]:
+def trainable_groups(model: nn.Module) -> list[dict]:
+    """One parameter group: every parameter that requires a gradient."""
     return [{"params": [p for p in model.parameters() if p.requires_grad]}]
 
 
-def _asam_groups(model: nn.Module) -> list[dict]:
+def asam_groups(model: nn.Module) -> list[dict]:
+    """ASAM's groups: names ending in "weight" adaptive, the rest not."""
     return ASAM.param_groups_by_name(model.named_parameters())
-
-
-@dataclass(frozen=True)
-class OptimizerInfo:
-    """What the registry knows about one optimizer name.
-
-    hparams: the hyperparameters of its own (a SAM variant's; a base's own are in its
-    `BaseOptimizer`), each with its default search distribution for this optimizer.
-    label: how reports and summaries name it (the name itself if empty)."""
-
-    name: str
-    description: str
-    passes_per_step: int  # forward/backward passes per step: 1, or 2 for the SAM family
-    wrapper: type[SAMFamily] | None = None  # None: the name is a base optimizer itself
-    hparams: tuple[HParam, ...] = ()
-    param_groups: Callable[[nn.Module], list[dict]] = _trainable
-    label: str = ""
-
-    def __post_init__(self):
-        if not self.label:
-            object.__setattr__(self, "label", self.name)
-
-    @property
-    def own_hparams(self) -> frozenset[str]:
-        """The names of its own hyperparameters."""
-        return frozenset(h.name for h in self.hparams)
-
-
-_REGISTRY: dict[str, OptimizerInfo] = {}
-
-
-def all_hparams() -> dict[str, HParam]:
-    """Every registered hyperparameter by name (the bases' first, then the variants', in
-    registration order): the optimizer settings a TrialConfig holds."""
-    found: dict[str, HParam] = {}
-    for hparam in itertools.chain(*(b.hparams for b in _BASES.values()),
-                                  *(i.hparams for i in _REGISTRY.values())):
-        found.setdefault(hparam.name, hparam)
-    return found
-
-
-def register_optimizer(info: OptimizerInfo) -> None:
-    """Add an optimizer. A hyperparameter name another entry already declares must mean the
-    same setting (default and valid range); its search distribution may differ."""
-    declared = all_hparams()
-    for hparam in info.hparams:
-        if hparam.name in declared and declared[hparam.name] != hparam:
-            raise ValueError(f"{info.name}: {hparam.name} is declared with another default or "
-                             f"range by another optimizer ({declared[hparam.name]})")
-    _REGISTRY[info.name] = info
-
-
-for _base, _label, _description in [("sgd", "SGD", "SGD (momentum, nesterov optional)"),
-                                    ("adam", "Adam", "Adam (weight decay coupled, as the seed's baselines)"),
-                                    ("adamw", "AdamW", "AdamW (decoupled weight decay)")]:
-    register_optimizer(OptimizerInfo(_base, _description, passes_per_step=1, label=_label))
-
-# The SAM family's searched ranges are for an Adam base (the ZSharp paper's CIFAR setting),
-# each on its own optimizer's scale: log-uniform over at least 30x with the published
-# default strictly inside (sam_family.md). ZSharp rescales every filtered tensor to norm
-# rho, so its whole perturbation is about rho x sqrt(layers) (0.22 on res20s at rho 0.05,
-# against 0.05 for SAM): its rho range sits lower. ASAM's ascent is scaled by |w| + eta,
-# so its rho is 10x SAM's. alpha is searched through the fraction kept (1 - alpha
-# log-uniform on [0.01, 0.5]: most draws at alpha >= 0.9, where the method works), lmbda
-# likewise through 1 - lmbda on [0.01, 0.3].
-RHO = HParam("rho", 0.05, 0, math.inf, search={"loguniform": [0.005, 0.5]},
-             label="rho (ascent radius)")
-register_optimizer(OptimizerInfo("sam", "SAM around a base optimizer", 2, SAM, (RHO,), label="SAM"))
-register_optimizer(OptimizerInfo(
-    "asam", "Adaptive SAM around a base optimizer", 2, ASAM,
-    (RHO.searched({"loguniform": [0.05, 5.0]}),
-     HParam("eta", 0.01, 0, math.inf, search={"loguniform": [1e-3, 0.1]}, label="ASAM eta")),
-    _asam_groups, label="ASAM"))
-register_optimizer(OptimizerInfo(
-    "fsam", "Friendly-SAM around a base optimizer", 2, FriendlySAM,
-    (RHO, HParam("sigma", 1.0, search={"loguniform": [0.1, 3.0]}, label="Friendly-SAM sigma"),
-     HParam("lmbda", 0.9, 0, 1, search={"loguniform_complement": [0.7, 0.99]},
-            label="Friendly-SAM lambda")), label="Friendly-SAM"))
-register_optimizer(OptimizerInfo(
-    "zsharp", "ZSharp: SAM with z-score gradient filtering", 2, ZSharp,
-    (RHO.searched({"loguniform": [0.002, 0.2]}),
-     HParam("alpha", 0.95, 0, 1, high_open=True, search={"loguniform_complement": [0.5, 0.99]},
-            label="ZSharp alpha (|z| quantile kept above)")), label="ZSharp"))
-
-
-def list_optimizers() -> list[str]:
-    """Registered optimizer names."""
-    return sorted(_REGISTRY)
-
-
-def list_bases() -> list[str]:
-    """Base optimizer names (what a SAM variant's `base` may be)."""
-    return list(_BASES)
-
-
-def get_optimizer_info(name: str) -> OptimizerInfo:
-    """The registry entry for `name`; ValueError naming the valid names if unknown."""
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise ValueError(f"unknown optimizer {name!r}; choose from {', '.join(list_optimizers())}") from None
-
-
-def get_base(name: str) -> BaseOptimizer:
-    """The base optimizer `name`; ValueError naming the valid names if unknown."""
-    try:
-        return _BASES[name]
-    except KeyError:
-        raise ValueError(f"unknown base optimizer {name!r}; choose from {', '.join(_BASES)}") from None
-
-
-def hparams_of(optimizer: str, base: str) -> tuple[HParam, ...]:
-    """The hyperparameters `optimizer` takes with base `base` (ignored for a base
-    optimizer): its base's, then its own, each with its default search for `optimizer`."""
-    info = get_optimizer_info(optimizer)
-    return get_base(base if info.wrapper else optimizer).hparams + info.hparams
-
-
-def optimizer_kwargs(config) -> dict:
-    """`create_optimizer` keyword arguments for a TrialConfig's optimizer: the values of
-    the hyperparameters it takes (and the base of a SAM variant)."""
-    info = get_optimizer_info(config.optimizer)
-    base = get_base(config.base if info.wrapper else config.optimizer)
-    kwargs = base.to_kwargs({h.name: getattr(config, h.name) for h in base.hparams})
-    kwargs.update({h.name: getattr(config, h.name) for h in info.hparams})
-    return {**kwargs, "base": base.name} if info.wrapper else kwargs
 
 
 def create_optimizer(name: str, model: nn.Module, **hparams) -> torch.optim.Optimizer:
@@ -705,7 +534,7 @@ def create_optimizer(name: str, model: nn.Module, **hparams) -> torch.optim.Opti
         where = f"{name} with base {base.name}" if info.wrapper else name
         raise ValueError(f"{where} does not take {', '.join(unknown)}; it takes "
                          f"{', '.join(sorted(allowed | ({'base'} if info.wrapper else set())))}")
-    groups = info.param_groups(model)
+    groups = resolve(info.param_groups)(model)
     if info.wrapper is None:
-        return base.cls(groups, **hparams)
-    return info.wrapper(groups, base_optimizer=base.cls, **hparams)
+        return resolve(base.cls)(groups, **hparams)
+    return resolve(info.wrapper)(groups, base_optimizer=resolve(base.cls), **hparams)

@@ -334,14 +334,15 @@ def _parser() -> argparse.ArgumentParser:
     types = {"int": int, "float": float, "str": str}
     for name, (kind, default) in TrialConfig.settings().items():
         flags = sorted({f"--{name}", f"--{name.replace('_', '-')}"})
+        shown = f"{TrialConfig.help(name)} (default: %(default)s)"
         if kind == "bool":
-            parser.add_argument(*flags, dest=name, default=default,
+            parser.add_argument(*flags, dest=name, default=default, help=shown,
                                 action=argparse.BooleanOptionalAction)
         else:
             parser.add_argument(*flags, dest=name, default=default, type=types[kind],
-                                metavar=kind.upper())
+                                metavar=kind.upper(), help=shown)
     parser.add_argument("--checkpoint-dir", default=None,
-                        help="write checkpoints here and resume from the one found")
+                        help="write checkpoints here and resume from the one found (default: none)")
     return parser
 
 

@@ -18,36 +18,12 @@ import json
 
 from ray.tune.search import Searcher
 
-from trainables.optim import get_optimizer_info
-from trainables.schema import EQUAL_COMPUTE, EQUAL_EPOCHS, VERDICT_METRIC, rank_finalists
+from trainables.schema import VERDICT_METRIC, rank_finalists
+from tune.budget import stretched
 from tune.search import PickledSearcher
-# Settings measured in epochs, multiplied together so a longer run keeps the schedule's shape.
-_EPOCH_SETTINGS = ("epochs", "warmup_epochs", "step_epochs")
-
-
 def config_key(config: dict) -> str:
     """A trial config's identity, for tags looked up by config (JSON, keys sorted)."""
     return json.dumps(config, sort_keys=True, default=str)
-
-
-def budget_arms(optimizers) -> dict[str, list[tuple[str, int]]]:
-    """Per optimizer, its confirm arms as (arm, epoch multiplier): equal epochs for all,
-    and equal compute for those whose steps cost fewer passes than the costliest
-    optimizer's (a 1-pass optimizer beside the SAM family runs 2x the epochs)."""
-    passes = {o: get_optimizer_info(o).passes_per_step for o in optimizers}
-    most = max(passes.values())
-    return {o: [(EQUAL_EPOCHS, 1)] + ([(EQUAL_COMPUTE, most // p)] if p < most else [])
-            for o, p in passes.items()}
-
-
-def stretched(config: dict, factor: int) -> dict:
-    """`config` run `factor` times as long: epochs, warm-up and step period multiplied
-    (a cosine schedule stretches with the epochs by itself)."""
-    from trainables.config import TrialConfig  # the defaults of settings the config omits
-
-    defaults = TrialConfig()
-    return {**config, **{name: config.get(name, getattr(defaults, name)) * factor
-                         for name in _EPOCH_SETTINGS}}
 
 
 def select_finalists(rows: list[dict], top_k: int) -> list[dict]:

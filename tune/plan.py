@@ -8,8 +8,7 @@ from dataclasses import dataclass
 from search_spaces import SearchSpace
 from trainables.errors import ConfigError
 from trainables.schema import CONFIRM_SUFFIX
-from tune.confirm import budget_arms
-from tune.search import random_start
+from tune.budget import budget_arms, random_start
 
 
 class SweepError(ConfigError):

@@ -7,29 +7,37 @@ hand its best configuration less budget; tuned-against-tuned needs separate rung
 
 from __future__ import annotations
 
+import contextlib
+import re
+
+import pyarrow.fs
 from ray.tune.result import SHOULD_CHECKPOINT
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 
 class SafeSnapshots(FIFOScheduler):
     """FIFO, and the experiment state (trials, searcher, callbacks) is written to storage
-    whenever a driver killed before the next timed snapshot would otherwise lose something:
+    whenever a driver killed before the next timed snapshot would otherwise lose something,
+    and each trial keeps its two newest checkpoints (run with Tune's own pruning off):
 
-    - between adding trials and starting them. Tune snapshots on a timer (every 10 s or
-      more), so a driver killed between two snapshots would leave trials that ran, and
-      logged to MLflow, unknown to the restored experiment and its searcher: `--resume`
-      would ask the searcher for replacements and the lost trials' runs would never end.
-      Tune calls `choose_trial_to_run` after it adds a step's new trials and before it
-      starts any of them, so one snapshot there covers them.
-    - before a trial's checkpoint N is registered, if the storage's snapshot does not
-      yet name checkpoint N-1. Registering N deletes N-2 (the sweep keeps 2), and Tune
-      copies snapshots to storage in the background, so the storage could name a deleted
-      checkpoint and `--resume` would fail on "does not exist on storage anymore". Tune
-      hands the scheduler a result before it registers the checkpoint that came with it.
+    - between adding trials and starting them. Tune snapshots on a timer, so a driver
+      killed between two snapshots would leave trials that ran, and logged to MLflow,
+      unknown to the restored experiment and its searcher: `--resume` would ask the
+      searcher for replacements and the lost trials' runs would never end. Tune calls
+      `choose_trial_to_run` after it adds a step's new trials and before it starts any of
+      them, so one snapshot there covers them.
+    - before a trial's checkpoint N is registered: storage's snapshot must name N-1 (Tune
+      hands the scheduler a result before it registers the checkpoint that came with it),
+      and only then are the trial's checkpoints before N-1 deleted. Tune's own pruning
+      (`num_to_keep`) deletes as it registers while it copies snapshots to storage in the
+      background, so a killed driver could leave a snapshot naming a deleted checkpoint
+      ("does not exist on storage anymore" on --resume), or one listing deleted
+      checkpoints, which the resumed Tune fails to delete again and then writes new
+      checkpoints over kept ones (both seen in the kill test).
 
-    Cost: one experiment-state write and copy per forced snapshot (milliseconds); the
-    checkpoint rule forces at most one per trial epoch, and one snapshot covers every
-    trial whose checkpoint it names.
+    Cost: one experiment-state write and copy per forced snapshot and one listing of the
+    trial's folder per checkpoint (milliseconds); one snapshot covers every trial whose
+    checkpoint it names.
     """
 
     def __init__(self):
@@ -42,8 +50,10 @@ class SafeSnapshots(FIFOScheduler):
 
     def on_trial_result(self, tune_controller, trial, result):
         latest = trial.checkpoint  # registered; the result's own checkpoint is not yet
-        if result.get(SHOULD_CHECKPOINT) and latest and self._named.get(trial.trial_id) != latest.path:
-            self._snapshot(tune_controller)
+        if result.get(SHOULD_CHECKPOINT) and latest:
+            if self._named.get(trial.trial_id) != latest.path:
+                self._snapshot(tune_controller)
+            delete_checkpoints_before(latest)
         return super().on_trial_result(tune_controller, trial, result)
 
     def choose_trial_to_run(self, tune_controller):
@@ -58,6 +68,26 @@ class SafeSnapshots(FIFOScheduler):
         controller.checkpoint(force=True, wait=True)
         self._unsaved = False
         self._named = {t.trial_id: t.checkpoint.path for t in controller.get_trials() if t.checkpoint}
+
+
+_CHECKPOINT_DIR = re.compile(r"^checkpoint_(\d+)$")  # Tune's folder name: checkpoint_000004
+
+
+def delete_checkpoints_before(checkpoint) -> list[str]:
+    """Delete the checkpoint folders of `checkpoint`'s trial older than it, on its storage
+    filesystem (local, or remote such as s3://), skipping any already gone; returns the
+    paths deleted."""
+    fs = checkpoint.filesystem
+    folder, _, name = checkpoint.path.rpartition("/")
+    newest = int(_CHECKPOINT_DIR.match(name).group(1))
+    deleted = []
+    for info in fs.get_file_info(pyarrow.fs.FileSelector(folder)):
+        found = _CHECKPOINT_DIR.match(info.base_name)
+        if info.type == pyarrow.fs.FileType.Directory and found and int(found.group(1)) < newest:
+            with contextlib.suppress(FileNotFoundError):
+                fs.delete_dir(info.path)
+                deleted.append(info.path)
+    return deleted
 
 
 class PerOptimizerASHA(SafeSnapshots):

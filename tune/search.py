@@ -24,18 +24,9 @@ from ray.tune.search import Searcher
 
 from search_spaces import Distribution, SearchSpace
 from trainables.schema import SEARCH_METRIC, trial_status
+from tune.budget import random_start
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # no line per study created
-
-# Optuna's default: 10 random trials before TPE models anything.
-MAX_RANDOM_START = 10
-
-
-def random_start(budget: int) -> int:
-    """TPE's random trials for a budget of `budget` trials: at most half of them (so TPE
-    guides at least half, even in a small quickstart), and no more than Optuna's 10."""
-    return min(MAX_RANDOM_START, budget // 2)
-
 
 def suggest(trial: optuna.Trial, name: str, distribution: Distribution):
     """Sample `name` from `distribution` in an Optuna trial (the prior of

@@ -29,7 +29,8 @@ from trainables.errors import DataUnavailableError
 from trainables.schema import INTERRUPTED, SEARCH_METRIC, VERDICT_METRIC, trial_status
 from tune.plan import SweepError, SweepPlan, is_uri, local_storage, record_differences
 from tune.interrupt import Interrupted, StopSignals
-from tune.confirm import FixedConfigs, budget_arms, config_key, confirm_trials, select_finalists
+from tune.budget import budget_arms
+from tune.confirm import FixedConfigs, config_key, confirm_trials, select_finalists
 from tune.progress import ConciseProgress, best_table, seed_table
 from tune.schedule import PerOptimizerASHA, SafeSnapshots
 from tune.search import PerOptimizerSearch
@@ -289,8 +290,10 @@ def run_stage(plan: SweepPlan, path: str, *, search_alg, scheduler, callbacks, n
             run_config=tune.RunConfig(
                 name=path.rsplit("/", 1)[1], storage_path=plan.storage, callbacks=callbacks,
                 verbose=0, failure_config=tune.FailureConfig(max_failures=3),
-                # >= 2: SafeSnapshots keeps the snapshot one checkpoint behind at most
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
+                # Tune keeps every checkpoint; SafeSnapshots deletes all but a trial's newest
+                # two, and only once storage's snapshot names the newer (Tune's num_to_keep
+                # can leave a snapshot that breaks --resume).
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=None)))
     return tuner.fit()
 
 
@@ -501,7 +504,7 @@ def write_sweep_report(plan: SweepPlan, client: MlflowClient, parent_run_id: str
     try:
         if isinstance(sweep, Exception):
             raise sweep
-        from analysis.report import write_report
+        from analysis.page import write_report
 
         path = write_report(sweep, folder / f"{plan.experiment}-report.html")
     except Exception as error:  # noqa: BLE001  the trials are safe whatever went wrong here
