@@ -282,7 +282,7 @@ def test_driver_killed_again_and_again_then_resumed(tmp_path):
     Under the first driver the trial workers are killed too: the driver itself restarts
     their trials from their checkpoints."""
     storage = tmp_path / "results"
-    space = space_file(tmp_path, name="crash", max_epochs=8, grace_period=8,
+    space = space_file(tmp_path, name="crash", max_epochs=6, grace_period=6,
                        trials_per_optimizer=4)
     args = ("--space", space, "--storage", str(storage))
     home = tmp_path / "home"
