@@ -531,3 +531,14 @@ def test_waiting_for_names_the_node_a_trial_needs(monkeypatch):
     assert sweep.waiting_for(plan(cpus_per_trial=16, gpus_per_trial=1)) is None
     assert sweep.waiting_for(plan(cpus_per_trial=32)) == "a node with 32 CPUs (the largest has 16)"
     assert sweep.waiting_for(plan(gpus_per_trial=2)) == "a node with 2 GPUs (the largest has 1)"
+
+
+def test_the_browse_command_is_this_environments_mlflow_or_the_server_itself():
+    from pathlib import Path
+
+    from tune.store import browse_command
+
+    command = browse_command("sqlite:////data/results/mlflow.db").split()
+    assert command == [str(Path(sys.executable).parent / "mlflow"), "ui", "--backend-store-uri",
+                       "sqlite:////data/results/mlflow.db"] and Path(command[0]).is_file()
+    assert browse_command("http://127.0.0.1:5000") == "open http://127.0.0.1:5000 in a browser"

@@ -3,6 +3,7 @@ a process that only opens the store does not pay for Ray, Optuna and torch."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from filelock import FileLock
@@ -24,3 +25,12 @@ def prepare_store(uri: str) -> None:
     database.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(f"{database}.lock"):
         MlflowClient(uri).search_experiments(max_results=1)
+
+
+def browse_command(uri: str) -> str:
+    """The command that shows the store in MLflow's UI (on 127.0.0.1:5000), runnable as
+    printed: this environment's own `mlflow` (a virtualenv's is not on PATH). A tracking
+    server is its own UI."""
+    if sqlite_path(uri) is None:
+        return f"open {uri} in a browser"
+    return f"{Path(sys.executable).parent / 'mlflow'} ui --backend-store-uri {uri}"

@@ -34,7 +34,7 @@ from tune.confirm import FixedConfigs, config_key, confirm_trials, select_finali
 from tune.progress import ConciseProgress, best_table, seed_table
 from tune.schedule import PerOptimizerASHA, SafeSnapshots
 from tune.search import PerOptimizerSearch
-from tune.store import prepare_store, sqlite_path
+from tune.store import browse_command, prepare_store, sqlite_path
 from tune.tracking import MlflowTracking, find_parent_run, open_parent_run
 from tune.trainable import tune_trial
 
@@ -443,6 +443,7 @@ def _run(plan: SweepPlan, run_search: bool, run_confirm: bool, out, signals: Sto
 def _stages(plan: SweepPlan, run_search: bool, run_confirm: bool, out, signals: StopSignals,
             client: MlflowClient, parent_run_id: str, experiment_id: str) -> int:
     out(plan.describe())
+    out(f"browse       {browse_command(plan.tracking_uri)}  (while it runs, too)")
     signals.check()
     results = search(plan, parent_run_id, experiment_id) if run_search else finished_results(plan)
     signals.check()
@@ -463,8 +464,7 @@ def _stages(plan: SweepPlan, run_search: bool, run_confirm: bool, out, signals: 
     out("\n" + closing_summary(sweep, confirm_rows))
     report = write_sweep_report(plan, client, parent_run_id, sweep)
     client.set_terminated(parent_run_id, "FINISHED")
-    out(f"\nresults: {plan.experiment_path}\nreport:  {report}\nbrowse:  mlflow ui "
-        f"--backend-store-uri {plan.tracking_uri}")
+    out(f"\nresults: {plan.experiment_path}\nreport:  {report}\nbrowse:  {browse_command(plan.tracking_uri)}")
     return 1 if any(r["status"] == "error" for r in rows + confirm_rows) else 0
 
 
