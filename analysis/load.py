@@ -253,17 +253,20 @@ def load_sweep(experiment: str | None, tracking_uri: str) -> Sweep:
         raise ValueError(f"no MLflow database at {bounded(tracking_uri[len('sqlite:///'):])}")
     client = MlflowClient(tracking_uri)
     try:
-        sweeps = _sweep_experiments(client)
-        found = client.get_experiment_by_name(experiment) if experiment is not None else None
+        # The store's sweeps are listed only when no name is given or the name is unknown.
+        if experiment is None:
+            sweeps = _sweep_experiments(client)
+            if not sweeps:
+                raise ValueError(f"MLflow at {bounded(tracking_uri)} holds no sweep yet (run launch.py)")
+            experiment = sweeps[0]
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
+            sweeps = _sweep_experiments(client)
+            held = f"its sweeps, newest first: {', '.join(sweeps)}" if sweeps else "it holds no sweep"
+            raise ValueError(bounded(f"no MLflow experiment '{experiment}' at {tracking_uri}; {held}",
+                                     _LISTED_LIMIT))
     except MlflowException as error:
         raise ValueError(f"cannot read MLflow at {bounded(tracking_uri)}: {bounded(error.message)}") from None
-    if experiment is None:
-        if not sweeps:
-            raise ValueError(f"MLflow at {bounded(tracking_uri)} holds no sweep yet (run launch.py)")
-        experiment, found = sweeps[0], client.get_experiment_by_name(sweeps[0])
-    if found is None:
-        held = f"its sweeps, newest first: {', '.join(sweeps)}" if sweeps else "it holds no sweep"
-        raise ValueError(bounded(f"no MLflow experiment '{experiment}' at {tracking_uri}; {held}", _LISTED_LIMIT))
     parents = client.search_runs(
         [found.experiment_id], filter_string="tags.stage = 'sweep'",
         order_by=["attributes.start_time DESC"], max_results=1000)

@@ -243,9 +243,9 @@ def list_models() -> list[str]:
     return sorted(_MODELS)
 
 
-def model_builder(name: str) -> Ref:
-    """The builder registered as `name` (as registered: call `resolve` on it); KeyError if none."""
-    return _MODELS[name]
+def model_builder(name: str) -> Callable:
+    """The builder registered as `name`, imported (torch); KeyError if none."""
+    return resolve(_MODELS[name])
 
 
 def register_dataset(name: str, loader: Ref) -> None:
@@ -258,6 +258,6 @@ def list_datasets() -> list[str]:
     return sorted(_DATASETS)
 
 
-def dataset_loader(name: str) -> Ref:
-    """The loader registered as `name` (as registered: call `resolve` on it); KeyError if none."""
-    return _DATASETS[name]
+def dataset_loader(name: str) -> Callable:
+    """The loader registered as `name`, imported (torch); KeyError if none."""
+    return resolve(_DATASETS[name])

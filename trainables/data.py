@@ -2,8 +2,8 @@
 
 A data set is looked up in a registry (`load_dataset("c10")`, `list_datasets()`), timm
 style: each loader is a small function, registered by name in trainables.catalog (your
-own: `@register_dataset(name)`), whose keyword-only arguments are the data set's options. Every loader returns an `ImageData`:
-three disjoint splits as uint8 N x C x H x W tensors plus the normalisation statistics
+own: `@register_dataset(name)`), whose keyword-only arguments are the data set's options.
+Every loader returns an `ImageData`: three disjoint splits as uint8 N x C x H x W tensors plus the normalisation statistics
 and augmentation settings that belong to that data set.
 
 Three splits, two jobs: `train` is what a model fits; `val` is a fixed, stratified
@@ -271,7 +271,7 @@ def load_dataset(name: str, data_dir: str | os.PathLike = "data", download: bool
     """
     if name not in list_datasets():
         raise ConfigError(f"unknown data set {name!r}; valid: {', '.join(list_datasets())}")
-    loader = catalog.resolve(catalog.dataset_loader(name))
+    loader = catalog.dataset_loader(name)
     valid = _options(loader)
     unknown = sorted(set(options) - set(valid))
     if unknown:

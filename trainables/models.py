@@ -1,8 +1,9 @@
 """Image classifiers looked up by name: CIFAR ResNets, VGG-16 with BatchNorm and a small ViT.
 
 Each model is a three-line builder, registered by name in trainables.catalog (your own:
-`@register_model`); the trainable only ever calls `create_model(name, num_classes, in_channels, image_size)`. Every model accepts
-1 or 3 input channels and 8 (sklearn digits), 32 (CIFAR) or 64 (Tiny ImageNet) pixel
+`@register_model`); the trainable only ever calls
+`create_model(name, num_classes, in_channels, image_size)`. Every model accepts 1 or 3
+input channels and 8 (sklearn digits), 32 (CIFAR) or 64 (Tiny ImageNet) pixel
 square images; shapes that depend on the image size are fixed at construction, so
 `forward` never branches on tensor values or synchronises with the host, and the models
 run unchanged under channels_last and `torch.compile`.
@@ -45,7 +46,7 @@ def create_model(
         raise ConfigError(f"unknown model {name!r}; valid models: {', '.join(list_models())}")
     sizes = [check_range(f"model {name!r}: {field}", value, 1, integral=True) for field, value in
              (("num_classes", num_classes), ("in_channels", in_channels), ("image_size", image_size))]
-    return catalog.resolve(catalog.model_builder(name))(*sizes)
+    return catalog.model_builder(name)(*sizes)
 
 
 # --- CIFAR ResNets (He et al. 2016, section 4.2; akamaster/pytorch_resnet_cifar10) ---

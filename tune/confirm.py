@@ -21,6 +21,8 @@ from ray.tune.search import Searcher
 from trainables.schema import VERDICT_METRIC, rank_finalists
 from tune.budget import stretched
 from tune.search import PickledSearcher
+
+
 def config_key(config: dict) -> str:
     """A trial config's identity, for tags looked up by config (JSON, keys sorted)."""
     return json.dumps(config, sort_keys=True, default=str)

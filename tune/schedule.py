@@ -73,21 +73,17 @@ class SafeSnapshots(FIFOScheduler):
 _CHECKPOINT_DIR = re.compile(r"^checkpoint_(\d+)$")  # Tune's folder name: checkpoint_000004
 
 
-def delete_checkpoints_before(checkpoint) -> list[str]:
+def delete_checkpoints_before(checkpoint) -> None:
     """Delete the checkpoint folders of `checkpoint`'s trial older than it, on its storage
-    filesystem (local, or remote such as s3://), skipping any already gone; returns the
-    paths deleted."""
+    filesystem (local, or remote such as s3://), skipping any already gone."""
     fs = checkpoint.filesystem
     folder, _, name = checkpoint.path.rpartition("/")
     newest = int(_CHECKPOINT_DIR.match(name).group(1))
-    deleted = []
     for info in fs.get_file_info(pyarrow.fs.FileSelector(folder)):
         found = _CHECKPOINT_DIR.match(info.base_name)
         if info.type == pyarrow.fs.FileType.Directory and found and int(found.group(1)) < newest:
             with contextlib.suppress(FileNotFoundError):
                 fs.delete_dir(info.path)
-                deleted.append(info.path)
-    return deleted
 
 
 class PerOptimizerASHA(SafeSnapshots):

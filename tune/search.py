@@ -28,6 +28,7 @@ from tune.budget import random_start
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # no line per study created
 
+
 def suggest(trial: optuna.Trial, name: str, distribution: Distribution):
     """Sample `name` from `distribution` in an Optuna trial (the prior of
     `Distribution.sample`). A `loguniform_complement` value is sampled as 1 - value on a
