@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -261,7 +263,6 @@ def test_a_resumed_trial_continues_its_run_and_logs_no_epoch_twice(tmp_path):
     # The driver's MLflow callback with a trial as Ray hands it over, through two drivers:
     # the second restored from a snapshot taken before the first driver's last epoch, as
     # after a SIGKILL, sees the trial restart from an earlier checkpoint.
-    from types import SimpleNamespace
 
     from mlflow.tracking import MlflowClient
 
@@ -362,7 +363,6 @@ class _Controller:
 
 
 def test_every_added_trial_is_in_a_snapshot_before_it_can_start():
-    from types import SimpleNamespace
 
     from tune.schedule import PerOptimizerASHA
 
@@ -450,7 +450,6 @@ def test_the_snapshot_on_storage_never_names_a_deleted_checkpoint(tmp_path):
 
 
 def test_old_checkpoints_are_deleted_only_once_a_snapshot_names_a_newer_one(tmp_path):
-    from types import SimpleNamespace
 
     import pyarrow.fs
     from ray.tune import Checkpoint
@@ -491,14 +490,12 @@ def test_old_checkpoints_are_deleted_only_once_a_snapshot_names_a_newer_one(tmp_
     assert len(controller.snapshots) == 3  # no checkpoint follows: no snapshot
 
 
-def test_heartbeats_say_how_long_trials_have_waited_for_a_missing_node():
-    from types import SimpleNamespace
-
-    from tune.progress import ConciseProgress
+def test_status_lines_say_how_long_trials_have_waited_for_a_missing_node():
+    from tune.progress import ConciseProgress, StageBudget
 
     now = [0.0]
     lines = []
-    progress = ConciseProgress(2, ("lr",), "val_acc", out=lines.append,
+    progress = ConciseProgress(StageBudget(2, 6, "CPU", 64), ("lr",), "val_acc", out=lines.append,
                                waiting_for="a node with 64 CPUs (the largest has 2)",
                                clock=lambda: now[0])
     pending = [SimpleNamespace(status="PENDING"), SimpleNamespace(status="PENDING")]
@@ -510,6 +507,77 @@ def test_heartbeats_say_how_long_trials_have_waited_for_a_missing_node():
     now[0] = 95.0  # a node came: the trial runs, the note goes
     progress.on_step_end(0, [SimpleNamespace(status="RUNNING"), pending[1]])
     assert "waiting" not in lines[2]
+
+
+def fake_trial(trial_id: str, optimizer: str, epochs: int = 3, status: str = "RUNNING", **config):
+    return SimpleNamespace(trial_id=trial_id, status=status, last_result=None,
+                           config={"optimizer": optimizer, "epochs": epochs, "lr": 0.01, **config})
+
+
+def report(progress, trials, trial, epoch: int, seconds: float, **metrics) -> None:
+    trial.last_result = {"epoch": epoch, "time_this_iter_s": seconds, **metrics}
+    progress.on_trial_result(0, trials, trial, trial.last_result)
+
+
+def test_the_status_line_counts_trial_epochs_compute_eta_and_the_best_finished_trials():
+    from tune.progress import ConciseProgress, StageBudget
+
+    now = [100.0]
+    lines = []
+    progress = ConciseProgress(StageBudget(4, 12, "CPU", 2), ("lr",), "val_acc", out=lines.append,
+                               clock=lambda: now[0])
+    progress.setup()
+    a, b = fake_trial("a", "adam"), fake_trial("b", "zsharp")
+    trials = [a, b]
+    report(progress, trials, a, 1, 10.0, val_acc=0.5)
+    report(progress, trials, b, 1, 20.0, val_acc=0.95)
+    now[0] = 131.0
+    progress.on_step_end(0, trials)
+    # 2 of 12 epochs at 15 s each; left: 2 unseen trials x 3 + 2 + 2 = 10 epochs, 2 at once
+    # -> 75 s; compute: 30 s x 2 CPUs = 1/60 CPU-hour.
+    assert lines[-1] == ("[   31s] trials 0/4 done (running 2; completed 0, stopped early 0, "
+                         "diverged 0, errors 0); trial-epochs 2/12; ETA <= 1m15s; compute 0.0167 CPU-h")
+    b.status = "TERMINATED"  # ASHA stopped it after epoch 1
+    progress.on_trial_complete(0, trials, b)
+    assert lines[-2].startswith("b zsharp  stopped_early val_acc 0.9500  lr=0.01")
+    report(progress, trials, a, 2, 10.0, val_acc=0.7)
+    report(progress, trials, a, 3, 10.0, val_acc=0.9)
+    a.status = "TERMINATED"
+    now[0] = 100.0 + 3600
+    progress.on_trial_complete(0, trials, a)
+    # 4 epochs done in 50 s; left: the 2 unseen trials' 6 epochs, 1 at a time (none runs).
+    assert lines[-1] == ("[ 1h00m] trials 2/4 done (running 0; completed 1, stopped early 1, "
+                         "diverged 0, errors 0); trial-epochs 4/12; ETA <= 1m15s; compute 0.0278 "
+                         "CPU-h; best finished val_acc: zsharp 0.9500, adam 0.9000")
+
+    # The counts are the sweep's: a resumed driver's callback continues them.
+    resumed = ConciseProgress(StageBudget(4, 12, "CPU", 2), ("lr",), "val_acc", out=lines.append,
+                              clock=lambda: now[0])
+    resumed.set_state(pickle.loads(pickle.dumps(progress.get_state())))
+    resumed.setup()
+    finished_line = lines[-1]
+    now[0] += 40
+    resumed.on_step_end(0, [])
+    assert lines[-1] == finished_line.replace("[ 1h00m]", "[   40s]")
+
+
+def test_the_confirm_status_line_gives_each_groups_mean_so_far_and_runs_done():
+    from tune.confirm import config_key
+    from tune.progress import ConciseProgress, StageBudget
+
+    lines = []
+    trials = [fake_trial(f"t{seed}", "adam", seed=seed) for seed in range(2)] + \
+             [fake_trial("s0", "sam", seed=0)]
+    groups = {config_key(t.config): f"{t.config['optimizer']} equal_epochs" for t in trials}
+    progress = ConciseProgress(StageBudget(3, 9, "GPU", 0.5, groups), ("seed",), "test_acc",
+                               out=lines.append)
+    for trial, accuracy in zip(trials[:2], (0.8, 0.9)):
+        for epoch in (1, 2, 3):
+            report(progress, trials, trial, epoch, 3600.0, test_acc=accuracy)
+        trial.status = "TERMINATED"
+        progress.on_trial_complete(0, trials, trial)
+    assert "compute 3 GPU-h" in lines[-1] and "ETA ~ " in lines[-1]
+    assert lines[-1].endswith("; mean test_acc so far: adam equal_epochs 0.8500 (2/2)")
 
 
 def test_waiting_for_names_the_node_a_trial_needs(monkeypatch):

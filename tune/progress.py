@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import time
+from dataclasses import dataclass, field
 
 from ray.tune import Callback
 
 from trainables.schema import STATUSES, rank_finalists, trial_status
+from tune.confirm import config_key
 
 _HEARTBEAT_S = 30.0
 
@@ -15,40 +18,129 @@ def _hparams(config: dict, names) -> str:
     return " ".join(f"{n}={config[n]:.3g}" for n in names if n in config)
 
 
-class ConciseProgress(Callback):
-    """One line per finished trial, and a heartbeat every 30 s (replaces Tune's tables).
+def duration_text(seconds: float) -> str:
+    """A duration in the unit that reads: 45s, 12m05s, 3h20m."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
-    waiting_for: what a trial needs that no node has yet (an autoscaling cluster may add
-    it); while trials wait and none runs, every heartbeat says for how long.
+
+@dataclass(frozen=True)
+class StageBudget:
+    """What a stage plans, for the status line's counts, ETA and compute.
+
+    trial_epochs: the epochs of every trial at its full budget (ASHA may stop some early,
+    so in the search the ETA is an upper bound). unit, per_trial: what a trial holds
+    ("GPU" or "CPU", how many), so that compute = per_trial x its wall time. groups: in the
+    confirm stage, config key (tune.confirm.config_key) -> "optimizer arm", the groups whose
+    mean so far the line shows; None in the search (its best finished trial per optimizer).
     """
 
-    def __init__(self, total: int, searched: tuple[str, ...], metric: str, out=print,
+    trials: int
+    trial_epochs: int
+    unit: str
+    per_trial: float
+    groups: dict[str, str] | None = None
+    planned: dict[str, int] = field(init=False)
+
+    def __post_init__(self):
+        counts: dict[str, int] = {}
+        for label in (self.groups or {}).values():
+            counts[label] = counts.get(label, 0) + 1
+        object.__setattr__(self, "planned", counts)
+
+
+class ConciseProgress(Callback):
+    """One line per finished trial, and a status line every 30 s (replaces Tune's tables):
+    elapsed time, trials and trial-epochs done out of the plan, an ETA from the measured
+    epoch times, the compute spent, and the best finished trial per optimizer (in the
+    confirm stage: each group's mean so far and its runs done).
+
+    waiting_for: what a trial needs that no node has yet (an autoscaling cluster may add
+    it); while trials wait and none runs, every status line says for how long.
+    """
+
+    def __init__(self, budget: StageBudget, searched: tuple[str, ...], metric: str, out=print,
                  waiting_for: str | None = None, clock=time.monotonic):
-        self.total = total
+        self.budget = budget
         self.metric = metric  # val_acc in the search, test_acc in the confirm stage
         self.searched = searched
         self.out = out
         self.waiting_for = waiting_for
         self.clock = clock
-        self._started = clock()
-        self._last_beat = self._started
+        self._started = self._last_beat = clock()
         self._idle_since: float | None = None  # since when trials wait and none runs
-        self._ended: dict[str, str] = {}
-        self._best: tuple[float, str] | None = None
+        # Kept across --resume (get_state): the sweep's counts, not this driver's.
+        self._ended: dict[str, dict] = {}     # trial id -> its summary row
+        self._epochs: dict[str, int] = {}     # trial id -> last epoch reported
+        self._planned: dict[str, int] = {}    # trial id -> its planned epochs
+        self._seconds = 0.0                   # wall seconds of every epoch reported
 
     def __getstate__(self):
         return {**self.__dict__, "out": print, "clock": time.monotonic}
 
+    def setup(self, **info) -> None:
+        self._started = self._last_beat = self.clock()  # elapsed: this driver's time
+
+    def get_state(self) -> dict:
+        return {"ended": self._ended, "epochs": self._epochs, "planned": self._planned,
+                "seconds": self._seconds}
+
+    def set_state(self, state: dict) -> None:
+        self._ended, self._epochs = state["ended"], state["epochs"]
+        self._planned, self._seconds = state["planned"], state["seconds"]
+
+    # ---- the status line --------------------------------------------------------------
+
     def _line(self, trials) -> str:
         running = sum(t.status == "RUNNING" for t in trials)
-        counts = {s: list(self._ended.values()).count(s) for s in STATUSES}
-        best = f"; best {self.metric} {self._best[0]:.4f} ({self._best[1]})" if self._best else ""
-        return (f"[{self.clock() - self._started:6.0f}s] running {running}, finished "
-                f"{len(self._ended)}/{self.total} (completed {counts['completed']}, stopped early "
-                f"{counts['stopped_early']}, diverged {counts['diverged']}, errors {counts['error']})"
-                f"{best}{self._waiting(trials)}")
+        counts = {s: sum(r["status"] == s for r in self._ended.values()) for s in STATUSES}
+        return (f"[{duration_text(self.clock() - self._started):>6s}] trials "
+                f"{len(self._ended)}/{self.budget.trials} done (running {running}; completed "
+                f"{counts['completed']}, stopped early {counts['stopped_early']}, diverged "
+                f"{counts['diverged']}, errors {counts['error']}); trial-epochs "
+                f"{sum(self._epochs.values())}/{self.budget.trial_epochs}; {self._eta(running)}; "
+                f"compute {self._compute_hours():.3g} {self.budget.unit}-h"
+                f"{self._leaders()}{self._waiting()}")
 
-    def _waiting(self, trials) -> str:
+    def _eta(self, running: int) -> str:
+        """Epochs left (every unfinished trial at its full budget) x the mean epoch time,
+        over the trials running at once; an upper bound while ASHA may stop trials."""
+        done = sum(self._epochs.values())
+        if not done:
+            return "ETA -"
+        unseen = self.budget.trial_epochs - sum(self._planned.values())
+        left = unseen + sum(self._planned[t] - self._epochs.get(t, 0)
+                            for t in self._planned if t not in self._ended)
+        bound = "<=" if self.budget.groups is None else "~"
+        return f"ETA {bound} {duration_text(left * self._seconds / done / max(running, 1))}"
+
+    def _compute_hours(self) -> float:
+        return self._seconds * self.budget.per_trial / 3600
+
+    def _leaders(self) -> str:
+        """The best finished trial per optimizer (search), or each group's mean so far
+        (confirm)."""
+        rows = list(self._ended.values())
+        if self.budget.groups is not None:
+            means = []
+            for label, planned in self.budget.planned.items():
+                values = [r["final"] for r in rows if r["group"] == label and not math.isnan(r["final"])]
+                if values:
+                    means.append(f"{label} {sum(values) / len(values):.4f} ({len(values)}/{planned})")
+            return f"; mean {self.metric} so far: {', '.join(means)}" if means else ""
+        best = []
+        for optimizer in dict.fromkeys(r["optimizer"] for r in rows):
+            ranked = rank_finalists([{**r, "final_val_acc": r["final"]} for r in rows
+                                     if r["optimizer"] == optimizer])
+            if ranked:
+                best.append(f"{optimizer} {ranked[0]['final_val_acc']:.4f}")
+        return f"; best finished {self.metric}: {', '.join(best)}" if best else ""
+
+    def _waiting(self) -> str:
         """"; waiting N s for ..." while trials wait for a node that does not exist yet."""
         if self._idle_since is None:
             return ""
@@ -62,20 +154,27 @@ class ConciseProgress(Callback):
         elif self._idle_since is None:
             self._idle_since = self.clock()
 
+    # ---- Tune's events ----------------------------------------------------------------
+
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        accuracy = result.get(self.metric)
-        if accuracy is not None and (self._best is None or accuracy > self._best[0]):
-            self._best = (accuracy, f"{trial.config['optimizer']} "
-                                    f"{_hparams(trial.config, self.searched)}")
+        # Tune's wall time of the iteration: the epoch, its evaluation and its checkpoint.
+        self._seconds += float(result.get("time_this_iter_s", result.get("epoch_time_s", 0.0)))
+        self._epochs[trial.trial_id] = int(result.get("epoch", 0))
+        self._planned[trial.trial_id] = int(trial.config["epochs"])
 
     def _finished(self, trials, trial, errored: bool) -> None:
-        self._ended[trial.trial_id] = trial_status(trial.last_result or {}, trial.config["epochs"], errored)
-        self.out(f"{trial.trial_id} {trial.config['optimizer']:7s} "
-                 f"{self._ended[trial.trial_id]:13s} {self.metric} "
-                 f"{(trial.last_result or {}).get(self.metric, float('nan')):.4f}  "
-                 f"{_hparams(trial.config, self.searched)}")
+        last = trial.last_result or {}
+        status = trial_status(last, trial.config["epochs"], errored)
+        final = float(last.get(self.metric, float("nan")))
+        self._planned.setdefault(trial.trial_id, int(trial.config["epochs"]))
+        self._ended[trial.trial_id] = {
+            "optimizer": trial.config["optimizer"], "status": status,
+            "epochs_run": int(last.get("epoch", 0)), "final": final,
+            "group": (self.budget.groups or {}).get(config_key(trial.config))}
+        self.out(f"{trial.trial_id} {trial.config['optimizer']:7s} {status:13s} {self.metric} "
+                 f"{final:.4f}  {_hparams(trial.config, self.searched)}")
         self.out(self._line(trials))
-        self._last_beat = self.clock()  # that line was the heartbeat
+        self._last_beat = self.clock()  # that line was the status line
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._finished(trials, trial, errored=False)

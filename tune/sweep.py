@@ -31,7 +31,7 @@ from tune.plan import SweepError, SweepPlan, is_uri, local_storage, record_diffe
 from tune.interrupt import Interrupted, StopSignals
 from tune.budget import budget_arms
 from tune.confirm import FixedConfigs, config_key, confirm_trials, select_finalists
-from tune.progress import ConciseProgress, best_table, seed_table
+from tune.progress import ConciseProgress, StageBudget, best_table, seed_table
 from tune.schedule import PerOptimizerASHA, SafeSnapshots
 from tune.search import PerOptimizerSearch
 from tune.store import browse_command, prepare_store, sqlite_path
@@ -297,6 +297,14 @@ def run_stage(plan: SweepPlan, path: str, *, search_alg, scheduler, callbacks, n
     return tuner.fit()
 
 
+def stage_budget(plan: SweepPlan, epochs: list[int], groups: dict[str, str] | None = None) -> StageBudget:
+    """The status line's plan of a stage whose trials run `epochs` each; compute is counted
+    in GPU-hours when trials hold GPUs, else in CPU-hours."""
+    space = plan.space
+    unit, per_trial = ("GPU", space.gpus_per_trial) if space.gpus_per_trial else ("CPU", space.cpus_per_trial)
+    return StageBudget(len(epochs), sum(epochs), unit, per_trial, groups)
+
+
 def search(plan: SweepPlan, parent_run_id: str, experiment_id: str):
     """The search: one Optuna searcher and one ASHA per optimizer."""
     space = plan.space
@@ -306,7 +314,8 @@ def search(plan: SweepPlan, parent_run_id: str, experiment_id: str):
         scheduler=PerOptimizerASHA(space.optimizers, space.max_epochs, space.grace_period,
                                    space.reduction_factor),
         callbacks=[MlflowTracking(plan.tracking_uri, parent_run_id, experiment_id),
-                   ConciseProgress(plan.total_trials, _searched_names(plan), SEARCH_METRIC,
+                   ConciseProgress(stage_budget(plan, [space.max_epochs] * plan.total_trials),
+                                   _searched_names(plan), SEARCH_METRIC,
                                    waiting_for=waiting_for(plan))],
         num_samples=plan.total_trials)
 
@@ -322,8 +331,10 @@ def confirm(plan: SweepPlan, rows: list[dict], parent_run_id: str,
         plan, plan.confirm_path, search_alg=FixedConfigs(configs), scheduler=SafeSnapshots(),
         callbacks=[MlflowTracking(plan.tracking_uri, parent_run_id, experiment_id,
                                   stage="confirm", tags_by_config=tags),
-                   ConciseProgress(len(configs), ("seed", "epochs"), VERDICT_METRIC,
-                                   waiting_for=waiting_for(plan))],
+                   ConciseProgress(stage_budget(plan, [c["epochs"] for c in configs], {
+                                       config_key(c): f"{c['optimizer']} {tags[config_key(c)]['budget_arm']}"
+                                       for c in configs}),
+                                   ("seed", "epochs"), VERDICT_METRIC, waiting_for=waiting_for(plan))],
         num_samples=len(configs))
     return results, tags
 
