@@ -74,9 +74,9 @@ class _ReportParser(OneLineArgumentParser):
         super().error(bounded(message))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The command line of `python -m analysis.report`."""
-    p = _ReportParser(prog="python -m analysis.report", description=__doc__.splitlines()[0])
+def command_line(prog: str, doc: str) -> argparse.ArgumentParser:
+    """A command line that reads one sweep (`load`): --experiment, --mlflow-uri, --storage."""
+    p = _ReportParser(prog=prog, description=doc.splitlines()[0])
     p.add_argument("--experiment", help="MLflow experiment (the sweep's --experiment); default: "
                                         "the most recent sweep in the store")
     p.add_argument("--mlflow-uri", help=f"tracking URI, {TRACKING_FORMS} (default: "
@@ -84,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", help="Ray experiment folder (results/NAME) instead of MLflow; "
                                      "with --experiment, the results folder that holds it "
                                      "(default: read MLflow)")
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of `python -m analysis.report`."""
+    p = command_line("python -m analysis.report", __doc__)
     p.add_argument("--out", default="report.html", help="the HTML file to write (default: %(default)s)")
     p.add_argument("--png", metavar="DIR", help="also write each figure as DIR/<name>.png (needs Chromium; "
                                                 "default: no PNGs)")
@@ -140,7 +146,7 @@ def load(args):
     return loading.load_sweep(args.experiment, uri)
 
 
-def _error_line(error: Exception) -> str:
+def error_line(error: Exception) -> str:
     """An error as one bounded line: an OSError as its reason and the file it concerns."""
     if isinstance(error, OSError) and error.filename is not None:
         return f"{bounded(error.strerror or error)}: {bounded(error.filename)}"
@@ -160,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         path = write_report(load(args), args.out, png_dir=args.png,
                             importance_min_trials=args.importance_min_trials)
     except (ValueError, OSError) as error:
-        print(f"{parser.prog}: error: {_error_line(error)}", file=sys.stderr)
+        print(f"{parser.prog}: error: {error_line(error)}", file=sys.stderr)
         return 2
     print(path)
     return 0

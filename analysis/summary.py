@@ -15,7 +15,7 @@ from analysis.load import Sweep
 from analysis.stats import paired_test_id
 from analysis.text import (ARM_TITLES, count, label, num, pct, pct_interval, points, points_interval,
                            run_label, wins_text)
-from analysis.verdict import ArmComparison, comparison
+from analysis.verdict import ArmComparison, comparison, search_best
 from analysis.warnings import sweep_warnings
 from trainables.schema import EQUAL_COMPUTE, EQUAL_EPOCHS
 
@@ -34,6 +34,22 @@ def sweep_summary(sweep: Sweep) -> str:
     for arm, arm_result in result.arms.items():
         lines += _arm_lines(arm, arm_result, printed)
     return "\n".join(lines)
+
+
+def summary_metrics(sweep: Sweep) -> dict[str, float]:
+    """The sweep's result as flat metrics, for its parent MLflow run (so that sweeps sit
+    side by side in the MLflow UI): each optimizer's best search trial's final val accuracy
+    (`search.OPT.best_val_acc`), and per budget arm its confirm runs' mean final test
+    accuracy and 95% t interval (`confirm.ARM.OPT.test_acc_mean`, `_low`, `_high`; NaN
+    where one seed gives no interval)."""
+    result = comparison(sweep)
+    best = result.search_best if result.single_runs else search_best(sweep)
+    metrics = {f"search.{r.optimizer}.best_val_acc": float(r.final_val_acc) for r in best.itertuples()}
+    for arm, arm_result in result.arms.items():
+        for r in arm_result.summary.itertuples():
+            metrics.update({f"confirm.{arm}.{r.optimizer}.test_acc_{part}": float(getattr(r, part))
+                            for part in ("mean", "low", "high")})
+    return metrics
 
 
 def _search_lines(best) -> list[str]:

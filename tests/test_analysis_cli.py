@@ -67,18 +67,19 @@ def test_bounded_escapes_control_characters_and_cuts_long_values():
     assert len(bounded("\n" * 5000)) == MAX_QUOTED  # escapes count towards the limit
 
 
-def test_an_unreachable_server_fails_in_one_line_within_seconds(closed_port, tmp_path):
+@pytest.mark.parametrize("command, out", [("analysis.report", "r.html"), ("analysis.export", "t.csv")])
+def test_an_unreachable_server_fails_in_one_line_within_seconds(closed_port, tmp_path, command, out):
     uri = f"http://127.0.0.1:{closed_port}"
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "analysis.report", "--experiment", "exp",
-                           "--mlflow-uri", uri, "--out", str(tmp_path / "r.html")],
+    done = subprocess.run([sys.executable, "-m", command, "--experiment", "exp",
+                           "--mlflow-uri", uri, "--out", str(tmp_path / out)],
                           cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
     elapsed = time.monotonic() - started
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert f"MLflow tracking server '{uri}' is unreachable" in done.stderr
     assert elapsed < 15, f"took {elapsed:.1f} s (MLflow's retries take minutes)"
-    assert not (tmp_path / "r.html").exists()
+    assert not (tmp_path / out).exists()
 
 
 def test_an_unreachable_server_is_refused_before_mlflow_is_called(capsys, closed_port, mlflow_calls):
@@ -105,6 +106,7 @@ def test_sqlite_uris_go_to_mlflow(capsys, mlflow_calls, uri):
 
 def test_every_flag_says_what_it_does_and_its_default():
     flags = [a for a in report.build_parser()._actions if a.dest != "help"]
+    flags += [a for a in report.command_line("export", "x")._actions if a.dest != "help"]
     assert flags and all(a.help and "default" in a.help for a in flags), [a.dest for a in flags]
 
 

@@ -164,6 +164,31 @@ def test_unknown_experiment_or_path_is_a_clear_value_error(storage, experiment):
         load_sweep_from_storage(storage)
 
 
+def test_the_csv_export_has_a_row_per_trial_and_only_the_settings_each_optimizer_reads(
+        storage, experiment, from_mlflow, tmp_path, capsys):
+    import csv
+
+    from analysis import export
+
+    out = tmp_path / "trials.csv"
+    assert export.main(["--experiment", experiment, "--mlflow-uri",
+                        f"sqlite:///{storage / 'mlflow.db'}", "--out", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == f"{out}: {len(from_mlflow.trials)} trials"
+    rows = list(csv.DictReader(out.open()))
+    assert {r["trial_id"] for r in rows} == set(from_mlflow.trials["trial_id"])
+    expected = from_mlflow.trials.set_index("trial_id")
+    for row in rows:
+        trial = expected.loc[row["trial_id"]]
+        assert (row["stage"], row["optimizer"], row["status"]) == (trial["stage"], trial["optimizer"], trial["status"])
+        assert float(row["final_test_acc"] or "nan") == pytest.approx(trial["final_test_acc"], nan_ok=True)
+        assert float(row["lr"]) == pytest.approx(trial["lr"])
+        assert (row["rho"] == "") == (row["optimizer"] in ("adam", "sgd"))  # Adam and SGD read no rho
+        assert (row["alpha"] == "") == (row["optimizer"] != "zsharp")
+    assert export.main(["--experiment", "nope", "--mlflow-uri", f"sqlite:///{storage / 'mlflow.db'}"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and err.startswith("python -m analysis.export: error: no MLflow experiment")
+
+
 # ---- the comparison ----------------------------------------------------------------------
 
 def test_comparison_uses_the_confirm_seeds_and_labels_small_samples(from_mlflow):

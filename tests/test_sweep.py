@@ -112,9 +112,40 @@ def test_mlflow_holds_the_parent_and_one_child_per_trial(digits_sweep):
         assert child.info.status == "FINISHED"
         assert child.data.tags["status"] in TERMINAL - {"error"}
         params = child.data.params
-        assert set(params) == set(TrialConfig.field_names())  # the full resolved config
+        # The resolved config less what the optimizer does not read (SAM variants on Adam).
+        unread = {"adam": {"momentum", "rho", "eta", "sigma", "lmbda", "alpha", "base"},
+                  "sgd": {"beta1", "beta2", "rho", "eta", "sigma", "lmbda", "alpha", "base"},
+                  "sam": {"momentum", "eta", "sigma", "lmbda", "alpha"},
+                  "zsharp": {"momentum", "eta", "sigma", "lmbda"}}[child.data.tags["optimizer"]]
+        assert set(params) == set(TrialConfig.field_names()) - unread
         arm = child.data.tags.get("budget_arm")
         assert params["dataset"] == "digits" and params["epochs"] == ("6" if arm == "equal_compute" else "3")
+
+
+def test_the_parent_run_holds_the_space_and_each_optimizers_result(digits_sweep):
+    """So that sweeps compare side by side in the MLflow UI: the space as params, and per
+    optimizer the best search trial's final val accuracy and, per budget arm, the confirm
+    runs' mean test accuracy with its 95% t interval (2 seeds: mean +- t(0.975, 1) s / sqrt 2)."""
+    from scipy.stats import t
+
+    parents, children = runs_of(tracking(digits_sweep.storage), "digits_test")
+    params, metrics = parents[0].data.params, parents[0].data.metrics
+    assert params["trials_per_optimizer"] == "3" and params["max_epochs"] == "3"
+    assert params["optimizers"] == ", ".join(SEARCHED) and params["confirm_seeds"] == "2"
+    search, confirm = stage(children, "sweep"), stage(children, "confirm")
+    for optimizer in ("adam", "sam", "zsharp"):
+        finished = [c.data.metrics for c in search if c.data.tags["optimizer"] == optimizer]
+        best = max(finished, key=lambda m: (m["epoch"], m["val_acc"]))  # full budget first
+        assert metrics[f"search.{optimizer}.best_val_acc"] == pytest.approx(best["val_acc"])
+        arms = {c.data.tags["budget_arm"] for c in confirm if c.data.tags["optimizer"] == optimizer}
+        for arm in arms:
+            accs = [c.data.metrics["test_acc"] for c in confirm
+                    if (c.data.tags["optimizer"], c.data.tags["budget_arm"]) == (optimizer, arm)]
+            mean, half = sum(accs) / 2, t.ppf(0.975, 1) * abs(accs[0] - accs[1]) / 2
+            name = f"confirm.{arm}.{optimizer}.test_acc"
+            assert metrics[name + "_mean"] == pytest.approx(mean)
+            assert (metrics[name + "_low"], metrics[name + "_high"]) == pytest.approx((mean - half, mean + half))
+    assert "search.sgd.best_val_acc" not in metrics  # every sgd trial diverged
 
 
 def test_metrics_are_logged_every_epoch(digits_sweep):

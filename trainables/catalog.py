@@ -198,6 +198,17 @@ def hparams_of(optimizer: str, base: str) -> tuple[HParam, ...]:
     return get_base(base if info.wrapper else optimizer).hparams + info.hparams
 
 
+def ignored_settings(optimizer: str, base: str) -> frozenset[str]:
+    """The trial settings `optimizer` (with base `base`) does not read: the other entries'
+    hyperparameters, and `base` for a plain optimizer. What its MLflow run and the CSV
+    export leave out."""
+    taken = {h.name for h in hparams_of(optimizer, base)}
+    ignored = set(all_hparams()) - taken
+    if not get_optimizer_info(optimizer).wrapper:
+        ignored.add("base")
+    return frozenset(ignored)
+
+
 def optimizer_kwargs(config) -> dict:
     """`create_optimizer` keyword arguments for a TrialConfig's optimizer: the values of
     the hyperparameters it takes (and the base of a SAM variant)."""

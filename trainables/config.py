@@ -17,7 +17,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, fields
 
-from trainables.catalog import all_hparams, list_bases, list_datasets, list_models, list_optimizers
+from trainables.catalog import (all_hparams, ignored_settings, list_bases, list_datasets, list_models,
+                                list_optimizers)
 from trainables.errors import ConfigError, check_range, one_line, shown
 
 SCHEDULES = ("step", "cosine")
@@ -115,6 +116,12 @@ class TrialConfig:
     def to_dict(self) -> dict:
         """Plain dict of names and numbers (Ray params, MLflow params, checkpoints)."""
         return {**{f.name: getattr(self, f.name) for f in _fields()}, **self.hparams}
+
+    def acting(self) -> dict:
+        """`to_dict` less the settings this trial's optimizer does not read (an Adam trial
+        has no rho): what its MLflow run logs as params."""
+        ignored = ignored_settings(self.optimizer, self.base)
+        return {k: v for k, v in self.to_dict().items() if k not in ignored}
 
     def replace(self, **changes) -> TrialConfig:
         """A copy with some settings changed (validated)."""

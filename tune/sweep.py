@@ -35,7 +35,8 @@ from tune.progress import ConciseProgress, StageBudget, best_table, seed_table
 from tune.schedule import PerOptimizerASHA, SafeSnapshots
 from tune.search import PerOptimizerSearch
 from tune.store import browse_command, prepare_store, sqlite_path
-from tune.tracking import MlflowTracking, find_parent_run, open_parent_run
+from tune.tracking import (MlflowTracking, find_parent_run, flat_params, log_metrics, log_params,
+                           open_parent_run)
 from tune.trainable import tune_trial
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -442,6 +443,7 @@ def _run(plan: SweepPlan, run_search: bool, run_confirm: bool, out, signals: Sto
     if run_search and not plan.resume:
         client.log_dict(parent_run_id, plan.space.to_dict(), "space.json")
         client.log_dict(parent_run_id, plan.record(), "plan.json")
+        log_params(client, parent_run_id, flat_params(plan.record()))
     try:
         return _stages(plan, run_search, run_confirm, out, signals, client, parent_run_id,
                        experiment_id)
@@ -473,6 +475,7 @@ def _stages(plan: SweepPlan, run_search: bool, run_confirm: bool, out, signals: 
     client.log_dict(parent_run_id, rows_for_mlflow(rows + confirm_rows), "trials.json")
     sweep = recorded_sweep(plan)
     out("\n" + closing_summary(sweep, confirm_rows))
+    log_summary_metrics(client, parent_run_id, sweep, out)
     report = write_sweep_report(plan, client, parent_run_id, sweep)
     client.set_terminated(parent_run_id, "FINISHED")
     out(f"\nresults: {plan.experiment_path}\nreport:  {report}\nbrowse:  {browse_command(plan.tracking_uri)}")
@@ -502,6 +505,19 @@ def closing_summary(sweep, confirm_rows: list[dict]) -> str:
     except Exception as error:  # noqa: BLE001  a broken summary must not fail a finished sweep
         table = seed_table(confirm_rows) if confirm_rows else ""
         return f"summary not made ({type(error).__name__}: {error})\n{table}".rstrip()
+
+
+def log_summary_metrics(client: MlflowClient, parent_run_id: str, sweep, out=print) -> None:
+    """The result per optimizer (analysis.summary.summary_metrics) as the parent run's
+    metrics; skipped, like the summary, when the sweep could not be read back."""
+    try:
+        if isinstance(sweep, Exception):
+            return
+        from analysis.summary import summary_metrics
+
+        log_metrics(client, parent_run_id, summary_metrics(sweep))
+    except Exception as error:  # noqa: BLE001  the trials are safe whatever went wrong here
+        out(f"summary metrics not logged ({type(error).__name__}: {error})")
 
 
 def write_sweep_report(plan: SweepPlan, client: MlflowClient, parent_run_id: str, sweep) -> str:

@@ -15,6 +15,7 @@ import numbers
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.time import get_current_time_millis
+from mlflow.utils.validation import MAX_METRICS_PER_BATCH, MAX_PARAM_VAL_LENGTH, MAX_PARAMS_TAGS_PER_BATCH
 from ray.tune import Callback
 from ray.tune.result import AUTO_RESULT_KEYS
 
@@ -59,6 +60,34 @@ def open_parent_run(client: MlflowClient, experiment: str, sweep_path: str, resu
     run = client.create_run(experiment_id, tags={
         "mlflow.runName": f"sweep {experiment}", "sweep_path": sweep_path, **tags})
     return run.info.run_id, experiment_id
+
+
+def flat_params(record: dict, prefix: str = "") -> dict[str, str]:
+    """A nested settings dict as MLflow params: dotted names ("search_per_optimizer.sam.rho.
+    loguniform"), lists joined by commas, values cut to MLflow's limit."""
+    flat = {}
+    for name, value in record.items():
+        if isinstance(value, dict):
+            flat.update(flat_params(value, f"{prefix}{name}."))
+        else:
+            text = ", ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+            flat[f"{prefix}{name}"] = text[:MAX_PARAM_VAL_LENGTH]
+    return flat
+
+
+def log_params(client: MlflowClient, run_id: str, params: dict[str, str]) -> None:
+    """Log `params` in batches of MLflow's largest."""
+    items = [Param(k, v) for k, v in sorted(params.items())]
+    for start in range(0, len(items), MAX_PARAMS_TAGS_PER_BATCH):
+        client.log_batch(run_id, params=items[start:start + MAX_PARAMS_TAGS_PER_BATCH])
+
+
+def log_metrics(client: MlflowClient, run_id: str, metrics: dict[str, float]) -> None:
+    """Log `metrics` (step 0) in batches of MLflow's largest."""
+    now = get_current_time_millis()
+    items = [Metric(k, v, now, 0) for k, v in sorted(metrics.items())]
+    for start in range(0, len(items), MAX_METRICS_PER_BATCH):
+        client.log_batch(run_id, metrics=items[start:start + MAX_METRICS_PER_BATCH])
 
 
 def _numeric_metrics(result: dict) -> dict[str, float]:
@@ -113,9 +142,9 @@ class MlflowTracking(Callback):
             "mlflow.parentRunId": self.parent_run_id, "mlflow.runName": f"{optimizer}-{trial.trial_id}",
             "trial_id": trial.trial_id, "optimizer": optimizer, "stage": self.stage,
             "status": RUNNING, **self.tags_by_config.get(config_key(trial.config), {})})
-        resolved = TrialConfig.from_dict(trial.config).to_dict()  # defaults filled in
-        params = [Param(k, str(v)) for k, v in sorted(resolved.items())]
-        self.client.log_batch(run.info.run_id, params=params)
+        # Defaults filled in, the settings its optimizer ignores left out.
+        acting = TrialConfig.from_dict(trial.config).acting()
+        log_params(self.client, run.info.run_id, {k: str(v) for k, v in acting.items()})
         self._logged[run.info.run_id] = 0
         return run.info.run_id
 
