@@ -76,6 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", default="results", help="results folder or URI (s3://...) (default: %(default)s)")
     p.add_argument("--mlflow-uri", help="tracking server http://host:port; "
                                         "default: SQLite in the storage folder")
+    p.add_argument("--optuna-storage", metavar="URL",
+                   help="the searchers' Optuna database (an SQLAlchemy URL: sqlite:////path/optuna.db, "
+                        "postgresql://host/db, ...); default: SQLite in the storage folder, or in "
+                        "the working folder for remote storage")
     p.add_argument("--experiment", help="experiment name (default: the space's name)")
     p.add_argument("--resume", action="store_true", help="continue the experiment")
     p.add_argument("--cpus-per-trial", type=_number(float, 0, True), metavar="C",
@@ -124,8 +128,10 @@ def resolve_plan(args, argv: list[str]):
         if local is None:
             raise SweepError("--mlflow-uri is required when --storage is not a local folder")
         tracking = f"sqlite:///{os.path.join(local, 'mlflow.db')}"
+    # Only the driver reads and writes the studies: beside it, wherever the results go.
+    studies = args.optuna_storage or f"sqlite:///{os.path.join(local or os.getcwd(), 'optuna.db')}"
     return SweepPlan(space=space, experiment=args.experiment or space.name, storage=storage,
-                     tracking_uri=tracking, data_dir=os.path.abspath(args.data_dir),
+                     tracking_uri=tracking, optuna_uri=studies, data_dir=os.path.abspath(args.data_dir),
                      address=args.address, resume=args.resume,
                      command=shlex.join(["python", "launch.py", *argv]),
                      confirm_top_k=(space.confirm_top_k if args.confirm is None or args.smoke_test

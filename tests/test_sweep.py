@@ -94,6 +94,9 @@ def test_sweep_runs_to_the_end_and_prints_the_best_per_optimizer(digits_sweep):
     # At the start and at the end, runnable as printed (the environment's own mlflow).
     browse = f"{Path(sys.executable).parent / 'mlflow'} ui --backend-store-uri {digits_sweep.tracking_uri}"
     assert done.stdout.count(browse) == 2 and Path(browse.split()[0]).is_file()
+    report = next(Path(digits_sweep.storage / "digits_test").glob("*-report.html"))
+    assert f"report     {sys.executable} -m webbrowser -t {report.as_uri()}\n" in done.stdout
+    assert f"notebooks  make -C {ROOT} notebooks" in done.stdout
     assert "Traceback" not in done.stdout + done.stderr
 
 
@@ -231,6 +234,52 @@ def test_confirm_stage_reruns_each_finalist_with_seeds_in_both_budget_arms(digit
         for run in runs:  # the same hyperparameters
             assert {k: v for k, v in run.data.params.items() if k not in ignored} == \
                 {k: v for k, v in source.data.params.items() if k not in ignored}
+
+
+def _json(url: str):
+    """The JSON a local server answers at `url`, or None while it does not answer."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return json.loads(response.read())
+    except OSError:
+        return None
+
+
+def test_optuna_dashboard_serves_each_optimizers_study_linked_to_its_mlflow_runs(digits_sweep):
+    """The command the sweep prints serves the studies over HTTP: one per optimizer, its
+    trials' states as the sweep's (ASHA's stops PRUNED), every epoch's val_acc as an
+    intermediate value, and each trial and its MLflow run naming each other."""
+    client = tracking(digits_sweep.storage)
+    search = stage(runs_of(client, "digits_test")[1], "sweep")
+    url = f"sqlite:///{digits_sweep.storage / 'optuna.db'}"
+    command = f"{Path(sys.executable).parent / 'optuna-dashboard'} {url}"
+    assert digits_sweep.done.stdout.count(command) == 2
+    port = free_port()
+    server = subprocess.Popen([*command.split(), "--port", str(port), "--quiet"], cwd=ROOT, env=ENV,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        api = f"http://127.0.0.1:{port}/api/studies"
+        listed = wait_for(lambda: _json(api), 60, "optuna-dashboard to answer", server)["study_summaries"]
+        assert sorted(s["study_name"] for s in listed) == sorted(f"digits_test/{o}" for o in SEARCHED)
+        for study in listed:
+            optimizer = study["study_name"].split("/")[1]
+            runs = {c.data.tags["trial_id"]: c for c in search if c.data.tags["optimizer"] == optimizer}
+            trials = _json(f"{api}/{study['study_id']}")["trials"]
+            assert len(trials) == len(runs) == 3
+            for trial in trials:
+                attrs = {a["key"]: a["value"] for a in trial["user_attrs"]}
+                run = runs[attrs["ray_trial_id"]]
+                assert attrs["mlflow_run_id"] == run.info.run_id
+                assert (run.data.tags["optuna_study"], run.data.tags["optuna_trial"]) == \
+                    (study["study_name"], str(trial["number"]))
+                assert (trial["state"] == "Pruned") == (run.data.tags["status"] == "stopped_early")
+                assert trial["state"] in ("Pruned", "Complete")
+                history = client.get_metric_history(run.info.run_id, "val_acc")
+                assert sorted(v["step"] for v in trial["intermediate_values"]) == \
+                    sorted(m.step for m in history if m.value == m.value)  # NaN never told
+    finally:
+        kill_tree(psutil.Process(server.pid))
+        server.wait()
 
 
 def test_a_second_launch_without_resume_refuses(digits_sweep):

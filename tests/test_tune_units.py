@@ -12,9 +12,11 @@ import pickle
 import subprocess
 import sys
 import time
+import warnings
 from types import SimpleNamespace
 
 import numpy as np
+import optuna
 import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
@@ -33,11 +35,17 @@ def small_space(**changes):
     return get_space("quickstart").with_overrides(**changes)
 
 
+@pytest.fixture
+def studies(tmp_path) -> str:
+    """An Optuna database for the searcher's studies."""
+    return f"sqlite:///{tmp_path / 'optuna.db'}"
+
+
 # ---- the searcher --------------------------------------------------------------------
 
-def test_every_suggestion_is_a_search_trial_on_the_validation_split():
+def test_every_suggestion_is_a_search_trial_on_the_validation_split(studies):
     space = small_space(trials_per_optimizer=4)
-    searcher = PerOptimizerSearch(space, {"data_dir": "data"})
+    searcher = PerOptimizerSearch(space, {"data_dir": "data"}, studies, "exp")
     configs = [searcher.suggest(f"t{i}") for i in range(4 * len(space.optimizers))]
     assert all(c["eval_split"] == "val" for c in configs)
     # Round robin: every optimizer gets its budget, none more.
@@ -47,20 +55,22 @@ def test_every_suggestion_is_a_search_trial_on_the_validation_split():
     assert searcher.suggest("one-more") == "FINISHED"
 
 
-def test_asha_stopped_trials_reach_optuna_as_pruned_with_their_curve():
+def test_asha_stopped_trials_reach_optuna_as_pruned_with_their_curve(studies):
     space = small_space(optimizers=["zsharp"], trials_per_optimizer=3, max_epochs=6)
-    searcher = PerOptimizerSearch(space, {})
+    searcher = PerOptimizerSearch(space, {}, studies, "exp")
     for trial_id in ("stopped", "finished", "diverged"):
         searcher.suggest(trial_id)
     for epoch, acc in ((1, 0.3), (2, 0.4)):
         searcher.on_trial_result("stopped", {"epoch": epoch, "val_acc": acc})
     searcher.on_trial_result("stopped", {"epoch": 2, "val_acc": 0.9})  # re-reported after a restart
     searcher.on_trial_complete("stopped", {"epoch": 2, "val_acc": 0.4, "diverged": 0.0})
+    searcher.on_trial_result("finished", {"epoch": 5, "val_acc": 0.7})
     searcher.on_trial_complete("finished", {"epoch": 6, "val_acc": 0.8, "diverged": 0.0})
     searcher.on_trial_complete("diverged", {"epoch": 1, "val_acc": 0.1, "diverged": 1.0})
     trials = searcher.study("zsharp").get_trials(deepcopy=False)
     assert [t.state for t in trials] == [TrialState.PRUNED, TrialState.COMPLETE, TrialState.COMPLETE]
     assert trials[0].intermediate_values == {1: 0.3, 2: 0.4}
+    assert trials[1].intermediate_values == {5: 0.7, 6: 0.8}  # the last one comes with the end
     assert trials[1].value == 0.8 and trials[2].value == 0.1
     # alpha is sampled through the fraction kept, on a log scale.
     keep = trials[0].distributions["1-alpha"]
@@ -68,31 +78,102 @@ def test_asha_stopped_trials_reach_optuna_as_pruned_with_their_curve():
     assert (keep.low, keep.high) == (pytest.approx(0.01), pytest.approx(0.5))
 
 
-def test_an_errored_trial_fails_in_optuna():
-    searcher = PerOptimizerSearch(small_space(optimizers=["adam"], trials_per_optimizer=2), {})
+def test_an_errored_trial_fails_in_optuna(studies):
+    searcher = PerOptimizerSearch(small_space(optimizers=["adam"], trials_per_optimizer=2), {}, studies, "exp")
     searcher.suggest("t")
     searcher.on_trial_complete("t", None, error=True)
     assert searcher.study("adam").trials[0].state == TrialState.FAIL
 
 
 @pytest.mark.parametrize("budget", [1, 2, 3, 10, 16, 25, 64])
-def test_tpe_guides_at_least_half_of_every_budget(budget):
+def test_tpe_guides_at_least_half_of_every_budget(budget, studies):
     start = random_start(budget)
     assert budget - start >= budget / 2 and start <= 10
-    searcher = PerOptimizerSearch(small_space(trials_per_optimizer=budget), {})
+    searcher = PerOptimizerSearch(small_space(trials_per_optimizer=budget), {}, studies, "exp")
     sampler = searcher.study("sam").sampler
     assert sampler._n_startup_trials == start and sampler._constant_liar
 
 
-def test_the_searcher_samples_the_spaces_values_of_alpha():
+def test_the_searcher_samples_the_spaces_values_of_alpha(studies):
     space = small_space(optimizers=["zsharp"], trials_per_optimizer=10)
-    searcher = PerOptimizerSearch(space, {})
+    searcher = PerOptimizerSearch(space, {}, studies, "exp")
     for i in range(10):
         config = searcher.suggest(f"t{i}")
         trial = searcher.study("zsharp").trials[-1]
         assert config["alpha"] == pytest.approx(1 - trial.params["1-alpha"], abs=1e-15)
         assert 0.5 <= config["alpha"] <= 0.99
         searcher.on_trial_complete(f"t{i}", {"epoch": 10, "val_acc": 0.5 + 0.01 * i})
+
+
+def test_a_resumed_search_tells_optuna_each_trial_once_and_asks_no_extra_one(studies, tmp_path):
+    """The database can be ahead of the searcher's last snapshot after a crash: a trial
+    told, epochs reported, a trial asked. Restored as Tune restores it (the searcher made at
+    the start, then the snapshot), it tells nothing twice and hands the trial asked after the
+    snapshot (which Ray never knew) to Ray's next trial instead of asking a new one."""
+    space = small_space(optimizers=["adam"], trials_per_optimizer=4, max_epochs=2)
+    searcher = PerOptimizerSearch(space, {}, studies, "exp")
+    started = pickle.dumps(searcher)  # Tune's tuner.pkl
+    first = [searcher.suggest(t) for t in ("t0", "t1")]
+    searcher.on_trial_result("t0", {"epoch": 1, "val_acc": 0.5})
+    searcher.save(str(tmp_path / "snapshot.pkl"))
+    searcher.on_trial_result("t0", {"epoch": 2, "val_acc": 0.8})
+    searcher.on_trial_complete("t0", {"epoch": 2, "val_acc": 0.8, "diverged": 0.0})
+    searcher.on_trial_result("t1", {"epoch": 1, "val_acc": 0.6})
+    orphan = searcher.suggest("t2")
+
+    restored = pickle.loads(started)
+    restored.restore(str(tmp_path / "snapshot.pkl"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Optuna warns about a step reported twice
+        restored.on_trial_result("t0", {"epoch": 2, "val_acc": 0.9})  # Ray replays t0's end
+        restored.on_trial_complete("t0", {"epoch": 2, "val_acc": 0.9, "diverged": 0.0})
+        restored.on_trial_result("t1", {"epoch": 1, "val_acc": 0.7})  # from its checkpoint
+        restored.on_trial_result("t1", {"epoch": 2, "val_acc": 0.75})
+        assert restored.suggest("t3") == orphan  # the trial asked after the snapshot
+        last = restored.suggest("t4")
+    assert restored.suggest("t5") == "FINISHED"
+    trials = optuna.load_study(study_name="exp/adam", storage=studies).get_trials(deepcopy=False)
+    assert len(trials) == 4 and last not in (*first, orphan)
+    assert trials[0].state == TrialState.COMPLETE and trials[0].value == 0.8
+    assert trials[0].intermediate_values == {1: 0.5, 2: 0.8}
+    assert trials[1].intermediate_values == {1: 0.6, 2: 0.75}
+    assert [t.user_attrs["ray_trial_id"] for t in trials] == ["t0", "t1", "t3", "t4"]
+
+
+def test_an_optuna_trial_and_its_mlflow_run_name_each_other(studies):
+    from tune.search import OptunaLinks
+
+    searcher = PerOptimizerSearch(small_space(optimizers=["adam", "sam"], trials_per_optimizer=2),
+                                  {}, studies, "exp")
+    for trial_id in ("a0", "s0", "a1"):
+        searcher.suggest(trial_id)
+    links = pickle.loads(pickle.dumps(OptunaLinks(studies, "exp")))  # as Tune pickles callbacks
+    assert links.link("adam", "a1", "run-a1") == {"optuna_study": "exp/adam", "optuna_trial": "1"}
+    assert links.link("sam", "nope", "run-x") == {}
+    trial = optuna.load_study(study_name="exp/adam", storage=studies).trials[1]
+    assert trial.user_attrs == {"ray_trial_id": "a1", "mlflow_run_id": "run-a1"}
+
+
+def test_a_new_search_refuses_studies_with_trials_and_a_resumed_one_needs_its_own(studies, tmp_path):
+    from tune.plan import SweepError, SweepPlan
+    from tune.sweep import check_studies
+
+    def plan(uri=studies, resume=False):
+        return SweepPlan(space=small_space(optimizers=["adam", "sam"]), experiment="exp",
+                         storage=str(tmp_path), tracking_uri=f"sqlite:///{tmp_path}/mlflow.db",
+                         optuna_uri=uri, data_dir="data", resume=resume)
+
+    with pytest.raises(SweepError, match="--resume: no Optuna study 'exp/adam' in .*pass the --optuna-storage"):
+        check_studies(plan(resume=True), run_search=True)
+    optuna.create_study(study_name="exp/adam", storage=studies)  # left empty by a stopped driver
+    check_studies(plan(), run_search=True)
+    optuna.load_study(study_name="exp/adam", storage=studies).ask()
+    with pytest.raises(SweepError, match="'exp/adam' .* already holds trials .* optuna delete-study "
+                                         "--study-name exp/adam --storage sqlite:///"):
+        check_studies(plan(), run_search=True)
+    check_studies(plan(), run_search=False)  # a confirm stage alone asks Optuna nothing
+    with pytest.raises(SweepError, match="^the Optuna database sqlite:////no/such/folder/o.db cannot be opened"):
+        check_studies(plan("sqlite:////no/such/folder/o.db"), run_search=True)
 
 
 # ---- priors: Distribution.sample and launch.py --sample ------------------------------
@@ -294,7 +375,7 @@ def test_a_resumed_trial_continues_its_run_and_logs_no_epoch_twice(tmp_path):
     (done,) = client.search_runs([experiment], "tags.trial_id = 't1'")
     assert done.info.run_id == run.info.run_id and done.info.status == "FINISHED"
     assert done.data.tags["status"] == "completed" and done.data.tags["optimizer"] == "sam"
-    assert done.data.params["rho"] == "0.1" and done.data.params["alpha"] == "0.95"  # resolved
+    assert done.data.params["rho"] == "0.1" and "alpha" not in done.data.params  # resolved, read
     history = client.get_metric_history(run.info.run_id, "val_acc")
     assert sorted(m.step for m in history) == [1, 2, 3, 4]  # each epoch once
     assert {"training_iteration", "time_this_iter_s", "done"}.isdisjoint(done.data.metrics)
@@ -593,7 +674,7 @@ def test_waiting_for_names_the_node_a_trial_needs(monkeypatch):
 
     def plan(**resources):
         return SweepPlan(space=small_space(**resources), experiment="x", storage="/tmp/x",
-                         tracking_uri="sqlite:////tmp/x/mlflow.db", data_dir="data",
+                         tracking_uri="sqlite:////tmp/x/mlflow.db", optuna_uri="sqlite:////tmp/x/optuna.db", data_dir="data",
                          address="10.0.0.1:6379")
 
     assert sweep.waiting_for(plan(cpus_per_trial=16, gpus_per_trial=1)) is None

@@ -35,6 +35,7 @@ class SweepPlan:
     experiment: str
     storage: str                # absolute local path, or a URI (s3://, gs://, file://)
     tracking_uri: str           # sqlite:////abs/mlflow.db or http(s)://host:port
+    optuna_uri: str             # the searchers' Optuna database: sqlite:////abs/optuna.db, ...
     data_dir: str               # absolute: trial workers run in their own folders
     address: str | None = None  # an existing Ray cluster; None starts a local one
     resume: bool = False
@@ -110,6 +111,7 @@ class SweepPlan:
             f"confirm      {self._describe_confirm()}",
             f"storage      {self.experiment_path}{' (resume)' if self.resume else ''}",
             f"tracking     {self.tracking_uri} (experiment {self.experiment!r})",
+            f"studies      {self.optuna_uri} (Optuna: {self.experiment}/OPTIMIZER)",
         ]
         for optimizer in s.optimizers:
             searched = ", ".join(f"{n} {d.kind} {_range(d)}"

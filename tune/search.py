@@ -5,7 +5,10 @@ Each optimizer gets its own study over its own (conditional) space and exactly
 at the same pace; a suggestion is a complete, plain TrialConfig dict of a search trial
 (evaluated on the validation split only).
 
-The studies are driven by Optuna's ask-and-tell interface, so what Optuna learns is what
+The studies live in an Optuna database (SQLite in the storage folder by default), one per
+optimizer named "EXPERIMENT/OPTIMIZER", so `optuna-dashboard URL` shows a running or
+finished sweep; each Optuna trial carries its Ray trial id and MLflow run id as user
+attributes. They are driven by Optuna's ask-and-tell interface, so what Optuna learns is what
 happened: every epoch's val_acc is an intermediate value, a trial ASHA stopped is told as
 PRUNED (TPE weighs it by its last intermediate value instead of mistaking an epoch-2
 accuracy for a full run's), a diverged trial as COMPLETE with the accuracy it ended at,
@@ -57,23 +60,73 @@ class PickledSearcher(Searcher):
             self.__dict__.update(pickle.load(f))
 
 
-class OptimizerStudy:
-    """One optimizer's TPE study and its live trials, by Ray trial id."""
+def study_name(experiment: str, optimizer: str) -> str:
+    """The Optuna study of one optimizer in one sweep: "EXPERIMENT/OPTIMIZER"."""
+    return f"{experiment}/{optimizer}"
 
-    def __init__(self, distributions: dict[str, Distribution], seed: int, budget: int):
-        self.distributions = distributions
+
+class OptimizerStudy:
+    """One optimizer's TPE study, kept in Optuna storage `url` (SQLite or another database,
+    so optuna-dashboard can show it), and its live trials by Ray trial id.
+
+    Pickled with the searcher at every Tune snapshot: the pickle holds the sampler (its
+    random state) and which Optuna trial each Ray trial is; the trials themselves are in
+    the database, which can be ahead of the snapshot after a crash. Unpickling reconciles
+    the two (`_reconcile`), so a resumed sweep tells no trial twice and asks no extra one.
+    """
+
+    def __init__(self, url: str, name: str, distributions: dict[str, Distribution], seed: int,
+                 budget: int):
+        self.url, self.name, self.distributions = url, name, distributions
         # constant_liar: trials running at once are imputed a bad value, so concurrent
         # suggestions spread out instead of piling onto one promising point.
-        self.study = optuna.create_study(direction="maximize", sampler=TPESampler(
-            seed=seed, n_startup_trials=random_start(budget), constant_liar=True))
+        self.sampler = TPESampler(seed=seed, n_startup_trials=random_start(budget), constant_liar=True)
+        # An existing study is one launch.py checked is empty (tune.sweep.check_studies): a
+        # driver that stopped before Ray recorded anything.
+        self.study = optuna.create_study(study_name=name, storage=url, direction="maximize",
+                                         sampler=self.sampler, load_if_exists=True)
         self.trials: dict[str, optuna.Trial] = {}
         self.reported: dict[str, int] = {}  # Ray trial id -> last epoch told to Optuna
+        # Asked after the last snapshot, with their last epoch told: handed out again.
+        self.orphans: list[tuple[optuna.Trial, int]] = []
+
+    def __getstate__(self):
+        return {**self.__dict__, "study": None, "orphans": [],
+                "trials": {ray_id: trial.number for ray_id, trial in self.trials.items()}}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        storage = optuna.storages.get_storage(self.url)
+        self.study = optuna.load_study(study_name=self.name, storage=storage, sampler=self.sampler)
+        self._reconcile(storage, state["trials"])
+
+    def _reconcile(self, storage, numbers: dict[str, int]) -> None:
+        """Live trials from a snapshot (Ray id -> trial number) against the database: a
+        trial the database has finished is not live (Ray replays its end, told once); a
+        live one's last reported epoch is the database's; a RUNNING trial no Ray trial
+        owns was asked after the snapshot and is handed out again by `ask`."""
+        study_id = storage.get_study_id_from_name(self.name)
+        stored = {t.number: t for t in self.study.get_trials(deepcopy=False)}
+
+        def live(number: int) -> optuna.Trial:
+            return optuna.Trial(self.study, storage.get_trial_id_from_study_id_trial_number(study_id, number))
+
+        def told(number: int) -> int:
+            return max(stored[number].intermediate_values, default=0)
+
+        running = {n for n, t in stored.items() if t.state == TrialState.RUNNING}
+        self.trials = {ray_id: live(n) for ray_id, n in numbers.items() if n in running}
+        self.reported = {ray_id: told(n) for ray_id, n in numbers.items() if n in running}
+        self.orphans = [(live(n), told(n)) for n in sorted(running - set(numbers.values()))]
+        if self.orphans:  # the snapshot's random state drew their values: it would again
+            self.sampler.reseed_rng()
 
     def ask(self, trial_id: str) -> dict:
-        """A new trial's sampled hyperparameters."""
-        trial = self.study.ask()
+        """A new trial's sampled hyperparameters (an orphan's, if there is one)."""
+        trial, reported = self.orphans.pop(0) if self.orphans else (self.study.ask(), 0)
+        trial.set_user_attr("ray_trial_id", trial_id)
         self.trials[trial_id] = trial
-        self.reported[trial_id] = 0
+        self.reported[trial_id] = reported
         return {name: suggest(trial, name, d) for name, d in self.distributions.items()}
 
     def report(self, trial_id: str, epoch: int, value) -> None:
@@ -101,17 +154,47 @@ def _finite(value) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
 
 
-class PerOptimizerSearch(PickledSearcher):
-    """Round-robin over optimizers, each with its own seeded TPE study."""
+class OptunaLinks:
+    """Links a search trial's MLflow run and its Optuna trial both ways: the run's id as the
+    Optuna trial's user attribute `mlflow_run_id` (beside `ray_trial_id`, set when it was
+    asked), and the study and trial number for the run's tags. Used by the driver's MLflow
+    callback; the storage connection is opened on first use and not pickled."""
 
-    def __init__(self, space: SearchSpace, fixed: dict):
+    def __init__(self, url: str, experiment: str):
+        self.url, self.experiment = url, experiment
+        self._storage = None
+
+    def __getstate__(self):
+        return {**self.__dict__, "_storage": None}
+
+    def link(self, optimizer: str, ray_trial_id: str, run_id: str) -> dict[str, str]:
+        """The MLflow tags naming the Optuna trial of `ray_trial_id` (none if it has none),
+        after recording `run_id` on it."""
+        if self._storage is None:
+            self._storage = optuna.storages.get_storage(self.url)
+        name = study_name(self.experiment, optimizer)
+        study_id = self._storage.get_study_id_from_name(name)
+        for trial in self._storage.get_all_trials(study_id, deepcopy=False):
+            if trial.user_attrs.get("ray_trial_id") == ray_trial_id:
+                trial_id = self._storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+                self._storage.set_trial_user_attr(trial_id, "mlflow_run_id", run_id)
+                return {"optuna_study": name, "optuna_trial": str(trial.number)}
+        return {}
+
+
+class PerOptimizerSearch(PickledSearcher):
+    """Round-robin over optimizers, each with its own seeded TPE study, "EXPERIMENT/OPTIMIZER"
+    in Optuna storage `url` (`study_name`)."""
+
+    def __init__(self, space: SearchSpace, fixed: dict, url: str, experiment: str):
         super().__init__(metric=SEARCH_METRIC, mode="max")
         self._optimizers = list(space.optimizers)
         # eval_split "val": a search trial is handed its data without the test split.
         self._base = {o: {**space.base_config(o), **fixed, "eval_split": "val"}
                       for o in self._optimizers}
         self._budget = space.trials_per_optimizer
-        self._studies = {o: OptimizerStudy(space.distributions_for(o), space.seed + i, self._budget)
+        self._studies = {o: OptimizerStudy(url, study_name(experiment, o), space.distributions_for(o),
+                                           space.seed + i, self._budget)
                          for i, o in enumerate(self._optimizers)}
         self._suggested = {o: 0 for o in self._optimizers}
         self._owner: dict[str, str] = {}
@@ -135,6 +218,8 @@ class PerOptimizerSearch(PickledSearcher):
         optimizer = self._owner[trial_id]
         result = result or {}
         status = trial_status(result, self._base[optimizer]["epochs"], error)
+        # Tune hands a trial's last result here instead of to on_trial_result.
+        self._studies[optimizer].report(trial_id, int(result.get("epoch", 0)), result.get(SEARCH_METRIC))
         self._studies[optimizer].tell(trial_id, status, result.get(SEARCH_METRIC))
 
     def study(self, optimizer: str) -> optuna.Study:

@@ -1,4 +1,5 @@
-"""The MLflow store a sweep records into. Imports MLflow and nothing of Ray (~2 s), so
+"""The MLflow store a sweep records into, and the commands that browse it and its Optuna
+studies. Imports MLflow and nothing of Ray (~2 s), so
 a process that only opens the store does not pay for Ray, Optuna and torch."""
 
 from __future__ import annotations
@@ -34,3 +35,13 @@ def browse_command(uri: str) -> str:
     if sqlite_path(uri) is None:
         return f"open {uri} in a browser"
     return f"{Path(sys.executable).parent / 'mlflow'} ui --backend-store-uri {uri}"
+
+
+def dashboard_command(url: str) -> str:
+    """The command that shows the Optuna studies at `url` in optuna-dashboard (on
+    127.0.0.1:8080), runnable as printed where this environment has it (the `dashboard`
+    extra)."""
+    program = Path(sys.executable).parent / "optuna-dashboard"
+    if not program.is_file():
+        return f"pip install optuna-dashboard, then: optuna-dashboard {url}"
+    return f"{program} {url}"

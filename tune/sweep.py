@@ -25,7 +25,7 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 
 from trainables.data import load_dataset
-from trainables.errors import DataUnavailableError
+from trainables.errors import DataUnavailableError, one_line
 from trainables.schema import INTERRUPTED, SEARCH_METRIC, VERDICT_METRIC, trial_status
 from tune.plan import SweepError, SweepPlan, is_uri, local_storage, record_differences
 from tune.interrupt import Interrupted, StopSignals
@@ -33,8 +33,8 @@ from tune.budget import budget_arms
 from tune.confirm import FixedConfigs, config_key, confirm_trials, select_finalists
 from tune.progress import ConciseProgress, StageBudget, best_table, seed_table
 from tune.schedule import PerOptimizerASHA, SafeSnapshots
-from tune.search import PerOptimizerSearch
-from tune.store import browse_command, prepare_store, sqlite_path
+from tune.search import OptunaLinks, PerOptimizerSearch, study_name
+from tune.store import browse_command, dashboard_command, prepare_store, sqlite_path
 from tune.tracking import (MlflowTracking, find_parent_run, flat_params, log_metrics, log_params,
                            open_parent_run)
 from tune.trainable import tune_trial
@@ -155,6 +155,33 @@ def check_same_sweep(plan: SweepPlan, confirm_only: bool) -> None:
         raise SweepError(f"experiment {plan.experiment!r} was started with other settings "
                          f"({'; '.join(changed)}); resume it as it was, or start a new one "
                          "with --experiment NAME")
+
+
+def check_studies(plan: SweepPlan, run_search: bool) -> None:
+    """The search's Optuna studies (EXPERIMENT/OPTIMIZER): a resumed search's must be in
+    the Optuna database; a new search's must not hold trials there yet (an earlier sweep of
+    that name). Opening the database checks the URL."""
+    if not run_search:
+        return
+    try:
+        import optuna
+
+        held = {s.study_name: s.n_trials for s in optuna.get_all_study_summaries(plan.optuna_uri)}
+    except Exception as error:  # noqa: BLE001  SQLAlchemy's and Optuna's errors have no common base
+        raise SweepError(f"the Optuna database {plan.optuna_uri} cannot be opened "
+                         f"({type(error).__name__}: {one_line(error)})") from None
+    names = [study_name(plan.experiment, o) for o in plan.space.optimizers]
+    if plan.resume:
+        missing = [n for n in names if n not in held]
+        if missing:
+            raise SweepError(f"--resume: no Optuna study {missing[0]!r} in {plan.optuna_uri}; pass "
+                             "the --optuna-storage the sweep ran with")
+        return
+    used = [n for n in names if held.get(n)]
+    if used:
+        raise SweepError(f"Optuna study {used[0]!r} in {plan.optuna_uri} already holds trials (an "
+                         f"earlier sweep named {plan.experiment!r}); choose another --experiment, or "
+                         f"delete it: optuna delete-study --study-name {used[0]} --storage {plan.optuna_uri}")
 
 
 def _recorded_plan(client: MlflowClient, run_id: str) -> dict | None:
@@ -311,10 +338,12 @@ def search(plan: SweepPlan, parent_run_id: str, experiment_id: str):
     space = plan.space
     return run_stage(
         plan, plan.experiment_path,
-        search_alg=PerOptimizerSearch(space, {"data_dir": plan.data_dir}),
+        search_alg=PerOptimizerSearch(space, {"data_dir": plan.data_dir}, plan.optuna_uri,
+                                      plan.experiment),
         scheduler=PerOptimizerASHA(space.optimizers, space.max_epochs, space.grace_period,
                                    space.reduction_factor),
-        callbacks=[MlflowTracking(plan.tracking_uri, parent_run_id, experiment_id),
+        callbacks=[MlflowTracking(plan.tracking_uri, parent_run_id, experiment_id,
+                                  optuna_links=OptunaLinks(plan.optuna_uri, plan.experiment)),
                    ConciseProgress(stage_budget(plan, [space.max_epochs] * plan.total_trials),
                                    _searched_names(plan), SEARCH_METRIC,
                                    waiting_for=waiting_for(plan))],
@@ -420,6 +449,7 @@ def run_sweep(plan: SweepPlan, out=print) -> int:
                 check_same_sweep(plan, confirm_only=not run_search)
             check_data(plan)
             prepare_store(plan.tracking_uri)
+            check_studies(plan, run_search)
             signals.check()
             started_ray = start_ray(plan)
             signals.install()  # ray.init sets a SIGTERM handler of its own
@@ -456,7 +486,8 @@ def _run(plan: SweepPlan, run_search: bool, run_confirm: bool, out, signals: Sto
 def _stages(plan: SweepPlan, run_search: bool, run_confirm: bool, out, signals: StopSignals,
             client: MlflowClient, parent_run_id: str, experiment_id: str) -> int:
     out(plan.describe())
-    out(f"browse       {browse_command(plan.tracking_uri)}  (while it runs, too)")
+    out(f"mlflow ui    {browse_command(plan.tracking_uri)}  (while it runs, too)\n"
+        f"optuna       {dashboard_command(plan.optuna_uri)}")
     signals.check()
     results = search(plan, parent_run_id, experiment_id) if run_search else finished_results(plan)
     signals.check()
@@ -478,7 +509,7 @@ def _stages(plan: SweepPlan, run_search: bool, run_confirm: bool, out, signals: 
     log_summary_metrics(client, parent_run_id, sweep, out)
     report = write_sweep_report(plan, client, parent_run_id, sweep)
     client.set_terminated(parent_run_id, "FINISHED")
-    out(f"\nresults: {plan.experiment_path}\nreport:  {report}\nbrowse:  {browse_command(plan.tracking_uri)}")
+    out(f"\nresults    {plan.experiment_path}\n{closing_commands(plan, report)}")
     return 1 if any(r["status"] == "error" for r in rows + confirm_rows) else 0
 
 
@@ -540,6 +571,18 @@ def write_sweep_report(plan: SweepPlan, client: MlflowClient, parent_run_id: str
                 "--out report.html")
     client.log_artifact(parent_run_id, str(path))
     return str(path)
+
+
+def closing_commands(plan: SweepPlan, report: str) -> str:
+    """The commands that open what the sweep left, each runnable as printed: its report,
+    the MLflow UI, Optuna's dashboard and the notebooks (which read the most recent sweep)."""
+    python = Path(sys.executable)
+    opener = (f"{python} -m webbrowser -t {Path(report).resolve().as_uri()}"
+              if Path(report).is_file() else report)
+    return (f"report     {opener}\n"
+            f"mlflow ui  {browse_command(plan.tracking_uri)}\n"
+            f"optuna     {dashboard_command(plan.optuna_uri)}\n"
+            f"notebooks  make -C {PROJECT_ROOT} notebooks  (JupyterLab on analysis/notebooks/)")
 
 
 def rows_for_mlflow(rows: list[dict]) -> list[dict]:

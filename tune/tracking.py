@@ -101,8 +101,9 @@ class MlflowTracking(Callback):
     """Child run per trial under `parent_run_id`: params, per-epoch metrics, status tag."""
 
     def __init__(self, tracking_uri: str, parent_run_id: str, experiment_id: str,
-                 stage: str = "sweep", tags_by_config: dict | None = None):
+                 stage: str = "sweep", tags_by_config: dict | None = None, optuna_links=None):
         self.tracking_uri = tracking_uri
+        self.optuna_links = optuna_links  # tune.search.OptunaLinks of a search stage
         self.tags_by_config = tags_by_config or {}  # config_key(config) -> extra run tags
         self.parent_run_id = parent_run_id
         self.experiment_id = experiment_id
@@ -145,6 +146,9 @@ class MlflowTracking(Callback):
         # Defaults filled in, the settings its optimizer ignores left out.
         acting = TrialConfig.from_dict(trial.config).acting()
         log_params(self.client, run.info.run_id, {k: str(v) for k, v in acting.items()})
+        if self.optuna_links is not None:
+            links = self.optuna_links.link(optimizer, trial.trial_id, run.info.run_id)
+            self.client.log_batch(run.info.run_id, tags=[RunTag(k, v) for k, v in links.items()])
         self._logged[run.info.run_id] = 0
         return run.info.run_id
 
