@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 PIP := $(PY) -m pip install -q --disable-pip-version-check -c constraints.txt
 QUIET := 2>&1 | { grep -v "is ignored" || true; }
 
-.PHONY: setup demo test bench clean browser
+.PHONY: setup demo test bench clean browser notebooks
 
 setup: $(STAMP)
 
@@ -28,6 +28,14 @@ demo: setup
 
 test: setup browser
 	$(PY) -m pytest
+
+# JupyterLab (the notebooks extra, installed on first use) on the analysis notebooks, on
+# 127.0.0.1 only; they read the most recent sweep in results/. As root (a container),
+# JupyterLab needs --allow-root.
+notebooks: setup
+	$(PIP) -e '.[notebooks]' $(QUIET)
+	$(VENV)/bin/jupyter lab --ServerApp.ip=127.0.0.1 --notebook-dir=analysis/notebooks \
+		$$([ "$$(id -u)" = 0 ] && echo --allow-root) $(JUPYTER_FLAGS)
 
 # Headless Chromium (Debian's package) for the report's rendering test and PNG export.
 # Tests only: `make demo` needs no root and no system package.

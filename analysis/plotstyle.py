@@ -49,3 +49,11 @@ def log_scaled(name: str) -> bool:
     these on a log scale when no space gives their distributions."""
     hparam = all_hparams().get(name)
     return name in _LOG_MEASURED or (hparam is not None and hparam.scale == "log")
+
+
+def notebook_renderers() -> None:
+    """Show figures in a notebook both as Plotly's own output (JupyterLab draws it) and as
+    HTML with plotly.js embedded once (what an exported HTML copy shows, offline)."""
+    import plotly.io as pio
+
+    pio.renderers.default = "plotly_mimetype+notebook"

@@ -15,10 +15,10 @@ import re
 import subprocess
 import sys
 from collections import Counter
-from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from browser import PlotSvgs, render_in_chromium
 from conftest import ENV, SHARED_SWEEP
 
 from analysis import importance, verdict
@@ -29,7 +29,6 @@ from analysis.verdict import confirm_arms
 from trainables.schema import EQUAL_COMPUTE, EQUAL_EPOCHS
 
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = Path("/usr/bin/chromium")
 # The shared sweep (conftest.SHARED_SWEEP): sgd diverges in every trial, so it has no
 # finalist and is searched but not confirmed.
 CONFIRMED = ("adam", "sam", "zsharp")
@@ -295,57 +294,6 @@ def test_a_report_computes_each_shared_input_once(all_finished, tmp_path, monkey
 
 # ---- the page in a browser ---------------------------------------------------------------
 
-class _PlotSvgs(HTMLParser):
-    """svg.main-svg elements inside each plotly plot div of a rendered DOM."""
-
-    def __init__(self):
-        super().__init__()
-        self.plots: list[int] = []   # main-svg count per plot div, in page order
-        self._depth = 0              # nesting of divs inside the current plot div
-
-    def handle_starttag(self, tag, attrs):
-        classes = (dict(attrs).get("class") or "").split()
-        if tag == "div":
-            if self._depth:
-                self._depth += 1
-            elif "plotly-graph-div" in classes:
-                self.plots.append(0)
-                self._depth = 1
-        elif tag == "svg" and self._depth and "main-svg" in classes:
-            self.plots[-1] += 1
-
-    def handle_endtag(self, tag):
-        if tag == "div" and self._depth:
-            self._depth -= 1
-
-
-# Logged to the console by the page copy, so console.error and promise rejections show in
-# Chromium's log (which logs every console message at one level).
-_CONSOLE_HOOK = """<script>(function () {
-  var error = console.error;
-  console.error = function () { console.log("CONSOLE-ERROR " + Array.prototype.join.call(arguments, " "));
-                                error.apply(console, arguments); };
-  window.addEventListener("unhandledrejection", function (e) { console.log("CONSOLE-ERROR " + e.reason); });
-})();</script>"""
-
-
-def render_in_chromium(page: Path, scratch: Path) -> tuple[str, str]:
-    """(dumped DOM, Chromium's log) of `page` opened from a file:// URL in headless Chromium."""
-    if not CHROMIUM.exists():
-        pytest.fail("Chromium is missing: run `apt-get install -y chromium` (make test does); "
-                    "the report's browser test needs it")
-    watched = scratch / f"watched-{page.name}"
-    watched.write_text(page.read_text().replace("<head>", "<head>" + _CONSOLE_HOOK, 1))
-    command = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu",
-               # Parallel coordinates draw with WebGL: without a GPU only SwiftShader offers it.
-               "--enable-unsafe-swiftshader",
-               "--disable-background-networking", "--disable-component-update", "--no-first-run",
-               f"--user-data-dir={scratch / 'chromium-profile'}", "--enable-logging=stderr", "--v=0",
-               "--dump-dom", "--virtual-time-budget=10000", watched.resolve().as_uri()]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout, done.stderr
-
 
 def test_report_is_one_self_contained_file(from_mlflow, tmp_path):
     path = write_report(from_mlflow, tmp_path / "report.html")
@@ -365,7 +313,7 @@ def test_report_renders_every_figure_in_headless_chromium(all_finished, tmp_path
     expected = path.read_text().count('class="plotly-graph-div"')
     assert expected == len(FIGURES)  # every kind of figure is on this page
     dom, log = render_in_chromium(path, tmp_path)
-    parsed = _PlotSvgs()
+    parsed = PlotSvgs()
     parsed.feed(dom)
     assert len(parsed.plots) == expected
     assert all(count > 0 for count in parsed.plots), f"plots without an SVG: {parsed.plots}"

@@ -37,7 +37,8 @@ from trainables.models import create_model
 from trainables.optim import create_optimizer, get_optimizer_info, optimizer_kwargs
 from trainables.step import optimizer_step
 
-__all__ = ["TrialConfig", "TrialResult", "run_trial", "trial_data", "main", "CHECKPOINT_FILE", "EXIT_DIVERGED"]
+__all__ = ["TrialConfig", "TrialResult", "run_trial", "trial_data", "epoch_seconds", "main", "CHECKPOINT_FILE",
+           "EXIT_DIVERGED"]
 
 CHECKPOINT_FILE = "checkpoint.pt"
 # Exit status of the command line for a run that diverged (a NaN or infinite loss): not a
@@ -308,6 +309,34 @@ def run_trial(config: TrialConfig | dict, report: Report | None = None,
         if result.status == "diverged":
             break
     return result
+
+
+def epoch_seconds(config: TrialConfig | dict, data: ImageData, steps: int = 3) -> float:
+    """The wall seconds one epoch of `config` would take on its device, from `steps`
+    training steps and one evaluation batch per split, each timed after a warm-up one and
+    scaled to the epoch's batch counts (the dry run's estimate; the model is built, trained
+    a few steps and dropped). Host syncs: one per timed batch, as timing needs."""
+    config = config if isinstance(config, TrialConfig) else TrialConfig.from_dict(config)
+    trial = _Trial(config, data, _resolve_device(config.device))
+    train = trial._batches(train_batches(trial.data, config.batch_size, trial.generator))
+    seconds = trial.steps_per_epoch * _timed(steps, lambda: trial._step(*next(train))[1])
+    trial.model.eval()
+    with torch.no_grad():
+        for split in trial.eval_splits:
+            batch = next(trial._batches(eval_batches(trial.data, config.batch_size, split)))
+            count = math.ceil(len(trial.data.split(split)[1]) / config.batch_size)
+            seconds += count * _timed(1, lambda: trial._loss(*batch)[1])
+    return seconds
+
+
+def _timed(repeats: int, work: Callable[[], torch.Tensor]) -> float:
+    """Mean seconds of `work()` over `repeats` calls after one warm-up call; each call's
+    result is read back (a host sync), so queued device work is counted."""
+    work().item()
+    started = time.perf_counter()
+    for _ in range(repeats):
+        work().item()
+    return (time.perf_counter() - started) / repeats
 
 
 def _run_epoch(trial: _Trial, epoch: int) -> TrialResult:
