@@ -94,7 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: the space's confirm stage; 0: none)")
     p.add_argument("--seeds", type=_number(int, 1, False), metavar="N",
                    help="seeds per confirmed config (default: the space's)")
-    p.add_argument("--dry-run", action="store_true", help="print the resolved plan, start nothing")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the resolved plan, its cost in trial-epochs and what would stop it "
+                        "here, start nothing (default: run)")
+    p.add_argument("--estimate", action="store_true",
+                   help="a dry run that also times a few training steps of each optimizer here "
+                        "(up to 20 s) for the wall time and CPU/GPU-hours (default: no timing)")
     p.add_argument("--sample", type=_number(int, 1, False), metavar="N",
                    help="print N configurations drawn from each optimizer's prior (JSON lines: "
                         "what the search's random start tries), start nothing")
@@ -151,6 +156,17 @@ def print_samples(space, count: int) -> None:
             print(json.dumps(space.sample(optimizer, rng)))
 
 
+def print_dry_run(plan, timed: bool) -> None:
+    """The plan, its cost (timed here with `timed`) and the warnings that apply."""
+    from tune import estimate
+
+    print(plan.describe())
+    times = estimate.epoch_times(plan) if timed else None
+    print(estimate.describe(plan, times))
+    for warning in estimate.warnings(plan):
+        print(f"warning: {warning}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     argv = sys.argv[1:] if argv is None else argv
@@ -166,8 +182,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.sample:
             print_samples(plan.space, args.sample)
             return 0
-        if args.dry_run:
-            print(plan.describe())
+        if args.dry_run or args.estimate:
+            print_dry_run(plan, args.estimate)
             return 0
         from tune.sweep import run_sweep
         return run_sweep(plan)

@@ -721,6 +721,8 @@ def test_dry_run_prints_the_plan_and_starts_nothing(tmp_path):
     assert done.returncode == 0, done.stderr
     for word in ("quickstart", "digits", "res20s", "zsharp", "trials", "ASHA", "sqlite:///"):
         assert word in done.stdout
+    # 5 optimizers x 15 trials x 10 epochs; confirm: 5 seeds x 10 epochs, Adam's twice more.
+    assert "cost         search at most 750 trial-epochs (ASHA stops some), confirm 350;" in done.stdout
     assert not (tmp_path / "r").exists()
 
 

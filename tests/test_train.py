@@ -380,3 +380,18 @@ def test_compiled_model_trains_like_eager_and_keeps_the_bn_freeze(tmp_path, monk
     assert not any(k.startswith("_orig_mod") for k in state["model"])
     tracked = [v for k, v in state["model"].items() if k.endswith("num_batches_tracked")]
     assert tracked and all(int(t) == digits_steps_per_epoch() for t in tracked)
+
+
+def test_the_epoch_estimate_is_near_a_real_epochs_time():
+    """The dry run's estimate (a few timed steps, scaled) against run_trial's own epoch
+    time for the same config, in the same process: within a factor of 3 either way."""
+    from trainables.train import epoch_seconds
+
+    data = load_dataset("digits", "data")
+    config = {"optimizer": "sam", "dataset": "digits", "model": "res20s", "batch_size": 128,
+              "epochs": 2, "eval_split": "val", "device": "cpu"}
+    estimate = epoch_seconds(config, data)
+    epochs = []
+    run_trial(config, report=epochs.append, data=data)
+    actual = epochs[-1]["epoch_time_s"]  # the second epoch: warmed up, as the estimate is
+    assert actual / 3 < estimate < actual * 3, (estimate, actual)

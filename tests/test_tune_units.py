@@ -24,6 +24,7 @@ from optuna.trial import TrialState
 from conftest import ENV
 from search_spaces import Distribution, SpaceError, get_space
 from trainables.train import run_trial
+from trainables.schema import duration_text
 from tune.budget import budget_arms, random_start, stretched
 from tune.confirm import confirm_trials, select_finalists
 from tune.search import PerOptimizerSearch
@@ -174,6 +175,63 @@ def test_a_new_search_refuses_studies_with_trials_and_a_resumed_one_needs_its_ow
     check_studies(plan(), run_search=False)  # a confirm stage alone asks Optuna nothing
     with pytest.raises(SweepError, match="^the Optuna database sqlite:////no/such/folder/o.db cannot be opened"):
         check_studies(plan("sqlite:////no/such/folder/o.db"), run_search=True)
+
+
+def dry_plan(tmp_path, **changes):
+    from tune.plan import SweepPlan
+
+    return SweepPlan(space=small_space(**changes), experiment="x", storage=str(tmp_path),
+                     tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", optuna_uri=f"sqlite:///{tmp_path}/o.db",
+                     data_dir=str(tmp_path / "data"), confirm_top_k=1, confirm_seeds=5)
+
+
+def test_the_dry_run_budget_counts_every_trial_epoch_of_both_stages(tmp_path):
+    from tune import estimate
+
+    plan = dry_plan(tmp_path, optimizers=["adam", "sam"], trials_per_optimizer=15, max_epochs=10)
+    b = estimate.budget(plan)
+    assert b.search == {"adam": 150, "sam": 150}
+    # Adam at 10 and again at 20 epochs (equal compute), SAM at 10, 5 seeds each.
+    assert b.confirm == {"adam": 5 * (10 + 20), "sam": 5 * 10}
+    times = {"adam": 2.0, "sam": 4.0}
+    text = estimate.describe(plan, times)
+    at_once = estimate.at_once(plan)
+    search_s = (150 * 2.0 + 150 * 4.0) / at_once
+    assert f"search: at most {duration_text(search_s)} wall, {(150 * 2 + 150 * 4) / 3600:.2g} CPU-hours" in text
+    assert f"confirm: about {duration_text((150 * 2.0 + 50 * 4.0) / at_once)} wall" in text
+    assert text.startswith("cost         search at most 300 trial-epochs (ASHA stops some), confirm 200; ")
+
+
+def test_the_dry_run_warns_of_a_missing_gpu_and_of_a_download(tmp_path, monkeypatch):
+    from tune import estimate
+
+    monkeypatch.setattr(estimate, "local_gpus", lambda: 0)
+    warned = estimate.warnings(dry_plan(tmp_path, dataset="c100", gpus_per_trial=0.5))
+    assert warned == [
+        "trials ask for 0.5 GPU each but this machine has none: the sweep would refuse to start "
+        "(--gpus-per-trial 0 trains on the CPU)",
+        f"c100 is not in {tmp_path / 'data'} (cifar-100-python/): the sweep downloads it first, "
+        f"{169_001_437 / 2 ** 20:.0f} MiB"]
+    (tmp_path / "data" / "cifar-100-python").mkdir(parents=True)
+    monkeypatch.setattr(estimate, "local_gpus", lambda: 2)
+    assert estimate.warnings(dry_plan(tmp_path, dataset="c100", gpus_per_trial=0)) == [
+        "this machine has 2 GPUs and the trials use none (--gpus-per-trial 1, or a fraction to share one)"]
+
+
+def test_the_timed_estimate_times_each_optimizer_or_says_why_not(tmp_path, monkeypatch):
+    from tune import estimate
+
+    from dataclasses import replace
+
+    plan = replace(dry_plan(tmp_path, optimizers=["adam", "zsharp"]), data_dir="data")  # digits
+    times = estimate.epoch_times(plan)
+    assert set(times) == {"adam", "zsharp"} and all(0 < t < 60 for t in times.values())
+    said = []
+    monkeypatch.setattr(estimate, "TIMING_BUDGET_S", 0.0)
+    assert estimate.epoch_times(plan, out=said.append) is None
+    assert said[0].startswith("no time estimate: timing every optimizer here would take about ")
+    assert estimate.epoch_times(dry_plan(tmp_path, dataset="c10"), out=said.append) is None
+    assert said[1] == f"no time estimate: c10 is not in {tmp_path / 'data'} yet"
 
 
 # ---- priors: Distribution.sample and launch.py --sample ------------------------------

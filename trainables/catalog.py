@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import itertools
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -236,6 +237,28 @@ _DATASETS: dict[str, Ref] = {
     "tinyimagenet": "trainables.data:_load_tinyimagenet",
     "synthetic": "trainables.data:_load_synthetic",
 }
+
+
+# The data sets fetched on first use: the folder each unpacks to under the data folder and
+# its archive's size in bytes (CIFAR's folders are torchvision's base_folder). digits ships
+# with scikit-learn and synthetic is generated: neither is downloaded.
+DOWNLOADS: dict[str, tuple[str, int]] = {
+    "c10": ("cifar-10-batches-py", 170_498_071),
+    "c100": ("cifar-100-python", 169_001_437),
+    "tinyimagenet": ("tiny-imagenet-200", 248_100_043),
+}
+
+
+def download_note(name: str, data_dir: str) -> str | None:
+    """What fetching data set `name` into `data_dir` will take, if it is not there yet
+    (None if it is, or needs no download). Reads the folder only: no torch."""
+    if name not in DOWNLOADS:
+        return None
+    folder, size = DOWNLOADS[name]
+    if os.path.isdir(os.path.join(data_dir, folder)):
+        return None
+    return (f"{name} is not in {data_dir} ({folder}/): the sweep downloads it first, "
+            f"{size / 2 ** 20:.0f} MiB")
 
 
 def _register(table: dict, kind: str, name: str, ref: Ref) -> None:

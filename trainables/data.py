@@ -63,7 +63,7 @@ from trainables.errors import SHOWN_LIMIT, ConfigError, DataUnavailableError, ch
 TINY_IMAGENET_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
 # md5 of that zip (248,100,043 bytes) as checked by avalanche and other loaders.
 TINY_IMAGENET_MD5 = "90528d7ca1a48142e341f4ef8d21d0de"
-_TINY_FOLDER = "tiny-imagenet-200"
+_TINY_FOLDER = catalog.DOWNLOADS["tinyimagenet"][0]
 _TINY_SIDE = 64  # pixels; every Tiny ImageNet image is 64 x 64
 
 # What a failed download raises: URLError and socket errors are OSErrors, torchvision

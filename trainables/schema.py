@@ -1,5 +1,6 @@
 """What crosses the seams between a trial, the sweep and the analysis: metric names, status
-words, budget arms, and how a search picks each optimizer's best configuration.
+words, budget arms, how a search picks each optimizer's best configuration, and how a
+duration reads.
 
 Plain Python (no torch, Ray, Optuna or MLflow), so `tune/`, `analysis/` and the notebooks
 import it cheaply and none of them restates these facts.
@@ -73,3 +74,13 @@ def rank_finalists(rows: Iterable[Mapping]) -> list[Mapping]:
     ranked = sorted(((k, i, r) for k, i, r in keyed if k is not None),
                     key=lambda item: (-item[0][0], -item[0][1], item[1]))
     return [r for _, _, r in ranked]
+
+
+def duration_text(seconds: float) -> str:
+    """A duration in the unit that reads: 45s, 12m05s, 3h20m."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"

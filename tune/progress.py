@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from ray.tune import Callback
 
-from trainables.schema import STATUSES, rank_finalists, trial_status
+from trainables.schema import STATUSES, duration_text, rank_finalists, trial_status
 from tune.confirm import config_key
 
 _HEARTBEAT_S = 30.0
@@ -16,16 +16,6 @@ _HEARTBEAT_S = 30.0
 
 def _hparams(config: dict, names) -> str:
     return " ".join(f"{n}={config[n]:.3g}" for n in names if n in config)
-
-
-def duration_text(seconds: float) -> str:
-    """A duration in the unit that reads: 45s, 12m05s, 3h20m."""
-    seconds = max(0, round(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,120 @@
+"""What a sweep will cost, told before it starts (`launch.py --dry-run`).
+
+The budget in trial-epochs comes from the plan: the search's is an upper bound (every
+trial to the full epochs; ASHA stops some), the confirm stage's is exact. With
+`--estimate`, a few training steps of each optimizer are timed on this machine
+(`trainables.train.epoch_seconds`, at the trials' CPU threads and device) and turned into
+wall time and CPU- or GPU-hours, if timing them all fits in `TIMING_BUDGET_S`; otherwise
+the budget stays in trial-epochs. The warnings need no torch: a trial asking for GPUs on
+a machine without one, and a data set that will be downloaded first.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+from trainables.catalog import download_note
+from trainables.schema import duration_text
+from tune.budget import budget_arms
+from tune.plan import SweepPlan, local_gpus
+
+TIMING_BUDGET_S = 20.0
+TIMED_STEPS = 3
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Trial-epochs per optimizer: `search` at most (ASHA may stop trials), `confirm` exact."""
+
+    search: dict[str, int]
+    confirm: dict[str, int]
+
+
+def budget(plan: SweepPlan) -> Budget:
+    """The plan's trial-epochs per optimizer, per stage."""
+    s = plan.space
+    search = {o: s.trials_per_optimizer * s.max_epochs for o in s.optimizers}
+    confirm = {o: plan.confirm_top_k * plan.confirm_seeds * s.max_epochs * sum(f for _, f in arms)
+               for o, arms in budget_arms(s.optimizers).items()} if plan.confirms else {}
+    return Budget(search, confirm)
+
+
+def at_once(plan: SweepPlan) -> int:
+    """Trials running at the same time: the space's limit, and on this machine (no
+    cluster) what its CPUs and GPUs hold."""
+    s = plan.space
+    limit = s.max_concurrent
+    if plan.address is None:
+        limit = min(limit, max(1, int((os.cpu_count() or 1) // s.cpus_per_trial)))
+        if s.gpus_per_trial:
+            limit = min(limit, max(1, int(local_gpus() // s.gpus_per_trial)))
+    return limit
+
+
+def warnings(plan: SweepPlan) -> list[str]:
+    """What would stop or slow the sweep on this machine (no torch imported)."""
+    found = []
+    s, gpus = plan.space, local_gpus()
+    if plan.address is None and s.gpus_per_trial and not gpus:
+        found.append(f"trials ask for {s.gpus_per_trial:g} GPU each but this machine has none: the "
+                     "sweep would refuse to start (--gpus-per-trial 0 trains on the CPU)")
+    elif plan.address is None and gpus and not s.gpus_per_trial:
+        found.append(f"this machine has {gpus} GPU{'s' * (gpus > 1)} and the trials use none "
+                     "(--gpus-per-trial 1, or a fraction to share one)")
+    note = download_note(s.dataset, plan.data_dir)
+    if note:
+        found.append(note)
+    return found
+
+
+def epoch_times(plan: SweepPlan, out=print) -> dict[str, float] | None:
+    """Seconds per epoch of each optimizer's trial here, timed; None (and why, to `out`)
+    when the data set is not here or timing every optimizer would pass TIMING_BUDGET_S."""
+    import torch
+
+    from trainables.data import load_dataset
+    from trainables.errors import DataUnavailableError
+    from trainables.train import epoch_seconds
+
+    s = plan.space
+    try:
+        data = load_dataset(s.dataset, plan.data_dir, download=False)
+    except DataUnavailableError:
+        out(f"no time estimate: {s.dataset} is not in {plan.data_dir} yet")
+        return None
+    torch.set_num_threads(max(1, int(s.cpus_per_trial)))  # as a trial runs (tune.trainable)
+    device = {"device": "cpu"} if not s.gpus_per_trial else {}
+    started, times = time.perf_counter(), {}
+    for optimizer in s.optimizers:
+        config = {**s.base_config(optimizer), **device, "data_dir": plan.data_dir, "eval_split": "val"}
+        times[optimizer] = epoch_seconds(config, data, TIMED_STEPS)
+        spent = time.perf_counter() - started
+        if spent / len(times) * len(s.optimizers) > TIMING_BUDGET_S and len(times) < len(s.optimizers):
+            out(f"no time estimate: timing every optimizer here would take about "
+                f"{duration_text(spent / len(times) * len(s.optimizers))} (over {TIMING_BUDGET_S:g} s)")
+            return None
+    return times
+
+
+def describe(plan: SweepPlan, times: dict[str, float] | None = None) -> str:
+    """The budget in trial-epochs and, given each optimizer's epoch seconds, the wall time
+    and compute it comes to."""
+    b, s = budget(plan), plan.space
+    lines = [f"cost         search at most {sum(b.search.values())} trial-epochs (ASHA stops some), "
+             f"confirm {sum(b.confirm.values())}; {at_once(plan)} trials at a time"]
+    if times is None:
+        return "\n".join(lines)
+    unit, per_trial = ("GPU", s.gpus_per_trial) if s.gpus_per_trial else ("CPU", s.cpus_per_trial)
+    epochs = ", ".join(f"{o} {t:.2g} s" for o, t in times.items())
+    lines.append(f"             an epoch here ({TIMED_STEPS} steps timed per optimizer): {epochs}; the times "
+                 "below are training alone (Ray, checkpoints and tracking add to them, most on a "
+                 "few CPU cores)")
+    for stage, trial_epochs in (("search", b.search), ("confirm", b.confirm)):
+        seconds = sum(trial_epochs[o] * times[o] for o in trial_epochs)
+        if seconds:
+            bound = "at most " if stage == "search" else "about "
+            lines.append(f"             {stage}: {bound}{duration_text(seconds / at_once(plan))} wall, "
+                         f"{seconds * per_trial / 3600:.2g} {unit}-hours")
+    return "\n".join(lines)
