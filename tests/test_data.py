@@ -1075,3 +1075,14 @@ def test_the_suite_never_reaches_the_network():
         server.listen()
         with socket.create_connection(server.getsockname(), timeout=5):
             pass
+
+
+def test_the_catalogs_download_folders_are_the_loaders():
+    """The dry run looks for these folders without torch; the loaders unpack into them."""
+    from torchvision.datasets import CIFAR10, CIFAR100
+
+    from trainables import data
+    from trainables.catalog import DOWNLOADS
+
+    assert DOWNLOADS["c10"][0] == CIFAR10.base_folder and DOWNLOADS["c100"][0] == CIFAR100.base_folder
+    assert DOWNLOADS["tinyimagenet"][0] == Path(data.TINY_IMAGENET_URL).stem
