@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "the working folder for remote storage")
     p.add_argument("--experiment", help="experiment name (default: the space's name)")
     p.add_argument("--resume", action="store_true", help="continue the experiment")
+    p.add_argument("--dashboard", action="store_true",
+                   help="serve the local Ray's dashboard on http://127.0.0.1:8265 while the sweep "
+                        "runs (the dashboard extra; default: off)")
     p.add_argument("--cpus-per-trial", type=_number(float, 0, True), metavar="C",
                    help="CPUs each trial holds, > 0 (default: the space's)")
     p.add_argument("--gpus-per-trial", type=_number(float, 0, False), metavar="G",
@@ -137,7 +140,7 @@ def resolve_plan(args, argv: list[str]):
     studies = args.optuna_storage or f"sqlite:///{os.path.join(local or os.getcwd(), 'optuna.db')}"
     return SweepPlan(space=space, experiment=args.experiment or space.name, storage=storage,
                      tracking_uri=tracking, optuna_uri=studies, data_dir=os.path.abspath(args.data_dir),
-                     address=args.address, resume=args.resume,
+                     address=args.address, resume=args.resume, dashboard=args.dashboard,
                      command=shlex.join(["python", "launch.py", *argv]),
                      confirm_top_k=(space.confirm_top_k if args.confirm is None or args.smoke_test
                                     else args.confirm),

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -357,12 +358,30 @@ def kill_the_trial_workers(client: MlflowClient, storage: Path, driver: subproce
         assert min(epochs) > 1, f"{trial_id} restarted from scratch: {epochs}"
 
 
+def ray_dashboard_serves_loopback_with_the_token(home: Path) -> None:
+    """--dashboard: Ray's dashboard answers on 127.0.0.1:8265 with the user's Ray token, not
+    without it, and not on the machine's network addresses."""
+    url = "http://127.0.0.1:8265/api/version"
+    token = (home / ".ray" / "auth_token").read_text().strip()
+    with urllib.request.urlopen(urllib.request.Request(
+            url, headers={"Authorization": f"Bearer {token}"}), timeout=30) as response:
+        assert json.loads(response.read())["ray_version"]
+    with pytest.raises(urllib.error.HTTPError, match="401"):
+        urllib.request.urlopen(url, timeout=30)
+    outside = [a.address for addrs in psutil.net_if_addrs().values() for a in addrs
+               if a.family == socket.AF_INET and not a.address.startswith("127.")]
+    for address in outside:
+        with socket.socket() as probe, pytest.raises(OSError):
+            probe.settimeout(5)
+            probe.connect((address, 8265))
+
+
 def test_driver_killed_again_and_again_then_resumed(tmp_path):
     """SIGKILL the driver three times while trials run (each time later in the sweep, and
     so at another point of Tune's snapshots): every trial running at a kill continues in
     its own run, each optimizer ends with exactly its budget, and nothing is logged twice.
     Under the first driver the trial workers are killed too: the driver itself restarts
-    their trials from their checkpoints."""
+    their trials from their checkpoints; that driver also serves Ray's dashboard."""
     storage = tmp_path / "results"
     space = space_file(tmp_path, name="crash", max_epochs=6, grace_period=6,
                        trials_per_optimizer=4)
@@ -373,7 +392,8 @@ def test_driver_killed_again_and_again_then_resumed(tmp_path):
     finished_at_kill: dict[str, int] = {}  # run id -> its end time, when it had finished
     epoch_at_kill: dict[str, float] = {}     # run id -> its last epoch, when it was running
     for kill in range(3):
-        driver = start_driver(tmp_path, *args, *(["--resume"] if kill else []), env=token_env(home))
+        driver = start_driver(tmp_path, *args, *(["--resume"] if kill else ["--dashboard"]),
+                              env=token_env(home))
 
         def a_finished_trial_and_one_running_on():
             children = children_so_far(client, "crash") or []
@@ -390,6 +410,7 @@ def test_driver_killed_again_and_again_then_resumed(tmp_path):
                 second = launch(*args, "--resume", timeout=120)
                 assert second.returncode == 2 and "being run by another launch.py" in second.stderr
                 assert (home / ".ray" / "auth_token").is_file()
+                ray_dashboard_serves_loopback_with_the_token(home)
                 kill_the_trial_workers(client, storage, driver)
             time.sleep(0.7 * kill)  # another moment relative to Tune's periodic snapshots
             _, children = runs_of(client, "crash")

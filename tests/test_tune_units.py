@@ -234,6 +234,23 @@ def test_the_timed_estimate_times_each_optimizer_or_says_why_not(tmp_path, monke
     assert said[1] == f"no time estimate: c10 is not in {tmp_path / 'data'} yet"
 
 
+def test_the_ray_dashboard_is_refused_on_a_cluster_and_on_a_busy_port(tmp_path):
+    import socket
+    from dataclasses import replace
+
+    from tune.plan import SweepError
+    from tune.sweep import check_dashboard
+
+    plan = replace(dry_plan(tmp_path), dashboard=True)
+    with pytest.raises(SweepError, match="a cluster's head serves its own"):
+        check_dashboard(replace(plan, address="10.0.0.1:6379"))
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 8265))
+        with pytest.raises(SweepError, match="port 8265 on 127.0.0.1 is in use"):
+            check_dashboard(plan)
+    check_dashboard(plan)  # the packages are there (the test extra) and the port is free
+
+
 # ---- priors: Distribution.sample and launch.py --sample ------------------------------
 
 def test_loguniform_complement_prior_puts_most_alphas_near_one():

@@ -11,6 +11,9 @@ from trainables.schema import CONFIRM_SUFFIX
 from tune.budget import budget_arms, random_start
 
 
+RAY_DASHBOARD_PORT = 8265  # Ray's own default
+
+
 class SweepError(ConfigError):
     """The sweep cannot start as asked (unreachable cluster or server, storage, data...)."""
 
@@ -52,6 +55,7 @@ class SweepPlan:
     confirm_top_k: int = 0      # the confirm stage: top k configs per optimizer ...
     confirm_seeds: int = 0      # ... each re-run with this many seeds (0 and 0: none)
     confirm_requested: bool = False  # asked for on the command line (may follow a finished sweep)
+    dashboard: bool = False     # Ray's dashboard on 127.0.0.1:RAY_DASHBOARD_PORT (a local Ray)
 
     def __post_init__(self):
         if not self.experiment or "/" in self.experiment or self.experiment.startswith("."):
@@ -116,7 +120,8 @@ class SweepPlan:
             f"{s.reduction_factor:g}; TPE after {random_start(s.trials_per_optimizer)} random trials",
             f"resources    {s.cpus_per_trial:g} CPU and {s.gpus_per_trial:g} GPU per trial, "
             f"{s.max_concurrent} at a time",
-            f"cluster      {self.address or 'local Ray, started and stopped by launch.py'}",
+            f"cluster      {self.address or 'local Ray, started and stopped by launch.py'}"
+            + (f"; its dashboard on http://127.0.0.1:{RAY_DASHBOARD_PORT}" if self.dashboard else ""),
             f"confirm      {self._describe_confirm()}",
             f"storage      {self.experiment_path}{' (resume)' if self.resume else ''}",
             f"tracking     {self.tracking_uri} (experiment {self.experiment!r})",

@@ -27,7 +27,8 @@ from ray import tune
 from trainables.data import load_dataset
 from trainables.errors import DataUnavailableError, one_line
 from trainables.schema import INTERRUPTED, SEARCH_METRIC, VERDICT_METRIC, trial_status
-from tune.plan import SweepError, SweepPlan, is_uri, local_storage, record_differences
+from tune.plan import (RAY_DASHBOARD_PORT, SweepError, SweepPlan, is_uri, local_storage,
+                       record_differences)
 from tune.interrupt import Interrupted, StopSignals
 from tune.budget import budget_arms
 from tune.confirm import FixedConfigs, config_key, confirm_trials, select_finalists
@@ -215,6 +216,27 @@ def check_resources(plan: SweepPlan) -> None:
         raise SweepError("the space fixes device mps, but this machine has no Apple GPU")
 
 
+def check_dashboard(plan: SweepPlan) -> None:
+    """--dashboard needs Ray's dashboard packages and a free port; it applies to a local Ray
+    (a cluster's head serves its own)."""
+    if not plan.dashboard:
+        return
+    if plan.address is not None:
+        raise SweepError("--dashboard starts the local Ray's dashboard; a cluster's head serves its "
+                         "own (ray dashboard cluster.yaml)")
+    try:
+        import ray.dashboard.optional_deps  # noqa: F401  what Ray's dashboard imports
+    except ImportError as error:
+        raise SweepError(f"--dashboard needs Ray's dashboard packages ({one_line(error)}): "
+                         "pip install -c constraints.txt -e '.[dashboard]'") from None
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", RAY_DASHBOARD_PORT))
+        except OSError:
+            raise SweepError(f"--dashboard: port {RAY_DASHBOARD_PORT} on 127.0.0.1 is in use (another "
+                             "Ray's dashboard?)") from None
+
+
 def check_data(plan: SweepPlan) -> None:
     """Fetch the data set once here (or fail now) rather than in every trial."""
     try:
@@ -232,6 +254,9 @@ def start_ray(plan: SweepPlan) -> bool:
     """
     common = dict(include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     if plan.address is None:
+        if plan.dashboard:  # loopback only; Ray's token guards it too (its UI asks for it)
+            common.update(include_dashboard=True, dashboard_host="127.0.0.1",
+                          dashboard_port=RAY_DASHBOARD_PORT)
         # Ray's token authentication stays on (its default): the local Ray's GCS, raylet
         # and workers listen on every interface, and Ray has no option to bind them to
         # 127.0.0.1, so the token is what keeps other machines from joining it.
@@ -444,6 +469,7 @@ def run_sweep(plan: SweepPlan, out=print) -> int:
             run_search, run_confirm = stages(plan)
             check_tracking(plan.tracking_uri)
             check_address(plan.address)
+            check_dashboard(plan)
             check_resources(plan)
             if plan.resume or not run_search:
                 check_same_sweep(plan, confirm_only=not run_search)
@@ -487,7 +513,9 @@ def _stages(plan: SweepPlan, run_search: bool, run_confirm: bool, out, signals: 
             client: MlflowClient, parent_run_id: str, experiment_id: str) -> int:
     out(plan.describe())
     out(f"mlflow ui    {browse_command(plan.tracking_uri)}  (while it runs, too)\n"
-        f"optuna       {dashboard_command(plan.optuna_uri)}")
+        f"optuna       {dashboard_command(plan.optuna_uri)}"
+        + (f"\nray          http://127.0.0.1:{RAY_DASHBOARD_PORT}  (it asks for Ray's token: "
+           "~/.ray/auth_token)" if plan.dashboard else ""))
     signals.check()
     results = search(plan, parent_run_id, experiment_id) if run_search else finished_results(plan)
     signals.check()
