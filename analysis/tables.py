@@ -17,8 +17,8 @@ from analysis import stats
 from analysis.inputs import ReportInputs
 from analysis.load import Sweep
 from analysis.sensitivity import GOOD_MARGIN, SENSITIVITY_PARAMS, good_region
-from analysis.text import (ARM_TITLES, label, num, pct, pct_interval, points, points_interval, run_label,
-                           wins_text)
+from analysis.text import (ARM_TITLES, compute_text, label, num, pct, pct_interval, points,
+                           points_interval, run_label, wins_text)
 from analysis.verdict import ArmComparison, Comparison
 from trainables.schema import EQUAL_COMPUTE, EQUAL_EPOCHS
 
@@ -134,14 +134,14 @@ def cost_tables(inputs: ReportInputs) -> str:
     unit = "/".join(sorted(set(sweep.trials["compute_unit"].dropna()))) or "compute"
     shown = counted.assign(optimizer=counted["optimizer"].map(lambda o: label(o) if o != "all" else "all"),
                            grad_evals=counted["grad_evals"].map(lambda x: f"{x:,.0f}"),
-                           hours=counted["hours"].map(lambda x: num(x, ".4g")))
-    shown = shown.rename(columns={"hours": f"{unit}-hours", "grad_evals": "gradient evaluations"})
+                           hours=counted["hours"].map(lambda x: compute_text(x, unit)))
+    shown = shown.rename(columns={"hours": "compute", "grad_evals": "gradient evaluations"})
     html_table = table(shown)
     confirm = cost_table(sweep, "confirm")
     if len(confirm) > 1:
         last = confirm.iloc[-1]
         html_table += (f"<p>The confirm stage cost another {int(last['trials'])} trials, "
-                       f"{int(last['epochs'])} epochs and {num(last['hours'], '.4g')} {unit}-hours.</p>")
+                       f"{int(last['epochs'])} epochs and {compute_text(last['hours'], unit)}.</p>")
     return html_table
 
 

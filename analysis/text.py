@@ -80,3 +80,22 @@ def wins_text(wins: int, ties: int, n: int) -> str:
     """Matched seeds won, with ties counted apart: "wins 3 of 5 (1 tie)"."""
     tied = f" ({count(ties, 'tie')})" if ties else ""
     return f"wins {wins} of {n}{tied}"
+
+
+# Compute shown in the unit that reads: seconds below 2 minutes, minutes below 2 hours.
+_COMPUTE_SCALES = ((2 / 60, 3600, "seconds"), (2.0, 60, "minutes"), (float("inf"), 1, "hours"))
+
+
+def compute_scale(hours: float) -> tuple[float, str]:
+    """(factor from hours, unit name) that reads for an amount of `hours`."""
+    hours = 0.0 if missing(hours) else hours  # a scale for an axis without data
+    return next((factor, name) for below, factor, name in _COMPUTE_SCALES if hours < below)
+
+
+def compute_text(hours: float, unit: str) -> str:
+    """Compute in the unit that reads: "42 CPU-seconds", "3.5 GPU-minutes", "12 GPU-hours"
+    (a dash where it is missing)."""
+    if missing(hours):
+        return DASH
+    factor, name = compute_scale(hours)
+    return f"{num(hours * factor, '.3g')} {unit}-{name}"

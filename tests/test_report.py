@@ -244,8 +244,50 @@ def test_every_figure_has_a_title_and_axis_labels(all_finished):
     for name, fig in made.items():
         assert fig.layout.title.text, name
         if name != "parallel_coordinates":  # its axes are the dimensions' labels
-            axes = [a for a in fig.layout if a.startswith(("xaxis", "yaxis"))]
+            axes = [a for a in fig.layout if a.startswith(("xaxis", "yaxis"))
+                    and fig.layout[a].visible is not False]  # a grid's spare cells are hidden
             assert axes and all(fig.layout[a].title.text for a in axes), name
+
+
+def test_the_search_figures_show_each_trial_its_curve_its_slices_and_the_rho_lr_map(from_mlflow):
+    """What Optuna Dashboard users look for, per optimizer, checked against the trials."""
+    from analysis.figures import figure_contour, figure_history, figure_intermediate, figure_slices
+
+    search = from_mlflow.stage("sweep")
+    history = figure_history(from_mlflow)
+    for optimizer in SEARCHED:
+        mine = search[search["optimizer"] == optimizer].sort_values("start_time")
+        points, line = [t for t in history.data if t.legendgroup == optimizer]
+        assert list(points.x) == [1, 2, 3] and list(points.y) == pytest.approx(list(mine["final_val_acc"]), nan_ok=True)
+        full = mine["final_val_acc"].where(mine["epochs_run"] >= mine["epochs"])
+        assert list(line.y) == pytest.approx(list(full.cummax().ffill()), nan_ok=True)
+    curves = figure_intermediate(from_mlflow).data
+    assert sum(t.mode == "lines" for t in curves) == len(search)
+    assert sum(t.mode == "markers" for t in curves) == (search["status"] == "stopped_early").sum()
+    slices = figure_slices(from_mlflow)
+    space = from_mlflow.space
+    panels = [(o, p) for o in SEARCHED for p in from_mlflow.searched_params(o)]
+    trials = [t for t in slices.data if t.name != "search range"]
+    ranges = {t.xaxis: t for t in slices.data if t.name == "search range"}
+    assert len(trials) == len(panels)
+    for (optimizer, param), points in zip(panels, trials):
+        d = space.distributions_for(optimizer)[param]
+        if d.kind == "choice":  # sgd's one learning rate: no range to draw
+            assert points.xaxis not in ranges
+            continue
+        assert {x for x in ranges[points.xaxis].x if x is not None} == {d.low, d.high}
+    contour = figure_contour(from_mlflow)
+    assert [a.text for a in contour.layout.annotations] == ["SAM", "ZSharp"]  # both search rho and lr
+    assert sum(t.type == "scatter" for t in contour.data) == 2
+
+
+def test_compute_reads_in_seconds_minutes_or_hours():
+    from analysis.text import compute_text
+
+    assert compute_text(30 / 3600, "CPU") == "30 CPU-seconds"
+    assert compute_text(0.5, "GPU") == "30 GPU-minutes"
+    assert compute_text(12.0, "GPU") == "12 GPU-hours"
+    assert compute_text(float("nan"), "CPU") == "–"
 
 
 # ---- the page: a registry of figures, its shared inputs computed once -----------------------
