@@ -441,6 +441,15 @@ def test_driver_killed_again_and_again_then_resumed(tmp_path):
         epochs = epochs_logged(client, c.info.run_id)
         assert epochs == list(range(1, int(c.data.metrics["epoch"]) + 1)), \
             f"{c.data.tags['trial_id']}: epochs logged {epochs}"
+    # Optuna was told each trial once: its budget, every trial ended, one per Ray trial.
+    import optuna
+
+    for optimizer in ("adam", "zsharp"):
+        trials = optuna.load_study(study_name=f"crash/{optimizer}",
+                                   storage=f"sqlite:///{storage / 'optuna.db'}").trials
+        assert len(trials) == 4 and all(t.state.is_finished() for t in trials)
+        assert sorted(t.user_attrs["ray_trial_id"] for t in trials) == \
+            sorted(c.data.tags["trial_id"] for c in children if c.data.tags["optimizer"] == optimizer)
 
 
 # ---- signals -----------------------------------------------------------------------------
