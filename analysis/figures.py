@@ -18,7 +18,6 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
-from plotly.colors import sample_colorscale
 from plotly.subplots import make_subplots
 
 from analysis import tables
@@ -584,30 +583,35 @@ def figure_contour(inputs: ReportInputs) -> go.Figure | None:
                   "trials interpolated)", height=max(380, 360 * math.ceil(len(optimizers) / cols)))
 
 
-@figure("kept_fraction", "ZSharp: gradient entries kept",
-        "ZSharp keeps the gradient entries whose z-score is above the alpha quantile within each "
-        "layer.")
-def figure_kept_fraction(inputs: ReportInputs) -> go.Figure | None:
-    """ZSharp: the fraction of gradient entries its filter kept, by epoch, one line per
-    trial, coloured by alpha (None if no ZSharp trial reported it)."""
+@figure("zsharp_ascent", "ZSharp: its ascent against SAM's",
+        "ZSharp perturbs along the gradient's large-z-score entries only. The cosine between its "
+        "ascent and SAM's (the full gradient) says how far the filter turns the ascent; ||e|| is "
+        "the radius the ascent actually used (each filtered layer at rho on its own, so it grows "
+        "with the number of layers). One point per ZSharp trial, its last epoch's mean over steps.")
+def figure_zsharp_ascent(inputs: ReportInputs) -> go.Figure | None:
+    """ZSharp's ascent against alpha: its cosine with SAM's ascent direction and the norm of
+    its whole perturbation, each ZSharp trial's last epoch (None without ZSharp telemetry)."""
     sweep = inputs.sweep
-    epochs = sweep.epochs[(sweep.epochs["optimizer"] == "zsharp") & sweep.epochs["kept_fraction"].notna()]
+    epochs = sweep.epochs[(sweep.epochs["optimizer"] == "zsharp") & sweep.epochs["ascent_cosine"].notna()]
     if epochs.empty:
         return None
-    trials = sweep.trials.set_index("trial_id")
-    alphas = trials.loc[epochs["trial_id"].unique(), "alpha"].astype(float)
-    low, high = alphas.min(), alphas.max()
-    fig = go.Figure()
-    for trial_id, mine in epochs.groupby("trial_id", sort=False):
-        alpha, stage = alphas[trial_id], trials.at[trial_id, "stage"]
-        where = 0.5 if high == low else (alpha - low) / (high - low)
-        fig.add_trace(go.Scatter(
-            x=mine["epoch"], y=mine["kept_fraction"], mode="lines+markers",
-            name=f"{trial_id} ({stage}, alpha={alpha:.3g})",
-            line={"color": sample_colorscale("Viridis", [where])[0],
-                  "dash": "solid" if stage == "confirm" else "dot"},
-            hovertemplate=f"alpha={alpha:.3g}, epoch %{{x}}: %{{y:.2%}} kept<extra>{trial_id}</extra>"))
-    return layout(fig, "ZSharp: fraction of gradient entries kept, by epoch (dotted: search, solid: confirm)",
-                  xaxis={"title": {"text": "epoch"}, **epoch_ticks(epochs["epoch"])},
-                  yaxis_title="fraction of gradient entries kept (log scale)",
-                  yaxis_type="log", yaxis_tickformat=".1%", height=440)
+    last = epochs.sort_values("epoch").groupby("trial_id").last()
+    trials = sweep.trials.set_index("trial_id").loc[last.index]
+    fig = make_subplots(1, 2, subplot_titles=("cosine with SAM's ascent", "||e||, the radius used"))
+    for stage, symbol in (("sweep", "circle-open"), ("confirm", "circle")):
+        mine = trials["stage"] == stage
+        if not mine.any():
+            continue
+        for col, metric in enumerate(("ascent_cosine", "perturbation_norm"), start=1):
+            fig.add_trace(go.Scatter(
+                x=trials.loc[mine, "alpha"], y=last.loc[mine, metric], mode="markers",
+                name="search trials" if stage == "sweep" else "confirm runs", legendgroup=stage,
+                showlegend=col == 1, marker={"symbol": symbol, "size": 9, "color": color("zsharp")},
+                customdata=np.stack([last.index[mine], trials.loc[mine, "rho"]], axis=1),
+                hovertemplate="alpha %{x:.3g}, rho %{customdata[1]:.3g}: %{y:.3g}"
+                              "<extra>%{customdata[0]}</extra>"), row=1, col=col)
+    fig.update_xaxes(title_text=param_label("alpha"))
+    fig.update_yaxes(title_text="cosine", row=1, col=1)
+    fig.update_yaxes(title_text="||e|| (log scale)", type="log", row=1, col=2)
+    return layout(fig, "ZSharp: cosine of its ascent with SAM's, and its radius, against alpha "
+                  "(open: search trials)", height=420)

@@ -274,6 +274,28 @@ def test_zsharp_reports_the_fraction_kept():
     assert kept == sum(g.numel() - math.floor(0.8 * (g.numel() - 1)) - 1 for g in filtered)
 
 
+@pytest.mark.parametrize("alpha", [0.0, 0.5, 0.95])
+def test_zsharp_reports_its_ascents_cosine_with_sams(alpha):
+    """cos(e, g) = <e, g> / (||e|| ||g||) from the formula's e (float64), over two steps."""
+    model, x, y = make_problem()
+    opt = create_optimizer("zsharp", model, base="sgd", lr=0.05, rho=0.05, alpha=alpha)
+    for step in range(2):
+        opt.zero_grad()
+        backward(model, x + 0.1 * step, y)
+        _, _, grads = params_and_grads(model)
+        e = ref_zsharp(grads, 0.05, alpha)
+        dot = sum(float((a * b).sum()) for a, b in zip(e, grads))
+        perturbation(opt, model)
+        cosine = float(opt.last_ascent_stats["ascent_cosine"])
+        assert cosine == pytest.approx(dot / (global_norm(e) * global_norm(grads)), rel=1e-6)
+        assert float(opt.last_ascent_stats["perturbation_norm"]) == pytest.approx(global_norm(e), rel=1e-9)
+        assert 0 < cosine <= 1 + 1e-9
+        opt.zero_grad()
+        with frozen_bn_stats(model):
+            backward(model, x, y)
+        opt.second_step()
+
+
 def test_zsharp_with_two_identical_groups_over_three_steps():
     # Two groups with the same shapes must not share buffers: the second group's ascent
     # would overwrite the perturbation already handed out for the first.

@@ -118,6 +118,8 @@ def test_frames_have_the_promised_columns(from_mlflow, from_storage):
         zsharp = sweep.epochs[sweep.epochs["optimizer"] == "zsharp"]
         assert zsharp["kept_fraction"].between(0, 1, inclusive="neither").all()
         assert sweep.epochs.loc[sweep.epochs["optimizer"] != "zsharp", "kept_fraction"].isna().all()
+        assert zsharp["ascent_cosine"].between(0, 1, inclusive="right").all()
+        assert sweep.epochs.loc[sweep.epochs["optimizer"] != "zsharp", "ascent_cosine"].isna().all()
         # The search sees val only; confirm runs are scored on test, in their budget arm.
         search, confirm = sweep.stage("sweep"), sweep.stage("confirm")
         assert (search["eval_split"] == "val").all() and search["final_test_acc"].isna().all()
@@ -279,6 +281,20 @@ def test_the_search_figures_show_each_trial_its_curve_its_slices_and_the_rho_lr_
     contour = figure_contour(from_mlflow)
     assert [a.text for a in contour.layout.annotations] == ["SAM", "ZSharp"]  # both search rho and lr
     assert sum(t.type == "scatter" for t in contour.data) == 2
+
+
+def test_zsharps_ascent_is_drawn_per_trial_against_alpha(from_mlflow):
+    from analysis.figures import figure_zsharp_ascent
+
+    fig = figure_zsharp_ascent(from_mlflow)
+    zsharp = from_mlflow.trials[from_mlflow.trials["optimizer"] == "zsharp"].set_index("trial_id")
+    last = (from_mlflow.epochs[from_mlflow.epochs["optimizer"] == "zsharp"].sort_values("epoch")
+            .groupby("trial_id").last())
+    cosines = [t for t in fig.data if t.xaxis == "x"]
+    assert sum(len(t.x) for t in cosines) == len(zsharp)  # every search trial and confirm run
+    for trace in cosines:
+        for trial_id, alpha, cosine in zip(trace.customdata[:, 0], trace.x, trace.y):
+            assert alpha == zsharp.at[trial_id, "alpha"] and cosine == last.at[trial_id, "ascent_cosine"]
 
 
 def test_compute_reads_in_seconds_minutes_or_hours():

@@ -168,6 +168,7 @@ def test_metrics_are_logged_every_epoch(digits_sweep):
         assert child.data.tags["status"] == expected
         if child.data.tags["optimizer"] == "zsharp":
             assert 0 < child.data.metrics["kept_fraction"] < 0.25
+            assert 0 < child.data.metrics["ascent_cosine"] <= 1
         if child.data.tags["optimizer"] in ("sam", "zsharp"):
             assert child.data.metrics["perturbation_norm"] > 0
 

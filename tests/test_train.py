@@ -189,7 +189,8 @@ def test_reports_every_epoch_with_the_promised_metrics(zsharp_run):
     assert result.status == "completed"
     assert [m["epoch"] for m in reports] == list(range(1, ZSHARP_EPOCHS + 1))
     required = {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s",
-                "images_per_s", "grad_evals", "kept_fraction", "perturbation_norm", "diverged"}
+                "images_per_s", "grad_evals", "kept_fraction", "ascent_cosine", "perturbation_norm",
+                "diverged"}
     for m in reports:
         assert set(m) == required  # a search trial: no test_* metric
         assert 0 <= m["train_acc"] <= 1 and 0 <= m["val_acc"] <= 1

@@ -409,7 +409,8 @@ class ZSharp(SAMFamily):
     e = rho * f / ||f|| (each tensor rescaled to norm rho on its own), or the SAM
     perturbation rho * g / ||g|| if nothing survives. Tensors with ndim <= 1 (biases,
     norm weights) get the SAM perturbation, ||g|| over all unfiltered gradients.
-    `last_ascent_stats["kept_fraction"]`: entries kept over entries filtered.
+    `last_ascent_stats["kept_fraction"]`: entries kept over entries filtered;
+    `["ascent_cosine"]`: the cosine between e and SAM's ascent direction g / ||g||.
     """
 
     def __init__(self, params, base_optimizer=torch.optim.Adam, rho: float = 0.05,
@@ -418,6 +419,9 @@ class ZSharp(SAMFamily):
         # Layouts used by the last ascent, by the shapes, strides, dtype and device of the
         # gradients they hold; those no longer used are dropped with their buffers.
         self._layouts: dict[tuple, FlatLayout] = {}
+        # The last ascent's <e, g> (float64) and ||g||, for its cosine with SAM's ascent.
+        self._dot: Tensor | None = None
+        self._grad_norm: Tensor | None = None
         # True before the first step: filter on CPU as on a GPU (gathers, topk), for tests.
         self.launch_bound = False
 
@@ -445,10 +449,13 @@ class ZSharp(SAMFamily):
                                 (layout.flat, layout.work), (scale, fallback))  # work is now e
         if layout.out is not layout.work:
             layout.out.copy_(layout.work)
+        # <e, g> over these tensors (one kernel), for the ascent's cosine with SAM's.
+        self._dot = self._dot + torch.dot(layout.work, layout.flat).to(self._dot)
         return layout, torch.count_nonzero(mask)
 
     def _perturbations(self, groups):
         grad_norm = _global_norm([g for _, _, grads in groups for g in grads])
+        self._grad_norm, self._dot = grad_norm, torch.zeros((), dtype=torch.float64, device=grad_norm.device)
         kept: Tensor | None = None  # entries kept, summed over the filtered tensors
         filtered = 0
         layouts: dict[tuple, FlatLayout] = {}
@@ -461,6 +468,9 @@ class ZSharp(SAMFamily):
                 scaled = torch._foreach_mul([grads[i] for i in small], sam_scale)
                 for i, e in zip(small, scaled):
                     group_e[i] = e
+                # <e, g> = SAM's scale x ||g||^2 over these: one multi-tensor norm.
+                norms = torch.stack(torch._foreach_norm([grads[i] for i in small])).to(self._dot)
+                self._dot = self._dot + (norms ** 2).sum() * sam_scale.to(self._dot)
             for indices in _filtered_by_dtype_and_device(grads):
                 layout, kept_count = self._filtered_offsets(
                     [grads[i] for i in indices], group, sam_scale, layouts, group_index)
@@ -472,6 +482,17 @@ class ZSharp(SAMFamily):
         self._layouts = layouts
         self.last_ascent_stats = {} if kept is None else {"kept_fraction": kept / filtered}
         return perturbations
+
+    @torch.no_grad()
+    def first_step(self, zero_grad: bool = False) -> None:
+        """The ascent, and `ascent_cosine`: the cosine between ZSharp's perturbation and
+        SAM's (the full gradient's direction), <e, g> / (||e|| ||g||), 1 where the filter
+        changes nothing. Device tensors, no sync."""
+        super().first_step(zero_grad)
+        norm = self.last_ascent_stats.get("perturbation_norm")
+        if norm is not None:
+            self.last_ascent_stats["ascent_cosine"] = (
+                self._dot / (norm.to(self._dot) * self._grad_norm.to(self._dot) + 1e-30)).float()
 
 
 def _filtered_by_dtype_and_device(grads: list[Tensor]) -> list[list[int]]:

@@ -13,11 +13,11 @@ from collections.abc import Iterable, Mapping
 
 # Reported by a trial every epoch (trainables.train). val_* only where the validation split
 # is evaluated (every search trial; a confirm run trained on train only), test_* only in
-# confirm runs (eval_split "test"); perturbation_norm by the SAM family, kept_fraction by
-# ZSharp.
+# confirm runs (eval_split "test"); perturbation_norm by the SAM family, kept_fraction and
+# ascent_cosine (with SAM's ascent direction) by ZSharp.
 METRICS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc",
            "lr", "epoch_time_s", "images_per_s", "grad_evals", "diverged", "perturbation_norm",
-           "kept_fraction")
+           "kept_fraction", "ascent_cosine")
 
 # The search decides on this metric (ASHA's rungs, the Optuna objective, finalists); the
 # verdict is the final-epoch value of VERDICT_METRIC in confirm runs.

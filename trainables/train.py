@@ -281,7 +281,8 @@ def run_trial(config: TrialConfig | dict, report: Report | None = None,
         counted from 1, train loss and accuracy and those of each evaluated split (val,
         test) as fractions, lr, epoch_time_s, images_per_s, cumulative grad_evals,
         diverged 0/1, and the optimizer's ascent statistics: perturbation_norm for the SAM
-        family, kept_fraction for ZSharp), after the checkpoint of that epoch is written.
+        family, kept_fraction and ascent_cosine for ZSharp), after the checkpoint of that
+        epoch is written.
     checkpoint_dir: where each epoch's checkpoint goes; a checkpoint found there is
         resumed (a finished trial returns its result at once).
     data: an already loaded data set (benchmarks); by default `config.dataset` is loaded.
@@ -379,7 +380,8 @@ def _print_epoch(total_epochs: int) -> Report:
     def report(m: dict) -> None:
         shown = [f"{name} {m[name]:.4f}" for name in ("train_loss", "train_acc", "val_loss", "val_acc",
                                                       "test_loss", "test_acc") if name in m]
-        shown += [f"{name} {m[name]:.3g}" for name in ("perturbation_norm", "kept_fraction") if name in m]
+        shown += [f"{name} {m[name]:.3g}" for name in ("perturbation_norm", "kept_fraction", "ascent_cosine")
+                  if name in m]
         print(f"epoch {m['epoch']}/{total_epochs}  {'  '.join(shown)}  lr {m['lr']:.3g}  "
               f"{m['images_per_s']:.0f} img/s  {m['epoch_time_s']:.1f}s", flush=True)
     return report
