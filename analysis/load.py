@@ -649,7 +649,7 @@ def _fill_budget_arms(confirm_rows: list[dict], max_epochs: int | None) -> None:
 # What a confirm run sets itself, apart from its finalist's search config: the seed, the
 # evaluation split and the training data (refit); the equal-compute arm also multiplies
 # the epoch counts (epochs, warm-up, step-schedule period) by one factor.
-_CONFIRM_OWN = ("seed", "eval_split", "refit")
+_CONFIRM_OWN = ("seed", "eval_split", "refit", "flatness_images")
 _EPOCH_COUNTS = ("epochs", "warmup_epochs", "step_epochs")
 
 

@@ -64,7 +64,11 @@ QUICKSTART = {
     "optimizers": QUICKSTART_OPTIMIZERS,
     # eta, sigma and lmbda stay at their published defaults here: a 2-D search (lr, rho)
     # for the SAM family, 3-D for ZSharp (alpha too), so a few minutes' budget tunes them.
-    "fixed": {"batch_size": 128, "warmup_epochs": 1, "schedule": "cosine", "base": "adam"},
+    # Flatness diagnostics on 64 images with 3 probes: under 10% of a confirm run here
+    # (benchmarks/flatness_cost.py), rough values; the defaults (2,048, 20) elsewhere.
+    "fixed": {"batch_size": 128, "warmup_epochs": 1, "schedule": "cosine", "base": "adam",
+              "flatness_probes": 3},
+    "flatness_images": 64,
     "search": {"lr": QUICKSTART_LR},
     "search_per_optimizer": {**{o: {k: v for k, v in SAM_FAMILY_RANGES[o].items() if k in ("rho", "alpha")}
                                 for o in QUICKSTART_OPTIMIZERS if o in SAM_FAMILY_RANGES},

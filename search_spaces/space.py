@@ -26,9 +26,10 @@ from trainables.catalog import all_hparams, hparams_of, list_datasets, list_mode
 
 KINDS = ("uniform", "loguniform", "loguniform_complement", "int", "choice")
 
-# Trial settings the sweep sets itself (epochs is max_epochs; eval_split and refit follow
-# the stage: a search trial evaluates val, a confirm run test); never fixed, never searched.
-_OWN = ("dataset", "model", "optimizer", "epochs", "eval_split", "refit")
+# Trial settings the sweep sets itself (epochs is max_epochs; eval_split, refit and
+# flatness_images follow the stage: a search trial evaluates val, a confirm run test and
+# measures flatness); never fixed, never searched.
+_OWN = ("dataset", "model", "optimizer", "epochs", "eval_split", "refit", "flatness_images")
 # Space names become experiment folder names.
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -268,6 +269,9 @@ class SearchSpace:
     confirm_seeds: int = 0
     # Confirm runs train on train + val (the usual final training), or on train alone.
     refit: bool = True
+    # Confirm runs end with the flatness diagnostics on this many training images (0: none);
+    # their probes and radius are trial settings (fixed: flatness_probes, flatness_radius).
+    flatness_images: int = 2048
 
     def __post_init__(self):
         where = f"space {shown(self.name)}"
@@ -303,6 +307,8 @@ class SearchSpace:
                              f"({self.trials_per_optimizer}), got {self.confirm_top_k}")
         if not isinstance(self.refit, bool):
             raise SpaceError(f"{where}: refit: must be true or false, got {shown(self.refit)}")
+        self._set("flatness_images", _in_range(f"{where}: flatness_images", self.flatness_images, 0,
+                                               math.inf, integral=True))
         if self.grace_period > self.max_epochs:
             raise SpaceError(f"{where}: grace_period: must be <= max_epochs ({self.max_epochs}), "
                              f"got {self.grace_period}")
@@ -316,7 +322,8 @@ class SearchSpace:
         for key in fixed:
             if key in _OWN:
                 raise SpaceError(f"{where}: fixed: {key} is set by the sweep itself "
-                                 f"(dataset, model, optimizers, max_epochs, the stage's split, refit), "
+                                 f"(dataset, model, optimizers, max_epochs, the stage's split, refit, "
+                                 f"flatness_images), "
                                  f"not fixed")
             if key not in TrialConfig.field_names():
                 raise SpaceError(f"{where}: fixed: unknown trial setting {shown(key)}; "
@@ -384,8 +391,8 @@ class SearchSpace:
         """Build from plain data (a YAML file's mapping); strict: unknown or missing keys,
         wrong types and bad values raise a one-line SpaceError naming `where` and the field.
 
-        `fixed`, `search_per_optimizer`, `seed`, the confirm stage and `refit` may be left
-        out (empty, empty, 0, none, true).
+        `fixed`, `search_per_optimizer`, `seed`, the confirm stage, `refit` and
+        `flatness_images` may be left out (empty, empty, 0, none, true, 2048).
         """
         if not isinstance(data, Mapping):
             raise SpaceError(f"{where}: a search space must be a mapping of its fields, "
@@ -395,7 +402,7 @@ class SearchSpace:
         if unknown:
             raise SpaceError(f"{where}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(names)}")
         values = {"fixed": {}, "search_per_optimizer": {}, "seed": 0, "confirm_top_k": 0,
-                  "confirm_seeds": 0, "refit": True, **data}
+                  "confirm_seeds": 0, "refit": True, "flatness_images": 2048, **data}
         missing = [n for n in names if n not in values]
         if missing:
             raise SpaceError(f"{where}: missing key(s) {', '.join(missing)}")

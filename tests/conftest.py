@@ -41,6 +41,7 @@ def space_file(folder: Path, **changes) -> str:
         "search_per_optimizer": {},
         "max_epochs": 3, "grace_period": 1, "reduction_factor": 4, "trials_per_optimizer": 4,
         "max_concurrent": 2, "cpus_per_trial": 1, "gpus_per_trial": 0, "seed": 0,
+        "flatness_images": 32,  # confirm runs' diagnostics: small, so tests stay quick
     }
     space.update(changes)
     path = folder / f"{space['name']}.yaml"
@@ -102,7 +103,8 @@ class SweepRun:
 # (every sgd trial diverges); then the best config of each re-run with 2 seeds.
 SHARED_SWEEP = dict(
     optimizers=["adam", "sam", "zsharp", "sgd"], trials_per_optimizer=3,
-    fixed={"batch_size": 128, "warmup_epochs": 1, "schedule": "cosine", "momentum": 0.9},
+    fixed={"batch_size": 128, "warmup_epochs": 1, "schedule": "cosine", "momentum": 0.9,
+           "flatness_probes": 3},
     search_per_optimizer={"sgd": {"lr": {"choice": [1.0e12]}}},
     confirm_top_k=1, confirm_seeds=2)
 

@@ -184,6 +184,24 @@ def test_search_trials_never_see_test_and_confirm_runs_are_scored_on_it(digits_s
         assert "test_acc" in run.data.metrics and "val_acc" not in run.data.metrics  # val is trained on
 
 
+def test_confirm_runs_end_with_the_flatness_diagnostics_and_search_trials_never(digits_sweep, tmp_path):
+    from trainables.schema import FLATNESS_METRICS
+
+    client = tracking(digits_sweep.storage)
+    _, children = runs_of(client, "digits_test")
+    for run in stage(children, "sweep"):
+        assert not set(FLATNESS_METRICS) & set(run.data.metrics)
+    for run in stage(children, "confirm"):
+        metrics = run.data.metrics
+        assert set(FLATNESS_METRICS) <= set(metrics) and metrics["sharpness_worst"] >= 0
+        # Logged with the last epoch, at its step.
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "hessian_top_eig")]
+        assert steps == [int(metrics["epoch"])]
+        profile = json.loads(Path(client.download_artifacts(run.info.run_id, "loss_profile.json",
+                                                            str(tmp_path))).read_text())
+        assert profile["t"] == pytest.approx([i / 10 - 1 for i in range(21)]) and len(profile["loss"]) == 21
+
+
 def test_asha_stopped_some_trials_early(digits_sweep):
     _, children = runs_of(tracking(digits_sweep.storage), "digits_test")
     statuses = [c.data.tags["status"] for c in stage(children, "sweep")]
@@ -232,7 +250,7 @@ def test_confirm_stage_reruns_each_finalist_with_seeds_in_both_budget_arms(digit
                   and c.data.tags["status"] == "completed"]
         assert source.data.tags["status"] == "completed"  # the full budget beats any early stop
         assert final_val_acc(source) == max(map(final_val_acc, rivals))  # the best (ties: any)
-        ignored = {"seed", "eval_split", "refit", "epochs", "warmup_epochs", "step_epochs"}
+        ignored = {"seed", "eval_split", "refit", "flatness_images", "epochs", "warmup_epochs", "step_epochs"}
         for run in runs:  # the same hyperparameters
             assert {k: v for k, v in run.data.params.items() if k not in ignored} == \
                 {k: v for k, v in source.data.params.items() if k not in ignored}

@@ -396,3 +396,20 @@ def test_the_epoch_estimate_is_near_a_real_epochs_time():
     run_trial(config, report=epochs.append, data=data)
     actual = epochs[-1]["epoch_time_s"]  # the second epoch: warmed up, as the estimate is
     assert actual / 3 < estimate < actual * 3, (estimate, actual)
+
+
+def test_a_run_with_flatness_reports_it_with_its_last_epoch_and_keeps_it_on_resume(tmp_path):
+    from trainables.schema import FLATNESS_METRICS, LOSS_PROFILE
+
+    config = {"optimizer": "sam", "dataset": "digits", "model": "res20s", "batch_size": 128,
+              "epochs": 2, "eval_split": "test", "device": "cpu", "flatness_images": 32,
+              "flatness_probes": 2, "flatness_radius": 0.1}
+    epochs = []
+    result = run_trial(config, report=epochs.append, checkpoint_dir=tmp_path)
+    assert not set(FLATNESS_METRICS) & set(epochs[0])  # the last epoch only
+    last = epochs[-1]
+    assert set(FLATNESS_METRICS) <= set(last) and last["sharpness_radius"] == 0.1
+    assert last["hessian_trace_se"] >= 0 and last["sharpness_worst"] >= 0
+    assert [t for t, _ in last[LOSS_PROFILE]] == pytest.approx([i / 10 - 1 for i in range(21)])
+    again = run_trial(config, checkpoint_dir=tmp_path)  # finished: from its checkpoint
+    assert again.metrics == result.metrics == last

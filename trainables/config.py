@@ -64,6 +64,14 @@ class TrialConfig:
     # (the usual final-training protocol) or on train alone (then val is evaluated too).
     eval_split: str = _setting("val", "val (a search trial: the test split never loaded) or test (a confirm run)")
     refit: bool = _setting(True, "eval_split test only: train on train + val")
+    # Curvature and sharpness after the last epoch (trainables.flatness): the confirm stage
+    # sets flatness_images from its space; a search trial never measures.
+    flatness_images: int = _setting(0, "after the last epoch, measure curvature and sharpness on "
+                                       "this many training images (0: not at all)")
+    flatness_probes: int = _setting(20, "Hutchinson probes, Lanczos steps and random directions of "
+                                        "the diagnostics (ascent steps: up to 5)")
+    flatness_radius: float = _setting(0.05, "radius of the sharpness ball (one for every optimizer "
+                                            "of a sweep)")
     # The registry's hyperparameters, name -> value (every registered one, defaults filled).
     hparams: dict = field(default_factory=dict, repr=False)
 
@@ -141,6 +149,9 @@ class TrialConfig:
         check_range("warmup_epochs", self.warmup_epochs, 0)
         check_range("step_epochs", self.step_epochs, 1)
         check_range("seed", self.seed, 0, 2 ** 63 - 1)
+        check_range("flatness_images", self.flatness_images, 0)
+        check_range("flatness_probes", self.flatness_probes, 2)
+        check_range("flatness_radius", self.flatness_radius, 0, low_open=True)
 
 
 def _fields():

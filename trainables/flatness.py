@@ -30,6 +30,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from trainables.schema import FLATNESS_METRICS
+
 Batches = Sequence[tuple[Tensor, Tensor]]  # (inputs, targets) on the model's device
 Criterion = Callable[[Tensor, Tensor], Tensor]  # mean loss of a batch
 
@@ -52,12 +54,11 @@ class Flatness:
     profile: tuple[tuple[float, float], ...]  # (step along the direction, loss)
 
     def metrics(self) -> dict[str, float]:
-        """The scalar diagnostics by metric name (what a confirm run logs)."""
-        return {"flat_loss": self.loss, "hessian_top_eig": self.top_eigenvalue,
-                "hessian_top_eig_residual": self.eigenvalue_residual, "hessian_trace": self.trace,
-                "hessian_trace_se": self.trace_se, "sharpness_worst": self.worst_sharpness,
-                "sharpness_adaptive_worst": self.adaptive_worst_sharpness,
-                "sharpness_average": self.average_sharpness, "sharpness_radius": self.radius}
+        """The scalar diagnostics by metric name (trainables.schema.FLATNESS_METRICS, what a
+        confirm run logs)."""
+        values = (self.loss, self.top_eigenvalue, self.eigenvalue_residual, self.trace, self.trace_se,
+                  self.worst_sharpness, self.adaptive_worst_sharpness, self.average_sharpness, self.radius)
+        return dict(zip(FLATNESS_METRICS, values))
 
 
 def subset_batches(data, size: int = 2048, batch_size: int = 512, seed: int = 0,

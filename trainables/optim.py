@@ -419,7 +419,7 @@ class ZSharp(SAMFamily):
         # Layouts used by the last ascent, by the shapes, strides, dtype and device of the
         # gradients they hold; those no longer used are dropped with their buffers.
         self._layouts: dict[tuple, FlatLayout] = {}
-        # The last ascent's <e, g> (float64) and ||g||, for its cosine with SAM's ascent.
+        # The last ascent's <e, g> and ||g||, for its cosine with SAM's ascent.
         self._dot: Tensor | None = None
         self._grad_norm: Tensor | None = None
         # True before the first step: filter on CPU as on a GPU (gathers, topk), for tests.
@@ -450,12 +450,13 @@ class ZSharp(SAMFamily):
         if layout.out is not layout.work:
             layout.out.copy_(layout.work)
         # <e, g> over these tensors (one kernel), for the ascent's cosine with SAM's.
-        self._dot = self._dot + torch.dot(layout.work, layout.flat).to(self._dot)
+        dot = torch.dot(layout.work, layout.flat)
+        self._dot = dot if self._dot is None else self._dot + dot
         return layout, torch.count_nonzero(mask)
 
     def _perturbations(self, groups):
         grad_norm = _global_norm([g for _, _, grads in groups for g in grads])
-        self._grad_norm, self._dot = grad_norm, torch.zeros((), dtype=torch.float64, device=grad_norm.device)
+        self._grad_norm, self._dot = grad_norm, None
         kept: Tensor | None = None  # entries kept, summed over the filtered tensors
         filtered = 0
         layouts: dict[tuple, FlatLayout] = {}
@@ -469,8 +470,9 @@ class ZSharp(SAMFamily):
                 for i, e in zip(small, scaled):
                     group_e[i] = e
                 # <e, g> = SAM's scale x ||g||^2 over these: one multi-tensor norm.
-                norms = torch.stack(torch._foreach_norm([grads[i] for i in small])).to(self._dot)
-                self._dot = self._dot + (norms ** 2).sum() * sam_scale.to(self._dot)
+                norms = torch.stack(torch._foreach_norm([grads[i] for i in small]))
+                dot = torch.dot(norms, norms) * sam_scale
+                self._dot = dot if self._dot is None else self._dot + dot
             for indices in _filtered_by_dtype_and_device(grads):
                 layout, kept_count = self._filtered_offsets(
                     [grads[i] for i in indices], group, sam_scale, layouts, group_index)
@@ -490,9 +492,8 @@ class ZSharp(SAMFamily):
         changes nothing. Device tensors, no sync."""
         super().first_step(zero_grad)
         norm = self.last_ascent_stats.get("perturbation_norm")
-        if norm is not None:
-            self.last_ascent_stats["ascent_cosine"] = (
-                self._dot / (norm.to(self._dot) * self._grad_norm.to(self._dot) + 1e-30)).float()
+        if norm is not None and self._dot is not None:
+            self.last_ascent_stats["ascent_cosine"] = self._dot / (norm * self._grad_norm + 1e-30)
 
 
 def _filtered_by_dtype_and_device(grads: list[Tensor]) -> list[list[int]]:

@@ -11,13 +11,23 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 
+# Reported with a confirm run's last epoch (trainables.flatness, TrialConfig.flatness_images):
+# the training loss on the measured subset, the Hessian's top eigenvalue and Lanczos'
+# residual bound, Hutchinson's trace and its standard error, the sharpness values (loss
+# increases) and their ball's radius, and the wall seconds it all took.
+FLATNESS_METRICS = ("flat_loss", "hessian_top_eig", "hessian_top_eig_residual", "hessian_trace",
+                    "hessian_trace_se", "sharpness_worst", "sharpness_adaptive_worst",
+                    "sharpness_average", "sharpness_radius", "flatness_seconds")
+# The loss along a filter-normalised direction, [[t, loss], ...]: kept as an artifact.
+LOSS_PROFILE = "loss_profile"
+
 # Reported by a trial every epoch (trainables.train). val_* only where the validation split
 # is evaluated (every search trial; a confirm run trained on train only), test_* only in
 # confirm runs (eval_split "test"); perturbation_norm by the SAM family, kept_fraction and
 # ascent_cosine (with SAM's ascent direction) by ZSharp.
 METRICS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc",
            "lr", "epoch_time_s", "images_per_s", "grad_evals", "diverged", "perturbation_norm",
-           "kept_fraction", "ascent_cosine")
+           "kept_fraction", "ascent_cosine", *FLATNESS_METRICS)
 
 # The search decides on this metric (ASHA's rungs, the Optuna objective, finalists); the
 # verdict is the final-epoch value of VERDICT_METRIC in confirm runs.

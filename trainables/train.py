@@ -30,11 +30,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from trainables import flatness
 from trainables.config import EVAL_SPLITS, TrialConfig
 from trainables.data import ImageData, eval_batches, load_dataset, num_train_batches, train_batches
 from trainables.errors import ConfigError, DataUnavailableError
 from trainables.models import create_model
 from trainables.optim import create_optimizer, get_optimizer_info, optimizer_kwargs
+from trainables.schema import LOSS_PROFILE
 from trainables.step import optimizer_step
 
 __all__ = ["TrialConfig", "TrialResult", "run_trial", "trial_data", "epoch_seconds", "main", "CHECKPOINT_FILE",
@@ -303,6 +305,8 @@ def run_trial(config: TrialConfig | dict, report: Report | None = None,
     result = TrialResult("completed", saved["metrics"] if saved else {})
     for epoch in range(start + 1, config.epochs + 1):
         result = _run_epoch(trial, epoch)
+        if epoch == config.epochs and result.status == "completed" and config.flatness_images:
+            result.metrics.update(_flatness(trial))  # before the checkpoint that ends the trial
         if directory is not None:
             _save_checkpoint(directory, trial, epoch, result)
         if report is not None:
@@ -310,6 +314,24 @@ def run_trial(config: TrialConfig | dict, report: Report | None = None,
         if result.status == "diverged":
             break
     return result
+
+
+def _flatness(trial: _Trial) -> dict:
+    """The trained model's curvature and sharpness (trainables.flatness) on a fixed subset
+    of its training images, the same for every run (seed 0), under the loss it trained on
+    in float32; the metrics, their wall time (flatness_seconds) and the loss profile as
+    [[t, loss], ...] (loss_profile: a list, which trackers keep as an artifact)."""
+    config = trial.config
+    started = time.perf_counter()
+    batches = flatness.subset_batches(trial.data, config.flatness_images, config.batch_size,
+                                      device=trial.device)
+    measured = flatness.measure(trial.model, batches, lambda out, y: trial.criterion(out.float(), y),
+                                radius=config.flatness_radius, probes=config.flatness_probes,
+                                lanczos_steps=config.flatness_probes,
+                                directions=config.flatness_probes,
+                                ascent_steps=min(5, config.flatness_probes))
+    return {**measured.metrics(), "flatness_seconds": time.perf_counter() - started,
+            LOSS_PROFILE: [list(point) for point in measured.profile]}
 
 
 def epoch_seconds(config: TrialConfig | dict, data: ImageData, steps: int = 3) -> float:

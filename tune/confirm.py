@@ -43,15 +43,16 @@ def select_finalists(rows: list[dict], top_k: int) -> list[dict]:
 
 
 def confirm_trials(finalists: list[dict], seeds: int, arms: dict[str, list[tuple[str, int]]],
-                   refit: bool) -> tuple[list[dict], dict[str, dict]]:
-    """Trial configs (each finalist x each of its arms x each seed), evaluated on test, and
-    the MLflow tags of each, by config key."""
+                   refit: bool, flatness_images: int = 0) -> tuple[list[dict], dict[str, dict]]:
+    """Trial configs (each finalist x each of its arms x each seed), evaluated on test and
+    ending with the flatness diagnostics on `flatness_images` images (0: none), and the
+    MLflow tags of each, by config key."""
     configs, tags = [], {}
     for finalist in finalists:
         for arm, factor in arms[finalist["optimizer"]]:
             for seed in range(seeds):
                 config = {**stretched(finalist["config"], factor), "seed": seed,
-                          "eval_split": "test", "refit": refit}
+                          "eval_split": "test", "refit": refit, "flatness_images": flatness_images}
                 configs.append(config)
                 tags[config_key(config)] = {"confirm_rank": str(finalist["rank"]),
                                             "source_trial_id": finalist["trial_id"],

@@ -96,8 +96,10 @@ class SweepPlan:
                          + (f" (lr tuned at {s.max_epochs})" if factor > 1 else "")
                          for (arm, factor), names in by_arm.items())
         trained = "train + val" if s.refit else "train"
+        flat = (f", flatness measured on {s.flatness_images} training images" if s.flatness_images
+                else "")
         return (f"top {self.confirm_top_k} per optimizer x {self.confirm_seeds} seeds, trained on "
-                f"{trained}, scored on test, no early stopping ({self.confirm_trials} trials); {arms}")
+                f"{trained}, scored on test, no early stopping{flat} ({self.confirm_trials} trials); {arms}")
 
     def record(self) -> dict:
         """What makes this sweep this sweep: its space (budget, optimizers and trials

@@ -381,7 +381,7 @@ def confirm(plan: SweepPlan, rows: list[dict], parent_run_id: str,
     stopping). Returns Ray's results and the MLflow tags of each config, by config key."""
     space = plan.space
     configs, tags = confirm_trials(select_finalists(rows, plan.confirm_top_k), plan.confirm_seeds,
-                                   budget_arms(space.optimizers), space.refit)
+                                   budget_arms(space.optimizers), space.refit, space.flatness_images)
     results = run_stage(
         plan, plan.confirm_path, search_alg=FixedConfigs(configs), scheduler=SafeSnapshots(),
         callbacks=[MlflowTracking(plan.tracking_uri, parent_run_id, experiment_id,

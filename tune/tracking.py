@@ -20,7 +20,7 @@ from ray.tune import Callback
 from ray.tune.result import AUTO_RESULT_KEYS
 
 from trainables.config import TrialConfig
-from trainables.schema import RUNNING, trial_status
+from trainables.schema import LOSS_PROFILE, RUNNING, trial_status
 from tune.confirm import config_key
 
 
@@ -190,6 +190,10 @@ class MlflowTracking(Callback):
         metrics = [Metric(k, v if math.isfinite(v) else float("nan"), now, epoch)
                    for k, v in _numeric_metrics(result).items()]
         self.client.log_batch(run_id, metrics=metrics)
+        if isinstance(result.get(LOSS_PROFILE), list):  # the last epoch of a confirm run
+            self.client.log_dict(run_id, {"t": [t for t, _ in result[LOSS_PROFILE]],
+                                          "loss": [v for _, v in result[LOSS_PROFILE]]},
+                                 f"{LOSS_PROFILE}.json")
         self._logged[run_id] = epoch
 
     def _finish(self, trial, errored: bool) -> None:
