@@ -22,6 +22,7 @@ from plotly.subplots import make_subplots
 
 from analysis import tables
 from analysis.minimums import MIN_IMPORTANCE_TRIALS
+from analysis.flatness import MEASURES, flatness_runs
 from analysis.inputs import ReportInputs
 from analysis.load import Sweep, in_param_order
 from analysis.plotstyle import color, epoch_ticks, layout, log_scaled, rgba
@@ -615,3 +616,37 @@ def figure_zsharp_ascent(inputs: ReportInputs) -> go.Figure | None:
     fig.update_yaxes(title_text="||e|| (log scale)", type="log", row=1, col=2)
     return layout(fig, "ZSharp: cosine of its ascent with SAM's, and its radius, against alpha "
                   "(open: search trials)", height=420)
+
+
+@figure("flatness", "Flatness",
+        "Curvature and sharpness of each confirm run's training loss after its last epoch, on a "
+        "fixed subset of training images: the Hessian's top eigenvalue (Lanczos) and trace "
+        "(Hutchinson), the worst loss increase within a ball of radius r (and within the ball "
+        "scaled by |w|), and the average one over random directions. Sharpness measures are not "
+        "invariant to reparametrisation (rescaling layers changes them without changing the "
+        "function) and correlate only loosely with generalisation: they are diagnostics of where "
+        "each optimizer ended, not the verdict, which is the test accuracy above.",
+        above=tables.flatness_tables)
+def figure_flatness(inputs: ReportInputs) -> go.Figure | None:
+    """Final test accuracy against the top Hessian eigenvalue and against worst-case
+    sharpness, one point per equal-epochs confirm run, coloured by optimizer (None without
+    diagnostics)."""
+    runs = flatness_runs(inputs.sweep)
+    if runs.empty:
+        return None
+    panels = ("hessian_top_eig", "sharpness_worst")
+    fig = make_subplots(1, 2, subplot_titles=[f"against the {MEASURES[m]}" for m in panels],
+                        shared_yaxes=True)
+    for optimizer, mine in runs.groupby("optimizer", sort=False):
+        for col, measure in enumerate(panels, start=1):
+            fig.add_trace(go.Scatter(
+                x=mine[measure], y=mine["final_test_acc"], mode="markers", name=label(optimizer),
+                legendgroup=optimizer, showlegend=col == 1, marker={"color": color(optimizer), "size": 9},
+                customdata=mine["seed"],
+                hovertemplate=f"seed %{{customdata}}: {MEASURES[measure]} %{{x:.3g}}, %{{y:.2%}}"
+                              "<extra></extra>"), row=1, col=col)
+            log = {"type": "log"} if (runs[measure] > 0).all() else {}
+            fig.update_xaxes(title_text=MEASURES[measure], row=1, col=col, **log)
+    fig.update_yaxes(title_text="final test accuracy", tickformat=".0%")
+    return layout(fig, "Confirm runs: final test accuracy against curvature and sharpness "
+                  "(one point per seed, equal epochs)", height=420)

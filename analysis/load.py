@@ -41,8 +41,8 @@ import pandas as pd
 from analysis.text import bounded
 from trainables.catalog import all_hparams, get_base, list_bases
 from trainables.config import TrialConfig
-from trainables.schema import (CONFIRM_SUFFIX, EQUAL_COMPUTE, EQUAL_EPOCHS, METRICS, RUNNING,
-                               rank_finalists, trial_status)
+from trainables.schema import (CONFIRM_SUFFIX, EQUAL_COMPUTE, EQUAL_EPOCHS, FLATNESS_METRICS, METRICS,
+                               RUNNING, rank_finalists, trial_status)
 
 # search_spaces (torch, through the registries) and MLflow are imported where they are
 # used, and tune/ (Ray) never: a notebook that only reads storage, or a command line that
@@ -60,7 +60,7 @@ KEY_COLUMNS = ["run_id", "trial_id", "stage", "budget_arm", "optimizer", "status
                "source_trial_id", "start_time"]
 RESULT_COLUMNS = ["epochs_run", "final_val_acc", "best_val_acc", "best_epoch", "final_test_acc",
                   "final_test_loss", "perturbation_norm", "train_seconds", "grad_evals",
-                  "compute_hours", "compute_unit"]
+                  "compute_hours", "compute_unit", *FLATNESS_METRICS]
 TRIAL_COLUMNS = KEY_COLUMNS + [f for f in CONFIG_FIELDS if f != "optimizer"] + RESULT_COLUMNS
 EPOCH_COLUMNS = ["run_id", "trial_id", "stage", "optimizer", "seed", *METRICS]
 STAGES = ("sweep", "confirm")
@@ -161,11 +161,13 @@ def _epoch_frame(rows: list[dict]) -> pd.DataFrame:
 
 def _summary(epochs: pd.DataFrame) -> dict:
     """Final and best val_acc, best epoch, final test_acc and test_loss, mean
-    perturbation_norm, epochs run, seconds and gradient evaluations."""
+    perturbation_norm, epochs run, seconds, gradient evaluations and the flatness
+    diagnostics."""
     if epochs.empty:
         return {"epochs_run": 0, "final_val_acc": math.nan, "best_val_acc": math.nan,
                 "best_epoch": 0, "final_test_acc": math.nan, "final_test_loss": math.nan,
-                "perturbation_norm": math.nan, "train_seconds": 0.0, "grad_evals": 0.0}
+                "perturbation_norm": math.nan, "train_seconds": 0.0, "grad_evals": 0.0,
+                **dict.fromkeys(FLATNESS_METRICS, math.nan)}
     val = epochs["val_acc"]
     best = val.idxmax() if val.notna().any() else None
     last = epochs.iloc[-1]
@@ -178,7 +180,9 @@ def _summary(epochs: pd.DataFrame) -> dict:
             "final_test_acc": float(last["test_acc"]), "final_test_loss": float(last["test_loss"]),
             "perturbation_norm": float(epochs["perturbation_norm"].mean()),  # NaN if never reported
             "train_seconds": float(epochs["epoch_time_s"].fillna(0).sum()),
-            "grad_evals": float(last["grad_evals"])}
+            "grad_evals": float(last["grad_evals"]),
+            # Measured once, after the last epoch of a confirm run (NaN elsewhere).
+            **{name: float(last[name]) for name in FLATNESS_METRICS}}
 
 
 def _compute(resources: dict | None) -> tuple[float, str]:

@@ -11,6 +11,7 @@ best search trial, labelled as the single run on val that it is.
 
 from __future__ import annotations
 
+from analysis.flatness import MEASURES, flatness_summary
 from analysis.load import Sweep
 from analysis.stats import paired_test_id
 from analysis.text import (ARM_TITLES, count, label, num, pct, pct_interval, points, points_interval,
@@ -33,7 +34,20 @@ def sweep_summary(sweep: Sweep) -> str:
     printed: set = set()  # tests already printed: each once, however many tables hold it
     for arm, arm_result in result.arms.items():
         lines += _arm_lines(arm, arm_result, printed)
-    return "\n".join(lines)
+    return "\n".join(lines + _flatness_lines(sweep))
+
+
+def _flatness_lines(sweep: Sweep) -> list[str]:
+    """Each optimizer's flatness measures, means over the equal-epochs seeds (diagnostics,
+    not the verdict); nothing without them."""
+    summary = flatness_summary(sweep)
+    if summary.empty:
+        return []
+    rows = [["", "seeds", *MEASURES.values()]]
+    rows += [[label(r["optimizer"]), str(r["n"]), *(num(r[f"{m}_mean"], ".3g") for m in MEASURES)]
+             for r in summary.to_dict("records")]
+    return ["flatness of the equal-epochs runs, means over seeds (diagnostics, not the verdict; "
+            "intervals in the report):", *_aligned(rows)]
 
 
 def summary_metrics(sweep: Sweep) -> dict[str, float]:

@@ -19,6 +19,7 @@ from analysis.load import Sweep
 from analysis.sensitivity import GOOD_MARGIN, SENSITIVITY_PARAMS, good_region
 from analysis.text import (ARM_TITLES, compute_text, label, num, pct, pct_interval, points,
                            points_interval, run_label, wins_text)
+from analysis.flatness import MEASURES, flatness_summary
 from analysis.verdict import ArmComparison, Comparison
 from trainables.schema import EQUAL_COMPUTE, EQUAL_EPOCHS
 
@@ -167,3 +168,20 @@ def good_region_tables(inputs: ReportInputs) -> str:
 def importance_notes(inputs: ReportInputs) -> str:
     """Why an optimizer has no fANOVA estimate (too few trials, one parameter), one note each."""
     return notes([f"{label(o)}: {v}" for o, v in inputs.importances.items() if isinstance(v, str)])
+
+
+# ---- flatness --------------------------------------------------------------------------------
+
+def flatness_tables(inputs: ReportInputs) -> str:
+    """Per optimizer, each flatness measure's mean and 95% t interval over the equal-epochs
+    confirm runs' seeds (analysis.flatness)."""
+    summary = flatness_summary(inputs.sweep)
+    if summary.empty:
+        return ""
+    shown = pd.DataFrame({"optimizer": summary["optimizer"].map(label), "seeds": summary["n"]})
+    for measure, name in MEASURES.items():
+        shown[name] = [f"{num(m, '.3g')} [{num(lo, '.3g')}, {num(hi, '.3g')}]" for m, lo, hi in
+                       zip(summary[f"{measure}_mean"], summary[f"{measure}_low"], summary[f"{measure}_high"])]
+    radius = inputs.sweep.stage("confirm")["sharpness_radius"].dropna().unique()
+    ball = f" Sharpness within an L2 ball of radius {', '.join(num(r, '.3g') for r in radius)}." if len(radius) else ""
+    return table(shown) + f"<p>Mean and 95% t interval over seeds, runs at equal epochs.{ball}</p>"

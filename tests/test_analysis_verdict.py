@@ -55,9 +55,11 @@ class Builder:
         self.rows, self.epochs = [], []
 
     def add(self, trial_id: str, optimizer: str, accs: list[float], *, stage: str = "sweep",
-            arm: str | None = None, val: list[float] | None = None, **config) -> None:
+            arm: str | None = None, val: list[float] | None = None, flat: dict | None = None,
+            **config) -> None:
         """One trial whose accuracy by epoch is `accs` (val in the search, test in the
-        confirm stage; `val` adds a confirm run's val accuracy)."""
+        confirm stage; `val` adds a confirm run's val accuracy; `flat`, its flatness
+        diagnostics)."""
         split = "test" if stage == "confirm" else "val"
         settings = {**TRIAL_DEFAULTS, **SPACE.fixed, "dataset": "digits", "model": "res20s",
                     "epochs": MAX_EPOCHS, "eval_split": split, "refit": val is None, **config}
@@ -68,7 +70,8 @@ class Builder:
                    "grad_evals": 1000.0 * (e + 1) * PASSES[optimizer], "epoch_time_s": 2.0,
                    # The radius used drifts around rho: 0.9 rho, then 1.1 rho (mean rho).
                    "perturbation_norm": rho * (0.9 if e % 2 == 0 else 1.1),
-                   "kept_fraction": 0.1 if optimizer == "zsharp" else math.nan}
+                   "kept_fraction": 0.1 if optimizer == "zsharp" else math.nan,
+                   "ascent_cosine": 0.6 if optimizer == "zsharp" else math.nan}
                   for e, a in enumerate(accs)]
         val_accs = [row["val_acc"] for row in epochs]
         ids = {"run_id": f"run-{trial_id}", "trial_id": trial_id, "stage": stage, "budget_arm": arm,
@@ -84,13 +87,14 @@ class Builder:
                           "final_test_loss": 1 - accs[-1] if split == "test" else math.nan,
                           "perturbation_norm": rho, "train_seconds": 2.0 * len(accs),
                           "grad_evals": epochs[-1]["grad_evals"], "compute_hours": 2.0 * len(accs) / 3600,
-                          "compute_unit": "CPU"})
+                          "compute_unit": "CPU", **(flat or {})})
 
     def sweep(self) -> Sweep:
         trials = pd.DataFrame(self.rows)
         trials["confirm_rank"] = trials["confirm_rank"].astype("Int64")
         epochs = pd.DataFrame(self.epochs).reindex(columns=EPOCH_COLUMNS)
-        return Sweep("verdict_test", trials[TRIAL_COLUMNS], epochs, SPACE, {"source": "memory"})
+        # Columns a trial does not have (the flatness diagnostics of a search trial) are NaN.
+        return Sweep("verdict_test", trials.reindex(columns=TRIAL_COLUMNS), epochs, SPACE, {"source": "memory"})
 
 
 def search_stage(builder: Builder, zsharp_trials: int = 6) -> None:
@@ -111,13 +115,26 @@ def peaked_curve(final: float, epochs: int) -> list[float]:
     return [final - 0.3, final + 0.05] + [final - 0.02] * (epochs - 3) + [final]
 
 
+# A confirm run's flatness diagnostics: per optimizer a base, plus the seed (so each
+# optimizer's mean over seeds 0..4 is base + 2 and its sample std is sqrt(2.5)).
+FLAT_BASE = {"adam": 40.0, "sam": 20.0, "zsharp": 10.0}
+
+
+def flat_values(optimizer: str, seed: int) -> dict:
+    base = FLAT_BASE[optimizer] + seed
+    return {"hessian_top_eig": base, "hessian_trace": 10 * base, "sharpness_worst": base / 100,
+            "sharpness_adaptive_worst": base / 200, "sharpness_average": base / 1000,
+            "sharpness_radius": 0.05}
+
+
 def confirm_stage(builder: Builder, seeds=SEEDS) -> None:
     for optimizer, finals in FINAL_TEST.items():
         for seed in seeds:
             final = finals[seed]
             val = [a + 0.07 for a in peaked_curve(final, MAX_EPOCHS)] if optimizer == "sam" else None
             builder.add(f"{optimizer}-ee-{seed}", optimizer, peaked_curve(final, MAX_EPOCHS), stage="confirm",
-                        arm=EQUAL_EPOCHS, val=val, seed=seed, **BEST[optimizer])
+                        arm=EQUAL_EPOCHS, val=val, seed=seed, flat=flat_values(optimizer, seed),
+                        **BEST[optimizer])
     for seed in seeds:
         builder.add(f"adam-ec-{seed}", "adam", peaked_curve(FINAL_TEST_2X[seed], 2 * MAX_EPOCHS), stage="confirm",
                     arm=EQUAL_COMPUTE, seed=seed, epochs=2 * MAX_EPOCHS, warmup_epochs=2, step_epochs=60,
@@ -334,5 +351,35 @@ def test_every_figure_has_a_title_and_axis_labels(sweep):
     for name, fig in made.items():
         assert fig.layout.title.text, name
         if name != "parallel_coordinates":
-            axes = [a for a in fig.layout if a.startswith(("xaxis", "yaxis"))]
+            axes = [a for a in fig.layout if a.startswith(("xaxis", "yaxis"))
+                    and fig.layout[a].visible is not False]  # a grid's spare cells are hidden
             assert axes and all(fig.layout[a].title.text for a in axes), name
+
+
+def test_the_flatness_section_gives_each_measures_mean_and_interval_over_seeds(sweep):
+    """flat_values: each optimizer's measures are base + seed over seeds 0-4: mean base + 2,
+    sample std sqrt(2.5), so the 95% t interval is mean +- t(0.975, 4) sqrt(2.5) / sqrt(5)."""
+    from scipy.stats import t
+
+    from analysis.figures import figure_flatness
+    from analysis.flatness import flatness_summary
+    from analysis.inputs import ReportInputs
+    from analysis.tables import flatness_tables
+
+    summary = flatness_summary(sweep).set_index("optimizer")
+    half = t.ppf(0.975, 4) * math.sqrt(2.5) / math.sqrt(5)
+    for optimizer, base in FLAT_BASE.items():
+        row = summary.loc[optimizer]
+        assert row["n"] == 5  # the equal-epochs runs only (not Adam's 2x runs)
+        assert row["hessian_top_eig_mean"] == pytest.approx(base + 2)
+        assert (row["hessian_top_eig_low"], row["hessian_top_eig_high"]) == pytest.approx((base + 2 - half, base + 2 + half))
+        assert row["hessian_trace_mean"] == pytest.approx(10 * (base + 2))
+    fig = figure_flatness(sweep)
+    for optimizer in FLAT_BASE:
+        points = [t for t in fig.data if t.legendgroup == optimizer]
+        assert len(points) == 2 and all(len(p.x) == 5 for p in points)
+        assert sorted(points[0].x) == [FLAT_BASE[optimizer] + s for s in SEEDS]
+        assert sorted(points[0].y) == pytest.approx(sorted(FINAL_TEST[optimizer]))
+    html = flatness_tables(ReportInputs(sweep))
+    assert "radius 0.05" in html and "top Hessian eigenvalue" in html
+    assert "not invariant to reparametrisation" in report.FIGURES["flatness"].text

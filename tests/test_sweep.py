@@ -92,6 +92,7 @@ def test_sweep_runs_to_the_end_and_prints_the_best_per_optimizer(digits_sweep):
     assert "confirm stage" in done.stdout and "final test accuracy at equal epochs" in done.stdout
     assert "final test accuracy at equal gradient evaluations" in done.stdout
     assert "warning: fewer than 5 confirm seeds" in done.stdout
+    assert "flatness of the equal-epochs runs, means over seeds (diagnostics, not the verdict" in done.stdout
     # At the start and at the end, runnable as printed (the environment's own mlflow).
     browse = f"{Path(sys.executable).parent / 'mlflow'} ui --backend-store-uri {digits_sweep.tracking_uri}"
     assert done.stdout.count(browse) == 2 and Path(browse.split()[0]).is_file()
