@@ -7,6 +7,7 @@
 3. Throughput: `run_trial` on 50,000 synthetic 32x32 images for res20s, res56s, vgg16_bn
    and vit with adam, sam and zsharp (bf16 autocast, channels_last); images/s of the
    second epoch (the first pays for cuDNN autotuning) and the ZSharp/SAM step-time ratio.
+4. Flatness diagnostics (2,048 images, 20 probes) per model, against a ZSharp epoch.
 
     benchmarks/gpu_check.sh            # about 4 minutes on an H100
 """
@@ -171,6 +172,23 @@ def throughput(models, optimizers, epochs: int, num_train: int, device: str) -> 
               + f"   {ratio:.3f}")
 
 
+def flatness_costs(models, images: int, probes: int, num_train: int, device: str) -> None:
+    """The flatness diagnostics (trainables.flatness, as a confirm run ends) per model:
+    their seconds against one epoch of ZSharp training on `num_train` synthetic images."""
+    data = load_dataset("synthetic", num_train=num_train, num_val=num_train // 5)
+    for model in models:
+        config = TrialConfig(dataset="synthetic", model=model, optimizer="zsharp", epochs=1,
+                             batch_size=256, warmup_epochs=0, device=device,
+                             flatness_images=images, flatness_probes=probes)
+        run_trial(config.replace(flatness_images=0), data=data)  # warm-up (cuDNN autotuning)
+        metrics = run_trial(config, data=data).metrics
+        # Training alone (the evaluation of an epoch left out): images over images/s.
+        epoch, flat = num_train / metrics["images_per_s"], metrics["flatness_seconds"]
+        print(f"flatness   {model:9s} {images:,} images, {probes} probes: {flat:.2f} s = "
+              f"{flat / epoch:.2f} epochs of zsharp training ({epoch:.2f} s an epoch of "
+              f"{num_train:,} images; {flat / (200 * epoch):.2%} of a 200-epoch run)", flush=True)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=2)
@@ -179,8 +197,9 @@ def main(argv=None) -> None:
                         help="tiny throughput run on any device (CUDA-only checks skipped)")
     args = parser.parse_args(argv)
     if args.smoke_test:
-        throughput(["res20s"], ["adam", "sam", "zsharp"], 1, 512,
-                   "cuda" if torch.cuda.is_available() else "cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        throughput(["res20s"], ["adam", "sam", "zsharp"], 1, 512, device)
+        flatness_costs(["res20s"], 64, 2, 512, device)
         return
     if not torch.cuda.is_available():
         raise SystemExit("gpu_check: no CUDA GPU here (use --smoke-test on a CPU)")
@@ -194,6 +213,7 @@ def main(argv=None) -> None:
         optimizer_step_times(model)
     count_loop_syncs()
     throughput(args.models.split(","), ["adam", "sam", "zsharp"], args.epochs, 50_000, "cuda")
+    flatness_costs(args.models.split(","), 2048, 20, 50_000, "cuda")
 
 
 if __name__ == "__main__":
