@@ -56,14 +56,18 @@ def kill_tree(root: psutil.Process) -> None:
         kill_processes(procs)
 
 
-def wait_for(condition, timeout: float, what: str, process: subprocess.Popen | None = None):
-    """Poll `condition` until it is truthy; fail at once if `process` has exited."""
+def wait_for(condition, timeout: float, what: str, process: subprocess.Popen | None = None,
+             finished_ok: bool = False):
+    """Poll `condition` until it is truthy; fail at once if `process` has exited (with
+    `finished_ok`, an exit with status 0 returns None instead)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = condition()
         if value:
             return value
         if process is not None and process.poll() is not None:
+            if finished_ok and process.returncode == 0:
+                return None
             raise AssertionError(f"process exited ({process.returncode}) before {what}")
         time.sleep(0.5)
     raise AssertionError(f"timed out waiting for {what}")
@@ -409,6 +413,7 @@ def test_driver_killed_again_and_again_then_resumed(tmp_path):
     home = tmp_path / "home"
     home.mkdir()
     client = tracking(storage)
+    kills = 0
     finished_at_kill: dict[str, int] = {}  # run id -> its end time, when it had finished
     epoch_at_kill: dict[str, float] = {}     # run id -> its last epoch, when it was running
     for kill in range(3):
@@ -422,8 +427,11 @@ def test_driver_killed_again_and_again_then_resumed(tmp_path):
                                  c.data.metrics.get("epoch", 0) > epoch_at_kill.get(c.info.run_id, 0)]
 
         try:
-            wait_for(a_finished_trial_and_one_running_on, 600,
-                     "a finished trial and one that trained an epoch under this driver", driver)
+            if not wait_for(a_finished_trial_and_one_running_on, 600,
+                            "a finished trial and one that trained an epoch under this driver",
+                            driver, finished_ok=kill > 0):
+                break  # the previous driver's trials all ended before its kill: nothing left
+            kills += 1
             if kill == 0:
                 # While it runs: a second driver on the experiment is refused, and the local
                 # Ray keeps its token authentication (its token is in the user's home).
@@ -446,6 +454,7 @@ def test_driver_killed_again_and_again_then_resumed(tmp_path):
 
     resumed = launch(*args, "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert kills >= 2, "fewer than two drivers were killed with trials running"
     parents, children = runs_of(client, "crash")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     by_optimizer = [c.data.tags["optimizer"] for c in children]
@@ -542,7 +551,7 @@ _LOCAL_RAY = """
 import json, sys, types
 import ray
 from tune.sweep import start_ray
-start_ray(types.SimpleNamespace(address=None))
+start_ray(types.SimpleNamespace(address=None, dashboard=False))
 print(json.dumps({"gcs": ray.get_runtime_context().gcs_address,
                   "ip": ray.util.get_node_ip_address()}), flush=True)
 sys.stdin.read()

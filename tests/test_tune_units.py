@@ -234,19 +234,22 @@ def test_the_timed_estimate_times_each_optimizer_or_says_why_not(tmp_path, monke
     assert said[1] == f"no time estimate: c10 is not in {tmp_path / 'data'} yet"
 
 
-def test_the_ray_dashboard_is_refused_on_a_cluster_and_on_a_busy_port(tmp_path):
+def test_the_ray_dashboard_is_refused_on_a_cluster_and_on_a_busy_port(tmp_path, monkeypatch):
     import socket
     from dataclasses import replace
 
+    from tune import sweep
     from tune.plan import SweepError
     from tune.sweep import check_dashboard
 
     plan = replace(dry_plan(tmp_path), dashboard=True)
     with pytest.raises(SweepError, match="a cluster's head serves its own"):
         check_dashboard(replace(plan, address="10.0.0.1:6379"))
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 8265))
-        with pytest.raises(SweepError, match="port 8265 on 127.0.0.1 is in use"):
+    with socket.socket() as busy:  # another port than Ray's: a sweep test may be using that
+        busy.bind(("127.0.0.1", 0))
+        port = busy.getsockname()[1]
+        monkeypatch.setattr(sweep, "RAY_DASHBOARD_PORT", port)
+        with pytest.raises(SweepError, match=f"port {port} on 127.0.0.1 is in use"):
             check_dashboard(plan)
     check_dashboard(plan)  # the packages are there (the test extra) and the port is free
 
@@ -475,6 +478,7 @@ def test_a_first_signal_is_recorded_and_handed_to_tunes_graceful_stop():
 
     tune_stops = []
     previous_usr1 = signal.signal(signal.SIGUSR1, lambda signum, frame: tune_stops.append(signum))
+    before = signal.getsignal(signal.SIGINT)  # Python's, or SIG_IGN in a background job
     try:
         with StopSignals() as signals:
             assert os.environ["TUNE_DISABLE_SIGINT_HANDLER"] == "1"
@@ -486,7 +490,7 @@ def test_a_first_signal_is_recorded_and_handed_to_tunes_graceful_stop():
             with pytest.raises(Interrupted) as again:  # a second signal stops at once
                 os.kill(os.getpid(), signal.SIGINT)
             assert again.value.at_once and again.value.exit_code == 143  # the first one's code
-        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+        assert signal.getsignal(signal.SIGINT) is before  # restored
         assert "TUNE_DISABLE_SIGINT_HANDLER" not in os.environ
     finally:
         signal.signal(signal.SIGUSR1, previous_usr1)
