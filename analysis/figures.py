@@ -647,6 +647,6 @@ def figure_flatness(inputs: ReportInputs) -> go.Figure | None:
                               "<extra></extra>"), row=1, col=col)
             log = {"type": "log"} if (runs[measure] > 0).all() else {}
             fig.update_xaxes(title_text=MEASURES[measure], row=1, col=col, **log)
-    fig.update_yaxes(title_text="final test accuracy", tickformat=".0%")
+    fig.update_yaxes(title_text="final test accuracy", tickformat=".1%")  # seeds differ by tenths
     return layout(fig, "Confirm runs: final test accuracy against curvature and sharpness "
                   "(one point per seed, equal epochs)", height=420)
