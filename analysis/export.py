@@ -17,10 +17,12 @@ from analysis.report import command_line, error_line, load
 
 
 def trial_table(sweep):
-    """`sweep.trials` with the settings each trial's optimizer does not read blanked."""
+    """`sweep.trials` with the settings each trial's optimizer does not read blanked (and
+    without the loss profiles: a run's artifact, not a cell)."""
     from trainables.catalog import ignored_settings
+    from trainables.schema import LOSS_PROFILE
 
-    table = sweep.trials.copy()
+    table = sweep.trials.drop(columns=[LOSS_PROFILE])
     for index, row in table.iterrows():
         ignored = sorted(ignored_settings(row["optimizer"], row["base"]) & set(table.columns))
         table.loc[index, ignored] = None

@@ -29,7 +29,7 @@ from analysis.plotstyle import color, epoch_ticks, layout, log_scaled, rgba
 from analysis.sensitivity import MEASURED, SENSITIVITY_PARAMS, has_values
 from analysis.text import compute_scale, label, num, param_label, run_label
 from analysis.verdict import Comparison
-from trainables.schema import BUDGET_ARMS, EQUAL_COMPUTE, SEARCH_METRIC, VERDICT_METRIC
+from trainables.schema import BUDGET_ARMS, EQUAL_COMPUTE, LOSS_PROFILE, SEARCH_METRIC, VERDICT_METRIC
 
 SectionPart = Callable[[ReportInputs], str]  # HTML a section shows besides its figure
 
@@ -650,3 +650,35 @@ def figure_flatness(inputs: ReportInputs) -> go.Figure | None:
     fig.update_yaxes(title_text="final test accuracy", tickformat=".1%")  # seeds differ by tenths
     return layout(fig, "Confirm runs: final test accuracy against curvature and sharpness "
                   "(one point per seed, equal epochs)", height=420)
+
+
+@figure("loss_profiles", "Loss profiles",
+        "The training loss of each confirm run along one filter-normalised random direction "
+        "through its final weights (each filter of the direction scaled to the norm of the "
+        "weights' filter, so networks of different scales compare; Li et al., 2018), as the rise "
+        "above the loss at the weights themselves (t = 0). A narrower, steeper well is a sharper "
+        "minimum along that direction; one direction is a slice, not the landscape.")
+def figure_loss_profiles(inputs: ReportInputs) -> go.Figure | None:
+    """Per optimizer, the mean over its equal-epochs confirm runs of loss(t) - loss(0)
+    along the filter-normalised direction, each run a faint line (None without profiles)."""
+    runs = flatness_runs(inputs.sweep)
+    runs = runs[runs[LOSS_PROFILE].notna()] if LOSS_PROFILE in runs else runs.iloc[0:0]
+    if runs.empty:
+        return None
+    fig = go.Figure()
+    for optimizer, mine in runs.groupby("optimizer", sort=False):
+        c, rises = color(optimizer), []
+        for run in mine.itertuples():
+            t, loss = map(np.array, zip(*getattr(run, LOSS_PROFILE)))
+            rises.append(pd.Series(loss - loss[np.argmin(np.abs(t))], index=t))
+            fig.add_trace(go.Scatter(x=t, y=rises[-1].values, mode="lines", showlegend=False,
+                                     legendgroup=optimizer, line={"color": rgba(c, 0.25), "width": 1},
+                                     hovertemplate=f"seed {run.seed}: t %{{x:.2f}}, +%{{y:.3g}}<extra></extra>"))
+        mean = pd.concat(rises, axis=1).mean(axis=1)
+        fig.add_trace(go.Scatter(x=mean.index, y=mean.values, mode="lines", name=label(optimizer),
+                                 legendgroup=optimizer, line={"color": c, "width": 2.5},
+                                 hovertemplate=f"{label(optimizer)}: t %{{x:.2f}}, mean +%{{y:.3g}}<extra></extra>"))
+    return layout(fig, "Confirm runs: loss along a filter-normalised direction (mean over seeds; "
+                  "faint: each run)",
+                  xaxis_title="step t along the direction (1: one filter norm)",
+                  yaxis_title="loss(t) - loss(0)", height=420)

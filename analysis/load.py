@@ -41,8 +41,8 @@ import pandas as pd
 from analysis.text import bounded
 from trainables.catalog import all_hparams, get_base, list_bases
 from trainables.config import TrialConfig
-from trainables.schema import (CONFIRM_SUFFIX, EQUAL_COMPUTE, EQUAL_EPOCHS, FLATNESS_METRICS, METRICS,
-                               RUNNING, rank_finalists, trial_status)
+from trainables.schema import (CONFIRM_SUFFIX, EQUAL_COMPUTE, EQUAL_EPOCHS, FLATNESS_METRICS,
+                               LOSS_PROFILE, METRICS, RUNNING, rank_finalists, trial_status)
 
 # search_spaces (torch, through the registries) and MLflow are imported where they are
 # used, and tune/ (Ray) never: a notebook that only reads storage, or a command line that
@@ -61,7 +61,8 @@ KEY_COLUMNS = ["run_id", "trial_id", "stage", "budget_arm", "optimizer", "status
 RESULT_COLUMNS = ["epochs_run", "final_val_acc", "best_val_acc", "best_epoch", "final_test_acc",
                   "final_test_loss", "perturbation_norm", "train_seconds", "grad_evals",
                   "compute_hours", "compute_unit", *FLATNESS_METRICS]
-TRIAL_COLUMNS = KEY_COLUMNS + [f for f in CONFIG_FIELDS if f != "optimizer"] + RESULT_COLUMNS
+# A confirm run's loss profile (trainables.flatness): ((t, loss), ...), or None.
+TRIAL_COLUMNS = KEY_COLUMNS + [f for f in CONFIG_FIELDS if f != "optimizer"] + RESULT_COLUMNS + [LOSS_PROFILE]
 EPOCH_COLUMNS = ["run_id", "trial_id", "stage", "optimizer", "seed", *METRICS]
 STAGES = ("sweep", "confirm")
 # Never treated as searched, even when they vary between trials.
@@ -375,7 +376,27 @@ def _mlflow_trial(client, run, space: SearchSpace | None) -> tuple[dict, pd.Data
     ids["start_time"] = pd.Timestamp(ids["start_time"], unit="s", tz="UTC")
     epochs = _mlflow_epochs(client, run)
     row = _trial_row(ids, config, epochs, _space_resources(space))
+    row[LOSS_PROFILE] = _mlflow_profile(client, run) if "hessian_top_eig" in run.data.metrics else None
     return row, _with_trial_keys(epochs, ids, config.get("seed"))
+
+
+def _mlflow_profile(client, run) -> tuple[tuple[float, float], ...] | None:
+    """The run's loss profile artifact ({"t": [...], "loss": [...]}), or None."""
+    import tempfile
+
+    from mlflow.exceptions import MlflowException
+
+    # One small file per run: no progress bar each (MLflow draws one on stderr by default).
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            path = client.download_artifacts(run.info.run_id, f"{LOSS_PROFILE}.json", folder)
+            data = _json_object(_read_text(Path(path)))
+        except (MlflowException, OSError, ValueError):
+            return None
+    if not isinstance(data.get("t"), list) or not isinstance(data.get("loss"), list):
+        return None
+    return _profile([[t, v] for t, v in zip(data["t"], data["loss"])])
 
 
 # ---- Ray storage -------------------------------------------------------------------------
@@ -510,6 +531,20 @@ def _float(value) -> float | None:
         return None
 
 
+_MAX_PROFILE = 1000  # points of a loss profile read from untrusted storage
+
+
+def _profile(pairs) -> tuple[tuple[float, float], ...] | None:
+    """A loss profile, [[t, loss], ...] of finite numbers (at most _MAX_PROFILE), as a
+    tuple of pairs; None for anything else."""
+    if not isinstance(pairs, list) or not 0 < len(pairs) <= _MAX_PROFILE:
+        return None
+    points = [tuple(map(_float, p)) if isinstance(p, list) and len(p) == 2 else (None,) for p in pairs]
+    if not all(len(p) == 2 and None not in p and all(map(math.isfinite, p)) for p in points):
+        return None
+    return tuple(points)
+
+
 def _text(value) -> str | None:
     """A JSON string; None for anything else."""
     return value if isinstance(value, str) else None
@@ -517,7 +552,7 @@ def _text(value) -> str | None:
 
 # The fields read from a result.json line, each through the reader of its type (anything
 # else, Ray's date, pid, hostname, config..., is not needed).
-_RESULT_FIELDS = {**{name: _float for name in METRICS},
+_RESULT_FIELDS = {**{name: _float for name in METRICS}, LOSS_PROFILE: _profile,
                   "trial_id": _text, "timestamp": _float, "time_this_iter_s": _float}
 
 
@@ -610,6 +645,7 @@ def _ray_trial(trial_dir: Path, stage: str, ray_status: str | None,
            "status": _storage_status(ray_status, results, config, trial_dir),
            "confirm_rank": None, "source_trial_id": None, "start_time": _start_time(results)}
     row = _trial_row(ids, config, epochs, resources)
+    row[LOSS_PROFILE] = results[-1].get(LOSS_PROFILE) if results else None
     return row, _with_trial_keys(epochs, ids, config.get("seed"))
 
 

@@ -34,10 +34,10 @@ from trainables.errors import one_line as bounded
 # module (report.figure_asha(sweep), report.comparison(sweep), ...), each defined once in
 # the module of its concern.
 _LAZY = {
-    **dict.fromkeys(("FIGURES", "figure_asha", "figure_comparison", "figure_compute", "figure_contour", "figure_flatness",
-                     "figure_history", "figure_importance", "figure_intermediate", "figure_learning_curves",
-                     "figure_parallel_coordinates", "figure_sensitivity", "figure_slices",
-                     "figure_zsharp_ascent"), "analysis.figures"),
+    **dict.fromkeys(("FIGURES", "figure_asha", "figure_comparison", "figure_compute", "figure_contour",
+                     "figure_flatness", "figure_history", "figure_importance", "figure_intermediate",
+                     "figure_learning_curves", "figure_loss_profiles", "figure_parallel_coordinates",
+                     "figure_sensitivity", "figure_slices", "figure_zsharp_ascent"), "analysis.figures"),
     **dict.fromkeys(("figures", "render_html", "export_png", "write_report"), "analysis.page"),
     "param_importances": "analysis.importance", "good_region": "analysis.sensitivity",
     "cost_table": "analysis.tables", "comparison": "analysis.verdict",

@@ -124,7 +124,8 @@ def flat_values(optimizer: str, seed: int) -> dict:
     base = FLAT_BASE[optimizer] + seed
     return {"hessian_top_eig": base, "hessian_trace": 10 * base, "sharpness_worst": base / 100,
             "sharpness_adaptive_worst": base / 200, "sharpness_average": base / 1000,
-            "sharpness_radius": 0.05}
+            "sharpness_radius": 0.05,  # a loss profile 1 + base t^2 at t = -1, -0.5, ..., 1
+            "loss_profile": tuple((t, 1 + base * t * t) for t in (-1.0, -0.5, 0.0, 0.5, 1.0))}
 
 
 def confirm_stage(builder: Builder, seeds=SEEDS) -> None:
@@ -361,8 +362,9 @@ def test_the_flatness_section_gives_each_measures_mean_and_interval_over_seeds(s
     sample std sqrt(2.5), so the 95% t interval is mean +- t(0.975, 4) sqrt(2.5) / sqrt(5)."""
     from scipy.stats import t
 
-    from analysis.figures import figure_flatness
+    from analysis.figures import figure_flatness, figure_loss_profiles
     from analysis.flatness import flatness_summary
+    from analysis.text import label
     from analysis.inputs import ReportInputs
     from analysis.tables import flatness_tables
 
@@ -380,6 +382,11 @@ def test_the_flatness_section_gives_each_measures_mean_and_interval_over_seeds(s
         assert len(points) == 2 and all(len(p.x) == 5 for p in points)
         assert sorted(points[0].x) == [FLAT_BASE[optimizer] + s for s in SEEDS]
         assert sorted(points[0].y) == pytest.approx(sorted(FINAL_TEST[optimizer]))
+    profiles = figure_loss_profiles(sweep)
+    for optimizer, base in FLAT_BASE.items():
+        mean = next(t for t in profiles.data if t.name == label(optimizer))
+        assert list(mean.x) == [-1.0, -0.5, 0.0, 0.5, 1.0]  # rise over t = 0, mean over seeds
+        assert list(mean.y) == pytest.approx([(base + 2) * t * t for t in mean.x])
     html = flatness_tables(ReportInputs(sweep))
     assert "radius 0.05" in html and "top Hessian eigenvalue" in html
     assert "not invariant to reparametrisation" in report.FIGURES["flatness"].text

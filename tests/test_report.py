@@ -297,6 +297,17 @@ def test_zsharps_ascent_is_drawn_per_trial_against_alpha(from_mlflow):
             assert alpha == zsharp.at[trial_id, "alpha"] and cosine == last.at[trial_id, "ascent_cosine"]
 
 
+def test_both_loaders_read_each_confirm_runs_loss_profile(from_mlflow, from_storage):
+    from trainables.schema import LOSS_PROFILE
+
+    mlflow, storage = (s.trials.set_index("trial_id")[["stage", LOSS_PROFILE]] for s in (from_mlflow, from_storage))
+    confirm = mlflow[mlflow["stage"] == "confirm"]
+    assert len(confirm) and all(len(p) == 21 and p[10][0] == 0.0 for p in confirm[LOSS_PROFILE])
+    assert mlflow.loc[mlflow["stage"] == "sweep", LOSS_PROFILE].isna().all()
+    for trial_id, profile in mlflow[LOSS_PROFILE].items():
+        assert storage.at[trial_id, LOSS_PROFILE] == profile or (profile is None and storage.at[trial_id, LOSS_PROFILE] is None)
+
+
 def test_compute_reads_in_seconds_minutes_or_hours():
     from analysis.text import compute_text
 
