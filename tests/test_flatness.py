@@ -100,3 +100,15 @@ def test_the_subset_is_fixed_by_its_seed_and_capped_by_the_data():
     assert not torch.equal(one[0][1], other[0][1])
     everything = flatness.subset_batches(data, size=10 ** 6, batch_size=4096)
     assert sum(len(y) for _, y in everything) == len(data.train_labels)
+
+
+def test_average_sharpness_off_a_minimum_measures_curvature_not_the_gradient(least_squares):
+    """Antithetic pairs: on a quadratic, L(w + rd) + L(w - rd) - 2 L(w) = r^2 d'Hd exactly,
+    so away from the minimum (a large gradient) the average still estimates
+    r^2 tr(H) / (2 d), as at the minimum."""
+    model, batches, hessian = least_squares
+    with torch.no_grad():
+        model.weight.add_(0.5)  # off the least-squares solution: the gradient is large
+    r = 0.1
+    off = flatness.average_sharpness(model, batches, half_mse, r, directions=200)
+    assert off == pytest.approx(r ** 2 * np.trace(hessian) / hessian.shape[0] / 2, rel=0.15)

@@ -11,7 +11,8 @@ buffers are restored bit for bit afterwards, and its train/eval mode too (`_unto
   gradient ascent inside an L2 ball of radius r (from a small random start, since the
   gradient vanishes at a minimum); `adaptive=True` measures the ball in weights scaled by
   |w| (ASAM's and Kwon et al.'s adaptive sharpness).
-- `average_sharpness`: the mean loss increase over random directions of norm r.
+- `average_sharpness`: the mean loss increase over random directions of norm r (each
+  taken both ways).
 - `loss_profile`: the loss along a filter-normalised random direction (Li et al., 2018).
 
 Hessian-vector products come from double backward (torch.autograd), over the subset in
@@ -230,7 +231,8 @@ def worst_case_sharpness(model: nn.Module, batches: Batches, criterion: Criterio
 def average_sharpness(model: nn.Module, batches: Batches, criterion: Criterion, radius: float,
                       directions: int = 10, seed: int = 0) -> float:
     """The mean loss increase at `directions` seeded Gaussian directions scaled to norm
-    `radius`."""
+    `radius`, each taken both ways (+d and -d: antithetic pairs, so the gradient's term,
+    zero on average but large for few directions, cancels within each pair)."""
     with _untouched(model) as params:
         origin = [p.detach().clone() for p in params]
         base = _loss(model, batches, criterion)
@@ -238,8 +240,9 @@ def average_sharpness(model: nn.Module, batches: Batches, criterion: Criterion, 
         increases = []
         for _ in range(directions):
             d = _flat([torch.randn(p.shape, generator=generator, dtype=torch.float64) for p in params])
-            _set(params, origin, _unflat(d * (radius / d.norm()), params))
-            increases.append(_loss(model, batches, criterion) - base)
+            for sign in (1, -1):
+                _set(params, origin, _unflat(d * (sign * radius / d.norm()), params))
+                increases.append(_loss(model, batches, criterion) - base)
         return sum(increases) / len(increases)
 
 
