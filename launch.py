@@ -166,7 +166,7 @@ def print_dry_run(plan, timed: bool) -> None:
     print(plan.describe())
     times = estimate.epoch_times(plan) if timed else None
     print(estimate.describe(plan, times))
-    for warning in estimate.warnings(plan):
+    for warning in estimate.local_warnings(plan):
         print(f"warning: {warning}")
 
 

@@ -206,7 +206,7 @@ def test_the_dry_run_warns_of_a_missing_gpu_and_of_a_download(tmp_path, monkeypa
     from tune import estimate
 
     monkeypatch.setattr(estimate, "local_gpus", lambda: 0)
-    warned = estimate.warnings(dry_plan(tmp_path, dataset="c100", gpus_per_trial=0.5))
+    warned = estimate.local_warnings(dry_plan(tmp_path, dataset="c100", gpus_per_trial=0.5))
     assert warned == [
         "trials ask for 0.5 GPU each but this machine has none: the sweep would refuse to start "
         "(--gpus-per-trial 0 trains on the CPU)",
@@ -214,7 +214,7 @@ def test_the_dry_run_warns_of_a_missing_gpu_and_of_a_download(tmp_path, monkeypa
         f"{169_001_437 / 2 ** 20:.0f} MiB"]
     (tmp_path / "data" / "cifar-100-python").mkdir(parents=True)
     monkeypatch.setattr(estimate, "local_gpus", lambda: 2)
-    assert estimate.warnings(dry_plan(tmp_path, dataset="c100", gpus_per_trial=0)) == [
+    assert estimate.local_warnings(dry_plan(tmp_path, dataset="c100", gpus_per_trial=0)) == [
         "this machine has 2 GPUs and the trials use none (--gpus-per-trial 1, or a fraction to share one)"]
 
 

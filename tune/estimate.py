@@ -53,7 +53,7 @@ def at_once(plan: SweepPlan) -> int:
     return limit
 
 
-def warnings(plan: SweepPlan) -> list[str]:
+def local_warnings(plan: SweepPlan) -> list[str]:
     """What would stop or slow the sweep on this machine (no torch imported)."""
     found = []
     s, gpus = plan.space, local_gpus()
