@@ -78,6 +78,18 @@ def draw_all(inputs: ReportInputs) -> dict[str, go.Figure]:
     return {key: fig for key, fig in drawn.items() if fig is not None}
 
 
+def _ran_full_budget(trials: pd.DataFrame) -> pd.Series:
+    """Whether each trial ran all its epochs (ASHA did not stop it)."""
+    return trials["epochs_run"] >= trials["epochs"]
+
+
+def _budget_markers(c: str, full, size: int = 8) -> dict:
+    """Markers of search trials in colour `c`: filled where the trial ran the full budget
+    (`full`), open where ASHA stopped it."""
+    return {"color": c, "size": size, "line": {"color": c, "width": 1.5},
+            "symbol": np.where(full, "circle", "circle-open")}
+
+
 # ---- the comparison --------------------------------------------------------------------------
 
 @figure("comparison", "Comparison", above=tables.comparison_tables)
@@ -328,7 +340,7 @@ def figure_sensitivity(inputs: ReportInputs) -> go.Figure | None:
     panels = [p for p in SENSITIVITY_PARAMS if any(has_values(sweep, search, o, p) for o in sweep.optimizers)]
     if not panels:
         return None
-    full = search["epochs_run"] >= search["epochs"]
+    full = _ran_full_budget(search)
     fig = make_subplots(1, len(panels), subplot_titles=[f"against {p}" for p in panels])
     legend = set()
     for col, param in enumerate(panels, start=1):
@@ -339,8 +351,7 @@ def figure_sensitivity(inputs: ReportInputs) -> go.Figure | None:
             fig.add_trace(go.Scatter(
                 x=mine[param], y=mine["final_val_acc"], mode="markers", name=label(optimizer),
                 legendgroup=optimizer, showlegend=optimizer not in legend,
-                marker={"color": color(optimizer), "size": 9, "line": {"color": color(optimizer), "width": 1.5},
-                        "symbol": np.where(full[mine.index], "circle", "circle-open")},
+                marker=_budget_markers(color(optimizer), full[mine.index], size=9),
                 customdata=np.stack([mine["trial_id"], mine["epochs_run"]], axis=1),
                 hovertemplate=f"{param}=%{{x:.3g}}: %{{y:.2%}} after %{{customdata[1]}} epochs "
                               "(trial %{customdata[0]})<extra></extra>"), row=1, col=col)
@@ -403,13 +414,15 @@ def figure_asha(inputs: ReportInputs) -> go.Figure:
 # ---- the search per optimizer, as Optuna Dashboard and W&B show it ------------------------------
 
 def _search_by_optimizer(sweep: Sweep) -> dict[str, pd.DataFrame]:
-    """Each optimizer's search trials in start order, numbered 1, 2, ... (`number`)."""
+    """Each optimizer's search trials in start order, numbered 1, 2, ... (`number`), with
+    whether each ran the full budget (`full`)."""
     search = sweep.stage("sweep")
     found = {}
     for optimizer in sweep.optimizers:
         mine = search[search["optimizer"] == optimizer].sort_values("start_time", kind="stable")
         if len(mine):
-            found[optimizer] = mine.assign(number=np.arange(1, len(mine) + 1))
+            found[optimizer] = mine.assign(number=np.arange(1, len(mine) + 1),
+                                           full=_ran_full_budget(mine))
     return found
 
 
@@ -437,16 +450,14 @@ def figure_history(inputs: ReportInputs) -> go.Figure | None:
         return None
     fig = go.Figure()
     for optimizer, mine in trials.items():
-        full = mine["epochs_run"] >= mine["epochs"]
         c = color(optimizer)
         fig.add_trace(go.Scatter(
             x=mine["number"], y=mine["final_val_acc"], mode="markers", name=label(optimizer),
-            legendgroup=optimizer, marker={"color": c, "size": 8, "line": {"color": c, "width": 1.5},
-                                           "symbol": np.where(full, "circle", "circle-open")},
+            legendgroup=optimizer, marker=_budget_markers(c, mine["full"]),
             customdata=np.stack([mine["trial_id"], mine["status"], mine["epochs_run"]], axis=1),
             hovertemplate="trial %{x} (%{customdata[0]}, %{customdata[1]} after %{customdata[2]} "
                           "epochs): %{y:.2%}<extra></extra>"))
-        best = mine["final_val_acc"].where(full).cummax().ffill()
+        best = mine["final_val_acc"].where(mine["full"]).cummax().ffill()
         fig.add_trace(go.Scatter(x=mine["number"], y=best, mode="lines", line_shape="hv",
                                  line={"color": c}, legendgroup=optimizer, showlegend=False,
                                  hovertemplate="best full-budget trial so far: %{y:.2%}<extra></extra>"))
@@ -516,11 +527,9 @@ def figure_slices(inputs: ReportInputs) -> go.Figure | None:
     span = [accuracy.min(), accuracy.max()] if len(accuracy) else [0.0, 1.0]
     for i, (optimizer, param) in enumerate(pairs):
         row, col, mine = i // cols + 1, i % cols + 1, trials[optimizer]
-        full, c = mine["epochs_run"] >= mine["epochs"], color(optimizer)
         fig.add_trace(go.Scatter(
             x=mine[param], y=mine["final_val_acc"], mode="markers", showlegend=False,
-            marker={"color": c, "size": 8, "line": {"color": c, "width": 1.5},
-                    "symbol": np.where(full, "circle", "circle-open")},
+            marker=_budget_markers(color(optimizer), mine["full"]),
             customdata=mine["number"],
             hovertemplate=f"{param}=%{{x:.3g}}: %{{y:.2%}} (trial %{{customdata}})<extra></extra>"),
             row=row, col=col)
@@ -560,7 +569,7 @@ def figure_contour(inputs: ReportInputs) -> go.Figure | None:
     fig, cols = _grid(len(optimizers), [label(o) for o in optimizers])
     for i, optimizer in enumerate(optimizers):
         mine, (row, col) = trials[optimizer].dropna(subset=["final_val_acc"]), (i // cols + 1, i % cols + 1)
-        full = mine[mine["epochs_run"] >= mine["epochs"]]
+        full = mine[mine["full"]]
         x, y = np.log10(full["lr"].astype(float)), np.log10(full["rho"].astype(float))
         if len(full) >= 3 and np.linalg.matrix_rank(np.c_[x - x.mean(), y - y.mean()]) == 2:
             gx, gy = np.meshgrid(np.linspace(x.min(), x.max(), 40), np.linspace(y.min(), y.max(), 40))
@@ -570,11 +579,10 @@ def figure_contour(inputs: ReportInputs) -> go.Figure | None:
                                      colorbar={"title": {"text": "final val_acc"}, "tickformat": ".0%"},
                                      hovertemplate="lr %{x:.3g}, rho %{y:.3g}: %{z:.2%}<extra></extra>"),
                           row=row, col=col)
-        stopped = mine["epochs_run"] < mine["epochs"]
         fig.add_trace(go.Scatter(
             x=mine["lr"], y=mine["rho"], mode="markers", showlegend=False,
             marker={"color": "white", "size": 8, "line": {"color": "black", "width": 1.2},
-                    "symbol": np.where(stopped, "circle-open", "circle")},
+                    "symbol": np.where(mine["full"], "circle", "circle-open")},
             customdata=np.stack([mine["number"], mine["final_val_acc"]], axis=1),
             hovertemplate="trial %{customdata[0]}: lr %{x:.3g}, rho %{y:.3g}, "
                           "%{customdata[1]:.2%}<extra></extra>"), row=row, col=col)

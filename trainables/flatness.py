@@ -104,8 +104,8 @@ def _loss(model: nn.Module, batches: Batches, criterion: Criterion) -> float:
     return float(total) / sum(len(y) for _, y in batches)
 
 
-def _gradient(model: nn.Module, params: list[Tensor], batches: Batches, criterion: Criterion,
-              create_graph: bool = False) -> list[Tensor]:
+def _gradient(model: nn.Module, params: list[Tensor], batches: Batches, criterion: Criterion) -> list[Tensor]:
+    """The gradient of the mean loss over `batches`, batch by batch."""
     count = sum(len(y) for _, y in batches)
     total = [torch.zeros_like(p) for p in params]
     for x, y in batches:

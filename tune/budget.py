@@ -39,3 +39,9 @@ def stretched(config: dict, factor: int) -> dict:
     defaults = TrialConfig()
     return {**config, **{name: config.get(name, getattr(defaults, name)) * factor
                          for name in _EPOCH_SETTINGS}}
+
+
+def compute_unit(space) -> tuple[str, float]:
+    """What one trial of `space` (a SearchSpace) holds, for compute counted as units x wall
+    time: ("GPU", its GPUs) when it holds GPUs, else ("CPU", its CPUs)."""
+    return ("GPU", space.gpus_per_trial) if space.gpus_per_trial else ("CPU", space.cpus_per_trial)

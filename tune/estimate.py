@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from trainables.catalog import download_note
 from trainables.schema import duration_text
-from tune.budget import budget_arms
+from tune.budget import budget_arms, compute_unit
 from tune.plan import SweepPlan, local_gpus
 
 TIMING_BUDGET_S = 20.0
@@ -90,10 +90,10 @@ def epoch_times(plan: SweepPlan, out=print) -> dict[str, float] | None:
     for optimizer in s.optimizers:
         config = {**s.base_config(optimizer), **device, "data_dir": plan.data_dir, "eval_split": "val"}
         times[optimizer] = epoch_seconds(config, data, TIMED_STEPS)
-        spent = time.perf_counter() - started
-        if spent / len(times) * len(s.optimizers) > TIMING_BUDGET_S and len(times) < len(s.optimizers):
+        projected = (time.perf_counter() - started) / len(times) * len(s.optimizers)
+        if projected > TIMING_BUDGET_S and len(times) < len(s.optimizers):
             out(f"no time estimate: timing every optimizer here would take about "
-                f"{duration_text(spent / len(times) * len(s.optimizers))} (over {TIMING_BUDGET_S:g} s)")
+                f"{duration_text(projected)} (over {TIMING_BUDGET_S:g} s)")
             return None
     return times
 
@@ -101,12 +101,12 @@ def epoch_times(plan: SweepPlan, out=print) -> dict[str, float] | None:
 def describe(plan: SweepPlan, times: dict[str, float] | None = None) -> str:
     """The budget in trial-epochs and, given each optimizer's epoch seconds, the wall time
     and compute it comes to."""
-    b, s = budget(plan), plan.space
+    b, concurrent = budget(plan), at_once(plan)
     lines = [f"cost         search at most {sum(b.search.values())} trial-epochs (ASHA stops some), "
-             f"confirm {sum(b.confirm.values())}; {at_once(plan)} trials at a time"]
+             f"confirm {sum(b.confirm.values())}; {concurrent} trials at a time"]
     if times is None:
         return "\n".join(lines)
-    unit, per_trial = ("GPU", s.gpus_per_trial) if s.gpus_per_trial else ("CPU", s.cpus_per_trial)
+    unit, per_trial = compute_unit(plan.space)
     epochs = ", ".join(f"{o} {t:.2g} s" for o, t in times.items())
     lines.append(f"             an epoch here ({TIMED_STEPS} steps timed per optimizer): {epochs}; the times "
                  "below are training alone (Ray, checkpoints and tracking add to them, most on a "
@@ -115,6 +115,6 @@ def describe(plan: SweepPlan, times: dict[str, float] | None = None) -> str:
         seconds = sum(trial_epochs[o] * times[o] for o in trial_epochs)
         if seconds:
             bound = "at most " if stage == "search" else "about "
-            lines.append(f"             {stage}: {bound}{duration_text(seconds / at_once(plan))} wall, "
+            lines.append(f"             {stage}: {bound}{duration_text(seconds / concurrent)} wall, "
                          f"{seconds * per_trial / 3600:.2g} {unit}-hours")
     return "\n".join(lines)

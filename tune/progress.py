@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from collections import Counter
+from dataclasses import dataclass
 
 from ray.tune import Callback
 
@@ -34,13 +35,11 @@ class StageBudget:
     unit: str
     per_trial: float
     groups: dict[str, str] | None = None
-    planned: dict[str, int] = field(init=False)
 
-    def __post_init__(self):
-        counts: dict[str, int] = {}
-        for label in (self.groups or {}).values():
-            counts[label] = counts.get(label, 0) + 1
-        object.__setattr__(self, "planned", counts)
+    @property
+    def planned(self) -> dict[str, int]:
+        """Runs planned per group (confirm stage), in the groups' order."""
+        return dict(Counter((self.groups or {}).values()))
 
 
 class ConciseProgress(Callback):

@@ -30,7 +30,7 @@ from trainables.schema import INTERRUPTED, SEARCH_METRIC, VERDICT_METRIC, trial_
 from tune.plan import (RAY_DASHBOARD_PORT, SweepError, SweepPlan, is_uri, local_storage,
                        record_differences)
 from tune.interrupt import Interrupted, StopSignals
-from tune.budget import budget_arms
+from tune.budget import budget_arms, compute_unit
 from tune.confirm import FixedConfigs, config_key, confirm_trials, select_finalists
 from tune.progress import ConciseProgress, StageBudget, best_table, seed_table
 from tune.schedule import PerOptimizerASHA, SafeSnapshots
@@ -353,9 +353,7 @@ def run_stage(plan: SweepPlan, path: str, *, search_alg, scheduler, callbacks, n
 def stage_budget(plan: SweepPlan, epochs: list[int], groups: dict[str, str] | None = None) -> StageBudget:
     """The status line's plan of a stage whose trials run `epochs` each; compute is counted
     in GPU-hours when trials hold GPUs, else in CPU-hours."""
-    space = plan.space
-    unit, per_trial = ("GPU", space.gpus_per_trial) if space.gpus_per_trial else ("CPU", space.cpus_per_trial)
-    return StageBudget(len(epochs), sum(epochs), unit, per_trial, groups)
+    return StageBudget(len(epochs), sum(epochs), *compute_unit(plan.space), groups)
 
 
 def search(plan: SweepPlan, parent_run_id: str, experiment_id: str):
