@@ -408,7 +408,7 @@ def test_driver_killed_again_and_again_then_resumed(tmp_path):
     their trials from their checkpoints; that driver also serves Ray's dashboard."""
     storage = tmp_path / "results"
     space = space_file(tmp_path, name="crash", max_epochs=6, grace_period=6,
-                       trials_per_optimizer=4)
+                       trials_per_optimizer=6)  # enough work left for three kills
     args = ("--space", space, "--storage", str(storage))
     home = tmp_path / "home"
     home.mkdir()
@@ -458,8 +458,8 @@ def test_driver_killed_again_and_again_then_resumed(tmp_path):
     parents, children = runs_of(client, "crash")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     by_optimizer = [c.data.tags["optimizer"] for c in children]
-    assert sorted(by_optimizer) == ["adam"] * 4 + ["zsharp"] * 4  # the budget, no replacement
-    assert len({c.data.tags["trial_id"] for c in children}) == 8
+    assert sorted(by_optimizer) == ["adam"] * 6 + ["zsharp"] * 6  # the budget, no replacement
+    assert len({c.data.tags["trial_id"] for c in children}) == 12
     assert all(c.info.status == "FINISHED" and c.data.tags["status"] in TERMINAL - {"error"}
                for c in children)
     after = {c.info.run_id: c for c in children}
@@ -476,7 +476,7 @@ def test_driver_killed_again_and_again_then_resumed(tmp_path):
     for optimizer in ("adam", "zsharp"):
         trials = optuna.load_study(study_name=f"crash/{optimizer}",
                                    storage=f"sqlite:///{storage / 'optuna.db'}").trials
-        assert len(trials) == 4 and all(t.state.is_finished() for t in trials)
+        assert len(trials) == 6 and all(t.state.is_finished() for t in trials)
         assert sorted(t.user_attrs["ray_trial_id"] for t in trials) == \
             sorted(c.data.tags["trial_id"] for c in children if c.data.tags["optimizer"] == optimizer)
 
