@@ -37,15 +37,18 @@ def least_squares():
 
 def test_the_top_eigenvalue_is_the_hessians(least_squares):
     model, batches, hessian = least_squares
-    value, residual = flatness.top_eigenvalue(model, batches, half_mse, steps=12, tol=1e-6)
-    exact = np.linalg.eigvalsh(hessian)[-1]
-    assert value == pytest.approx(exact, rel=1e-4)
-    assert residual <= 1e-3 * exact
+    with flatness.landscape(model, batches, half_mse) as land:
+        curved = flatness.curvature(land, lanczos_steps=12, probes=1, tol=1e-6)
+    values, vectors = np.linalg.eigh(hessian)
+    assert curved.top_eigenvalue == pytest.approx(values[-1], rel=1e-4)
+    assert curved.eigenvalue_residual <= 1e-3 * values[-1]
+    assert abs(curved.top_eigenvector.numpy() @ vectors[:, -1]) == pytest.approx(1, abs=1e-4)
 
 
 def test_the_trace_estimate_is_within_three_standard_errors(least_squares):
     model, batches, hessian = least_squares
-    trace, se = flatness.hessian_trace(model, batches, half_mse, probes=50)
+    with flatness.landscape(model, batches, half_mse) as land:
+        trace, se = flatness.curvature(land, lanczos_steps=1, probes=50)[-2:]
     # Rademacher probes: the variance of v'Hv is 2 * (sum of squared off-diagonal entries).
     off = hessian - np.diag(np.diag(hessian))
     assert se == pytest.approx(np.sqrt(2 * (off ** 2).sum() / 50), rel=0.5)
@@ -56,18 +59,23 @@ def test_sharpness_at_a_minimum_is_the_quadratic_forms(least_squares):
     model, batches, hessian = least_squares
     r = 0.1
     top = np.linalg.eigvalsh(hessian)[-1]
-    worst = flatness.worst_case_sharpness(model, batches, half_mse, r, steps=10)
-    average = flatness.average_sharpness(model, batches, half_mse, r, directions=200)
+    with flatness.landscape(model, batches, half_mse) as land:
+        worst = flatness.worst_case_sharpness(land, r, steps=10)
+        average = flatness.average_sharpness(land, r, directions=200)
+        adaptive = flatness.worst_case_sharpness(land, r, steps=10, adaptive=True)
     # The worst increase in the ball is r^2 top / 2; a random unit direction gives
     # tr(H) / d on average.
     assert worst <= r ** 2 * top / 2 * (1 + 1e-3)
     assert worst >= 0.9 * r ** 2 * top / 2
     assert average == pytest.approx(r ** 2 * np.trace(hessian) / hessian.shape[0] / 2, rel=0.15)
     assert worst >= average >= 0
+    # From the top eigenvector, where the quadratic's worst case lies, one step finds it.
+    with flatness.landscape(model, batches, half_mse) as land:
+        start = torch.tensor(np.linalg.eigh(hessian)[1][:, -1])
+        assert flatness.worst_case_sharpness(land, r, steps=1, start=start) == pytest.approx(r ** 2 * top / 2, rel=1e-4)
     # Adaptive: the ball in |w|-scaled weights, e = |w| u with ||u|| <= r, so the worst is
     # r^2 / 2 times the top eigenvalue of diag|w| H diag|w|.
     w = np.abs(model.weight.detach().numpy().ravel())
-    adaptive = flatness.worst_case_sharpness(model, batches, half_mse, r, steps=10, adaptive=True)
     assert adaptive == pytest.approx(r ** 2 * np.linalg.eigvalsh(np.outer(w, w) * hessian)[-1] / 2, rel=0.1)
 
 
@@ -87,7 +95,15 @@ def test_a_network_is_left_as_it_was_and_results_repeat():
                              directions=2, ascent_steps=2)
     assert again == first
     assert first.worst_sharpness >= 0 and len(first.profile) == 21
-    assert first.profile[10] == (0.0, pytest.approx(first.loss, rel=1e-5))  # t = 0: the weights
+    assert first.profile[10] == (0.0, first.loss)  # t = 0: the weights
+    # measure() runs them one after another on one landscape; each alone, on a fresh one,
+    # gives the same: none depends on where the one before left the weights.
+    for run, expected in [(lambda land: flatness.loss_profile(land), first.profile),
+                          (lambda land: flatness.worst_case_sharpness(land, 0.05, 2, adaptive=True),
+                           first.adaptive_worst_sharpness),
+                          (lambda land: flatness.average_sharpness(land, 0.05, 2), first.average_sharpness)]:
+        with flatness.landscape(model, batches, nn.CrossEntropyLoss()) as land:
+            assert run(land) == expected
     assert set(first.metrics()) >= {"hessian_top_eig", "hessian_trace", "sharpness_worst"}
 
 
@@ -110,5 +126,6 @@ def test_average_sharpness_off_a_minimum_measures_curvature_not_the_gradient(lea
     with torch.no_grad():
         model.weight.add_(0.5)  # off the least-squares solution: the gradient is large
     r = 0.1
-    off = flatness.average_sharpness(model, batches, half_mse, r, directions=200)
+    with flatness.landscape(model, batches, half_mse) as land:
+        off = flatness.average_sharpness(land, r, directions=200)
     assert off == pytest.approx(r ** 2 * np.trace(hessian) / hessian.shape[0] / 2, rel=0.15)

@@ -1,12 +1,13 @@
 """Flatness diagnostics of a trained model: the curvature and sharpness of its training loss.
 
 Measured on a fixed, seeded subset of the training images (`subset_batches`; normalised,
-not augmented), with BatchNorm in inference mode and in float32. The model's weights and
-buffers are restored bit for bit afterwards, and its train/eval mode too (`_untouched`).
+not augmented), with BatchNorm in inference mode and in float32, through a `landscape`:
+the loss at offsets from the weights. Afterwards the model's weights and buffers hold
+their values bit for bit again, and its train/eval mode too (`_untouched`).
 
-- `top_eigenvalue`: the Hessian's largest eigenvalue, by Lanczos with full
-  reorthogonalisation on Hessian-vector products, with the residual bound it converged to.
-- `hessian_trace`: Hutchinson's estimate with Rademacher probes, and its standard error.
+- `curvature`: the Hessian's largest eigenvalue, by Lanczos with full reorthogonalisation
+  on Hessian-vector products, with the residual bound it converged to; and its trace by
+  Hutchinson's estimate with Rademacher probes, with its standard error.
 - `worst_case_sharpness`: the largest loss increase found by projected, normalised
   gradient ascent inside an L2 ball of radius r (from a small random start, since the
   gradient vanishes at a minimum); `adaptive=True` measures the ball in weights scaled by
@@ -27,6 +28,7 @@ import contextlib
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -97,39 +99,76 @@ def _untouched(model: nn.Module) -> Iterator[list[Tensor]]:
         model.train(training)
 
 
-def _loss(model: nn.Module, batches: Batches, criterion: Criterion) -> float:
-    """The mean loss over `batches` (host sync: one read per call)."""
-    with torch.no_grad():
-        total = sum(criterion(model(x), y) * len(y) for x, y in batches)
-    return float(total) / sum(len(y) for _, y in batches)
+# ---- the loss around the weights -----------------------------------------------------------
+
+class Landscape:
+    """The mean training loss over `batches` at offsets from the model's weights (`origin`),
+    inside `_untouched`: losses, gradients and Hessian-vector products. The loss at the
+    weights is computed once (`base`)."""
+
+    def __init__(self, model: nn.Module, params: list[Tensor], batches: Batches, criterion: Criterion):
+        self.model, self.params, self.batches, self.criterion = model, params, batches, criterion
+        self.count = sum(len(y) for _, y in batches)
+        self.origin = [p.detach().clone() for p in params]
+        self.size = sum(p.numel() for p in params)
+        self.base = self.loss()
+
+    def _weighted(self, x: Tensor, y: Tensor) -> Tensor:
+        """A batch's loss, weighted so the batches' sum is the subset's mean loss."""
+        return self.criterion(self.model(x), y) * (len(y) / self.count)
+
+    def move(self, offset: list[Tensor]) -> None:
+        """Set the weights to origin + offset."""
+        with torch.no_grad():
+            for p, w, e in zip(self.params, self.origin, offset):
+                p.copy_(w + e)
+
+    def loss(self) -> float:
+        """The mean loss at the current weights (host sync: one read)."""
+        with torch.no_grad():
+            return float(sum(self._weighted(x, y) for x, y in self.batches))
+
+    def loss_and_gradient(self) -> tuple[float, list[Tensor]]:
+        """The mean loss and its gradient at the current weights, from one forward and one
+        backward per batch (host sync: one read)."""
+        loss, total = 0.0, [torch.zeros_like(p) for p in self.params]
+        for x, y in self.batches:
+            value = self._weighted(x, y)
+            total = [t + g for t, g in zip(total, torch.autograd.grad(value, self.params))]
+            loss = loss + value.detach()
+        return float(loss), total
+
+    def hessian(self) -> Callable[[list[Tensor]], list[Tensor]]:
+        """v -> H v at the origin, by double backward batch by batch (call before `move`).
+        With one batch its gradient's graph is built once and kept for every product,
+        saving a forward and a backward (about a third of a product); with several, keeping
+        them would hold every batch's graph in memory at once, so each product rebuilds
+        them."""
+        kept = (torch.autograd.grad(self._weighted(*self.batches[0]), self.params, create_graph=True)
+                if len(self.batches) == 1 else None)
+
+        def product(vector: list[Tensor]) -> list[Tensor]:
+            total = [torch.zeros_like(p) for p in self.params]
+            for x, y in self.batches:
+                grads = kept if kept is not None else torch.autograd.grad(self._weighted(x, y), self.params, create_graph=True)
+                dot = sum((g * v).sum() for g, v in zip(grads, vector))
+                total = [t + h for t, h in zip(total, torch.autograd.grad(dot, self.params,
+                                                                          retain_graph=kept is not None))]
+            return total
+        return product
 
 
-def _gradient(model: nn.Module, params: list[Tensor], batches: Batches, criterion: Criterion) -> list[Tensor]:
-    """The gradient of the mean loss over `batches`, batch by batch."""
-    count = sum(len(y) for _, y in batches)
-    total = [torch.zeros_like(p) for p in params]
-    for x, y in batches:
-        grads = torch.autograd.grad(criterion(model(x), y) * (len(y) / count), params)
-        total = [t + g for t, g in zip(total, grads)]
-    return total
-
-
-def hvp(model: nn.Module, params: list[Tensor], batches: Batches, criterion: Criterion,
-        vector: list[Tensor]) -> list[Tensor]:
-    """The Hessian of the mean loss over `batches` times `vector` (one tensor per parameter),
-    by double backward, batch by batch."""
-    count = sum(len(y) for _, y in batches)
-    total = [torch.zeros_like(p) for p in params]
-    for x, y in batches:
-        loss = criterion(model(x), y) * (len(y) / count)
-        grads = torch.autograd.grad(loss, params, create_graph=True)
-        dot = sum((g * v).sum() for g, v in zip(grads, vector))
-        total = [t + h for t, h in zip(total, torch.autograd.grad(dot, params))]
-    return total
+@contextlib.contextmanager
+def landscape(model: nn.Module, batches: Batches, criterion: Criterion) -> Iterator[Landscape]:
+    """The model's loss landscape on `batches` (a `Landscape`), for the diagnostics below;
+    on leaving, the model is as it was (`_untouched`)."""
+    with _untouched(model) as params:
+        yield Landscape(model, params, batches, criterion)
 
 
 def _flat(tensors: list[Tensor]) -> Tensor:
-    return torch.cat([t.reshape(-1) for t in tensors])
+    """One float64 vector on the host from per-parameter tensors (host sync: a copy)."""
+    return torch.cat([t.reshape(-1).double().cpu() for t in tensors])
 
 
 def _unflat(flat: Tensor, like: list[Tensor]) -> list[Tensor]:
@@ -142,108 +181,121 @@ def _unflat(flat: Tensor, like: list[Tensor]) -> list[Tensor]:
 
 # ---- curvature -----------------------------------------------------------------------------
 
-def top_eigenvalue(model: nn.Module, batches: Batches, criterion: Criterion, steps: int = 20,
-                   tol: float = 1e-3, seed: int = 0) -> tuple[float, float]:
-    """(largest Hessian eigenvalue, its residual bound), by Lanczos from a seeded random
-    start, stopping early once the bound is below `tol` times the eigenvalue. The Krylov
-    basis is kept and reorthogonalised in float64 (steps x parameters x 8 bytes)."""
-    with _untouched(model) as params:
-        n = sum(p.numel() for p in params)
-        generator = torch.Generator().manual_seed(seed)
-        q = torch.randn(n, generator=generator, dtype=torch.float64)
-        basis = [q / q.norm()]
-        alphas, betas = [], []
-        value, residual = 0.0, math.inf
-        for _ in range(min(steps, n)):
-            w = _flat(hvp(model, params, batches, criterion, _unflat(basis[-1], params))).double().cpu()
-            alphas.append(float(w @ basis[-1]))
-            for b in basis:  # full reorthogonalisation: Lanczos loses it in finite precision
-                w -= (w @ b) * b
-            beta = float(w.norm())
-            tridiagonal = torch.diag(torch.tensor(alphas, dtype=torch.float64))
-            if betas:
-                off = torch.tensor(betas, dtype=torch.float64)
-                tridiagonal += torch.diag(off, 1) + torch.diag(off, -1)
-            values, vectors = torch.linalg.eigh(tridiagonal)
-            value, residual = float(values[-1]), abs(beta * float(vectors[-1, -1]))
-            if residual <= tol * abs(value) or beta < 1e-12 * max(1.0, abs(value)):
-                break
-            betas.append(beta)
-            basis.append(w / beta)
-        return value, residual
+class Curvature(NamedTuple):
+    """The Hessian's largest eigenvalue with Lanczos' residual bound |beta_m s_m| on
+    |H v - lambda v| and its Ritz vector v (unit norm, float64 on the host), and
+    Hutchinson's trace estimate with its standard error."""
+
+    top_eigenvalue: float
+    eigenvalue_residual: float
+    top_eigenvector: Tensor
+    trace: float
+    trace_se: float
 
 
-def hessian_trace(model: nn.Module, batches: Batches, criterion: Criterion, probes: int = 20,
-                  seed: int = 0) -> tuple[float, float]:
-    """(Hutchinson's estimate of the Hessian's trace, its standard error) from `probes`
-    seeded Rademacher vectors v: the mean of v' H v."""
-    with _untouched(model) as params:
-        generator = torch.Generator().manual_seed(seed)
-        samples = []
-        for _ in range(probes):
-            v = [(torch.randint(0, 2, p.shape, generator=generator) * 2 - 1).to(p) for p in params]
-            hv = hvp(model, params, batches, criterion, v)
-            samples.append(float(sum((a * b).sum() for a, b in zip(v, hv))))
-        values = torch.tensor(samples, dtype=torch.float64)
-        se = float(values.std(unbiased=True) / math.sqrt(probes)) if probes > 1 else math.nan
-        return float(values.mean()), se
+def curvature(land: Landscape, lanczos_steps: int = 20, probes: int = 20, tol: float = 1e-3,
+              seed: int = 0) -> Curvature:
+    """The Hessian's top eigenvalue by Lanczos (at most `lanczos_steps` products, stopping
+    once the residual bound is below `tol` times the eigenvalue) and its trace by
+    Hutchinson from `probes` seeded Rademacher vectors z (the mean of z' H z). Lanczos
+    starts at the first probe, z / sqrt(n), so its first product gives that probe's z' H z
+    too: lanczos_steps + probes - 1 products in all. Call before moving the weights."""
+    product = land.hessian()
+    generator = torch.Generator().manual_seed(seed)
+    zs = [torch.randint(0, 2, (land.size,), generator=generator, dtype=torch.float64) * 2 - 1
+          for _ in range(probes)]
+    value, residual, vector, first = _lanczos(product, land.params, zs[0] / math.sqrt(land.size),
+                                              lanczos_steps, tol)
+    samples = [first * land.size] + [float(_flat(product(_unflat(z, land.params))) @ z) for z in zs[1:]]
+    values = torch.tensor(samples, dtype=torch.float64)
+    se = float(values.std(unbiased=True) / math.sqrt(probes)) if probes > 1 else math.nan
+    return Curvature(value, residual, vector, float(values.mean()), se)
+
+
+def _lanczos(product: Callable[[list[Tensor]], list[Tensor]], params: list[Tensor], start: Tensor,
+             steps: int, tol: float) -> tuple[float, float, Tensor, float]:
+    """(largest eigenvalue, its residual bound, its Ritz vector, start' H start) by Lanczos
+    from the unit
+    vector `start`, with full reorthogonalisation: the Krylov basis is kept in float64 on
+    the host (steps x parameters x 8 bytes)."""
+    basis, alphas, betas = [start], [], []
+    value, residual = 0.0, math.inf
+    for _ in range(max(1, min(steps, len(start)))):
+        w = _flat(product(_unflat(basis[-1], params)))
+        alphas.append(float(w @ basis[-1]))
+        for b in basis:  # full reorthogonalisation: Lanczos loses it in finite precision
+            w -= (w @ b) * b
+        beta = float(w.norm())
+        tridiagonal = torch.diag(torch.tensor(alphas, dtype=torch.float64))
+        if betas:
+            off = torch.tensor(betas, dtype=torch.float64)
+            tridiagonal += torch.diag(off, 1) + torch.diag(off, -1)
+        values, vectors = torch.linalg.eigh(tridiagonal)
+        value, residual = float(values[-1]), abs(beta * float(vectors[-1, -1]))
+        if residual <= tol * abs(value) or beta < 1e-12 * max(1.0, abs(value)):
+            break
+        betas.append(beta)
+        basis.append(w / beta)
+    return value, residual, torch.stack(basis[:len(alphas)], 1) @ vectors[:, -1], alphas[0]
 
 
 # ---- sharpness -----------------------------------------------------------------------------
 
-def _scales(params: list[Tensor], adaptive: bool) -> list[Tensor]:
-    """Per-entry scale of the ball: 1, or |w| (adaptive)."""
-    return [p.detach().abs() if adaptive else torch.ones_like(p) for p in params]
-
-
-def _set(params: list[Tensor], origin: list[Tensor], offset: list[Tensor]) -> None:
-    with torch.no_grad():
-        for p, w, e in zip(params, origin, offset):
-            p.copy_(w + e)
-
-
-def worst_case_sharpness(model: nn.Module, batches: Batches, criterion: Criterion, radius: float,
-                         steps: int = 5, adaptive: bool = False, seed: int = 0) -> float:
+def worst_case_sharpness(land: Landscape, radius: float, steps: int = 5, adaptive: bool = False,
+                         seed: int = 0, start: Tensor | None = None) -> float:
     """The largest loss increase found inside the ball {s * u : ||u|| <= radius} (s = 1, or
-    |w| with `adaptive`) by `steps` of projected ascent along the normalised gradient in u,
-    step 2 * radius / steps, from a seeded start of norm radius / 10. Never negative: the
-    unperturbed weights are in the ball."""
-    with _untouched(model) as params:
-        origin = [p.detach().clone() for p in params]
-        scales = _scales(params, adaptive)
-        base = _loss(model, batches, criterion)
-        generator = torch.Generator().manual_seed(seed)
-        u = _flat([torch.randn(p.shape, generator=generator, dtype=torch.float64) for p in params])
-        u *= radius / 10 / u.norm()
-        best = 0.0
-        for _ in range(steps):
-            _set(params, origin, [s * e for s, e in zip(scales, _unflat(u, params))])
-            g = _flat([s * d for s, d in zip(scales, _gradient(model, params, batches, criterion))]).double().cpu()
-            if g.norm() == 0:
-                break
-            u = u + (2 * radius / steps) * g / g.norm()
-            u *= min(1.0, radius / float(u.norm()))  # back onto the ball
-            _set(params, origin, [s * e for s, e in zip(scales, _unflat(u, params))])
-            best = max(best, _loss(model, batches, criterion) - base)
-        return best
+    |w| with `adaptive`: ASAM's and Kwon et al.'s adaptive sharpness) by `steps` of
+    projected ascent along the normalised gradient in u, step 2 * radius / steps; the loss
+    is read at every point visited. Never negative: the weights themselves are in the ball.
+    It starts at `start` (a flat vector in u; the top eigenvector from `curvature`, where a
+    quadratic's worst case lies) scaled to the ball's edge, in whichever sign raises the
+    loss more (two forwards), or else at a seeded random point of norm radius / 10 (the
+    gradient vanishes at a minimum)."""
+    scales = [w.abs() if adaptive else torch.ones_like(w) for w in land.origin]
+
+    def scaled(u: Tensor) -> list[Tensor]:
+        return [s * e for s, e in zip(scales, _unflat(u, land.params))]
+
+    best, u = 0.0, _start(land.size, radius, seed, start)
+    if start is not None:
+        rises = []
+        for sign in (1, -1):
+            land.move(scaled(sign * u))
+            rises.append(land.loss() - land.base)
+        best, u = max(0.0, *rises), u if rises[0] >= rises[1] else -u
+    for _ in range(steps):
+        land.move(scaled(u))
+        loss, gradient = land.loss_and_gradient()
+        best = max(best, loss - land.base)
+        g = _flat([s * d for s, d in zip(scales, gradient)])
+        if g.norm() == 0:
+            return best
+        u = u + (2 * radius / steps) * g / g.norm()
+        u *= min(1.0, radius / float(u.norm()))  # back onto the ball
+    land.move(scaled(u))
+    return max(best, land.loss() - land.base)
 
 
-def average_sharpness(model: nn.Module, batches: Batches, criterion: Criterion, radius: float,
-                      directions: int = 10, seed: int = 0) -> float:
+def _start(size: int, radius: float, seed: int, direction: Tensor | None) -> Tensor:
+    """`direction` at norm `radius`, or a seeded Gaussian point at norm radius / 10."""
+    if direction is not None:
+        return direction * (radius / direction.norm())
+    u = torch.randn(size, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return u * (radius / 10 / u.norm())
+
+
+def average_sharpness(land: Landscape, radius: float, directions: int = 10, seed: int = 0) -> float:
     """The mean loss increase at `directions` seeded Gaussian directions scaled to norm
     `radius`, each taken both ways (+d and -d: antithetic pairs, so the gradient's term,
     zero on average but large for few directions, cancels within each pair)."""
-    with _untouched(model) as params:
-        origin = [p.detach().clone() for p in params]
-        base = _loss(model, batches, criterion)
-        generator = torch.Generator().manual_seed(seed)
-        increases = []
-        for _ in range(directions):
-            d = _flat([torch.randn(p.shape, generator=generator, dtype=torch.float64) for p in params])
-            for sign in (1, -1):
-                _set(params, origin, _unflat(d * (sign * radius / d.norm()), params))
-                increases.append(_loss(model, batches, criterion) - base)
-        return sum(increases) / len(increases)
+    generator = torch.Generator().manual_seed(seed)
+    increases = []
+    for _ in range(directions):
+        d = torch.randn(land.size, generator=generator, dtype=torch.float64)
+        for sign in (1, -1):
+            land.move(_unflat(d * (sign * radius / d.norm()), land.params))
+            increases.append(land.loss() - land.base)
+    return sum(increases) / len(increases)
 
 
 def filter_normalized_direction(params: list[Tensor], seed: int = 0) -> list[Tensor]:
@@ -264,33 +316,30 @@ def filter_normalized_direction(params: list[Tensor], seed: int = 0) -> list[Ten
     return direction
 
 
-def loss_profile(model: nn.Module, batches: Batches, criterion: Criterion, points: int = 21,
-                 span: float = 1.0, seed: int = 0) -> tuple[tuple[float, float], ...]:
-    """The loss at w + t d for `points` values of t evenly from -span to span, d a
-    filter-normalised direction (`filter_normalized_direction`)."""
-    with _untouched(model) as params:
-        origin = [p.detach().clone() for p in params]
-        direction = filter_normalized_direction(params, seed)
-        profile = []
-        for t in (span * (2 * i / (points - 1) - 1) for i in range(points)):  # t = 0 exactly
-            _set(params, origin, [t * d for d in direction])
-            profile.append((t, _loss(model, batches, criterion)))
-        return tuple(profile)
+def loss_profile(land: Landscape, points: int = 21, span: float = 1.0,
+                 seed: int = 0) -> tuple[tuple[float, float], ...]:
+    """The loss at w + t d for `points` values of t evenly from -span to span (t = 0
+    exactly, the weights' loss), d a filter-normalised direction
+    (`filter_normalized_direction`)."""
+    direction = filter_normalized_direction(land.origin, seed)
+    profile = []
+    for t in (span * (2 * i / (points - 1) - 1) for i in range(points)):
+        land.move([t * d for d in direction])
+        profile.append((t, land.loss() if t else land.base))
+    return tuple(profile)
 
 
 def measure(model: nn.Module, batches: Batches, criterion: Criterion, *, radius: float = 0.05,
             probes: int = 20, lanczos_steps: int = 20, directions: int = 10, ascent_steps: int = 5,
             seed: int = 0) -> Flatness:
     """Every diagnostic of the module docstring, on the same batches, seeded."""
-    with _untouched(model):
-        loss = _loss(model, batches, criterion)
-    value, residual = top_eigenvalue(model, batches, criterion, lanczos_steps, seed=seed)
-    trace, se = hessian_trace(model, batches, criterion, probes, seed=seed)
-    return Flatness(
-        loss=loss, top_eigenvalue=value, eigenvalue_residual=residual, trace=trace, trace_se=se,
-        probes=probes, radius=radius,
-        worst_sharpness=worst_case_sharpness(model, batches, criterion, radius, ascent_steps, seed=seed),
-        adaptive_worst_sharpness=worst_case_sharpness(model, batches, criterion, radius, ascent_steps,
-                                                      adaptive=True, seed=seed),
-        average_sharpness=average_sharpness(model, batches, criterion, radius, directions, seed=seed),
-        profile=loss_profile(model, batches, criterion, seed=seed))
+    with landscape(model, batches, criterion) as land:
+        curved = curvature(land, lanczos_steps, probes, seed=seed)  # first: at the weights
+        return Flatness(
+            loss=land.base, top_eigenvalue=curved.top_eigenvalue,
+            eigenvalue_residual=curved.eigenvalue_residual, trace=curved.trace, trace_se=curved.trace_se,
+            probes=probes, radius=radius,
+            worst_sharpness=worst_case_sharpness(land, radius, ascent_steps, start=curved.top_eigenvector),
+            adaptive_worst_sharpness=worst_case_sharpness(land, radius, ascent_steps, adaptive=True, seed=seed),
+            average_sharpness=average_sharpness(land, radius, directions, seed=seed),
+            profile=loss_profile(land, seed=seed))
