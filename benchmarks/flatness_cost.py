@@ -1,19 +1,29 @@
-"""What the flatness diagnostics cost a confirm run: their wall time over the run's training.
+"""What the flatness diagnostics cost a confirm run: their wall time over the run's.
 
-    python benchmarks/flatness_cost.py                      # the quickstart's confirm run
+    python benchmarks/flatness_cost.py                      # the quickstart's confirm runs
     python benchmarks/flatness_cost.py --optimizers zsharp --images 2048 --probes 20
+    python benchmarks/flatness_cost.py --results results/quickstart-20261202-153056
 
-Runs one confirm run of each of the quickstart's optimizers (res20s on digits, trained on
-train + val, scored on test, at the space's epochs and diagnostics settings), on this
-machine's CPU with one thread as a trial gets it (tune.trainable), and prints the
-diagnostics' seconds, the training's and their ratio, per run and over all of them. Target
-on the quickstart: <= 10%; a 1-pass optimizer's run is cheaper, so its ratio is higher.
+Without --results: one confirm run of each of the quickstart's optimizers (res20s on
+digits, trained on train + val, scored on test, at the space's epochs and diagnostics
+settings, checkpointed each epoch), in this process on its CPU with one thread as a trial
+gets it (tune.trainable), after an untimed warm-up run; per run, the diagnostics' seconds
+against the training epochs' and against the whole run's (loading, training, evaluation,
+checkpoints and the diagnostics). With --results: the confirm runs of a finished sweep as
+they ran (Ray's time_total_s of each run: its trainable from start to end, on however
+many runs shared the machine), from the result.json files of the confirm stage beside the
+sweep's folder (its `results` line). Target on the quickstart:
+<= 10% of a run; a 1-pass optimizer's run is cheaper, so its share is higher.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import tempfile
+import time
+from collections import defaultdict
 from pathlib import Path
 
 import torch
@@ -21,6 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from search_spaces import get_space  # noqa: E402
+from trainables.schema import CONFIRM_SUFFIX  # noqa: E402
 from trainables.train import run_trial  # noqa: E402
 
 TARGET = 0.10
@@ -36,27 +47,69 @@ def main() -> int:
     parser.add_argument("--probes", type=int, default=space.fixed.get("flatness_probes", 20),
                         help="probes, Lanczos steps, directions (default: the quickstart's, %(default)s)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default: %(default)s)")
+    parser.add_argument("--results", type=Path,
+                        help="a finished sweep's folder (<storage>/<experiment>): its confirm runs")
     parser.add_argument("--smoke-test", action="store_true",
                         help="Adam for 2 epochs, 16 images, 2 probes: that the script runs")
     args = parser.parse_args()
+    if args.results is not None:
+        return from_sweep(args.results)
     epochs_run = {}
     if args.smoke_test:
         args.optimizers, args.images, args.probes, epochs_run = "adam", 16, 2, {"epochs": 2}
     torch.set_num_threads(args.threads)
-    totals = [0.0, 0.0]  # training, diagnostics: seconds over the runs
+    settings = {"eval_split": "test", "refit": True, "seed": 0, "device": "cpu",
+                "flatness_images": args.images, "flatness_probes": args.probes}
+    run_trial({**space.base_config("adam"), **settings, "epochs": 1})  # warm-up: first calls' costs
+    totals = [0.0, 0.0]  # runs, diagnostics: seconds over the runs
     for optimizer in args.optimizers.split(","):
-        config = {**space.base_config(optimizer), "eval_split": "test", "refit": True, "seed": 0,
-                  "device": "cpu", "flatness_images": args.images, "flatness_probes": args.probes,
-                  **epochs_run}
         epochs = []
-        run_trial(config, report=epochs.append)
+        with tempfile.TemporaryDirectory() as checkpoints:
+            started = time.perf_counter()
+            run_trial({**space.base_config(optimizer), **settings, **epochs_run}, report=epochs.append,
+                      checkpoint_dir=checkpoints)
+            run = time.perf_counter() - started
         training, diagnostics = sum(m["epoch_time_s"] for m in epochs), epochs[-1]["flatness_seconds"]
-        totals = [totals[0] + training, totals[1] + diagnostics]
+        totals = [totals[0] + run, totals[1] + diagnostics]
         print(f"{optimizer:7s} {space.dataset}/{space.model}, {len(epochs)} epochs: training {training:.2f} s, "
-              f"diagnostics ({args.images} images, {args.probes} probes) {diagnostics:.2f} s, "
-              f"ratio {diagnostics / training:.3f}")
+              f"run {run:.2f} s, diagnostics ({args.images} images, {args.probes} probes) {diagnostics:.2f} s: "
+              f"{diagnostics / training:.1%} of training, {diagnostics / run:.1%} of the run")
     print(f"all     ratio {totals[1] / totals[0]:.3f} (target <= {TARGET}: one run of each optimizer)")
     return 0
+
+
+def from_sweep(folder: Path) -> int:
+    """Print each optimizer's diagnostics against its confirm runs' time in the sweep
+    stored at `folder` (the last line of each confirm run's result.json)."""
+    confirm = folder.with_name(folder.name + CONFIRM_SUFFIX)
+    runs = defaultdict(list)  # optimizer -> [(diagnostics, run) seconds]
+    for path in sorted(confirm.glob("*/result.json")):
+        last = _last_result(path)
+        if {"flatness_seconds", "time_total_s"} <= last.keys():
+            optimizer = str(last.get("config", {}).get("optimizer", "?"))
+            runs[optimizer].append((float(last["flatness_seconds"]), float(last["time_total_s"])))
+    if not runs:
+        print(f"no confirm run with diagnostics in {confirm}", file=sys.stderr)
+        return 2
+    for optimizer, pairs in runs.items():
+        shares = [flat / run for flat, run in pairs]
+        print(f"{optimizer:7s} {len(pairs)} runs: diagnostics {sum(f for f, _ in pairs) / len(pairs):.2f} s "
+              f"of {sum(r for _, r in pairs) / len(pairs):.2f} s per run ({sum(shares) / len(shares):.1%}; "
+              f"highest {max(shares):.1%})")
+    flat, run = (sum(values) for values in zip(*(p for pairs in runs.values() for p in pairs)))
+    print(f"all     ratio {flat / run:.3f} (target <= {TARGET}: the sweep's confirm runs as they ran)")
+    return 0
+
+
+def _last_result(path: Path) -> dict:
+    """The last JSON object line of a result.json ({} if none can be read)."""
+    for line in reversed(path.read_text(errors="replace").splitlines()):
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        return row if isinstance(row, dict) else {}
+    return {}
 
 
 if __name__ == "__main__":

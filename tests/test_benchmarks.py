@@ -62,6 +62,7 @@ def test_flatness_cost_smoke_prints_the_ratio_of_diagnostics_to_training():
     out = run_smoke_test("flatness_cost.py")
     assert figure(rf"^adam .*training ({NUMBER}) s", out) > 0
     assert figure(rf"^adam .*diagnostics \(16 images, 2 probes\) ({NUMBER}) s", out) > 0
+    assert figure(rf"^adam .* s: ({NUMBER})% of training", out) > figure(rf"% of training, ({NUMBER})% of the run", out)
     assert figure(rf"^all +ratio ({NUMBER}) \(target <= 0.1", out) > 0
 
 

@@ -207,6 +207,26 @@ def test_confirm_runs_end_with_the_flatness_diagnostics_and_search_trials_never(
         assert profile["t"] == pytest.approx([i / 10 - 1 for i in range(21)]) and len(profile["loss"]) == 21
 
 
+def test_the_cost_benchmark_reads_the_diagnostics_share_of_each_confirm_run(digits_sweep):
+    """benchmarks/flatness_cost.py --results: per optimizer, its confirm runs' diagnostics
+    seconds (as MLflow holds them) against the runs' time in the sweep."""
+    _, children = runs_of(tracking(digits_sweep.storage), "digits_test")
+    seconds = {}
+    for run in stage(children, "confirm"):
+        if "flatness_seconds" in run.data.metrics:
+            seconds.setdefault(run.data.params["optimizer"], []).append(run.data.metrics["flatness_seconds"])
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "flatness_cost.py"), "--results",
+                           str(digits_sweep.storage / "digits_test")], cwd=ROOT, env=ENV,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert sorted(seconds) == ["adam", "sam", "zsharp"]  # sgd diverged: never confirmed
+    for optimizer, values in seconds.items():
+        line = next(s for s in done.stdout.splitlines() if s.startswith(f"{optimizer} "))
+        assert f" {len(values)} runs: diagnostics {sum(values) / len(values):.2f} s of " in line
+    share = float(done.stdout.split("all     ratio ")[1].split()[0])
+    assert 0 < share < 1
+
+
 def test_asha_stopped_some_trials_early(digits_sweep):
     _, children = runs_of(tracking(digits_sweep.storage), "digits_test")
     statuses = [c.data.tags["status"] for c in stage(children, "sweep")]
