@@ -172,14 +172,15 @@ def throughput(models, optimizers, epochs: int, num_train: int, device: str) -> 
               + f"   {ratio:.3f}")
 
 
-def flatness_costs(models, images: int, probes: int, num_train: int, device: str) -> None:
+def flatness_costs(models, num_train: int, device: str, **flatness) -> None:
     """The flatness diagnostics (trainables.flatness, as a confirm run ends) per model:
-    their seconds against one epoch of ZSharp training on `num_train` synthetic images."""
+    their seconds against one epoch of ZSharp training on `num_train` synthetic images.
+    `flatness`: the diagnostics' settings (TrialConfig's flatness_*; its defaults else)."""
     data = load_dataset("synthetic", num_train=num_train, num_val=num_train // 5)
     for model in models:
         config = TrialConfig(dataset="synthetic", model=model, optimizer="zsharp", epochs=1,
-                             batch_size=256, warmup_epochs=0, device=device,
-                             flatness_images=images, flatness_probes=probes)
+                             batch_size=256, warmup_epochs=0, device=device, **flatness)
+        images, probes = config.flatness_images, config.flatness_probes
         run_trial(config.replace(flatness_images=0), data=data)  # warm-up (cuDNN autotuning)
         metrics = run_trial(config, data=data).metrics
         # Training alone (the evaluation of an epoch left out): images over images/s.
@@ -199,7 +200,8 @@ def main(argv=None) -> None:
     if args.smoke_test:
         device = "cuda" if torch.cuda.is_available() else "cpu"
         throughput(["res20s"], ["adam", "sam", "zsharp"], 1, 512, device)
-        flatness_costs(["res20s"], 64, 2, 512, device)
+        flatness_costs(["res20s"], 512, device, flatness_images=64, flatness_probes=2,
+                       flatness_lanczos_steps=3, flatness_ascent_steps=1)  # the quickstart's
         return
     if not torch.cuda.is_available():
         raise SystemExit("gpu_check: no CUDA GPU here (use --smoke-test on a CPU)")
@@ -213,7 +215,7 @@ def main(argv=None) -> None:
         optimizer_step_times(model)
     count_loop_syncs()
     throughput(args.models.split(","), ["adam", "sam", "zsharp"], args.epochs, 50_000, "cuda")
-    flatness_costs(args.models.split(","), 2048, 20, 50_000, "cuda")
+    flatness_costs(args.models.split(","), 50_000, "cuda", flatness_images=2048)  # the defaults
 
 
 if __name__ == "__main__":

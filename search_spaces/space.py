@@ -270,7 +270,8 @@ class SearchSpace:
     # Confirm runs train on train + val (the usual final training), or on train alone.
     refit: bool = True
     # Confirm runs end with the flatness diagnostics on this many training images (0: none);
-    # their probes and radius are trial settings (fixed: flatness_probes, flatness_radius).
+    # their probes, steps and radius are trial settings (fixed: flatness_probes,
+    # flatness_lanczos_steps, flatness_ascent_steps, flatness_radius).
     flatness_images: int = 2048
 
     def __post_init__(self):

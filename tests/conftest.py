@@ -30,12 +30,16 @@ ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
 
 
+# Confirm runs' diagnostics as the quickstart sets them: quick, so tests stay quick.
+QUICK_FLATNESS = {"flatness_probes": 2, "flatness_lanczos_steps": 3, "flatness_ascent_steps": 1}
+
+
 def space_file(folder: Path, **changes) -> str:
     """A small digits space as a YAML file, the format users write."""
     space = {
         "name": "digits_test", "description": "small digits sweep for tests",
         "dataset": "digits", "model": "res20s", "optimizers": ["adam", "zsharp"],
-        "fixed": {"batch_size": 128, "warmup_epochs": 1, "schedule": "cosine"},
+        "fixed": {"batch_size": 128, "warmup_epochs": 1, "schedule": "cosine", **QUICK_FLATNESS},
         "search": {"lr": {"loguniform": [1e-3, 1e-2]}, "rho": {"uniform": [0.01, 0.1]},
                    "alpha": {"uniform": [0.8, 0.95]}},
         "search_per_optimizer": {},
@@ -103,8 +107,7 @@ class SweepRun:
 # (every sgd trial diverges); then the best config of each re-run with 2 seeds.
 SHARED_SWEEP = dict(
     optimizers=["adam", "sam", "zsharp", "sgd"], trials_per_optimizer=3,
-    fixed={"batch_size": 128, "warmup_epochs": 1, "schedule": "cosine", "momentum": 0.9,
-           "flatness_probes": 3},
+    fixed={"batch_size": 128, "warmup_epochs": 1, "schedule": "cosine", "momentum": 0.9, **QUICK_FLATNESS},
     search_per_optimizer={"sgd": {"lr": {"choice": [1.0e12]}}},
     confirm_top_k=1, confirm_seeds=2)
 

@@ -63,7 +63,8 @@ def test_flatness_cost_smoke_prints_the_ratio_of_diagnostics_to_training():
     assert figure(rf"^adam .*training ({NUMBER}) s", out) > 0
     assert figure(rf"^adam .*diagnostics \(16 images, 2 probes\) ({NUMBER}) s", out) > 0
     assert figure(rf"^adam .* s: ({NUMBER})% of training", out) > figure(rf"% of training, ({NUMBER})% of the run", out)
-    assert figure(rf"^all +ratio ({NUMBER}) \(target <= 0.1", out) > 0
+    assert figure(rf"^all +ratio ({NUMBER}), highest", out) > 0
+    assert figure(rf"^all .*, highest ({NUMBER}) \(adam\) \(target <= 0.1 of each run", out) > 0
 
 
 def test_optim_step_smoke_prints_table_and_key_figure():

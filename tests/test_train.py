@@ -69,6 +69,9 @@ def test_config_dict_round_trip_is_plain_json():
     (dict(device="tpu"), "device"),
     (dict(precision="fp8"), "precision"),
     (dict(compile="yes"), "compile"),
+    (dict(flatness_probes=1), "flatness_probes"),
+    (dict(flatness_lanczos_steps=0), "flatness_lanczos_steps"),
+    (dict(flatness_ascent_steps=0), "flatness_ascent_steps"),
 ])
 def test_bad_settings_raise_one_clear_config_error(changes, word):
     with pytest.raises(ConfigError, match=word):
@@ -398,14 +401,19 @@ def test_the_epoch_estimate_is_near_a_real_epochs_time():
     assert actual / 3 < estimate < actual * 3, (estimate, actual)
 
 
-def test_a_run_with_flatness_reports_it_with_its_last_epoch_and_keeps_it_on_resume(tmp_path):
+def test_a_run_with_flatness_reports_it_with_its_last_epoch_and_keeps_it_on_resume(tmp_path, monkeypatch):
+    from trainables import flatness
     from trainables.schema import FLATNESS_METRICS, LOSS_PROFILE
 
     config = {"optimizer": "sam", "dataset": "digits", "model": "res20s", "batch_size": 128,
               "epochs": 2, "eval_split": "test", "device": "cpu", "flatness_images": 32,
-              "flatness_probes": 2, "flatness_radius": 0.1}
+              "flatness_probes": 2, "flatness_lanczos_steps": 3, "flatness_ascent_steps": 1,
+              "flatness_radius": 0.1}
+    settings, measure = [], flatness.measure
+    monkeypatch.setattr(flatness, "measure", lambda *args, **kwargs: settings.append(kwargs) or measure(*args, **kwargs))
     epochs = []
     result = run_trial(config, report=epochs.append, checkpoint_dir=tmp_path)
+    assert settings == [dict(radius=0.1, probes=2, lanczos_steps=3, directions=2, ascent_steps=1)]
     assert not set(FLATNESS_METRICS) & set(epochs[0])  # the last epoch only
     last = epochs[-1]
     assert set(FLATNESS_METRICS) <= set(last) and last["sharpness_radius"] == 0.1

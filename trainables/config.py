@@ -68,8 +68,10 @@ class TrialConfig:
     # sets flatness_images from its space; a search trial never measures.
     flatness_images: int = _setting(0, "after the last epoch, measure curvature and sharpness on "
                                        "this many training images (0: not at all)")
-    flatness_probes: int = _setting(20, "Hutchinson probes, Lanczos steps and random directions of "
-                                        "the diagnostics (ascent steps: up to 5)")
+    flatness_probes: int = _setting(20, "Hutchinson probes and random directions of the diagnostics")
+    flatness_lanczos_steps: int = _setting(20, "Lanczos steps of the diagnostics, at most (it stops "
+                                               "once converged)")
+    flatness_ascent_steps: int = _setting(5, "ascent steps of the diagnostics' worst-case sharpness")
     flatness_radius: float = _setting(0.05, "radius of the sharpness ball (one for every optimizer "
                                             "of a sweep)")
     # The registry's hyperparameters, name -> value (every registered one, defaults filled).
@@ -151,6 +153,8 @@ class TrialConfig:
         check_range("seed", self.seed, 0, 2 ** 63 - 1)
         check_range("flatness_images", self.flatness_images, 0)
         check_range("flatness_probes", self.flatness_probes, 2)
+        check_range("flatness_lanczos_steps", self.flatness_lanczos_steps, 1)
+        check_range("flatness_ascent_steps", self.flatness_ascent_steps, 1)
         check_range("flatness_radius", self.flatness_radius, 0, low_open=True)
 
 

@@ -9,9 +9,9 @@ their values bit for bit again, and its train/eval mode too (`_untouched`).
   on Hessian-vector products, with the residual bound it converged to; and its trace by
   Hutchinson's estimate with Rademacher probes, with its standard error.
 - `worst_case_sharpness`: the largest loss increase found by projected, normalised
-  gradient ascent inside an L2 ball of radius r (from a small random start, since the
-  gradient vanishes at a minimum); `adaptive=True` measures the ball in weights scaled by
-  |w| (ASAM's and Kwon et al.'s adaptive sharpness).
+  gradient ascent inside an L2 ball of radius r (from the top eigenvector, or a small
+  random start, since the gradient vanishes at a minimum); `adaptive=True` measures the
+  ball in weights scaled by |w| (ASAM's and Kwon et al.'s adaptive sharpness).
 - `average_sharpness`: the mean loss increase over random directions of norm r (each
   taken both ways).
 - `loss_profile`: the loss along a filter-normalised random direction (Li et al., 2018).
@@ -150,10 +150,10 @@ class Landscape:
         def product(vector: list[Tensor]) -> list[Tensor]:
             total = [torch.zeros_like(p) for p in self.params]
             for x, y in self.batches:
-                grads = kept if kept is not None else torch.autograd.grad(self._weighted(x, y), self.params, create_graph=True)
-                dot = sum((g * v).sum() for g, v in zip(grads, vector))
-                total = [t + h for t, h in zip(total, torch.autograd.grad(dot, self.params,
-                                                                          retain_graph=kept is not None))]
+                grads = kept or torch.autograd.grad(self._weighted(x, y), self.params, create_graph=True)
+                dot = torch.cat([g.reshape(-1) for g in grads]) @ torch.cat([v.reshape(-1) for v in vector])
+                hv = torch.autograd.grad(dot, self.params, retain_graph=kept is not None)
+                total = [t + h for t, h in zip(total, hv)]
             return total
         return product
 

@@ -327,9 +327,9 @@ def _flatness(trial: _Trial) -> dict:
                                       device=trial.device)
     measured = flatness.measure(trial.model, batches, lambda out, y: trial.criterion(out.float(), y),
                                 radius=config.flatness_radius, probes=config.flatness_probes,
-                                lanczos_steps=config.flatness_probes,
+                                lanczos_steps=config.flatness_lanczos_steps,
                                 directions=config.flatness_probes,
-                                ascent_steps=min(5, config.flatness_probes))
+                                ascent_steps=config.flatness_ascent_steps)
     return {**measured.metrics(), "flatness_seconds": time.perf_counter() - started,
             LOSS_PROFILE: [list(point) for point in measured.profile]}
 
