@@ -85,23 +85,25 @@ def main() -> int:
 
 
 def from_sweep(folder: Path) -> int:
-    """Print each optimizer's diagnostics against its confirm runs' time in the sweep
-    stored at `folder` (the last line of each confirm run's result.json)."""
+    """Print the diagnostics against the confirm runs' time in the sweep stored at
+    `folder` (the last line of each confirm run's result.json), per optimizer and epochs
+    (a 1-pass optimizer's equal-compute runs have twice the epochs)."""
     confirm = folder.with_name(folder.name + CONFIRM_SUFFIX)
-    runs = defaultdict(list)  # optimizer -> [(diagnostics, run) seconds]
+    runs = defaultdict(list)  # "optimizer, epochs" -> [(diagnostics, run) seconds]
     for path in sorted(confirm.glob("*/result.json")):
         last = _last_result(path)
         if {"flatness_seconds", "time_total_s"} <= last.keys():
-            optimizer = str(last.get("config", {}).get("optimizer", "?"))
-            runs[optimizer].append((float(last["flatness_seconds"]), float(last["time_total_s"])))
+            config = last.get("config", {})
+            group = f"{config.get('optimizer', '?')!s:7s} {config.get('epochs', '?')!s:>3s} epochs"
+            runs[group].append((float(last["flatness_seconds"]), float(last["time_total_s"])))
     if not runs:
         print(f"no confirm run with diagnostics in {confirm}", file=sys.stderr)
         return 2
     highest = {}
-    for optimizer, pairs in runs.items():
+    for group, pairs in sorted(runs.items()):
         shares = [flat / run for flat, run in pairs]
-        highest[optimizer] = max(shares)
-        print(f"{optimizer:7s} {len(pairs)} runs: diagnostics {sum(f for f, _ in pairs) / len(pairs):.2f} s "
+        highest[group] = max(shares)
+        print(f"{group}, {len(pairs)} runs: diagnostics {sum(f for f, _ in pairs) / len(pairs):.2f} s "
               f"of {sum(r for _, r in pairs) / len(pairs):.2f} s per run ({sum(shares) / len(shares):.1%}; "
               f"highest {max(shares):.1%})")
     flat, run = (sum(values) for values in zip(*(p for pairs in runs.values() for p in pairs)))
@@ -112,8 +114,8 @@ def from_sweep(folder: Path) -> int:
 def _print_total(ratio: float, shares: dict[str, float], runs: str) -> None:
     """The last line: the diagnostics' share of all the runs' time and of the run where it
     is highest, against the target (which every run should meet)."""
-    optimizer = max(shares, key=shares.get)
-    print(f"all     ratio {ratio:.3f}, highest {shares[optimizer]:.3f} ({optimizer}) "
+    run = max(shares, key=shares.get)
+    print(f"all     ratio {ratio:.3f}, highest {shares[run]:.3f} ({' '.join(run.split())}) "
           f"(target <= {TARGET} of each run: {runs})")
 
 

@@ -200,7 +200,7 @@ def main(argv=None) -> None:
     if args.smoke_test:
         device = "cuda" if torch.cuda.is_available() else "cpu"
         throughput(["res20s"], ["adam", "sam", "zsharp"], 1, 512, device)
-        flatness_costs(["res20s"], 512, device, flatness_images=64, flatness_probes=2,
+        flatness_costs(["res20s"], 512, device, flatness_images=48, flatness_probes=2,
                        flatness_lanczos_steps=3, flatness_ascent_steps=1)  # the quickstart's
         return
     if not torch.cuda.is_available():

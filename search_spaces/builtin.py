@@ -64,13 +64,13 @@ QUICKSTART = {
     "optimizers": QUICKSTART_OPTIMIZERS,
     # eta, sigma and lmbda stay at their published defaults here: a 2-D search (lr, rho)
     # for the SAM family, 3-D for ZSharp (alpha too), so a few minutes' budget tunes them.
-    # Flatness diagnostics on 64 images, 2 probes and directions, 3 Lanczos steps and one
+    # Flatness diagnostics on 48 images, 2 probes and directions, 3 Lanczos steps and one
     # ascent step (from the top eigenvector): under 10% of every confirm run here, Adam's
-    # the cheapest (benchmarks/flatness_cost.py); rough values, the defaults (2,048 images,
-    # 20 probes, up to 20 Lanczos and 5 ascent steps) elsewhere.
+    # the cheapest, in a sweep on 2 cores too (benchmarks/flatness_cost.py); rough values,
+    # the defaults (2,048 images, 20 probes, up to 20 Lanczos and 5 ascent steps) elsewhere.
     "fixed": {"batch_size": 128, "warmup_epochs": 1, "schedule": "cosine", "base": "adam",
               "flatness_probes": 2, "flatness_lanczos_steps": 3, "flatness_ascent_steps": 1},
-    "flatness_images": 64,
+    "flatness_images": 48,
     "search": {"lr": QUICKSTART_LR},
     "search_per_optimizer": {**{o: {k: v for k, v in SAM_FAMILY_RANGES[o].items() if k in ("rho", "alpha")}
                                 for o in QUICKSTART_OPTIMIZERS if o in SAM_FAMILY_RANGES},

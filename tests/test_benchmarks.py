@@ -89,7 +89,7 @@ def test_gpu_check_smoke_prints_throughput_table():
     assert row[0] == "res20s" and len(row) == len(optimizers) + 2, lines[header + 1]
     for cell in row[1:]:  # images/s per optimizer, then the step-time ratio
         figure(rf"({NUMBER})", cell)
-    assert figure(rf"^flatness +res20s +64 images, 2 probes: ({NUMBER}) s", out) > 0
+    assert figure(rf"^flatness +res20s +48 images, 2 probes: ({NUMBER}) s", out) > 0
 
 
 def load_optim_step():

@@ -215,15 +215,17 @@ def test_the_cost_benchmark_reads_the_diagnostics_share_of_each_confirm_run(digi
     seconds = {}
     for run in stage(children, "confirm"):
         if "flatness_seconds" in run.data.metrics:
-            seconds.setdefault(run.data.params["optimizer"], []).append(run.data.metrics["flatness_seconds"])
+            group = (run.data.params["optimizer"], run.data.params["epochs"])
+            seconds.setdefault(group, []).append(run.data.metrics["flatness_seconds"])
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "flatness_cost.py"), "--results",
                            str(digits_sweep.storage / "digits_test")], cwd=ROOT, env=ENV,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert sorted(seconds) == ["adam", "sam", "zsharp"]  # sgd diverged: never confirmed
-    for optimizer, values in seconds.items():
-        line = next(s for s in done.stdout.splitlines() if s.startswith(f"{optimizer} "))
-        assert f" {len(values)} runs: diagnostics {sum(values) / len(values):.2f} s of " in line
+    # sgd diverged: never confirmed; adam ran at 2x epochs too (equal compute)
+    assert sorted(seconds) == [("adam", "3"), ("adam", "6"), ("sam", "3"), ("zsharp", "3")]
+    for (optimizer, epochs), values in seconds.items():
+        line = next(s for s in done.stdout.splitlines() if s.split()[:2] == [optimizer, epochs])
+        assert f" epochs, {len(values)} runs: diagnostics {sum(values) / len(values):.2f} s of " in line
     share, highest = (float(s) for s in re.search(r"^all +ratio ([\d.]+), highest ([\d.]+)",
                                                     done.stdout, re.MULTILINE).groups())
     assert 0 < share <= highest < 1
