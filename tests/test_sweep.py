@@ -507,16 +507,21 @@ def test_driver_killed_again_and_again_then_resumed(tmp_path):
 
 # ---- signals -----------------------------------------------------------------------------
 
+SIGNAL_EPOCHS = 3  # the signals scenario's max_epochs (and grace period: no trial stops early)
+
+
 def _stopped_by_signal(tmp_path, client, args, send, signum, epoch_at_stop: dict) -> set[str]:
-    """Run the driver (`args`) until a trial trains an epoch under it, `send` it `signum`,
-    and check what it leaves: its exit status, one honest line, the runs' record. Returns
-    the ids of the runs it left unfinished; records each running run's epoch in
-    `epoch_at_stop`."""
+    """Run the driver (`args`) until a trial trains an epoch under it with epochs still to
+    go, `send` it `signum`, and check what it leaves: its exit status, one honest line, the
+    runs' record. Returns the ids of the runs it left unfinished; records each running
+    run's epoch in `epoch_at_stop`."""
     driver = start_driver(tmp_path, *args)
 
     def a_trial_trained_an_epoch_here():
+        # Not a trial's last epoch: a resumed trial one epoch from its end would finish as
+        # the signal lands, and leave nothing running to stop.
         return [c for c in children_so_far(client, "signal") or [] if c.info.status == "RUNNING"
-                and c.data.metrics.get("epoch", 0) > epoch_at_stop.get(c.info.run_id, 0)]
+                and epoch_at_stop.get(c.info.run_id, 0) < c.data.metrics.get("epoch", 0) < SIGNAL_EPOCHS]
 
     try:
         wait_for(a_trial_trained_an_epoch_here, 600, "a trial that trained an epoch", driver)
@@ -548,7 +553,7 @@ def test_signals_stop_the_sweep_with_an_honest_record_and_resume_finishes_it(tmp
     scheduler sends it); then a resume that finishes it: every stopped trial continues in
     its own run, each optimizer ends with its budget, no epoch is logged twice."""
     storage = tmp_path / "results"
-    space = space_file(tmp_path, name="signal", max_epochs=3, grace_period=3,
+    space = space_file(tmp_path, name="signal", max_epochs=SIGNAL_EPOCHS, grace_period=SIGNAL_EPOCHS,
                        trials_per_optimizer=2, cpus_per_trial=os.cpu_count(), max_concurrent=4)
     args = ("--space", space, "--storage", str(storage))
     client = tracking(storage)
