@@ -3,7 +3,7 @@
 Measured on a fixed, seeded subset of the training images (`subset_batches`; normalised,
 not augmented), with BatchNorm in inference mode and in float32, through a `landscape`:
 the loss at offsets from the weights. Afterwards the model's weights and buffers hold
-their values bit for bit again, and its train/eval mode too (`_untouched`).
+their values bit for bit again, and its train/eval mode too.
 
 - `curvature`: the Hessian's largest eigenvalue, by Lanczos with full reorthogonalisation
   on Hessian-vector products, with the residual bound it converged to; and its trace by
@@ -80,36 +80,19 @@ def subset_batches(data, size: int = 2048, batch_size: int = 512, seed: int = 0,
              labels[i:i + batch_size].to(device)) for i in range(0, len(chosen), batch_size)]
 
 
-# ---- the model, untouched ------------------------------------------------------------------
-
-@contextlib.contextmanager
-def _untouched(model: nn.Module) -> Iterator[list[Tensor]]:
-    """The model in eval mode, float32, for the diagnostics; afterwards its parameters and
-    buffers hold their exact values again and its mode is restored. Yields the parameters
-    that require gradients."""
-    saved = [t.detach().clone() for t in (*model.parameters(), *model.buffers())]
-    training = model.training
-    model.eval()
-    try:
-        yield [p for p in model.parameters() if p.requires_grad]
-    finally:
-        with torch.no_grad():
-            for tensor, value in zip((*model.parameters(), *model.buffers()), saved):
-                tensor.copy_(value)
-        model.train(training)
-
-
 # ---- the loss around the weights -----------------------------------------------------------
 
 class Landscape:
-    """The mean training loss over `batches` at offsets from the model's weights (`origin`),
-    inside `_untouched`: losses, gradients and Hessian-vector products. The loss at the
-    weights is computed once (`base`)."""
+    """The mean training loss over `batches` at offsets from the model's weights (`origin`,
+    copies of `params`, the parameters that require gradients), inside `landscape`: losses,
+    gradients and Hessian-vector products. The loss at the weights is computed once
+    (`base`)."""
 
-    def __init__(self, model: nn.Module, params: list[Tensor], batches: Batches, criterion: Criterion):
-        self.model, self.params, self.batches, self.criterion = model, params, batches, criterion
+    def __init__(self, model: nn.Module, params: list[Tensor], origin: list[Tensor], batches: Batches,
+                 criterion: Criterion):
+        self.model, self.params, self.origin = model, params, origin
+        self.batches, self.criterion = batches, criterion
         self.count = sum(len(y) for _, y in batches)
-        self.origin = [p.detach().clone() for p in params]
         self.size = sum(p.numel() for p in params)
         self.base = self.loss()
 
@@ -160,10 +143,22 @@ class Landscape:
 
 @contextlib.contextmanager
 def landscape(model: nn.Module, batches: Batches, criterion: Criterion) -> Iterator[Landscape]:
-    """The model's loss landscape on `batches` (a `Landscape`), for the diagnostics below;
-    on leaving, the model is as it was (`_untouched`)."""
-    with _untouched(model) as params:
-        yield Landscape(model, params, batches, criterion)
+    """The model's loss landscape on `batches` (a `Landscape`), the model in eval mode, for
+    the diagnostics below; on leaving, its parameters and buffers hold their exact values
+    again (the copies taken on entry, which are also the landscape's origin) and its mode
+    is restored."""
+    tensors = (*model.parameters(), *model.buffers())
+    saved = [t.detach().clone() for t in tensors]
+    training = model.training
+    model.eval()
+    try:
+        trained = [(p, w) for p, w in zip(model.parameters(), saved) if p.requires_grad]
+        yield Landscape(model, [p for p, _ in trained], [w for _, w in trained], batches, criterion)
+    finally:
+        with torch.no_grad():
+            for tensor, value in zip(tensors, saved):
+                tensor.copy_(value)
+        model.train(training)
 
 
 def _flat(tensors: list[Tensor]) -> Tensor:
@@ -215,9 +210,8 @@ def curvature(land: Landscape, lanczos_steps: int = 20, probes: int = 20, tol: f
 def _lanczos(product: Callable[[list[Tensor]], list[Tensor]], params: list[Tensor], start: Tensor,
              steps: int, tol: float) -> tuple[float, float, Tensor, float]:
     """(largest eigenvalue, its residual bound, its Ritz vector, start' H start) by Lanczos
-    from the unit
-    vector `start`, with full reorthogonalisation: the Krylov basis is kept in float64 on
-    the host (steps x parameters x 8 bytes)."""
+    from the unit vector `start`, with full reorthogonalisation: the Krylov basis is kept in
+    float64 on the host (steps x parameters x 8 bytes)."""
     basis, alphas, betas = [start], [], []
     value, residual = 0.0, math.inf
     for _ in range(max(1, min(steps, len(start)))):
