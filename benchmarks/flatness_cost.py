@@ -32,6 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from search_spaces import get_space  # noqa: E402
+from trainables.config import TrialConfig  # noqa: E402
 from trainables.schema import CONFIRM_SUFFIX  # noqa: E402
 from trainables.train import run_trial  # noqa: E402
 
@@ -40,16 +41,17 @@ TARGET = 0.10
 
 def main() -> int:
     space = get_space("quickstart")
+    quick = TrialConfig.from_dict(space.base_config(space.optimizers[0]))  # its fixed settings
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--optimizers", default=",".join(space.optimizers),
                         help="comma-separated (default: the quickstart's, %(default)s)")
     parser.add_argument("--images", type=int, default=space.flatness_images,
                         help="subset size (default: the quickstart's, %(default)s)")
-    parser.add_argument("--probes", type=int, default=space.fixed.get("flatness_probes", 20),
+    parser.add_argument("--probes", type=int, default=quick.flatness_probes,
                         help="Hutchinson probes and random directions (default: the quickstart's, %(default)s)")
-    parser.add_argument("--lanczos-steps", type=int, default=space.fixed.get("flatness_lanczos_steps", 20),
+    parser.add_argument("--lanczos-steps", type=int, default=quick.flatness_lanczos_steps,
                         help="Lanczos steps at most (default: the quickstart's, %(default)s)")
-    parser.add_argument("--ascent-steps", type=int, default=space.fixed.get("flatness_ascent_steps", 5),
+    parser.add_argument("--ascent-steps", type=int, default=quick.flatness_ascent_steps,
                         help="worst-case ascent steps (default: the quickstart's, %(default)s)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default: %(default)s)")
     parser.add_argument("--results", type=Path,
@@ -89,21 +91,21 @@ def from_sweep(folder: Path) -> int:
     `folder` (the last line of each confirm run's result.json), per optimizer and epochs
     (a 1-pass optimizer's equal-compute runs have twice the epochs)."""
     confirm = folder.with_name(folder.name + CONFIRM_SUFFIX)
-    runs = defaultdict(list)  # "optimizer, epochs" -> [(diagnostics, run) seconds]
+    runs = defaultdict(list)  # (optimizer, epochs) -> [(diagnostics, run) seconds]
     for path in sorted(confirm.glob("*/result.json")):
         last = _last_result(path)
         if {"flatness_seconds", "time_total_s"} <= last.keys():
             config = last.get("config", {})
-            group = f"{config.get('optimizer', '?')!s:7s} {config.get('epochs', '?')!s:>3s} epochs"
+            group = (str(config.get("optimizer", "?")), str(config.get("epochs", "?")))
             runs[group].append((float(last["flatness_seconds"]), float(last["time_total_s"])))
     if not runs:
         print(f"no confirm run with diagnostics in {confirm}", file=sys.stderr)
         return 2
     highest = {}
-    for group, pairs in sorted(runs.items()):
+    for (optimizer, epochs), pairs in sorted(runs.items()):
         shares = [flat / run for flat, run in pairs]
-        highest[group] = max(shares)
-        print(f"{group}, {len(pairs)} runs: diagnostics {sum(f for f, _ in pairs) / len(pairs):.2f} s "
+        highest[f"{optimizer} {epochs} epochs"] = max(shares)
+        print(f"{optimizer:7s} {epochs:>3s} epochs, {len(pairs)} runs: diagnostics {sum(f for f, _ in pairs) / len(pairs):.2f} s "
               f"of {sum(r for _, r in pairs) / len(pairs):.2f} s per run ({sum(shares) / len(shares):.1%}; "
               f"highest {max(shares):.1%})")
     flat, run = (sum(values) for values in zip(*(p for pairs in runs.values() for p in pairs)))
@@ -115,7 +117,7 @@ def _print_total(ratio: float, shares: dict[str, float], runs: str) -> None:
     """The last line: the diagnostics' share of all the runs' time and of the run where it
     is highest, against the target (which every run should meet)."""
     run = max(shares, key=shares.get)
-    print(f"all     ratio {ratio:.3f}, highest {shares[run]:.3f} ({' '.join(run.split())}) "
+    print(f"all     ratio {ratio:.3f}, highest {shares[run]:.3f} ({run}) "
           f"(target <= {TARGET} of each run: {runs})")
 
 
