@@ -16,7 +16,7 @@ import sys
 from commandline import OneLineArgumentParser
 from trainables.errors import ConfigError, check_range, shown
 
-SMOKE_TEST = dict(trials_per_optimizer=1, max_epochs=1, grace_period=1, confirm_top_k=0)
+SMOKE_TEST = dict(trials_per_optimizer=1, max_epochs=1, grace_period=1, confirm_top_k=0, replicates=1)
 
 
 def _number(kind, minimum, strict):
@@ -91,7 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="GPUs each trial holds: a fraction of one, or whole GPUs (default: the space's)")
     p.add_argument("--max-concurrent", type=_number(int, 1, False), metavar="N",
                    help="trials running at once (default: the space's)")
-    p.add_argument("--seed", type=_number(int, 0, False), help="searcher seed (default: the space's)")
+    p.add_argument("--seed", type=_number(int, 0, False),
+                   help="master seed: every replicate's searcher, training, holdout and confirm seeds "
+                        "derive from it (default: the space's)")
+    p.add_argument("--replicates", type=_number(int, 1, False), metavar="R",
+                   help="independent replicates of each optimizer's search and confirm stage, the "
+                        "verdict's unit of evidence (default: the space's; 1: intervals conditional "
+                        "on one search)")
     p.add_argument("--confirm", type=_number(int, 0, False), metavar="K",
                    help="re-run the top K configs per optimizer with --seeds seeds "
                         "(default: the space's confirm stage; 0: none)")
@@ -115,7 +121,7 @@ def _space_overrides(args) -> dict:
     picked = {"model": args.model, "dataset": args.dataset, "optimizers": args.optimizers,
               "trials_per_optimizer": args.num_samples, "max_epochs": args.max_epochs,
               "cpus_per_trial": args.cpus_per_trial, "gpus_per_trial": args.gpus_per_trial,
-              "max_concurrent": args.max_concurrent, "seed": args.seed}
+              "max_concurrent": args.max_concurrent, "seed": args.seed, "replicates": args.replicates}
     overrides = {k: v for k, v in picked.items() if v is not None}
     if args.smoke_test:
         overrides.update(SMOKE_TEST)

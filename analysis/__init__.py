@@ -1,10 +1,11 @@
 """Analysis of finished sweeps, reading only what a sweep left behind (MLflow, Ray storage).
 
 `analysis.load` turns a sweep into tidy frames; `analysis.stats` turns confirm-stage results
-(one row per optimizer, config and seed) into per-optimizer intervals and seed-paired
-comparisons, Holm-corrected, so that a claim that one optimizer beats another rests on
-several seeds and an interval; `analysis.verdict` decides which runs are compared in each
-budget arm; `analysis.warnings` says where the results could mislead; `analysis.summary`
+(one row per optimizer, replicate and seed, with the test examples each run got right)
+into per-optimizer intervals and paired comparisons from a hierarchical bootstrap over
+replicates, seeds and test examples, so that a claim that one tuned pipeline beats another
+holds on a rerun; `analysis.verdict` decides which runs are compared in each budget arm
+(the primary contrast alone, every other test one Holm family); `analysis.warnings` says where the results could mislead; `analysis.summary`
 (the console) and `analysis.report` (HTML, with plots) present them. The report's page
 shows the figures registered in `analysis.figures`, with `analysis.tables`, all drawn from
 inputs computed once per report (`analysis.inputs`).

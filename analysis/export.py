@@ -18,11 +18,11 @@ from analysis.report import command_line, error_line, load
 
 def trial_table(sweep):
     """`sweep.trials` with the settings each trial's optimizer does not read blanked (and
-    without the loss profiles: a run's artifact, not a cell)."""
+    without the loss profiles and per-example test results: a run's artifacts, not cells)."""
     from trainables.catalog import ignored_settings
-    from trainables.schema import LOSS_PROFILE
+    from trainables.schema import LOSS_PROFILE, TEST_CORRECT
 
-    table = sweep.trials.drop(columns=[LOSS_PROFILE])
+    table = sweep.trials.drop(columns=[LOSS_PROFILE, TEST_CORRECT])
     for index, row in table.iterrows():
         ignored = sorted(ignored_settings(row["optimizer"], row["base"]) & set(table.columns))
         table.loc[index, ignored] = None

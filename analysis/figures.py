@@ -94,10 +94,10 @@ def _budget_markers(c: str, full, size: int = 8) -> dict:
 
 @figure("comparison", "Comparison", above=tables.comparison_tables)
 def figure_comparison(inputs: ReportInputs) -> go.Figure:
-    """Final-epoch test accuracy per seed of the confirm stage, with the mean and its 95% t
-    interval, per optimizer and again for each 1-pass optimizer's equal-compute runs
-    ("Adam (2x epochs)", open markers); without a confirm stage, the search's finalist per
-    optimizer (single runs on val)."""
+    """Final-epoch test accuracy per run of the confirm stage, with the mean of the
+    replicates' means and its hierarchical 95% interval, per optimizer and again for each
+    1-pass optimizer's equal-compute runs ("Adam (2x epochs)", open markers); without a
+    confirm stage, the search's finalist per optimizer and replicate (single runs on val)."""
     result = inputs.comparison
     if result.single_runs:
         return _figure_search_best(result.search_best)
@@ -105,12 +105,11 @@ def figure_comparison(inputs: ReportInputs) -> go.Figure:
     groups = _confirm_groups(result)
     for optimizer, arm, seeds, row in groups:
         _add_seeds_and_mean(fig, optimizer, arm, seeds, row)
-    # A t interval from 2 or 3 seeds can reach past 0% and 100%: the axis stays on [0, 1].
     shown = pd.concat([seeds[VERDICT_METRIC] for _, _, seeds, _ in groups]
                       + [pd.Series([row.low, row.high]) for *_, row in groups]).dropna()
     yrange = [max(0.0, shown.min() - 0.02), min(1.0, shown.max() + 0.02)]
-    small = " (fewer than 5 seeds: wide intervals)" if any(row.small_sample for *_, row in groups) else ""
-    return layout(fig, f"Confirm stage: final test accuracy per seed, mean and 95% t interval{small}",
+    what = "conditional on one search" if result.conditional else "replicates, seeds, test examples"
+    return layout(fig, f"Confirm stage: final test accuracy per run, mean and 95% interval ({what})",
                   xaxis_title="optimizer (2x epochs: the equal-compute runs)",
                   yaxis_title="final test accuracy", yaxis_tickformat=".0%", yaxis_range=yrange)
 
@@ -121,8 +120,8 @@ def _figure_search_best(best: pd.DataFrame) -> go.Figure:
         marker={"size": 12, "color": [color(o) for o in best["optimizer"]]},
         text=best["trial_id"], hovertemplate="%{x}: %{y:.2%} (trial %{text})<extra></extra>",
         name="best search trial"))
-    return layout(fig, "Search: each optimizer's best trial, final val accuracy (single runs, "
-                  "not evidence of a difference)", xaxis_title="optimizer",
+    return layout(fig, "Search: each optimizer's best trial per replicate, final val accuracy (single "
+                  "runs, not evidence of a difference)", xaxis_title="optimizer",
                   yaxis_title="final val accuracy", yaxis_tickformat=".0%", showlegend=False)
 
 
@@ -142,12 +141,13 @@ def _confirm_groups(result: Comparison) -> list[tuple]:
 
 
 def _add_seeds_and_mean(fig: go.Figure, optimizer: str, arm: str, seeds: pd.DataFrame, row) -> None:
-    """One optimizer's seeds as small markers and its mean with the interval as error bars."""
+    """One optimizer's runs as small markers and its mean with the interval as error bars."""
     name, c, longer = run_label(optimizer, arm), color(optimizer), arm == EQUAL_COMPUTE
     fig.add_trace(go.Scatter(
-        x=[name] * len(seeds), y=seeds[VERDICT_METRIC], mode="markers", name=f"{name} seeds",
-        marker={"size": 7, "color": rgba(c, 0.5)}, text=seeds["seed"],
-        hovertemplate="seed %{text}: %{y:.2%}<extra></extra>", showlegend=False))
+        x=[name] * len(seeds), y=seeds[VERDICT_METRIC], mode="markers", name=f"{name} runs",
+        marker={"size": 7, "color": rgba(c, 0.5)}, text=[f"replicate {r}, seed {s}" for r, s in
+                                                         zip(seeds["replicate"], seeds["seed"])],
+        hovertemplate="%{text}: %{y:.2%}<extra></extra>", showlegend=False))
     low = row.mean - row.low if not pd.isna(row.low) else None
     high = row.high - row.mean if not pd.isna(row.high) else None
     fig.add_trace(go.Scatter(
@@ -156,8 +156,8 @@ def _add_seeds_and_mean(fig: go.Figure, optimizer: str, arm: str, seeds: pd.Data
                 "line": {"width": 2, "color": c}},
         error_y={"type": "data", "symmetric": False, "array": [high], "arrayminus": [low],
                  "visible": low is not None},
-        hovertemplate=f"{name}: mean %{{y:.2%}}, n={row.n}"
-                      f"{' (small sample)' if row.small_sample else ''}<extra></extra>"))
+        hovertemplate=f"{name}: mean %{{y:.2%}}, {row.runs} runs in {row.replicates} replicates"
+                      "<extra></extra>"))
 
 
 # ---- learning curves -------------------------------------------------------------------------
@@ -390,7 +390,7 @@ def figure_importance(inputs: ReportInputs) -> go.Figure | None:
 
 @figure("asha", "Early stopping (ASHA)",
         "ASHA stops the worst trials at each rung; the trials that reached the last bar got the "
-        "full budget.")
+        "full budget.", below=tables.rung_table)
 def figure_asha(inputs: ReportInputs) -> go.Figure:
     """How ASHA spent the budget: search trials by the epochs they reached, per optimizer."""
     sweep = inputs.sweep
@@ -628,42 +628,50 @@ def figure_zsharp_ascent(inputs: ReportInputs) -> go.Figure | None:
 
 @figure("flatness", "Flatness",
         "Curvature and sharpness of each confirm run's training loss after its last epoch, on a "
-        "fixed subset of training images: the Hessian's top eigenvalue (Lanczos) and trace "
-        "(Hutchinson), the worst loss increase within a ball of radius r (and within the ball "
-        "scaled by |w|), and the average one over random directions. Sharpness measures are not "
-        "invariant to reparametrisation (rescaling layers changes them without changing the "
-        "function) and correlate only loosely with generalisation: they are diagnostics of where "
-        "each optimizer ended, not the verdict, which is the test accuracy above.",
+        "fixed subset of training images, with BatchNorm in eval mode (its running statistics, as "
+        "PyHessian measures). First the measures that a rescaling of the weights which leaves the "
+        "function unchanged (a conv layer's weights x2 with its BatchNorm after it) does not move, "
+        "because their perturbations scale with |w|: adaptive worst-case sharpness, the largest "
+        "loss increase found over offsets |w| u with ||u|| <= r, and adaptive average-case "
+        "sharpness, the mean increase at offsets r |w| z, z standard normal (Andriushchenko et "
+        "al., 2023); the plots show these, each seed one point. Then the measures rescaling does "
+        "move, labelled so: the Hessian's top eigenvalue (Lanczos) and trace (Hutchinson), and "
+        "worst-case sharpness within an L2 ball of radius r. Even the invariant ones correlate "
+        "only loosely with generalisation: they are diagnostics of where each optimizer ended, "
+        "not the verdict, which is the test accuracy above.",
         above=tables.flatness_tables)
 def figure_flatness(inputs: ReportInputs) -> go.Figure | None:
-    """Final test accuracy against the top Hessian eigenvalue and against worst-case
-    sharpness, one point per equal-epochs confirm run, coloured by optimizer (None without
-    diagnostics)."""
+    """Final test accuracy against adaptive worst-case and adaptive average-case sharpness
+    (with each run's standard error as a bar), one point per equal-epochs confirm run of
+    each optimizer's best configuration, coloured by optimizer (None without diagnostics)."""
     runs = flatness_runs(inputs.sweep)
     if runs.empty:
         return None
-    panels = ("hessian_top_eig", "sharpness_worst")
-    fig = make_subplots(1, 2, subplot_titles=[f"against the {MEASURES[m]}" for m in panels],
+    panels = ("sharpness_adaptive_worst", "sharpness_adaptive_average")
+    fig = make_subplots(1, 2, subplot_titles=[f"against {MEASURES[m].label}" for m in panels],
                         shared_yaxes=True)
     for optimizer, mine in runs.groupby("optimizer", sort=False):
         for col, measure in enumerate(panels, start=1):
+            error = MEASURES[measure].error
             fig.add_trace(go.Scatter(
                 x=mine[measure], y=mine["final_test_acc"], mode="markers", name=label(optimizer),
                 legendgroup=optimizer, showlegend=col == 1, marker={"color": color(optimizer), "size": 9},
+                error_x={"type": "data", "array": mine[error], "thickness": 1} if error else None,
                 customdata=mine["seed"],
-                hovertemplate=f"seed %{{customdata}}: {MEASURES[measure]} %{{x:.3g}}, %{{y:.2%}}"
+                hovertemplate=f"seed %{{customdata}}: {MEASURES[measure].label} %{{x:.3g}}, %{{y:.2%}}"
                               "<extra></extra>"), row=1, col=col)
             log = {"type": "log"} if (runs[measure] > 0).all() else {}
-            fig.update_xaxes(title_text=MEASURES[measure], row=1, col=col, **log)
+            fig.update_xaxes(title_text=MEASURES[measure].label, row=1, col=col, **log)
     fig.update_yaxes(title_text="final test accuracy", tickformat=".1%")  # seeds differ by tenths
-    return layout(fig, "Confirm runs: final test accuracy against curvature and sharpness "
-                  "(one point per seed, equal epochs)", height=420)
+    return layout(fig, "Confirm runs: final test accuracy against adaptive sharpness "
+                  "(invariant to rescaling; one point per seed, equal epochs)", height=420)
 
 
 @figure("loss_profiles", "Loss profiles",
         "The training loss of each confirm run along one filter-normalised random direction "
         "through its final weights (each filter of the direction scaled to the norm of the "
-        "weights' filter, so networks of different scales compare; Li et al., 2018), as the rise "
+        "weights' filter, so networks of different scales compare, and a rescaling of the weights "
+        "that keeps the function keeps the profile too; Li et al., 2018), as the rise "
         "above the loss at the weights themselves (t = 0). A narrower, steeper well is a sharper "
         "minimum along that direction; one direction is a slice, not the landscape.")
 def figure_loss_profiles(inputs: ReportInputs) -> go.Figure | None:

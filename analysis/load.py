@@ -42,7 +42,8 @@ from analysis.text import bounded
 from trainables.catalog import all_hparams, get_base, list_bases
 from trainables.config import TrialConfig
 from trainables.schema import (CONFIRM_SUFFIX, EQUAL_COMPUTE, EQUAL_EPOCHS, FLATNESS_METRICS,
-                               LOSS_PROFILE, METRICS, RUNNING, rank_finalists, trial_status)
+                               LOSS_PROFILE, METRICS, RETUNE_SUFFIX, RUNNING, TEST_CORRECT, decode_correct,
+                               rank_finalists, trial_status)
 
 # search_spaces (torch, through the registries) and MLflow are imported where they are
 # used, and tune/ (Ray) never: a notebook that only reads storage, or a command line that
@@ -57,14 +58,17 @@ TRIAL_DEFAULTS = {name: default for name, (_, default) in _SETTINGS.items()}
 _FIELD_TYPES = {name: kind for name, (kind, _) in _SETTINGS.items()}
 
 KEY_COLUMNS = ["run_id", "trial_id", "stage", "budget_arm", "optimizer", "status", "confirm_rank",
-               "source_trial_id", "start_time"]
+               "source_trial_id", "retune_trial_id", "start_time"]
 RESULT_COLUMNS = ["epochs_run", "final_val_acc", "best_val_acc", "best_epoch", "final_test_acc",
                   "final_test_loss", "perturbation_norm", "train_seconds", "grad_evals",
                   "compute_hours", "compute_unit", *FLATNESS_METRICS]
-# A confirm run's loss profile (trainables.flatness): ((t, loss), ...), or None.
-TRIAL_COLUMNS = KEY_COLUMNS + [f for f in CONFIG_FIELDS if f != "optimizer"] + RESULT_COLUMNS + [LOSS_PROFILE]
+# A confirm run's loss profile (trainables.flatness): ((t, loss), ...), and which test
+# examples it got right at its end (a boolean numpy array), or None.
+TRIAL_COLUMNS = (KEY_COLUMNS + [f for f in CONFIG_FIELDS if f != "optimizer"] + RESULT_COLUMNS
+                 + [LOSS_PROFILE, TEST_CORRECT])
 EPOCH_COLUMNS = ["run_id", "trial_id", "stage", "optimizer", "seed", *METRICS]
-STAGES = ("sweep", "confirm")
+# The search ("sweep"), the equal-compute arm's lr re-search, the confirm stage.
+STAGES = ("sweep", "retune", "confirm")
 # Never treated as searched, even when they vary between trials.
 _NOT_SEARCHED = {"seed", "epochs", "optimizer"}
 # Ray's words for a trial that has not ended yet.
@@ -216,8 +220,9 @@ def _frames(rows: list[dict], epoch_frames: list[pd.DataFrame]) -> tuple[pd.Data
     extra = [c for c in trials.columns if c not in TRIAL_COLUMNS]
     trials = trials[TRIAL_COLUMNS + extra]
     trials["confirm_rank"] = pd.to_numeric(trials["confirm_rank"]).astype("Int64")
-    # pandas turns a missing string into NaN: a search trial's arm is None, as promised.
-    trials["budget_arm"] = trials["budget_arm"].astype(object).where(trials["budget_arm"].notna(), None)
+    # pandas turns a missing string into NaN: a search trial's arm and links are None, as promised.
+    for column in ("budget_arm", "source_trial_id", "retune_trial_id"):
+        trials[column] = trials[column].astype(object).where(trials[column].notna(), None)
     trials["start_time"] = pd.to_datetime(trials["start_time"], utc=True)
     trials["stage"] = pd.Categorical(trials["stage"], categories=STAGES)
     trials = trials.sort_values(["stage", "start_time", "trial_id"], kind="stable")
@@ -240,6 +245,8 @@ def _with_trial_keys(epochs: pd.DataFrame, ids: dict, seed) -> pd.DataFrame:
 # ---- MLflow ------------------------------------------------------------------------------
 
 _LISTED_LIMIT = 500  # characters of the error that lists a store's sweeps
+# The largest artifact read back (a record of 2^20 test examples is 175 kB).
+_MAX_ARTIFACT_BYTES = 1 << 20
 
 
 def load_sweep(experiment: str | None, tracking_uri: str) -> Sweep:
@@ -291,15 +298,38 @@ def load_sweep(experiment: str | None, tracking_uri: str) -> Sweep:
         rows.append(row)
         if not epochs.empty:
             epoch_frames.append(epochs)
-    _fill_budget_arms([r for r in rows if r["stage"] == "confirm"], _max_epochs(space))  # untagged runs
+    _fill_budget_arms([r for r in rows if r["stage"] == "confirm"])  # untagged runs
     trials, epochs = _frames(rows, epoch_frames)
     tags = parent.data.tags
     meta = {"experiment": experiment, "space": tags.get("space", space.name if space else None),
             "git_commit": tags.get("git_commit"), "command": tags.get("command"),
             "started": pd.Timestamp(parent.info.start_time, unit="ms", tz="UTC"),
             "source": f"MLflow {tracking_uri}, run {parent.info.run_id}",
-            "parent_run_id": parent.info.run_id, "sweep_path": tags.get("sweep_path")}
+            "parent_run_id": parent.info.run_id, "sweep_path": tags.get("sweep_path"),
+            "dataset": parent.data.params.get("dataset"), "model": parent.data.params.get("model")}
+    meta["test_reads"] = _mlflow_test_reads(client, parent)
     return Sweep(name=experiment, trials=trials, epochs=epochs, space=space, meta=meta)
+
+
+def _reads_test(params: dict) -> bool:
+    """Whether a sweep's recorded plan (its parent run's params) ran a confirm stage."""
+    try:
+        return int(params.get("confirm_top_k", 0)) > 0 and int(params.get("confirm_seeds", 0)) > 0
+    except ValueError:
+        return False
+
+
+def _mlflow_test_reads(client, parent) -> int | None:
+    """How many other sweeps in the store, started before this one, confirmed on the test
+    split of the same data set and model (their parent runs' recorded plans)."""
+    dataset, model = parent.data.params.get("dataset"), parent.data.params.get("model")
+    if dataset is None or model is None or "'" in dataset + model:  # no name to filter by
+        return None
+    ids = [e.experiment_id for e in client.search_experiments()]
+    same = f"tags.stage = 'sweep' and params.dataset = '{dataset}' and params.model = '{model}'"
+    found = client.search_runs(ids, filter_string=same, max_results=5000) if ids else []
+    return sum(1 for r in found if "mlflow.parentRunId" not in r.data.tags and _reads_test(r.data.params)
+               and r.info.start_time < parent.info.start_time and r.info.run_id != parent.info.run_id)
 
 
 def list_sweeps(tracking_uri: str) -> list[str]:
@@ -371,29 +401,54 @@ def _mlflow_trial(client, run, space: SearchSpace | None) -> tuple[dict, pd.Data
            "stage": tags.get("stage", "sweep"), "budget_arm": tags.get("budget_arm"),
            "optimizer": tags.get("optimizer", config.get("optimizer")),
            "status": tags.get("status"), "confirm_rank": tags.get("confirm_rank"),
-           "source_trial_id": tags.get("source_trial_id"),
+           "source_trial_id": tags.get("source_trial_id"), "retune_trial_id": tags.get("retune_trial_id"),
            "start_time": run.info.start_time / 1000}
     ids["start_time"] = pd.Timestamp(ids["start_time"], unit="s", tz="UTC")
     epochs = _mlflow_epochs(client, run)
     row = _trial_row(ids, config, epochs, _space_resources(space))
     row[LOSS_PROFILE] = _mlflow_profile(client, run) if "hessian_top_eig" in run.data.metrics else None
+    correct = _mlflow_text(client, run, f"{TEST_CORRECT}.txt") if "test_acc" in run.data.metrics else None
+    row[TEST_CORRECT] = _test_correct(correct, row["final_test_acc"])
     return row, _with_trial_keys(epochs, ids, config.get("seed"))
 
 
-def _mlflow_profile(client, run) -> tuple[tuple[float, float], ...] | None:
-    """The run's loss profile artifact ({"t": [...], "loss": [...]}), or None."""
-    import tempfile
-
+def _mlflow_text(client, run, name: str) -> str | None:
+    """The text of one of the run's artifacts (untrusted: at most _MAX_ARTIFACT_BYTES), or
+    None where it has none. Read in place where the artifacts are a local folder (35 ms a
+    file less than MLflow's download, which copies through a temporary folder)."""
     from mlflow.exceptions import MlflowException
 
+    folder = _local_folder(run.info.artifact_uri)
+    if folder is not None:
+        return _bounded_text(folder / name)
     # One small file per run: no progress bar each (MLflow draws one on stderr by default).
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     with tempfile.TemporaryDirectory() as folder:
         try:
-            path = client.download_artifacts(run.info.run_id, f"{LOSS_PROFILE}.json", folder)
-            data = _json_object(_read_text(Path(path)))
-        except (MlflowException, OSError, ValueError):
+            return _bounded_text(Path(client.download_artifacts(run.info.run_id, name, folder)))
+        except (MlflowException, OSError):
             return None
+
+
+def _local_folder(uri: str | None) -> Path | None:
+    """The run's artifact folder where its artifact URI is local (a path or file://),
+    else None (a server's: downloaded)."""
+    if not uri or ("://" in uri and not uri.startswith("file://")):
+        return None
+    return Path(uri.removeprefix("file://"))
+
+
+def _bounded_text(path: Path) -> str | None:
+    """A file's UTF-8 text if it is at most _MAX_ARTIFACT_BYTES, else (or unreadable) None."""
+    try:
+        return _read_text(path) if path.stat().st_size <= _MAX_ARTIFACT_BYTES else None
+    except (OSError, ValueError):
+        return None
+
+
+def _mlflow_profile(client, run) -> tuple[tuple[float, float], ...] | None:
+    """The run's loss profile artifact ({"t": [...], "loss": [...]}), or None."""
+    data = _json_object(_mlflow_text(client, run, f"{LOSS_PROFILE}.json"))
     if not isinstance(data.get("t"), list) or not isinstance(data.get("loss"), list):
         return None
     return _profile([[t, v] for t, v in zip(data["t"], data["loss"])])
@@ -408,8 +463,8 @@ def _mlflow_profile(client, run) -> tuple[tuple[float, float], ...] | None:
 
 def load_sweep_from_storage(path: str | os.PathLike) -> Sweep:
     """Load a sweep from Ray's storage: `path` is the search's experiment folder
-    (<storage>/<experiment>); the confirm stage's folder beside it (<path>-confirm) is read
-    too when present. Needs no MLflow, and reads plain JSON only:
+    (<storage>/<experiment>); the equal-compute arm's re-search's and the confirm stage's
+    folders beside it (<path>-retune, <path>-confirm) are read too when present. Needs no MLflow, and reads plain JSON only:
 
     - each trial folder's params.json (its config) and result.json (one line per epoch:
       its metrics, the trial id, when it was reported);
@@ -431,19 +486,41 @@ def load_sweep_from_storage(path: str | os.PathLike) -> Sweep:
     if not search:
         raise ValueError(f"{bounded(folder)} holds no Ray Tune trials (expected the experiment "
                          "folder <storage>/<experiment>)")
-    confirm_folder = folder.with_name(folder.name + CONFIRM_SUFFIX)
-    confirm = _ray_experiment(confirm_folder, "confirm", space) if confirm_folder.is_dir() else []
+    retune, confirm = (_ray_experiment(folder.with_name(folder.name + suffix), stage, space)
+                       for suffix, stage in ((RETUNE_SUFFIX, "retune"), (CONFIRM_SUFFIX, "confirm")))
     confirm_rows = [row for row, _ in confirm]
-    _fill_budget_arms(confirm_rows, _max_epochs(space))
-    _link_confirm_to_search(confirm_rows, [row for row, _ in search], _max_epochs(space))
-    rows = [row for row, _ in search + confirm]
-    trials, epochs = _frames(rows, [e for _, e in search + confirm if not e.empty])
+    _fill_budget_arms(confirm_rows)
+    _link_confirm(confirm_rows, [row for row, _ in search], [row for row, _ in retune])
+    stages = search + retune + confirm
+    trials, epochs = _frames([row for row, _ in stages], [e for _, e in stages if not e.empty])
     started = trials["start_time"].min() if len(trials) else None
+    started = None if started is None or pd.isna(started) else started
     meta = {"experiment": folder.name, "space": space.name if space else None,
-            "git_commit": None, "command": None,
-            "started": None if started is None or pd.isna(started) else started,
-            "source": f"Ray storage {folder}", "sweep_path": str(folder)}
+            "git_commit": None, "command": None, "started": started,
+            "source": f"Ray storage {folder}", "sweep_path": str(folder),
+            "dataset": space.dataset if space else None, "model": space.model if space else None,
+            "test_reads": _storage_test_reads(folder, space, started)}
     return Sweep(name=folder.name, trials=trials, epochs=epochs, space=space, meta=meta)
+
+
+def _storage_test_reads(folder: Path, space: SearchSpace | None, started) -> int | None:
+    """How many other sweeps beside this one in its storage folder confirmed on the test
+    split of the same data set and model before this one started (their confirm folders'
+    times; their space.json files, read as untrusted JSON)."""
+    if space is None or started is None:
+        return None
+    reads = 0
+    for other in folder.parent.iterdir():
+        confirmed = other.with_name(other.name + CONFIRM_SUFFIX)
+        if other == folder or not confirmed.is_dir() or not (other / "space.json").is_file():
+            continue
+        try:
+            data = _read_json(other / "space.json")
+            same = isinstance(data, dict) and (data.get("dataset"), data.get("model")) == (space.dataset, space.model)
+            reads += same and confirmed.stat().st_mtime < started.timestamp()
+        except (ValueError, OSError):
+            continue
+    return reads
 
 
 def _parse_json(text: str):
@@ -550,9 +627,19 @@ def _text(value) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def _test_correct(text: str | None, accuracy: float):
+    """Which test examples a run got right (trainables.schema.decode_correct: untrusted
+    text), or None where there is no record, it is malformed, or it disagrees with the
+    run's final test accuracy (then it is not this run's)."""
+    correct = decode_correct(text)
+    if correct is None or not math.isclose(correct.mean(), accuracy, abs_tol=1e-6):
+        return None
+    return correct
+
+
 # The fields read from a result.json line, each through the reader of its type (anything
 # else, Ray's date, pid, hostname, config..., is not needed).
-_RESULT_FIELDS = {**{name: _float for name in METRICS}, LOSS_PROFILE: _profile,
+_RESULT_FIELDS = {**{name: _float for name in METRICS}, LOSS_PROFILE: _profile, TEST_CORRECT: _text,
                   "trial_id": _text, "timestamp": _float, "time_this_iter_s": _float}
 
 
@@ -624,8 +711,11 @@ def _trial_order(trial_dir: Path) -> tuple[float, str]:
 
 
 def _ray_experiment(folder: Path, stage: str, space: SearchSpace | None) -> list[tuple[dict, pd.DataFrame]]:
-    """(trial row, epochs) for each trial folder in one Ray experiment folder, in Ray's
-    order of its trials (the order of its results, which breaks ties between finalists)."""
+    """(trial row, epochs) for each trial folder in one Ray experiment folder (none if it
+    does not exist), in Ray's order of its trials (the order of its results, which breaks
+    ties between finalists)."""
+    if not folder.is_dir():
+        return []
     statuses = _ray_statuses(folder)
     trial_dirs = sorted((p for p in folder.iterdir() if (p / "params.json").is_file()), key=_trial_order)
     return [_ray_trial(trial_dir, stage, statuses.get(trial_dir.name), _space_resources(space))
@@ -643,9 +733,12 @@ def _ray_trial(trial_dir: Path, stage: str, ray_status: str | None,
     epochs = _epoch_frame([{k: r.get(k) for k in METRICS} for r in results])
     ids = {"run_id": None, "trial_id": trial_id, "stage": stage, "optimizer": config.get("optimizer"),
            "status": _storage_status(ray_status, results, config, trial_dir),
-           "confirm_rank": None, "source_trial_id": None, "start_time": _start_time(results)}
+           "confirm_rank": None, "source_trial_id": None, "retune_trial_id": None,
+           "start_time": _start_time(results)}
     row = _trial_row(ids, config, epochs, resources)
     row[LOSS_PROFILE] = results[-1].get(LOSS_PROFILE) if results else None
+    row[TEST_CORRECT] = _test_correct(results[-1].get(TEST_CORRECT) if results else None,
+                                      row["final_test_acc"])
     return row, _with_trial_keys(epochs, ids, config.get("seed"))
 
 
@@ -660,60 +753,58 @@ def _storage_status(ray_status: str | None, results: list[dict], config: dict, t
     return trial_status(last, int(config["epochs"]), errored)
 
 
-def _max_epochs(space: SearchSpace | None) -> int | None:
-    return space.max_epochs if space is not None else None
-
-
-def _equal_epochs(confirm_epochs: list[int], max_epochs: int | None) -> int | None:
-    """The epochs of the equal-epochs arm: the space's max_epochs, or without a space the
-    fewest among the confirm runs (the other arm only ever runs longer)."""
-    return max_epochs if max_epochs is not None else min(confirm_epochs, default=None)
-
-
-def arms_from_epochs(confirm_epochs: list[int], max_epochs: int | None) -> list[str]:
+def arms_from_epochs(confirm_epochs: list[int]) -> list[str]:
     """The budget arm of each confirm run from its configured epochs, where no tag says it
-    (Ray storage; sweeps from before the tag): the equal-epochs arm's epochs
-    (`_equal_epochs`: the space's max_epochs, else the fewest) mean equal_epochs, any
-    other count equal_compute (the 1-pass optimizers' longer runs)."""
-    equal = _equal_epochs(confirm_epochs, max_epochs)
+    (Ray storage; sweeps from before the tag): the fewest epochs among the confirm runs are
+    the equal-epochs arm's (every finalist runs it, and the other arm only ever runs
+    longer; a refit with matched steps runs fewer than the space's epochs), any other count
+    equal_compute (the 1-pass optimizers' longer runs)."""
+    equal = min(confirm_epochs, default=None)
     return [EQUAL_EPOCHS if int(epochs) == equal else EQUAL_COMPUTE for epochs in confirm_epochs]
 
 
-def _fill_budget_arms(confirm_rows: list[dict], max_epochs: int | None) -> None:
+def _fill_budget_arms(confirm_rows: list[dict]) -> None:
     """Set budget_arm on the confirm rows that have none, from their epochs."""
-    derived = arms_from_epochs([int(r["epochs"]) for r in confirm_rows], max_epochs)
+    derived = arms_from_epochs([int(r["epochs"]) for r in confirm_rows])
     for row, arm in zip(confirm_rows, derived):
         row["budget_arm"] = row.get("budget_arm") or arm
 
 
 # What a confirm run sets itself, apart from its finalist's search config: the seed, the
-# evaluation split and the training data (refit); the equal-compute arm also multiplies
-# the epoch counts (epochs, warm-up, step-schedule period) by one factor.
-_CONFIRM_OWN = ("seed", "eval_split", "refit", "flatness_images")
-_EPOCH_COUNTS = ("epochs", "warmup_epochs", "step_epochs")
+# evaluation split and the training data (refit), and the epoch counts (epochs, warm-up,
+# step-schedule period) that its arm and a matched refit stretch; without them a config
+# still names its trial (its replicate and searched values differ from its group's others).
+_CONFIRM_OWN = ("seed", "eval_split", "refit", "flatness_images", "epochs", "warmup_epochs", "step_epochs")
 
 
-def _search_config_key(row: dict, factor: float = 1.0) -> tuple:
-    """The search config a trial row stands for: its optimizer and settings, without what
-    the confirm stage sets itself, epoch counts divided by `factor`."""
-    return tuple((name, row[name] / factor if name in _EPOCH_COUNTS else row[name])
-                 for name in CONFIG_FIELDS if name not in _CONFIRM_OWN and name != "optimizer"
-                 ) + (("optimizer", row["optimizer"]),)
+def _config_key(row: dict) -> tuple:
+    """The configuration a trial row stands for: its optimizer and settings, without what
+    the confirm stage sets itself."""
+    return tuple((name, row[name]) for name in CONFIG_FIELDS if name not in _CONFIRM_OWN
+                 and name != "optimizer") + (("optimizer", row["optimizer"]),)
 
 
-def _link_confirm_to_search(confirm: list[dict], search: list[dict], max_epochs: int | None) -> None:
-    """Fill a confirm run's source_trial_id and confirm_rank as the MLflow tags have them:
-    the search trial whose config it reruns, ranked among its optimizer's search trials by
-    trainables.schema.rank_finalists (the rule the confirm stage picks finalists by; ties
-    go to the earlier trial in Ray's order, as there). Needs budget_arm filled in."""
-    ranked = {}
-    for optimizer in dict.fromkeys(r["optimizer"] for r in search):
-        finalists = rank_finalists([r for r in search if r["optimizer"] == optimizer])
+def _group(row: dict) -> tuple:
+    return row["optimizer"], row["replicate"]
+
+
+def _link_confirm(confirm: list[dict], search: list[dict], retune: list[dict]) -> None:
+    """Fill a confirm run's source_trial_id, confirm_rank and retune_trial_id as the MLflow
+    tags have them: the search trial whose config it reruns, ranked among its group's
+    (optimizer and replicate) search trials by trainables.schema.rank_finalists (the rule
+    the confirm stage picks finalists by; ties go to the earlier trial in Ray's order, as
+    there); an equal-compute run of a re-searched lr is the rank-1 finalist's, and names
+    its re-search trial. Needs budget_arm filled in."""
+    ranked, first = {}, {}
+    for group in dict.fromkeys(map(_group, search)):
+        finalists = rank_finalists([r for r in search if _group(r) == group])
         for rank, r in enumerate(finalists, start=1):
-            ranked.setdefault(_search_config_key(r), (r["trial_id"], rank))  # same config twice: the first
-    equal_epochs = _equal_epochs([int(r["epochs"]) for r in confirm], max_epochs)
+            ranked.setdefault(_config_key(r), (r["trial_id"], rank))  # same config twice: the first
+        first[group] = finalists[0]["trial_id"] if finalists else None
+    retuned = {_config_key(r): r["trial_id"] for r in retune}
     for row in confirm:
-        factor = row["epochs"] / equal_epochs if row["budget_arm"] == EQUAL_COMPUTE else 1.0
-        source = ranked.get(_search_config_key(row, factor))
-        if source is not None:
-            row["source_trial_id"], row["confirm_rank"] = source
+        key = _config_key(row)
+        if row["budget_arm"] == EQUAL_COMPUTE and key in retuned:
+            row["retune_trial_id"], row["source_trial_id"], row["confirm_rank"] = retuned[key], first.get(_group(row)), 1
+        elif key in ranked:
+            row["source_trial_id"], row["confirm_rank"] = ranked[key]

@@ -49,9 +49,20 @@ def _header(sweep: Sweep) -> str:
             "git commit": meta.get("git_commit") or "not recorded",
             "started": started.strftime("%Y-%m-%d %H:%M UTC") if started is not None else "unknown",
             "report made": pd.Timestamp.now(tz="UTC").strftime("%Y-%m-%d %H:%M UTC"),
-            "command": meta.get("command") or "not recorded", "loaded from": meta.get("source", "")}
+            "command": meta.get("command") or "not recorded", "loaded from": meta.get("source", ""),
+            "earlier reads of this test split": _test_reads(meta)}
     cells = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows.items())
     return f"<h1>Sweep report: {html.escape(sweep.name)}</h1><table class='meta'>{cells}</table>"
+
+
+def _test_reads(meta: dict) -> str:
+    """How many earlier sweeps in this store scored their confirm runs on the same test
+    split (data set and model): each look at the test split is one more chance to fit it."""
+    reads = meta.get("test_reads")
+    if reads is None:
+        return "unknown"
+    return (f"{reads} earlier sweep{'s' * (reads != 1)} in this store confirmed on the test split of "
+            f"{meta.get('dataset')} with {meta.get('model')}")
 
 
 def _section(entry: Figure, inputs: ReportInputs, fig: go.Figure | None) -> str:

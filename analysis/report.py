@@ -9,9 +9,9 @@ the registered figures (analysis.figures) in order, each in its section with its
 text and tables, drawn from inputs computed once per report (analysis.inputs); a notebook
 can call each figure on a `Sweep` (`figure_learning_curves(sweep)`, ...), and
 `write_report(sweep, path)` writes the whole page. Claims rest on the confirm stage
-(several seeds, the test accuracy at the final epoch, intervals, paired tests
-Holm-corrected across the page; analysis.verdict), at equal epochs and at equal gradient
-evaluations; the search's numbers are single runs on val and labelled as such. Warnings
+(replicates of the search and several seeds each, the test accuracy at the final epoch,
+hierarchical intervals, the primary contrast alone and the other tests Holm-corrected
+across the page; analysis.verdict), at equal epochs and at equal gradient evaluations; the search's numbers are single runs on val and labelled as such. Warnings
 (analysis.warnings) come first, in a box above the comparison.
 """
 

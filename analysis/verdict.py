@@ -1,12 +1,15 @@
 """What the verdict rests on, without plotting: which confirm runs are compared in each
-budget arm, the per-optimizer intervals and the paired tests (Holm-corrected across every
-test the report prints), each optimizer's best configuration, and the search's finalists.
+budget arm, the per-optimizer intervals and the paired comparisons (the primary contrast
+alone, every other test in one Holm family), each optimizer's best configuration, and the
+search's finalists.
 
 The verdict is the final-epoch test accuracy of the confirm runs (trainables.schema's
 VERDICT_METRIC), compared twice: at equal epochs, and at equal gradient evaluations,
-where the 1-pass optimizers (adam, adamw, sgd) ran twice the epochs with the learning rate
-tuned at 1x and the SAM family (two passes per step) keeps its equal-epochs runs. The
-report (analysis.report) and the console summary (analysis.summary) both read it here.
+where the 1-pass optimizers (adam, adamw, sgd) ran twice the epochs at a learning rate
+re-searched for them (tune.retune) and the SAM family (two passes per step) keeps its
+equal-epochs runs. Intervals and tests are analysis.stats' hierarchical bootstrap over the
+sweep's replicates, seeds and test examples. The report (analysis.report) and the console
+summary (analysis.summary) both read it here.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from trainables.schema import (BUDGET_ARMS, EQUAL_COMPUTE, EQUAL_EPOCHS, UNFINIS
                                rank_finalists)
 
 SAM_REFERENCE = "sam"
-RESULT_COLUMNS = ["optimizer", "seed", VERDICT_METRIC, "budget_arm", "trial_id", "source_trial_id"]
+RESULT_COLUMNS = ["optimizer", "replicate", "seed", VERDICT_METRIC, "test_correct", "budget_arm", "status",
+                  "trial_id", "source_trial_id"]
 
 
 def base_optimizer(sweep: Sweep) -> str:
@@ -57,13 +61,15 @@ def _arm_runs(confirm: pd.DataFrame, arm: str) -> pd.DataFrame:
 
 def confirm_results(sweep: Sweep, arm: str = EQUAL_EPOCHS) -> tuple[pd.DataFrame, list[str]]:
     """The confirm runs of one budget arm (`_arm_runs`) as the frame analysis.stats
-    expects: one row per optimizer and seed with `test_acc`, the run's test accuracy at
-    its final epoch (never its best epoch, never val), its budget_arm, trial_id and
+    expects: one row per optimizer, replicate and seed with `test_acc`, the run's test
+    accuracy at its final epoch (never its best epoch, never val), `test_correct` (which
+    test examples it got right, or None), its budget_arm, status, trial_id and
     source_trial_id; and notes on the runs left out.
 
-    Only each optimizer's best configuration (confirm_rank 1) is compared, so seeds are
+    Only each replicate's best configuration (confirm_rank 1) is compared, so seeds are
     not mixed with configs. Runs that failed or are unfinished have no final accuracy and
-    are left out, with a note: leaving them out flatters the optimizer that failed.
+    are left out, with a note: leaving them out flatters the optimizer that failed. A
+    diverged run counts at the accuracy it ended with (analysis.warnings names it).
     """
     confirm = _arm_runs(sweep.stage("confirm"), arm)
     notes = []
@@ -80,8 +86,8 @@ def confirm_results(sweep: Sweep, arm: str = EQUAL_EPOCHS) -> tuple[pd.DataFrame
                          zip(failed["optimizer"], failed["budget_arm"], failed["seed"], failed["status"]))
         notes.append(f"Left out of the comparison, with no final test accuracy: {runs}. A failed "
                      "run counts against its optimizer; read the tables with that in mind.")
-    kept = confirm.drop(failed.index).sort_values(["optimizer", "seed", "start_time"])
-    repeated = kept.duplicated(["optimizer", "seed"])
+    kept = confirm.drop(failed.index).sort_values(["optimizer", "replicate", "seed", "start_time"])
+    repeated = kept.duplicated(["optimizer", "replicate", "seed"])
     if repeated.any():
         notes.append(f"{int(repeated.sum())} confirm runs repeat an optimizer and seed with "
                      "another configuration; only the first of each is compared.")
@@ -91,44 +97,38 @@ def confirm_results(sweep: Sweep, arm: str = EQUAL_EPOCHS) -> tuple[pd.DataFrame
 
 
 def search_best(sweep: Sweep) -> pd.DataFrame:
-    """Each optimizer's finalist among its search trials, by trainables.schema's
-    rank_finalists (full-budget trials first, then the final-epoch val accuracy; errors
-    and divergences excluded): single runs on val. Rows best first by final val accuracy."""
+    """Each optimizer's finalist among its search trials in each replicate, by
+    trainables.schema's rank_finalists (full-budget trials first, then the final-epoch val
+    accuracy; errors and divergences excluded): single runs on val. Rows best first by
+    final val accuracy."""
     search = sweep.stage("sweep")
     rows = []
     for optimizer in sweep.optimizers:
-        ranked = rank_finalists(search[search["optimizer"] == optimizer].to_dict("records"))
-        rows += ranked[:1]
+        mine = search[search["optimizer"] == optimizer]
+        for _, group in mine.groupby("replicate", sort=True):
+            rows += rank_finalists(group.to_dict("records"))[:1]
     if not rows:
         return search.iloc[0:0]
     best = pd.DataFrame(rows, columns=search.columns)
     return best.sort_values("final_val_acc", ascending=False, kind="stable").reset_index(drop=True)
 
 
-def best_configs(sweep: Sweep, finalists: pd.DataFrame | None = None) -> dict[str, pd.Series]:
-    """Each optimizer's best configuration, as one trial row: its confirm stage's rank-1
-    configuration (an equal-epochs run, whose epoch counts are the search's) if the
-    optimizer was confirmed, else its search finalist (`search_best`, or `finalists`
-    where the caller has them already)."""
-    confirm = sweep.stage("confirm")
-    confirmed = confirm[(confirm["confirm_rank"].fillna(1) == 1) & (confirm["budget_arm"] == EQUAL_EPOCHS)]
-    finalists = (search_best(sweep) if finalists is None else finalists).set_index("optimizer", drop=False)
-    best = {}
-    for optimizer in sweep.optimizers:
-        mine = confirmed[confirmed["optimizer"] == optimizer]
-        if len(mine):
-            best[optimizer] = mine.iloc[0]
-        elif optimizer in finalists.index:
-            best[optimizer] = finalists.loc[optimizer]
-    return best
+def best_configs(sweep: Sweep, finalists: pd.DataFrame | None = None) -> dict[tuple[str, int], pd.Series]:
+    """Each optimizer's best configuration in each replicate, as one trial row keyed by
+    (optimizer, replicate): its search finalist (`search_best`, or `finalists` where the
+    caller has them already), the configuration the confirm stage reran at rank 1 (its
+    equal-epochs runs carry the search's settings)."""
+    finalists = search_best(sweep) if finalists is None else finalists
+    return {(row["optimizer"], int(row["replicate"])): row for _, row in finalists.iterrows()}
 
 
 @dataclass
 class ArmComparison:
     """One budget arm: the runs compared (`confirm_results`), the per-optimizer summary
-    (stats.summarize_by_optimizer) and the paired tables by reference optimizer, each
-    with an `arm` column (the arm of the runs a row compares: equal_compute where either
-    side ran the longer runs) and Holm-adjusted across the whole comparison."""
+    (stats.summarize) and the paired tables by reference optimizer (rows of
+    stats.compare), each with an `arm` column (the arm of the runs a row compares:
+    equal_compute where either side ran the longer runs); p_holm and verdicts across the
+    whole comparison (stats.holm_across)."""
 
     frame: pd.DataFrame
     summary: pd.DataFrame
@@ -137,17 +137,37 @@ class ArmComparison:
 
 @dataclass
 class Comparison:
-    """The comparison section: per budget arm (equal epochs first), or, without a confirm
-    stage, the search's finalists (`search_best`, single runs on val)."""
+    """The comparison section: per budget arm (equal epochs first), and the search's
+    finalists (`search_best`, single runs on val: all there is without a confirm stage,
+    and what the warnings and the re-search's table read otherwise). `replicates`: how
+    many replicates the compared runs come from (1: every interval is conditional on one
+    search); `primary`: the primary contrast (candidate, reference) or None; `margin`: the
+    equivalence margin (accuracy); `secondary`: the tests in the Holm family."""
 
     arms: dict = field(default_factory=dict)      # budget arm -> ArmComparison
     notes: list = field(default_factory=list)
     search_best: pd.DataFrame | None = None
+    replicates: int = 0
+    primary: tuple | None = None
+    margin: float = stats.EQUIVALENCE_MARGIN
+    secondary: int = 0
+
+    @property
+    def test_level(self) -> bool:
+        """Whether every compared run recorded its per-example results, so that the
+        intervals resample test examples too."""
+        return all(r.summary["test_level"].all() for r in self.arms.values())
 
     @property
     def single_runs(self) -> bool:
         """True without a confirm stage: the search's best only, not evidence."""
         return not self.arms
+
+    @property
+    def conditional(self) -> bool:
+        """True when the intervals cover seeds and test examples but not the search's own
+        variance (one replicate)."""
+        return self.replicates == 1
 
     @cached_property
     def compared_runs(self) -> pd.DataFrame:
@@ -158,14 +178,38 @@ class Comparison:
             return pd.DataFrame(columns=RESULT_COLUMNS)
         return pd.concat(frames, ignore_index=True).drop_duplicates("trial_id", ignore_index=True)
 
+    def primary_row(self) -> dict | None:
+        """The primary contrast's row (equal epochs; both sides 2-pass or both 1-pass run
+        the same runs in either arm), or None."""
+        for result in self.arms.values():
+            for table in result.paired.values():
+                rows = table[table["primary"]]
+                if len(rows):
+                    return rows.iloc[0].to_dict()
+        return None
 
-def comparison(sweep: Sweep, confidence: float = 0.95) -> Comparison:
-    """Intervals per optimizer and paired tests against SAM and against the base
-    optimizer, in each budget arm the confirm stage ran. Every paired test in every arm
-    is one Holm family (stats.holm_across): a pair printed in two tables counts once."""
+
+def primary_contrast(sweep: Sweep) -> tuple[str, str] | None:
+    """The sweep's primary contrast: its space's, else zsharp against sam when both ran."""
+    if sweep.space is not None:
+        return sweep.space.primary
+    return ("zsharp", "sam") if {"zsharp", "sam"} <= set(sweep.optimizers) else None
+
+
+def equivalence_margin(sweep: Sweep) -> float:
+    """The equivalence margin as accuracy (the space's points / 100)."""
+    return sweep.space.equivalence_margin / 100 if sweep.space is not None else stats.EQUIVALENCE_MARGIN
+
+
+def comparison(sweep: Sweep) -> Comparison:
+    """Intervals per optimizer and paired comparisons against SAM and against the base
+    optimizer (and the primary contrast, wherever it is), in each budget arm the confirm
+    stage ran. The primary contrast is tested alone; every other test in every arm is one
+    Holm family (stats.holm_across): a pair printed in two tables counts once."""
     arms, notes = {}, []
+    primary, margin = primary_contrast(sweep), equivalence_margin(sweep)
     for arm in confirm_arms(sweep):
-        result, arm_notes = _arm_comparison(sweep, arm, confidence)
+        result, arm_notes = _arm_comparison(sweep, arm, primary, margin)
         notes += arm_notes
         if len(result.frame):
             arms[arm] = result
@@ -175,28 +219,44 @@ def comparison(sweep: Sweep, confidence: float = 0.95) -> Comparison:
                      "Below: the search's best trial per optimizer, single runs on val: not "
                      "evidence of a difference.")
         return Comparison({}, list(dict.fromkeys(notes)), search_best(sweep))
-    adjusted = iter(stats.holm_across([t for r in arms.values() for t in r.paired.values()]))
+    tables = [t for r in arms.values() for t in r.paired.values()]
+    adjusted = iter(stats.holm_across(tables, margin=margin))
     for result in arms.values():
         result.paired = {reference: next(adjusted) for reference in result.paired}
-    if any(r.summary["small_sample"].any() for r in arms.values()):
-        notes.append(f"Fewer than {stats.MIN_SEEDS} seeds: intervals are shown but too wide or "
-                     "too unstable to carry a claim, and no difference is called significant.")
-    return Comparison(arms, list(dict.fromkeys(notes)))  # each arm may repeat a note
+    replicates = int(max(r.frame["replicate"].nunique() for r in arms.values()))
+    return Comparison(arms, list(dict.fromkeys(notes)), search_best(sweep), replicates=replicates,
+                      primary=primary, margin=margin, secondary=stats.secondary_tests(tables))
 
 
-def _arm_comparison(sweep: Sweep, arm: str, confidence: float) -> tuple[ArmComparison, list[str]]:
+def _references(sweep: Sweep, primary: tuple | None) -> list[str]:
+    """The optimizers every other is compared against: SAM, the base optimizer, and the
+    primary contrast's reference."""
+    return list(dict.fromkeys([SAM_REFERENCE, base_optimizer(sweep), *([primary[1]] if primary else [])]))
+
+
+def _arm_comparison(sweep: Sweep, arm: str, primary: tuple | None,
+                    margin: float) -> tuple[ArmComparison, list[str]]:
     frame, notes = confirm_results(sweep, arm)
     if frame.empty:
         return ArmComparison(frame, pd.DataFrame(columns=stats.SUMMARY_COLUMNS)), notes
-    summary = stats.summarize_by_optimizer(frame, VERDICT_METRIC, confidence, method="t")
-    present = set(frame["optimizer"])
+    summary = stats.summarize(frame)
+    present = list(dict.fromkeys(frame["optimizer"]))
     runs_arm = frame.groupby("optimizer")["budget_arm"].first()
     paired = {}
-    for reference in dict.fromkeys([SAM_REFERENCE, base_optimizer(sweep)]):
+    for reference in _references(sweep, primary):
         if reference not in present:
             notes.append(f"No {label(reference)} in the confirm stage: no comparison against it.")
-        elif len(present) > 1:
-            table = stats.paired_differences(frame, reference=reference, value=VERDICT_METRIC)
-            longer = table["optimizer"].map(runs_arm).eq(EQUAL_COMPUTE) | (runs_arm[reference] == EQUAL_COMPUTE)
-            paired[reference] = table.assign(arm=np.where(longer, EQUAL_COMPUTE, EQUAL_EPOCHS))
+            continue
+        rows = [stats.compare(frame, o, reference, margin=margin, primary=(o, reference) == primary)
+                for o in present if o != reference]
+        if not rows:
+            continue
+        table = pd.DataFrame(rows, columns=stats.PAIRED_COLUMNS)
+        longer = table["optimizer"].map(runs_arm).eq(EQUAL_COMPUTE) | (runs_arm[reference] == EQUAL_COMPUTE)
+        table = table.assign(arm=np.where(longer, EQUAL_COMPUTE, EQUAL_EPOCHS))
+        # The primary contrast is one test, on equal-epochs runs (in the equal-compute arm
+        # too when neither side ran longer; a 1-pass side's longer runs are secondary).
+        table["primary"] = table["primary"] & (table["arm"] == EQUAL_EPOCHS)
+        paired[reference] = table.sort_values("mean_diff", ascending=False, na_position="last",
+                                              kind="stable").reset_index(drop=True)
     return ArmComparison(frame, summary, paired), notes

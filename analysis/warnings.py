@@ -1,16 +1,23 @@
-"""Warnings where a reader of a sweep's results would be misled: a best configuration at
-the edge of its searched range, a search too thin for its dimensions, too few confirm
-seeds, no confirm stage at all. One line each; the report shows them in a box at the top
-and the console summary prints them first.
+"""Warnings where a reader of a sweep's results would be misled: no confirm stage, one
+replicate (intervals conditional on one search), too few runs to test, diverged confirm
+runs, a called difference whose order flips between the budget arms, a refit that takes more steps than
+the search tuned for, ASHA rungs that do not predict the final ranking, best
+configurations at the edge of their searched range, searches too thin for their
+dimensions, and flatness values rougher than their checks allow (analysis.flatness). One line each; the report shows them in a box at the top and the console
+summary prints them first.
 
 Pure functions of a `Sweep` (no plotting).
 """
 
 from __future__ import annotations
 
+import itertools
+
+from analysis.flatness import flatness_warnings
 from analysis.load import Sweep
-from analysis.stats import MIN_SEEDS
-from analysis.text import count, label, run_label
+from analysis.rungs import rung_warnings
+from analysis.stats import MIN_PAIRS
+from analysis.text import ARM_TITLES, count, label, run_label
 from analysis.verdict import Comparison, best_configs, comparison
 
 # A best value within this fraction of either end of its range, on the range's own
@@ -19,69 +26,127 @@ EDGE = 0.05
 # A common rule of thumb for a model-based search (TPE): below about 5 trials per searched
 # dimension, most of the space is never sampled.
 MIN_TRIALS_PER_DIMENSION = 5
+# A refit taking this many more (or fewer) optimizer steps than the search tuned for is
+# worth a warning: the configuration was chosen for another schedule length.
+REFIT_STEPS_WARNING = 0.10
 _SCALE_WORDS = {"linear": "linear", "log": "log", "log_complement": "log(1 - value)"}
 
 
 def sweep_warnings(sweep: Sweep, result: Comparison | None = None) -> list[str]:
-    """Every warning for this sweep, one line each, the verdict's first: no confirm stage
-    or too few seeds, then best values at the edge of their ranges, then thin searches.
+    """Every warning for this sweep, one line each, the verdict's first.
     `result`: the sweep's comparison (verdict.comparison), where the caller has it already."""
     result = comparison(sweep) if result is None else result
-    return [*_verdict_warnings(sweep, result), *_edge_warnings(sweep, result), *_thin_search_warnings(sweep)]
+    return [*_verdict_warnings(sweep, result), *_diverged_warnings(sweep), *_flip_warnings(result),
+            *_refit_warnings(sweep), *rung_warnings(sweep), *_edge_warnings(sweep, result),
+            *_thin_search_warnings(sweep), *flatness_warnings(sweep)]
 
 
 def _verdict_warnings(sweep: Sweep, result: Comparison) -> list[str]:
-    """No confirm stage (the search's numbers are no verdict), or fewer than MIN_SEEDS
-    finished seeds for some optimizer in some arm."""
+    """No confirm stage (the search's numbers are no verdict), one replicate (the search's
+    own variance is not in the intervals), or too few runs for a test."""
     runs = result.compared_runs
     if runs.empty:
         what = "no confirm stage" if sweep.stage("confirm").empty else "no confirm run finished"
         return [f"{what}: the search's figures are single runs on the validation split, not a "
                 "verdict; rerun the best configurations with several seeds "
                 "(launch.py ... --confirm 1 --seeds 5)"]
-    seeds = runs.groupby(["optimizer", "budget_arm"], sort=False).size()
-    few = seeds[seeds < MIN_SEEDS]
-    if few.empty:
+    found = []
+    if result.conditional:
+        found.append("one replicate of the search: every interval is conditional on one search, "
+                     "whose own variance (which configuration it picks) is not included; a rerun "
+                     "can move the verdict by more than the interval (launch.py ... --replicates 3)")
+    sizes = runs.groupby(["optimizer", "budget_arm"], sort=False).size()
+    few = sizes[sizes < MIN_PAIRS]
+    if len(few):
+        names = ", ".join(f"{run_label(o, arm)} {n}" for (o, arm), n in few.items())
+        found.append(f"fewer than {MIN_PAIRS} confirm runs ({names}): no interval or test can rest "
+                     f"on them; rerun with more --seeds")
+    return found
+
+
+def _diverged_warnings(sweep: Sweep) -> list[str]:
+    """Confirm runs that diverged: they count, at the accuracy they ended with."""
+    confirm = sweep.stage("confirm")
+    diverged = confirm[confirm["status"] == "diverged"]
+    if diverged.empty:
         return []
-    names = ", ".join(f"{run_label(o, arm)} {n}" for (o, arm), n in few.items())
-    return [f"fewer than {MIN_SEEDS} confirm seeds ({names}): intervals are too wide to carry a "
-            f"claim and no difference is called significant; rerun with --seeds {MIN_SEEDS} or more"]
+    runs = ", ".join(f"{run_label(o, a)} replicate {r} seed {s}" for o, a, r, s in
+                     zip(diverged["optimizer"], diverged["budget_arm"], diverged["replicate"], diverged["seed"]))
+    return [f"diverged confirm runs count at the accuracy they ended with ({count(len(diverged), 'run')}): "
+            f"{runs}"]
+
+
+def _flip_warnings(result: Comparison) -> list[str]:
+    """Pairs of optimizers whose order flips between the budget arms where that matters: a
+    difference called (better or worse) in one arm that reverses in the other. A flip of
+    two means within each other's noise misleads nobody."""
+    if len(result.arms) < 2:
+        return []
+    means = {arm: dict(zip(r.summary["optimizer"], r.summary["mean"])) for arm, r in result.arms.items()}
+    called = {frozenset((row["optimizer"], row["reference"]))
+              for r in result.arms.values() for table in r.paired.values()
+              for row in table.to_dict("records") if row["verdict"] in ("better", "worse")}
+    (first, a_means), (second, b_means) = list(means.items())[:2]
+    flips = [(a, b) for a, b in itertools.combinations(sorted(set(a_means) & set(b_means)), 2)
+             if (a_means[a] - a_means[b]) * (b_means[a] - b_means[b]) < 0 and frozenset((a, b)) in called]
+    return [f"the ranking flips between the arms: {label(a)} is {_order(a_means, a, b)} {label(b)} "
+            f"{ARM_TITLES[first]} but {_order(b_means, a, b)} it {ARM_TITLES[second]}, and one of "
+            "the two is called a difference; read the verdict per arm" for a, b in flips]
+
+
+def _order(means: dict, a: str, b: str) -> str:
+    return "above" if means[a] > means[b] else "below"
+
+
+def _refit_warnings(sweep: Sweep) -> list[str]:
+    """A refit whose step count differs from the search's by REFIT_STEPS_WARNING or more."""
+    extra = sweep.space.refit_extra_steps if sweep.space is not None else None
+    if extra is None or abs(extra) < REFIT_STEPS_WARNING or sweep.stage("confirm").empty:
+        return []
+    return [f"confirm runs refit on train + val and so take {extra:+.1%} optimizer steps against the "
+            "search that tuned their configuration (a longer schedule may want another learning "
+            "rate); refit_steps: matched in the space scales their epochs by |train| / |train + val|"]
 
 
 def _edge_warnings(sweep: Sweep, result: Comparison) -> list[str]:
-    """Each searched value of an optimizer's best configuration (verdict.best_configs)
-    within EDGE of either end of its range, on the range's scale (choices skipped)."""
+    """Each searched value of an optimizer's best configurations (verdict.best_configs, one
+    per replicate) within EDGE of either end of its range, on the range's scale (choices
+    skipped), once per optimizer and value, naming the replicates."""
     if sweep.space is None:
         return []  # the ranges are the space's
-    found = []
-    for optimizer, best in best_configs(sweep, result.search_best).items():
+    at_edge: dict[tuple, list] = {}
+    for (optimizer, replicate), best in best_configs(sweep, result.search_best).items():
         if optimizer not in sweep.space.optimizers:
             continue
         for name, dist in sweep.space.distributions_for(optimizer).items():
             where = dist.position(best[name])
-            if where is None or EDGE <= where <= 1 - EDGE:
-                continue
-            edge, way = ("top", "upwards") if where > 0.5 else ("bottom", "downwards")
-            found.append(
-                f"{label(optimizer)}: its best {name}, {best[name]:.3g}, lies at the {edge} of the "
-                f"searched range [{dist.low:.3g}, {dist.high:.3g}] ({where:.0%} of the way on its "
-                f"{_SCALE_WORDS[dist.scale]} scale): the best value may lie outside it; widen "
-                f"the range {way} and search again")
+            if where is not None and not EDGE <= where <= 1 - EDGE:
+                at_edge.setdefault((optimizer, name, where > 0.5), []).append((replicate, best[name], where))
+    found = []
+    for (optimizer, name, top), hits in at_edge.items():
+        dist = sweep.space.distributions_for(optimizer)[name]
+        edge, way = ("top", "upwards") if top else ("bottom", "downwards")
+        values = ", ".join(f"{v:.3g} (replicate {r}, {w:.0%})" for r, v, w in hits)
+        found.append(f"{label(optimizer)}: its best {name} lies at the {edge} of the searched range "
+                     f"[{dist.low:.3g}, {dist.high:.3g}] on its {_SCALE_WORDS[dist.scale]} scale: "
+                     f"{values}; the best value may lie outside it; widen the range {way} and search again")
     return found
 
 
 def _thin_search_warnings(sweep: Sweep) -> list[str]:
     """Optimizers with fewer than MIN_TRIALS_PER_DIMENSION search trials per searched
-    hyperparameter."""
+    hyperparameter in each replicate."""
     search = sweep.stage("sweep")
     found = []
     for optimizer in sweep.optimizers:
-        trials = int((search["optimizer"] == optimizer).sum())
+        mine = search[search["optimizer"] == optimizer]
+        replicates = max(1, mine["replicate"].nunique())
+        trials = len(mine) // replicates
         dims = sweep.searched_params(optimizer)
         needed = MIN_TRIALS_PER_DIMENSION * len(dims)
         if trials < needed:
             found.append(
-                f"{label(optimizer)}: {count(trials, 'search trial')} for "
+                f"{label(optimizer)}: {count(trials, 'search trial')} per replicate for "
                 f"{count(len(dims), 'searched hyperparameter')} ({', '.join(dims)}): fewer than "
                 f"{MIN_TRIALS_PER_DIMENSION} per dimension, so most of the space was never sampled; "
                 f"run at least {needed} (--num-samples)")

@@ -14,7 +14,10 @@ checkpoints and the diagnostics). With --results: the confirm runs of a finished
 they ran (Ray's time_total_s of each run: its trainable from start to end, on however
 many runs shared the machine), from the result.json files of the confirm stage beside the
 sweep's folder (its `results` line). Target on the quickstart:
-<= 10% of a run; a 1-pass optimizer's run is cheaper, so its share is higher.
+<= 10% of a run; a 1-pass optimizer's run is cheaper, so its share is higher. Each line
+also gives how precise the curvature came out (trainables.flatness.precision): the
+report calls a top eigenvalue rough whose Lanczos residual exceeds 10% of it, and a trace
+whose standard error exceeds 30% of it (analysis.flatness).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from search_spaces import get_space  # noqa: E402
 from trainables.config import TrialConfig  # noqa: E402
+from trainables.flatness import precision, precision_text  # noqa: E402
 from trainables.schema import CONFIRM_SUFFIX  # noqa: E402
 from trainables.train import run_trial  # noqa: E402
 
@@ -81,7 +85,8 @@ def main() -> int:
         totals, shares[optimizer] = [totals[0] + run, totals[1] + diagnostics], diagnostics / run
         print(f"{optimizer:7s} {space.dataset}/{space.model}, {len(epochs)} epochs: training {training:.2f} s, "
               f"run {run:.2f} s, diagnostics ({args.images} images, {args.probes} probes) {diagnostics:.2f} s: "
-              f"{diagnostics / training:.1%} of training, {diagnostics / run:.1%} of the run")
+              f"{diagnostics / training:.1%} of training, {diagnostics / run:.1%} of the run; "
+              f"{precision_text(*precision(epochs[-1]))}")
     _print_total(totals[1] / totals[0], shares, "one run of each optimizer")
     return 0
 
@@ -92,12 +97,14 @@ def from_sweep(folder: Path) -> int:
     (a 1-pass optimizer's equal-compute runs have twice the epochs)."""
     confirm = folder.with_name(folder.name + CONFIRM_SUFFIX)
     runs = defaultdict(list)  # (optimizer, epochs) -> [(diagnostics, run) seconds]
+    precise = defaultdict(list)  # (optimizer, epochs) -> [flatness.precision of each run]
     for path in sorted(confirm.glob("*/result.json")):
         last = _last_result(path)
         if {"flatness_seconds", "time_total_s"} <= last.keys():
             config = last.get("config", {})
             group = (str(config.get("optimizer", "?")), str(config.get("epochs", "?")))
             runs[group].append((float(last["flatness_seconds"]), float(last["time_total_s"])))
+            precise[group].append(precision(last))
     if not runs:
         print(f"no confirm run with diagnostics in {confirm}", file=sys.stderr)
         return 2
@@ -105,9 +112,10 @@ def from_sweep(folder: Path) -> int:
     for (optimizer, epochs), pairs in sorted(runs.items()):
         shares = [flat / run for flat, run in pairs]
         highest[f"{optimizer} {epochs} epochs"] = max(shares)
+        largest = precision_text(*map(max, zip(*precise[optimizer, epochs])))
         print(f"{optimizer:7s} {epochs:>3s} epochs, {len(pairs)} runs: diagnostics {sum(f for f, _ in pairs) / len(pairs):.2f} s "
               f"of {sum(r for _, r in pairs) / len(pairs):.2f} s per run ({sum(shares) / len(shares):.1%}; "
-              f"highest {max(shares):.1%})")
+              f"highest {max(shares):.1%}); largest {largest}")
     flat, run = (sum(values) for values in zip(*(p for pairs in runs.values() for p in pairs)))
     _print_total(flat / run, highest, "the sweep's confirm runs as they ran")
     return 0

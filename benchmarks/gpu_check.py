@@ -7,7 +7,8 @@
 3. Throughput: `run_trial` on 50,000 synthetic 32x32 images for res20s, res56s, vgg16_bn
    and vit with adam, sam and zsharp (bf16 autocast, channels_last); images/s of the
    second epoch (the first pays for cuDNN autotuning) and the ZSharp/SAM step-time ratio.
-4. Flatness diagnostics (2,048 images, 20 probes) per model, against a ZSharp epoch.
+4. Flatness diagnostics (2,048 images, 20 probes) per model, against a ZSharp epoch, and
+   how precise their curvature came out (Lanczos residual, trace SE).
 
     benchmarks/gpu_check.sh            # about 4 minutes on an H100
 """
@@ -22,6 +23,7 @@ import warnings
 import torch
 
 from trainables.data import load_dataset
+from trainables.flatness import precision, precision_text
 from trainables.models import create_model
 from trainables.optim import create_optimizer
 from trainables.train import TrialConfig, run_trial
@@ -187,7 +189,8 @@ def flatness_costs(models, num_train: int, device: str, **flatness) -> None:
         epoch, flat = num_train / metrics["images_per_s"], metrics["flatness_seconds"]
         print(f"flatness   {model:9s} {images:,} images, {probes} probes: {flat:.2f} s = "
               f"{flat / epoch:.2f} epochs of zsharp training ({epoch:.2f} s an epoch of "
-              f"{num_train:,} images; {flat / (200 * epoch):.2%} of a 200-epoch run)", flush=True)
+              f"{num_train:,} images; {flat / (200 * epoch):.2%} of a 200-epoch run); "
+              f"{precision_text(*precision(metrics))}", flush=True)
 
 
 def main(argv=None) -> None:
@@ -200,8 +203,8 @@ def main(argv=None) -> None:
     if args.smoke_test:
         device = "cuda" if torch.cuda.is_available() else "cpu"
         throughput(["res20s"], ["adam", "sam", "zsharp"], 1, 512, device)
-        flatness_costs(["res20s"], 512, device, flatness_images=48, flatness_probes=2,
-                       flatness_lanczos_steps=3, flatness_ascent_steps=1)  # the quickstart's
+        flatness_costs(["res20s"], 512, device, flatness_images=40, flatness_probes=3,
+                       flatness_lanczos_steps=6, flatness_ascent_steps=1)  # the quickstart's
         return
     if not torch.cuda.is_available():
         raise SystemExit("gpu_check: no CUDA GPU here (use --smoke-test on a CPU)")

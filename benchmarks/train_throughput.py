@@ -49,7 +49,7 @@ from trainables.data import ImageData, augment, load_dataset, normalize
 from trainables.models import create_model
 from trainables.optim import create_optimizer, get_optimizer_info, list_optimizers, optimizer_kwargs
 from trainables.step import optimizer_step
-from trainables.train import TrialConfig, run_trial
+from trainables.train import TrialConfig, channels_format, run_trial
 
 MODEL = "res20s"
 PIPELINES = ("run_trial", "minimal", "dataloader")
@@ -69,7 +69,7 @@ class Setup:
     batch_size: int  # images per step, as run_trial uses it (the whole set if smaller)
     steps: int  # full batches per epoch; a last partial batch is dropped, as run_trial does
     autocast_dtype: torch.dtype | None  # run_trial's choice: bf16 on CUDA, none on CPU
-    memory_format: torch.memory_format  # run_trial's choice: channels_last on CUDA
+    memory_format: torch.memory_format  # run_trial's choice (trainables.train.channels_format)
 
 
 def make_setup(args: argparse.Namespace) -> Setup:
@@ -84,7 +84,7 @@ def make_setup(args: argparse.Namespace) -> Setup:
     torch.backends.cudnn.benchmark = cuda
     return Setup(config, data, device, batch_size, args.num_train // batch_size,
                  torch.bfloat16 if cuda else None,
-                 torch.channels_last if cuda else torch.contiguous_format)
+                 channels_format(device))
 
 
 def build(setup: Setup) -> tuple[nn.Module, torch.optim.Optimizer]:

@@ -22,14 +22,19 @@ from dataclasses import dataclass
 
 from trainables.config import TrialConfig
 from trainables.errors import ConfigError, check_range, shown
-from trainables.catalog import all_hparams, hparams_of, list_datasets, list_models, list_optimizers
+from trainables.catalog import SPLIT_SIZES, all_hparams, hparams_of, list_datasets, list_models, list_optimizers
 
 KINDS = ("uniform", "loguniform", "loguniform_complement", "int", "choice")
 
 # Trial settings the sweep sets itself (epochs is max_epochs; eval_split, refit and
 # flatness_images follow the stage: a search trial evaluates val, a confirm run test and
-# measures flatness); never fixed, never searched.
-_OWN = ("dataset", "model", "optimizer", "epochs", "eval_split", "refit", "flatness_images")
+# measures flatness; seed, replicate and holdout_seed follow the replicate); never fixed,
+# never searched.
+_OWN = ("dataset", "model", "optimizer", "epochs", "eval_split", "refit", "flatness_images", "seed",
+        "replicate", "holdout_seed")
+# How a refit's epochs are counted: as the search's (train + val is larger, so more steps),
+# or scaled by |train| / |train + val| so that it takes the steps the search tuned for.
+REFIT_STEPS = ("epochs", "matched")
 # Space names become experiment folder names.
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -42,9 +47,11 @@ _LIMITS = {
     "max_concurrent": (True, 1, True, math.inf),
     "cpus_per_trial": (False, 0, False, math.inf),
     "gpus_per_trial": (False, 0, True, math.inf),
-    "seed": (True, 0, True, 2 ** 32 - 1),  # Optuna seeds numpy's RandomState: 32 bits
+    "seed": (True, 0, True, 2 ** 32 - 1),  # the master seed (tune.seeds)
     "confirm_top_k": (True, 0, True, math.inf),
     "confirm_seeds": (True, 0, True, math.inf),
+    "replicates": (True, 1, True, math.inf),
+    "equivalence_margin": (False, 0, False, 100),
 }
 
 
@@ -262,13 +269,27 @@ class SearchSpace:
     max_concurrent: int       # trials running at once
     cpus_per_trial: float
     gpus_per_trial: float     # fractional: several small trials share one GPU
-    seed: int = 0             # searcher seed
+    seed: int = 0             # master seed: every replicate's seeds derive from it (tune.seeds)
     # The default confirm stage: the top k configurations of each optimizer re-run with
     # this many seeds, to the full budget (0 and 0: none).
     confirm_top_k: int = 0
     confirm_seeds: int = 0
     # Confirm runs train on train + val (the usual final training), or on train alone.
     refit: bool = True
+    # Independent replicates of each optimizer's search and confirm stage (own searcher,
+    # training seed and validation holdout each): the verdict's unit of evidence.
+    replicates: int = 1
+    # The contrast the sweep asks about, tested alone at 0.05 ([candidate, reference]);
+    # None: zsharp against sam when both are compared. Every other test is one Holm family.
+    primary_contrast: tuple[str, ...] | None = None
+    # Accuracy points within which two pipelines whose interval lies inside count as equivalent.
+    equivalence_margin: float = 0.5
+    # A refit's epochs: "epochs" as the search's, or "matched" (scaled by |train| / |train + val|).
+    refit_steps: str = "epochs"
+    # The equal-compute arm's learning-rate re-search at its longer epochs, per replicate:
+    # trials per 1-pass optimizer (None: a third of trials_per_optimizer, at least 1; 0: none,
+    # the arm reuses the lr tuned at 1x).
+    retune_trials: int | None = None
     # Confirm runs end with the flatness diagnostics on this many training images (0: none);
     # their probes, steps and radius are trial settings (fixed: flatness_probes,
     # flatness_lanczos_steps, flatness_ascent_steps, flatness_radius).
@@ -284,6 +305,7 @@ class SearchSpace:
         self._set("search_per_optimizer", self._checked_per_optimizer(where))
         self._check_search(where)
         self._check_ends(where)
+        self._check_contrast(where)
 
     def _set(self, name: str, value) -> None:
         object.__setattr__(self, name, value)
@@ -308,6 +330,12 @@ class SearchSpace:
                              f"({self.trials_per_optimizer}), got {self.confirm_top_k}")
         if not isinstance(self.refit, bool):
             raise SpaceError(f"{where}: refit: must be true or false, got {shown(self.refit)}")
+        if self.refit_steps not in REFIT_STEPS:
+            raise SpaceError(f"{where}: refit_steps: must be one of {', '.join(REFIT_STEPS)}, "
+                             f"got {shown(self.refit_steps)}")
+        if self.retune_trials is not None:
+            self._set("retune_trials", _in_range(f"{where}: retune_trials", self.retune_trials, 0,
+                                                 math.inf, integral=True))
         self._set("flatness_images", _in_range(f"{where}: flatness_images", self.flatness_images, 0,
                                                math.inf, integral=True))
         if self.grace_period > self.max_epochs:
@@ -332,6 +360,50 @@ class SearchSpace:
         self._set("fixed", fixed)
         trial = _trial(f"{where}: fixed", self.base_config(self.optimizers[0]))
         self._set("fixed", {key: getattr(trial, key) for key in fixed})  # e.g. 128.0 -> 128
+
+    def _check_contrast(self, where: str) -> None:
+        if self.primary_contrast is None:
+            return
+        pair = self.primary_contrast
+        if isinstance(pair, str) or not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            raise SpaceError(f"{where}: primary_contrast: must be [candidate, reference], got {shown(pair)}")
+        for name in pair:
+            if name not in self.optimizers:
+                raise SpaceError(f"{where}: primary_contrast: {shown(name)} is not one of the space's "
+                                 f"optimizers ({', '.join(self.optimizers)})")
+        if pair[0] == pair[1]:
+            raise SpaceError(f"{where}: primary_contrast: compares {shown(pair[0])} with itself")
+        self._set("primary_contrast", tuple(pair))
+
+    @property
+    def primary(self) -> tuple[str, str] | None:
+        """The primary contrast (candidate, reference): the space's, else zsharp against sam
+        when both are compared, else none."""
+        if self.primary_contrast is not None:
+            return self.primary_contrast
+        return ("zsharp", "sam") if {"zsharp", "sam"} <= set(self.optimizers) else None
+
+    @property
+    def refit_factor(self) -> float:
+        """What a confirm run's epochs are multiplied by: |train| / |train + val| when the
+        space refits with matched steps, else 1."""
+        if not (self.refit and self.refit_steps == "matched"):
+            return 1.0
+        train, val, _ = SPLIT_SIZES[self.dataset]
+        return train / (train + val)
+
+    @property
+    def refit_extra_steps(self) -> float | None:
+        """How many more optimizer steps a refit confirm run takes than the search trials
+        its configuration was tuned by, as a fraction (0.375: 37.5% more), after
+        `refit_factor`; None without a refit. Steps per epoch: full batches only."""
+        if not self.refit:
+            return None
+        train, val, _ = SPLIT_SIZES[self.dataset]
+        batch = int(self.fixed.get("batch_size", TrialConfig.batch_size))
+        searched = max(1, train // batch) * self.max_epochs
+        refit_epochs = max(1, round(self.max_epochs * self.refit_factor))
+        return max(1, (train + val) // batch) * refit_epochs / searched - 1
 
     def _checked_per_optimizer(self, where: str) -> dict:
         label = f"{where}: search_per_optimizer"
@@ -392,8 +464,10 @@ class SearchSpace:
         """Build from plain data (a YAML file's mapping); strict: unknown or missing keys,
         wrong types and bad values raise a one-line SpaceError naming `where` and the field.
 
-        `fixed`, `search_per_optimizer`, `seed`, the confirm stage, `refit` and
-        `flatness_images` may be left out (empty, empty, 0, none, true, 2048).
+        Every field with a default may be left out: `fixed`, `search_per_optimizer` (empty),
+        `seed` (0), the confirm stage (none), `refit` (true), `flatness_images` (2048),
+        `replicates` (1), `primary_contrast` (derived), `equivalence_margin` (0.5),
+        `refit_steps` (epochs), `retune_trials` (a third of the trials).
         """
         if not isinstance(data, Mapping):
             raise SpaceError(f"{where}: a search space must be a mapping of its fields, "
@@ -402,8 +476,9 @@ class SearchSpace:
         unknown = sorted(map(str, set(data) - set(names)))
         if unknown:
             raise SpaceError(f"{where}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(names)}")
-        values = {"fixed": {}, "search_per_optimizer": {}, "seed": 0, "confirm_top_k": 0,
-                  "confirm_seeds": 0, "refit": True, "flatness_images": 2048, **data}
+        values = {f.name: f.default for f in dataclasses.fields(cls)
+                  if f.default is not dataclasses.MISSING}
+        values.update({"fixed": {}, "search_per_optimizer": {}, **data})
         missing = [n for n in names if n not in values]
         if missing:
             raise SpaceError(f"{where}: missing key(s) {', '.join(missing)}")
@@ -422,7 +497,8 @@ class SearchSpace:
         """Plain data, what a YAML file holds; `from_dict(to_dict())` equals the space."""
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         data.update(optimizers=list(self.optimizers), fixed=dict(self.fixed), search=_specs(self.search),
-                    search_per_optimizer={o: _specs(d) for o, d in self.search_per_optimizer.items()})
+                    search_per_optimizer={o: _specs(d) for o, d in self.search_per_optimizer.items()},
+                    primary_contrast=None if self.primary_contrast is None else list(self.primary_contrast))
         return data
 
     def distributions_for(self, optimizer: str) -> dict[str, Distribution]:
@@ -475,6 +551,8 @@ class SearchSpace:
                                  if any(self._takes(o, name) for o in optimizers)}
             derived["search_per_optimizer"] = {o: dict(d) for o, d in self.search_per_optimizer.items()
                                                if o in optimizers}
+            if self.primary_contrast is not None and not set(self.primary_contrast) <= set(optimizers):
+                derived["primary_contrast"] = None  # the pair is no longer compared
         if "max_epochs" in changes:
             max_epochs = _in_range(f"{where}: max_epochs", changes["max_epochs"], integral=True)
             derived["grace_period"] = min(self.grace_period, max_epochs)

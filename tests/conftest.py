@@ -31,7 +31,7 @@ ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
 
 
 # Confirm runs' diagnostics as the quickstart sets them: quick, so tests stay quick.
-QUICK_FLATNESS = {"flatness_probes": 2, "flatness_lanczos_steps": 3, "flatness_ascent_steps": 1}
+QUICK_FLATNESS = {"flatness_probes": 3, "flatness_lanczos_steps": 6, "flatness_ascent_steps": 1}
 
 
 def space_file(folder: Path, **changes) -> str:
@@ -104,9 +104,10 @@ class SweepRun:
 
 
 # The shared sweep: adam, sam and zsharp searched, plus sgd at an absurd learning rate
-# (every sgd trial diverges); then the best config of each re-run with 2 seeds.
+# (every sgd trial diverges), in 2 replicates; Adam's lr searched again at 2x epochs in
+# each; then the best config of each replicate re-run with 2 seeds.
 SHARED_SWEEP = dict(
-    optimizers=["adam", "sam", "zsharp", "sgd"], trials_per_optimizer=3,
+    optimizers=["adam", "sam", "zsharp", "sgd"], trials_per_optimizer=3, replicates=2,
     fixed={"batch_size": 128, "warmup_epochs": 1, "schedule": "cosine", "momentum": 0.9, **QUICK_FLATNESS},
     search_per_optimizer={"sgd": {"lr": {"choice": [1.0e12]}}},
     confirm_top_k=1, confirm_seeds=2)

@@ -6,8 +6,10 @@ of each confirm run, and the search trial each one reruns.
 
 Search: Adam trials a (best epoch 0.85, final 0.80), b (final 0.82: the finalist by
 final-epoch val accuracy) and c (0.90 after 2 epochs, stopped early), and SAM trial s.
-Confirm: b with seeds 0 and 1 at 4 epochs, b with seed 0 at 8 epochs (the equal-compute
-arm: epochs, warm-up and step period doubled), s with seed 0 at 4 epochs.
+Re-search: b's lr again at 8 epochs (r: 2.5e-3). Confirm: b with seeds 0 and 1 at 4
+epochs, r with seed 0 at 8 epochs (the equal-compute arm: epochs, warm-up and step period
+doubled, lr re-searched), s with seed 0 at 4 epochs; each run's last epoch records which
+of 100 test examples it got right (s's record disagrees with its accuracy: not its own).
 
 A results folder is untrusted: a crafted one (pickles in Ray's experiment state and in
 error.pkl) loads without running them, and malformed JSON in any file it holds is either
@@ -27,7 +29,7 @@ import pytest
 from analysis.load import (EPOCH_COLUMNS, TRIAL_COLUMNS, arms_from_epochs, list_sweeps, load_sweep,
                            load_sweep_from_storage)
 from search_spaces.space import SearchSpace
-from trainables.schema import EQUAL_COMPUTE, EQUAL_EPOCHS
+from trainables.schema import EQUAL_COMPUTE, EQUAL_EPOCHS, TEST_CORRECT, encode_correct
 
 BASE = {"dataset": "digits", "model": "res20s", "batch_size": 128, "epochs": 4, "warmup_epochs": 1,
         "step_epochs": 30, "seed": 42}
@@ -38,12 +40,17 @@ SEARCH = {  # trial id -> (config, val_acc by epoch, perturbation_norm by epoch)
     "d0004": ({"optimizer": "sam", "lr": 1e-3, "rho": 0.05}, [0.6, 0.7, 0.8, 0.81], [0.04, 0.05, 0.06, 0.07]),
 }
 LONGER = {"epochs": 8, "warmup_epochs": 2, "step_epochs": 60}
+RETUNE = {"r0009": ({"optimizer": "adam", "lr": 2.5e-3, **LONGER}, [0.5, 0.6, 0.7, 0.75, 0.8, 0.82, 0.83, 0.85])}
 CONFIRM = {  # trial id -> (search trial rerun, changes, test_acc by epoch)
     "e0005": ("b0002", {"seed": 0}, [0.5, 0.9, 0.8, 0.84]),
     "f0006": ("b0002", {"seed": 1}, [0.5, 0.9, 0.8, 0.86]),
-    "a0007": ("b0002", {"seed": 0, **LONGER}, [0.5, 0.6, 0.7, 0.8, 0.9, 0.8, 0.8, 0.88]),
+    "a0007": ("b0002", {"seed": 0, **LONGER, "lr": 2.5e-3}, [0.5, 0.6, 0.7, 0.8, 0.9, 0.8, 0.8, 0.88]),
     "b0008": ("d0004", {"seed": 0}, [0.5, 0.9, 0.8, 0.83]),
 }
+# Which of 100 test examples each confirm run got right at its end: the first k (s's record
+# says 84 of 100, its accuracy 0.83).
+CORRECT = {"e0005": 84, "f0006": 86, "a0007": 88, "b0008": 84}
+STAGE_FOLDERS = {"sweep": "exp", "retune": "exp-retune", "confirm": "exp-confirm"}
 SPACE = {"name": "load_test", "description": "hand-written results", "dataset": "digits",
          "model": "res20s", "optimizers": ["adam", "sam"], "fixed": {"batch_size": 128},
          "search": {"lr": {"loguniform": [1e-4, 1e-2]}, "rho": {"uniform": [0.01, 0.2]}},
@@ -58,9 +65,13 @@ def trials() -> list[tuple[str, str, dict, list[dict]]]:
         epochs = [{"val_acc": v, "val_loss": 1 - v, **({"perturbation_norm": norms[i]} if norms else {})}
                   for i, v in enumerate(val)]
         found.append(("sweep", trial_id, {**BASE, **config}, epochs))
+    for trial_id, (config, val) in RETUNE.items():
+        found.append(("retune", trial_id, {**BASE, **config}, [{"val_acc": v, "val_loss": 1 - v} for v in val]))
     for trial_id, (source, changes, test) in CONFIRM.items():
         config = {**BASE, **SEARCH[source][0], "eval_split": "test", "refit": True, **changes}
-        found.append(("confirm", trial_id, config, [{"test_acc": t, "test_loss": 1 - t} for t in test]))
+        epochs = [{"test_acc": t, "test_loss": 1 - t} for t in test]
+        epochs[-1][TEST_CORRECT] = encode_correct([i < CORRECT[trial_id] for i in range(100)])
+        found.append(("confirm", trial_id, config, epochs))
     for _, _, config, epochs in found:
         passes = 2 if config["optimizer"] == "sam" else 1
         for i, row in enumerate(epochs):
@@ -69,9 +80,9 @@ def trials() -> list[tuple[str, str, dict, list[dict]]]:
 
 
 def write_storage(folder: Path, with_space: bool) -> Path:
-    """A Ray storage folder: <folder>/exp (search) and <folder>/exp-confirm."""
+    """A Ray storage folder: <folder>/exp (search), <folder>/exp-retune and <folder>/exp-confirm."""
     for n, (stage, trial_id, config, epochs) in enumerate(trials()):
-        trial_dir = folder / ("exp" if stage == "sweep" else "exp-confirm") / f"trainable_{trial_id}_{n}_x"
+        trial_dir = folder / STAGE_FOLDERS[stage] / f"trainable_{trial_id}_{n}_x"
         trial_dir.mkdir(parents=True)
         (trial_dir / "params.json").write_text(json.dumps(config))
         (trial_dir / "result.json").write_text("".join(
@@ -97,23 +108,29 @@ def write_mlflow(folder: Path) -> str:
                 else "stopped_early"}
         if stage == "confirm":
             source = CONFIRM[trial_id][0]
+            longer = config["epochs"] == 8
             tags |= {"confirm_rank": "1", "source_trial_id": source,
-                     "budget_arm": EQUAL_COMPUTE if config["epochs"] == 8 else EQUAL_EPOCHS}
+                     "budget_arm": EQUAL_COMPUTE if longer else EQUAL_EPOCHS,
+                     **({"retune_trial_id": "r0009"} if longer else {})}
         run = client.create_run(experiment, tags=tags).info.run_id
         for name, value in config.items():
             client.log_param(run, name, value)
         for row in epochs:
             for name, value in row.items():
-                client.log_metric(run, name, value, step=row["epoch"])
+                if name == TEST_CORRECT:
+                    client.log_text(run, value, f"{TEST_CORRECT}.txt")
+                else:
+                    client.log_metric(run, name, value, step=row["epoch"])
         client.set_terminated(run)
     return uri
 
 
 def test_arms_from_epochs_where_no_tag_says():
-    assert arms_from_epochs([4, 8, 4], None) == [EQUAL_EPOCHS, EQUAL_COMPUTE, EQUAL_EPOCHS]  # fewest: equal
-    assert arms_from_epochs([8, 16], 8) == [EQUAL_EPOCHS, EQUAL_COMPUTE]
-    assert arms_from_epochs([16, 8], 16) == [EQUAL_EPOCHS, EQUAL_COMPUTE]  # the space decides, not the fewest
-    assert arms_from_epochs([], None) == []
+    assert arms_from_epochs([4, 8, 4]) == [EQUAL_EPOCHS, EQUAL_COMPUTE, EQUAL_EPOCHS]  # fewest: equal
+    assert arms_from_epochs([8, 16]) == [EQUAL_EPOCHS, EQUAL_COMPUTE]
+    # A refit with matched steps: a 10-epoch space's runs at 8 and 16 epochs.
+    assert arms_from_epochs([16, 8]) == [EQUAL_COMPUTE, EQUAL_EPOCHS]
+    assert arms_from_epochs([]) == []
 
 
 @pytest.mark.parametrize("with_space", [True, False])
@@ -124,12 +141,15 @@ def test_storage_gives_arms_links_and_final_test_accuracy(tmp_path, with_space):
     assert list(sweep.epochs.columns) == EPOCH_COLUMNS
     t = sweep.trials.set_index("trial_id")
     assert t["budget_arm"].to_dict() == {"a0001": None, "b0002": None, "c0003": None, "d0004": None,
-                                         "e0005": EQUAL_EPOCHS, "f0006": EQUAL_EPOCHS,
+                                         "r0009": None, "e0005": EQUAL_EPOCHS, "f0006": EQUAL_EPOCHS,
                                          "a0007": EQUAL_COMPUTE, "b0008": EQUAL_EPOCHS}
     confirm = t[t["stage"] == "confirm"]
-    # b, not a (best epoch 0.85) nor c (0.90 after 2 of 4 epochs); the 8-epoch run too.
+    # b, not a (best epoch 0.85) nor c (0.90 after 2 of 4 epochs); the 8-epoch run at the
+    # re-searched lr is b's too, through its re-search trial.
     assert confirm["source_trial_id"].to_dict() == {"e0005": "b0002", "f0006": "b0002", "a0007": "b0002",
                                                     "b0008": "d0004"}
+    assert confirm["retune_trial_id"].to_dict() == {"e0005": None, "f0006": None, "a0007": "r0009",
+                                                    "b0008": None}
     assert confirm["confirm_rank"].tolist() == [1, 1, 1, 1]
     check_results(sweep)
 
@@ -151,6 +171,14 @@ def check_results(sweep) -> None:
     assert t.at["e0005", "eval_split"] == "test" and t.at["a0001", "eval_split"] == "val"
     run = sweep.epochs[sweep.epochs["trial_id"] == "a0007"]
     assert run["test_acc"].tolist() == [0.5, 0.6, 0.7, 0.8, 0.9, 0.8, 0.8, 0.88]
+    assert t.at["r0009", "stage"] == "retune" and t.at["r0009", "final_val_acc"] == 0.85
+    assert t.at["r0009", "lr"] == 2.5e-3 and t.at["r0009", "epochs"] == 8
+    for trial_id in ("e0005", "f0006", "a0007"):
+        correct = t.at[trial_id, TEST_CORRECT]
+        assert len(correct) == 100 and correct.sum() == CORRECT[trial_id] and correct[:CORRECT[trial_id]].all()
+    assert t.at["b0008", TEST_CORRECT] is None  # 84 of 100 is not its 0.83: not its record
+    assert t[TEST_CORRECT][t["stage"] != "confirm"].isna().all()
+    assert (t["replicate"] == 0).all()
 
 
 def test_mlflow_gives_the_same_columns_arms_and_results(tmp_path):
@@ -159,7 +187,7 @@ def test_mlflow_gives_the_same_columns_arms_and_results(tmp_path):
     assert list(sweep.trials.columns) == list(stored.trials.columns)
     assert list(sweep.epochs.columns) == EPOCH_COLUMNS
     a, b = (s.trials.set_index("trial_id").sort_index() for s in (sweep, stored))
-    for column in ("budget_arm", "source_trial_id", "stage", "optimizer", "status", "epochs_run"):
+    for column in ("budget_arm", "source_trial_id", "retune_trial_id", "stage", "optimizer", "status", "epochs_run"):
         assert a[column].tolist() == b[column].tolist(), column
     for column in ("final_val_acc", "final_test_acc", "final_test_loss", "perturbation_norm"):
         pd.testing.assert_series_equal(a[column], b[column], check_names=False)
@@ -325,3 +353,38 @@ def test_malformed_json_is_skipped_or_one_line_naming_the_file(tmp_path, name, c
         sweep = load_sweep_from_storage(experiment)
         assert "a0001" in set(sweep.trials["trial_id"])
         assert list(sweep.trials.columns[:len(TRIAL_COLUMNS)]) == TRIAL_COLUMNS
+
+
+def test_the_report_counts_earlier_sweeps_that_read_the_same_test_split(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    uri = write_mlflow(tmp_path)
+    client = MlflowClient(uri)
+    ours = client.get_run(load_sweep("exp", uri).meta["parent_run_id"])
+    for name, params in (("before", {"dataset": "digits", "model": "res20s", "confirm_top_k": 1, "confirm_seeds": 5}),
+                         ("no-confirm", {"dataset": "digits", "model": "res20s", "confirm_top_k": 0,
+                                         "confirm_seeds": 5}),
+                         ("other-data", {"dataset": "c10", "model": "res20s", "confirm_top_k": 1, "confirm_seeds": 5})):
+        run = client.create_run(client.create_experiment(name), tags={"stage": "sweep"},
+                                start_time=ours.info.start_time - 1000).info.run_id
+        for key, value in params.items():
+            client.log_param(run, key, value)
+    for key, value in {"dataset": "digits", "model": "res20s"}.items():
+        client.log_param(ours.info.run_id, key, value)
+    # A later sweep on the same split does not count: it read test after this one.
+    later = client.create_run(client.create_experiment("later"), tags={"stage": "sweep"},
+                              start_time=ours.info.start_time + 1000).info.run_id
+    for key, value in {"dataset": "digits", "model": "res20s", "confirm_top_k": 1, "confirm_seeds": 5}.items():
+        client.log_param(later, key, value)
+    meta = load_sweep("exp", uri).meta
+    assert (meta["test_reads"], meta["dataset"], meta["model"]) == (1, "digits", "res20s")
+    # Ray storage: the sweeps beside it that have a confirm folder and the same space's data and model.
+    folder = write_storage(tmp_path / "ray", with_space=True)
+    assert load_sweep_from_storage(folder).meta["test_reads"] == 0
+    import os
+    import shutil
+
+    shutil.copytree(folder, folder.with_name("earlier"))
+    shutil.copytree(folder.with_name("exp-confirm"), folder.with_name("earlier-confirm"))
+    os.utime(folder.with_name("earlier-confirm"), (1.0e9, 1.0e9))  # long before this sweep began
+    assert load_sweep_from_storage(folder).meta["test_reads"] == 1

@@ -177,6 +177,10 @@ def test_holdout_sizes_are_the_documented_ones():
     assert (data.CIFAR10_VAL_SIZE, data.CIFAR100_VAL_SIZE, data.TINY_IMAGENET_VAL_SIZE) == (5000, 5000, 10000)
     # digits: 20% of what the 360-image test split leaves, rounded up as sklearn rounds a fraction.
     assert data.DIGITS_VAL_SIZE == math.ceil(0.2 * (1797 - 360))
+    # The catalog's split sizes (what a plan counts a refit's steps by) are the loaders'.
+    assert catalog.SPLIT_SIZES["digits"] == (1797 - 360 - 288, 288, 360)
+    assert catalog.SPLIT_SIZES["c10"] == catalog.SPLIT_SIZES["c100"] == (50000 - 5000, 5000, 10000)
+    assert catalog.SPLIT_SIZES["tinyimagenet"] == (100000 - 10000, 10000, 10000)
 
 
 @pytest.mark.parametrize("constant, num_classes, per_class", [
@@ -867,6 +871,9 @@ def test_synthetic_honours_options_and_is_deterministic_per_seed():
 def test_synthetic_default_split_sizes():
     d = load_dataset("synthetic", image_size=4, channels=1)  # small images: the counts are what is checked
     assert [len(d.split(split)[1]) for split in ImageData.SPLITS] == [50000, 5000, 10000]
+    assert tuple(len(d.split(split)[1]) for split in ImageData.SPLITS) == catalog.SPLIT_SIZES["synthetic"]
+    digits = load_dataset("digits")
+    assert tuple(len(digits.split(split)[1]) for split in ImageData.SPLITS) == catalog.SPLIT_SIZES["digits"]
 
 
 def test_synthetic_splits_are_independent_draws():

@@ -48,6 +48,7 @@ def _vit_params(in_channels: int, image_size: int, num_classes: int) -> int:
 
 
 EXPECTED_PARAMS = {
+    "res8s": lambda c, size, k: _resnet_params(1, c, k),
     "res20s": lambda c, size, k: _resnet_params(3, c, k),
     "res56s": lambda c, size, k: _resnet_params(9, c, k),
     "vgg16_bn": lambda c, size, k: _vgg16_bn_params(c, k),

@@ -35,6 +35,7 @@ CONFIRMED = ("adam", "sam", "zsharp")
 SEARCHED = (*CONFIRMED, "sgd")
 ONE_PASS = ("adam",)  # rerun at 2x epochs in the equal-compute arm
 SEEDS = SHARED_SWEEP["confirm_seeds"]
+REPLICATES = SHARED_SWEEP["replicates"]
 MAX_EPOCHS = 3  # conftest.space_file's
 SAMPLES = SHARED_SWEEP["trials_per_optimizer"]
 pytestmark = pytest.mark.slow
@@ -76,7 +77,8 @@ def all_finished(from_storage) -> Sweep:
 def test_both_loaders_find_every_trial_of_both_stages(from_mlflow, from_storage):
     for sweep in (from_mlflow, from_storage):
         counts = sweep.trials["stage"].value_counts().to_dict()
-        assert counts == {"sweep": SAMPLES * len(SEARCHED), "confirm": SEEDS * (len(CONFIRMED) + len(ONE_PASS))}
+        assert counts == {"sweep": SAMPLES * len(SEARCHED) * REPLICATES, "retune": len(ONE_PASS) * REPLICATES,
+                          "confirm": SEEDS * (len(CONFIRMED) + len(ONE_PASS)) * REPLICATES}
         assert set(sweep.trials["optimizer"]) == set(SEARCHED)
         assert sweep.trials["trial_id"].is_unique
     assert set(from_mlflow.trials["trial_id"]) == set(from_storage.trials["trial_id"])
@@ -90,12 +92,17 @@ def test_both_loaders_agree_on_accuracies_statuses_and_sources(from_mlflow, from
         assert a[column].isna().tolist() == b[column].isna().tolist(), column
         assert not (a[column] - b[column]).abs().gt(1e-9).any(), column
     for column in ("stage", "budget_arm", "optimizer", "status", "epochs_run", "best_epoch", "seed", "lr", "rho",
-                   "alpha", "epochs", "warmup_epochs", "step_epochs", "eval_split", "refit"):
+                   "alpha", "epochs", "warmup_epochs", "step_epochs", "eval_split", "refit", "replicate",
+                   "holdout_seed"):
         assert a[column].tolist() == b[column].tolist(), column
     confirm = a["stage"] == "confirm"
     assert (a.loc[confirm, "confirm_rank"].tolist() == b.loc[confirm, "confirm_rank"].tolist()
-            == [1] * (SEEDS * (len(CONFIRMED) + len(ONE_PASS))))
-    assert a.loc[confirm, "source_trial_id"].tolist() == b.loc[confirm, "source_trial_id"].tolist()
+            == [1] * (SEEDS * (len(CONFIRMED) + len(ONE_PASS)) * REPLICATES))
+    for column in ("source_trial_id", "retune_trial_id"):
+        assert a.loc[confirm, column].tolist() == b.loc[confirm, column].tolist(), column
+    assert a.loc[confirm & (a["budget_arm"] == EQUAL_COMPUTE), "retune_trial_id"].notna().all()
+    for trial_id in a.index[confirm]:  # the same test examples right, read from either record
+        assert (a.at[trial_id, "test_correct"] == b.at[trial_id, "test_correct"]).all()
     assert set(a.loc[confirm, "source_trial_id"]) <= set(a.index[~confirm])
     ea = from_mlflow.epochs.sort_values(["trial_id", "epoch"]).reset_index(drop=True)
     eb = from_storage.epochs.sort_values(["trial_id", "epoch"]).reset_index(drop=True)
@@ -192,26 +199,33 @@ def test_the_csv_export_has_a_row_per_trial_and_only_the_settings_each_optimizer
 
 # ---- the comparison ----------------------------------------------------------------------
 
-def test_comparison_uses_the_confirm_seeds_and_labels_small_samples(from_mlflow):
+def test_comparison_uses_every_replicates_confirm_runs_and_their_test_examples(from_mlflow, from_storage):
     result = comparison(from_mlflow)
-    assert not result.single_runs
+    assert not result.single_runs and result.replicates == REPLICATES and result.test_level
     assert list(result.arms) == [EQUAL_EPOCHS, EQUAL_COMPUTE]
     confirm = from_mlflow.stage("confirm")
     for arm, arm_result in result.arms.items():
         summary = arm_result.summary
         assert set(summary["optimizer"]) == set(CONFIRMED)
-        assert (summary["n"] == SEEDS).all() and summary["small_sample"].all()
+        assert (summary["runs"] == SEEDS * REPLICATES).all() and (summary["replicates"] == REPLICATES).all()
         assert set(arm_result.paired) == {"sam", "adam"}  # against SAM and the base optimizer
         for reference, table in arm_result.paired.items():
             assert set(table["optimizer"]) == set(CONFIRMED) - {reference}
-            assert (table["verdict"] == f"too few seeds (n={SEEDS})").all()
-            assert not table["significant"].any()
-        # The final-epoch test accuracy of the arm's runs: the 1-pass optimizers' longer
-        # runs at equal compute, everyone's equal-epochs runs otherwise.
+            assert (table["pairs"] == SEEDS * REPLICATES).all()
+        # The final-epoch test accuracy of the arm's runs (the 1-pass optimizers' longer
+        # runs at equal compute, everyone's equal-epochs runs otherwise), the mean of the
+        # replicates' means.
         own = confirm["budget_arm"].eq(arm) | (~confirm["optimizer"].isin(ONE_PASS)
                                               & confirm["budget_arm"].eq(EQUAL_EPOCHS))
-        means = confirm[own].groupby("optimizer")["final_test_acc"].mean()
+        means = confirm[own].groupby(["optimizer", "replicate"])["final_test_acc"].mean().groupby("optimizer").mean()
         assert all(math.isclose(m, means[o]) for o, m in zip(summary["optimizer"], summary["mean"]))
+    primary = result.primary_row()
+    assert (primary["optimizer"], primary["reference"], primary["primary"]) == ("zsharp", "sam", True)
+    # Ray's storage gives the same verdict, test examples and all (the same draws).
+    stored = comparison(from_storage)
+    for arm in result.arms:
+        a, b = result.arms[arm].summary, stored.arms[arm].summary
+        assert a[["optimizer", "mean", "low", "high"]].equals(b[["optimizer", "mean", "low", "high"]])
 
 
 def _search_only(sweep: Sweep) -> Sweep:
@@ -237,7 +251,7 @@ def test_importance_is_fanova_per_optimizer_or_a_note(all_finished):
     assert set(bars) == {"SAM", "ZSharp"}  # Adam searches lr only: a note instead
     assert set(bars["ZSharp"]) == {"lr", "rho", "alpha"}
     assert all(math.isclose(sum(b.values()), 1.0) for b in bars.values())
-    assert figure_importance(all_finished) is None  # 3 trials: below the default minimum
+    assert figure_importance(all_finished, min_trials=SAMPLES * REPLICATES + 1) is None  # too few: notes
 
 
 def test_every_figure_has_a_title_and_axis_labels(all_finished):
@@ -260,7 +274,8 @@ def test_the_search_figures_show_each_trial_its_curve_its_slices_and_the_rho_lr_
     for optimizer in SEARCHED:
         mine = search[search["optimizer"] == optimizer].sort_values("start_time")
         points, line = [t for t in history.data if t.legendgroup == optimizer]
-        assert list(points.x) == [1, 2, 3] and list(points.y) == pytest.approx(list(mine["final_val_acc"]), nan_ok=True)
+        assert list(points.x) == list(range(1, SAMPLES * REPLICATES + 1))
+        assert list(points.y) == pytest.approx(list(mine["final_val_acc"]), nan_ok=True)
         full = mine["final_val_acc"].where(mine["epochs_run"] >= mine["epochs"])
         assert list(line.y) == pytest.approx(list(full.cummax().ffill()), nan_ok=True)
     curves = figure_intermediate(from_mlflow).data
@@ -370,9 +385,11 @@ def test_report_is_one_self_contained_file(from_mlflow, tmp_path):
     assert page.count("<script type='text/javascript'>/**\n* plotly.js v") == 1  # inline, once
     assert not re.search(r"<script[^>]*\bsrc\s*=", page, re.IGNORECASE)  # nothing to fetch
     for text in (from_mlflow.name, "digits_test", from_mlflow.meta["git_commit"], "id='warnings'",
-                 "Paired by seed, against SAM, at equal epochs", "Paired by seed, against Adam, at equal epochs",
-                 "Paired by seed, against Adam (2x epochs), at equal gradient evaluations",
-                 "final test acc (mean)", "small (n &lt; 5)", "too few seeds (n=2)", "Cost of the search"):
+                 "Paired by replicate and seed, against SAM, at equal epochs",
+                 "Paired by replicate and seed, against Adam, at equal epochs",
+                 "Paired by replicate and seed, against Adam (2x epochs), at equal gradient evaluations",
+                 "final test acc (mean of replicates)", "Primary contrast, ZSharp against SAM",
+                 "earlier reads of this test split", "Cost of the search"):
         assert text in page, text
     assert page.index("id='warnings'") < page.index("id='comparison'")
 

@@ -160,6 +160,25 @@ def test_quickstart_fits_two_cpu_cores():
     assert space.cpus_per_trial * space.max_concurrent <= 2
 
 
+def test_comparisons_are_replicated_and_single_optimizer_spaces_not():
+    for name in list_spaces():
+        space = get_space(name)
+        compares = len(space.optimizers) > 1
+        assert space.replicates == (3 if compares else 1), name
+        # The primary contrast: ZSharp against SAM wherever both are compared.
+        assert space.primary == (("zsharp", "sam") if {"zsharp", "sam"} <= set(space.optimizers) else None)
+
+
+def test_the_primary_contrast_follows_the_optimizers():
+    space = get_space("quickstart")
+    assert space.with_overrides(optimizers=["adam", "sam"]).primary is None
+    chosen = space.with_overrides(primary_contrast=["asam", "adam"])
+    assert chosen.primary == ("asam", "adam")
+    assert SearchSpace.from_dict(chosen.to_dict(), "again") == chosen
+    # Dropping one of its optimizers drops an explicit contrast too (no longer compared).
+    assert chosen.with_overrides(optimizers=["sam", "asam"]).primary is None
+
+
 def test_get_space_returns_a_fresh_copy():
     space = get_space("quickstart")
     space.fixed["batch_size"] = 1
@@ -207,7 +226,7 @@ def test_override_model_and_dataset():
     changed = space.with_overrides(model="vgg16_bn", dataset="c10")
     assert (changed.model, changed.dataset) == ("vgg16_bn", "c10")
     assert TrialConfig.from_dict(changed.base_config("zsharp")).model == "vgg16_bn"
-    assert space.model == "res20s"
+    assert space.model == "res8s"
 
 
 @pytest.mark.parametrize("changes, field", [
@@ -324,6 +343,16 @@ BAD_SPACES = [
     ({"gpus_per_trial": 1.5}, "gpus_per_trial"),
     ({"seed": -1}, "seed"),
     ({"description": None}, "description"),
+    ({"fixed": {"seed": 3}}, "seed"),
+    ({"fixed": {"holdout_seed": 3}}, "holdout_seed"),
+    ({"replicates": 0}, "replicates"),
+    ({"replicates": 2.5}, "replicates"),
+    ({"equivalence_margin": 0}, "equivalence_margin"),
+    ({"refit_steps": "fewer"}, "refit_steps"),
+    ({"retune_trials": -1}, "retune_trials"),
+    ({"primary_contrast": ["zsharp"]}, "primary_contrast"),
+    ({"primary_contrast": ["zsharp", "sgd"]}, "primary_contrast"),
+    ({"primary_contrast": ["sam", "sam"]}, "primary_contrast"),
 ]
 
 

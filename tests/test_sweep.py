@@ -83,6 +83,7 @@ def free_port() -> int:
 # ---- a real sweep (the session's shared digits sweep, tests/conftest.py) ---------------
 
 SEARCHED = ("adam", "sam", "zsharp", "sgd")
+REPLICATES = (0, 1)
 
 
 def stage(children, name):
@@ -96,7 +97,9 @@ def test_sweep_runs_to_the_end_and_prints_the_best_per_optimizer(digits_sweep):
     assert all(f"\n{o} " in table for o in SEARCHED)
     assert "confirm stage" in done.stdout and "final test accuracy at equal epochs" in done.stdout
     assert "final test accuracy at equal gradient evaluations" in done.stdout
-    assert "warning: fewer than 5 confirm seeds" in done.stdout
+    assert "re-search: the lr of adam at the equal-compute arm's epochs" in done.stdout
+    assert "\nprimary contrast, ZSharp against SAM at equal epochs (alone at alpha 0.05): " in done.stdout
+    assert "95% interval over 2 replicates, their seeds and the test examples" in done.stdout
     assert "flatness of the equal-epochs runs, means over seeds (diagnostics, not the verdict" in done.stdout
     # At the start and at the end, runnable as printed (the environment's own mlflow).
     browse = f"{Path(sys.executable).parent / 'mlflow'} ui --backend-store-uri {digits_sweep.tracking_uri}"
@@ -114,8 +117,9 @@ def test_mlflow_holds_the_parent_and_one_child_per_trial(digits_sweep):
     assert tags["space"] == "digits_test" and "launch.py" in tags["command"]
     assert len(tags["git_commit"]) == 40 and tags["version.torch"]
     search = stage(children, "sweep")
-    assert len(search) == 12  # 3 trials x 4 optimizers
+    assert len(search) == 24  # 3 trials x 4 optimizers x 2 replicates
     assert {c.data.tags["optimizer"] for c in search} == set(SEARCHED)
+    assert len(stage(children, "retune")) == 2  # Adam's lr again: a third of 3 trials, per replicate
     assert len({c.data.tags["trial_id"] for c in children}) == len(children)
     from trainables.config import TrialConfig
     for child in children:
@@ -128,16 +132,15 @@ def test_mlflow_holds_the_parent_and_one_child_per_trial(digits_sweep):
                   "sam": {"momentum", "eta", "sigma", "lmbda", "alpha"},
                   "zsharp": {"momentum", "eta", "sigma", "lmbda"}}[child.data.tags["optimizer"]]
         assert set(params) == set(TrialConfig.field_names()) - unread
-        arm = child.data.tags.get("budget_arm")
-        assert params["dataset"] == "digits" and params["epochs"] == ("6" if arm == "equal_compute" else "3")
+        longer = child.data.tags.get("budget_arm") == "equal_compute" or child.data.tags["stage"] == "retune"
+        assert params["dataset"] == "digits" and params["epochs"] == ("6" if longer else "3")
+        assert child.data.tags["replicate"] == params["replicate"] and params["replicate"] in ("0", "1")
 
 
 def test_the_parent_run_holds_the_space_and_each_optimizers_result(digits_sweep):
     """So that sweeps compare side by side in the MLflow UI: the space as params, and per
     optimizer the best search trial's final val accuracy and, per budget arm, the confirm
-    runs' mean test accuracy with its 95% t interval (2 seeds: mean +- t(0.975, 1) s / sqrt 2)."""
-    from scipy.stats import t
-
+    runs' mean test accuracy (the mean of the replicates' means) with its interval."""
     parents, children = runs_of(tracking(digits_sweep.storage), "digits_test")
     params, metrics = parents[0].data.params, parents[0].data.metrics
     assert params["trials_per_optimizer"] == "3" and params["max_epochs"] == "3"
@@ -149,12 +152,13 @@ def test_the_parent_run_holds_the_space_and_each_optimizers_result(digits_sweep)
         assert metrics[f"search.{optimizer}.best_val_acc"] == pytest.approx(best["val_acc"])
         arms = {c.data.tags["budget_arm"] for c in confirm if c.data.tags["optimizer"] == optimizer}
         for arm in arms:
-            accs = [c.data.metrics["test_acc"] for c in confirm
-                    if (c.data.tags["optimizer"], c.data.tags["budget_arm"]) == (optimizer, arm)]
-            mean, half = sum(accs) / 2, t.ppf(0.975, 1) * abs(accs[0] - accs[1]) / 2
+            runs = [c for c in confirm if (c.data.tags["optimizer"], c.data.tags["budget_arm"]) == (optimizer, arm)]
+            means = [sum(accs) / len(accs) for accs in
+                     ([c.data.metrics["test_acc"] for c in runs if c.data.tags["replicate"] == str(r)]
+                      for r in REPLICATES)]
             name = f"confirm.{arm}.{optimizer}.test_acc"
-            assert metrics[name + "_mean"] == pytest.approx(mean)
-            assert (metrics[name + "_low"], metrics[name + "_high"]) == pytest.approx((mean - half, mean + half))
+            assert len(runs) == 4 and metrics[name + "_mean"] == pytest.approx(sum(means) / 2)
+            assert 0 <= metrics[name + "_low"] <= metrics[name + "_mean"] <= metrics[name + "_high"] <= 1
     assert "search.sgd.best_val_acc" not in metrics  # every sgd trial diverged
 
 
@@ -162,7 +166,7 @@ def test_metrics_are_logged_every_epoch(digits_sweep):
     client = tracking(digits_sweep.storage)
     _, children = runs_of(client, "digits_test")
     for child in children:
-        accuracy = "val_acc" if child.data.tags["stage"] == "sweep" else "test_acc"
+        accuracy = "test_acc" if child.data.tags["stage"] == "confirm" else "val_acc"
         history = client.get_metric_history(child.info.run_id, accuracy)
         steps = sorted(m.step for m in history)
         assert steps == list(range(1, len(steps) + 1)) and steps
@@ -179,15 +183,22 @@ def test_metrics_are_logged_every_epoch(digits_sweep):
             assert child.data.metrics["perturbation_norm"] > 0
 
 
-def test_search_trials_never_see_test_and_confirm_runs_are_scored_on_it(digits_sweep):
-    _, children = runs_of(tracking(digits_sweep.storage), "digits_test")
-    for run in stage(children, "sweep"):
+def test_search_trials_never_see_test_and_confirm_runs_are_scored_on_it(digits_sweep, tmp_path):
+    from trainables.schema import decode_correct
+
+    client = tracking(digits_sweep.storage)
+    _, children = runs_of(client, "digits_test")
+    for run in stage(children, "sweep") + stage(children, "retune"):
         assert run.data.params["eval_split"] == "val"
         assert "val_acc" in run.data.metrics
         assert not [m for m in run.data.metrics if m.startswith("test_")]
     for run in stage(children, "confirm"):
         assert (run.data.params["eval_split"], run.data.params["refit"]) == ("test", "True")
         assert "test_acc" in run.data.metrics and "val_acc" not in run.data.metrics  # val is trained on
+        # Which of the 360 test images it got right, as its last epoch's accuracy counts them.
+        text = Path(client.download_artifacts(run.info.run_id, "test_correct.txt", str(tmp_path))).read_text()
+        correct = decode_correct(text)
+        assert len(correct) == 360 and correct.mean() == pytest.approx(run.data.metrics["test_acc"])
 
 
 def test_confirm_runs_end_with_the_flatness_diagnostics_and_search_trials_never(digits_sweep, tmp_path):
@@ -241,10 +252,13 @@ def test_each_optimizer_got_its_own_seeded_search(digits_sweep):
     _, children = runs_of(tracking(digits_sweep.storage), "digits_test")
     search = stage(children, "sweep")
     zsharp = [c.data.params for c in search if c.data.tags["optimizer"] == "zsharp"]
-    assert len(zsharp) == 3
+    assert len(zsharp) == 6
     assert all(0.8 <= float(p["alpha"]) <= 0.95 and 0.01 <= float(p["rho"]) <= 0.1 for p in zsharp)
-    assert len({p["lr"] for p in zsharp}) == 3  # sampled, not fixed
+    assert len({p["lr"] for p in zsharp}) == 6  # sampled, not fixed
     assert all("alpha" not in c.data.tags for c in search)
+    # Each replicate searches on its own training seed and validation holdout.
+    seeds = {p["replicate"]: {(p["seed"], p["holdout_seed"])} for p in zsharp}
+    assert len(seeds) == 2 and all(len(v) == 1 for v in seeds.values()) and seeds["0"] != seeds["1"]
 
 
 def test_diverging_trials_end_diverged_and_the_sweep_completes(digits_sweep):
@@ -264,25 +278,33 @@ def test_confirm_stage_reruns_each_finalist_with_seeds_in_both_budget_arms(digit
         history = sorted(client.get_metric_history(run.info.run_id, "val_acc"), key=lambda m: m.step)
         return history[-1].value
 
-    # Every sgd trial diverged: no finalist. Adam (1 pass) also runs at 2x the epochs.
+    # Every sgd trial diverged: no finalist. Adam (1 pass) also runs at 2x the epochs, at
+    # the lr its re-search found there.
     arms = {"adam": {"equal_epochs": 3, "equal_compute": 6}, "sam": {"equal_epochs": 3},
             "zsharp": {"equal_epochs": 3}}
-    assert len(confirm) == 2 * sum(len(a) for a in arms.values())
+    assert len(confirm) == 2 * 2 * sum(len(a) for a in arms.values())
+    retuned = {c.data.tags["trial_id"]: c for c in stage(children, "retune")}
+    ignored = {"seed", "eval_split", "refit", "flatness_images", "epochs", "warmup_epochs", "step_epochs"}
     for optimizer, epochs_by_arm in arms.items():
-        runs = [c for c in confirm if c.data.tags["optimizer"] == optimizer]
-        for arm, epochs in epochs_by_arm.items():
-            mine = [c for c in runs if c.data.tags["budget_arm"] == arm]
-            assert sorted(c.data.params["seed"] for c in mine) == ["0", "1"]
-            assert all(int(c.data.metrics["epoch"]) == int(c.data.params["epochs"]) == epochs for c in mine)
-        source = by_trial[runs[0].data.tags["source_trial_id"]]
-        rivals = [c for c in search if c.data.tags["optimizer"] == optimizer
-                  and c.data.tags["status"] == "completed"]
-        assert source.data.tags["status"] == "completed"  # the full budget beats any early stop
-        assert final_val_acc(source) == max(map(final_val_acc, rivals))  # the best (ties: any)
-        ignored = {"seed", "eval_split", "refit", "flatness_images", "epochs", "warmup_epochs", "step_epochs"}
-        for run in runs:  # the same hyperparameters
-            assert {k: v for k, v in run.data.params.items() if k not in ignored} == \
-                {k: v for k, v in source.data.params.items() if k not in ignored}
+        for replicate in ("0", "1"):
+            runs = [c for c in confirm if (c.data.tags["optimizer"], c.data.tags["replicate"]) == (optimizer, replicate)]
+            seeds = {arm: sorted(c.data.params["seed"] for c in runs if c.data.tags["budget_arm"] == arm)
+                     for arm in epochs_by_arm}
+            assert all(len(s) == 2 and s == seeds["equal_epochs"] for s in seeds.values())  # paired
+            assert all(int(c.data.metrics["epoch"]) == int(c.data.params["epochs"]) ==
+                       epochs_by_arm[c.data.tags["budget_arm"]] for c in runs)
+            source = by_trial[runs[0].data.tags["source_trial_id"]]
+            rivals = [c for c in search if (c.data.tags["optimizer"], c.data.tags["replicate"]) == (optimizer, replicate)
+                      and c.data.tags["status"] == "completed"]
+            assert source.data.tags["status"] == "completed"  # the full budget beats any early stop
+            assert final_val_acc(source) == max(map(final_val_acc, rivals))  # the best (ties: any)
+            for run in runs:  # the same hyperparameters: the finalist's, or its re-search's at 2x
+                origin = retuned[run.data.tags["retune_trial_id"]] if "retune_trial_id" in run.data.tags else source
+                assert {k: v for k, v in run.data.params.items() if k not in ignored} == \
+                    {k: v for k, v in origin.data.params.items() if k not in ignored}
+    # The other replicate's seeds: replicates share no confirm seed.
+    by_replicate = {r: {c.data.params["seed"] for c in confirm if c.data.tags["replicate"] == r} for r in ("0", "1")}
+    assert not by_replicate["0"] & by_replicate["1"]
 
 
 def _json(url: str):
@@ -309,10 +331,15 @@ def test_optuna_dashboard_serves_each_optimizers_study_linked_to_its_mlflow_runs
     try:
         api = f"http://127.0.0.1:{port}/api/studies"
         listed = wait_for(lambda: _json(api), 60, "optuna-dashboard to answer", server)["study_summaries"]
-        assert sorted(s["study_name"] for s in listed) == sorted(f"digits_test/{o}" for o in SEARCHED)
+        assert sorted(s["study_name"] for s in listed) == sorted(
+            [f"digits_test/{o}/r{r}" for o in SEARCHED for r in REPLICATES]
+            + [f"digits_test/adam/r{r}/retune" for r in REPLICATES])
         for study in listed:
-            optimizer = study["study_name"].split("/")[1]
-            runs = {c.data.tags["trial_id"]: c for c in search if c.data.tags["optimizer"] == optimizer}
+            if study["study_name"].endswith("/retune"):
+                continue
+            _, optimizer, replicate = study["study_name"].split("/")
+            runs = {c.data.tags["trial_id"]: c for c in search if c.data.tags["optimizer"] == optimizer
+                    and c.data.tags["replicate"] == replicate.removeprefix("r")}
             trials = _json(f"{api}/{study['study_id']}")["trials"]
             assert len(trials) == len(runs) == 3
             for trial in trials:
@@ -498,7 +525,7 @@ def test_driver_killed_again_and_again_then_resumed(tmp_path):
     import optuna
 
     for optimizer in ("adam", "zsharp"):
-        trials = optuna.load_study(study_name=f"crash/{optimizer}",
+        trials = optuna.load_study(study_name=f"crash/{optimizer}/r0",
                                    storage=f"sqlite:///{storage / 'optuna.db'}").trials
         assert len(trials) == 6 and all(t.state.is_finished() for t in trials)
         assert sorted(t.user_attrs["ray_trial_id"] for t in trials) == \
@@ -807,10 +834,12 @@ def test_bad_input_from_a_real_process_has_no_traceback(tmp_path, args, word):
 def test_dry_run_prints_the_plan_and_starts_nothing(tmp_path):
     done = launch("--space", "quickstart", "--dry-run", "--storage", str(tmp_path / "r"))
     assert done.returncode == 0, done.stderr
-    for word in ("quickstart", "digits", "res20s", "zsharp", "trials", "ASHA", "sqlite:///"):
+    for word in ("quickstart", "digits", "res8s", "zsharp", "trials", "ASHA", "sqlite:///"):
         assert word in done.stdout
-    # 5 optimizers x 15 trials x 10 epochs; confirm: 5 seeds x 10 epochs, Adam's twice more.
-    assert "cost         search at most 750 trial-epochs (ASHA stops some), confirm 350;" in done.stdout
+    # 3 replicates of: 5 optimizers x 15 trials x 8 epochs; Adam's re-search, 5 trials x 16
+    # epochs; confirm: 3 seeds x 8 epochs for each optimizer, Adam's at 16 too.
+    assert (f"cost         search at most {3 * 5 * 15 * 8} trial-epochs (ASHA stops some), re-search at most "
+            f"{3 * 5 * 16}, confirm {3 * 3 * (5 * 8 + 16)};") in done.stdout
     assert not (tmp_path / "r").exists()
 
 

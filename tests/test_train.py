@@ -5,11 +5,12 @@ import math
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
 from trainables.config import TrialConfig
-from trainables.data import load_dataset, num_train_batches
+from trainables.data import load_dataset, load_dataset_once, num_train_batches
 from trainables.errors import ConfigError, check_range
 from trainables.train import CHECKPOINT_FILE, EXIT_DIVERGED, lr_factor, main, run_trial, trial_data
 
@@ -109,11 +110,15 @@ def test_every_flag_of_the_trial_command_says_what_it_is_its_default_and_valid_v
         main(["--help"])
     assert done.value.code == 0
     text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    hparams = all_hparams()
     for name, (_, default) in TrialConfig.settings().items():
-        assert f"(default: {default})" in text and f"--{name.replace('_', '-')}" in text
+        assert f"--{name.replace('_', '-')}" in text
+        assert name in hparams or f"(default: {default})" in text
+    # A hyperparameter's default is its optimizer's: ASAM's rho is not SAM's.
+    assert "rho (ascent radius); >= 0 (default: 0.5 for asam; 0.05 for fsam, sam, zsharp)" in text
     assert f"data set (registry name): {', '.join(list_datasets())} (default: digits)" in text
     assert f"optimizer (registry name): {', '.join(list_optimizers())}" in text
-    assert "ZSharp alpha (|z| quantile kept above); in [0, 1) (default: 0.95)" in text
+    assert "ZSharp alpha (|z| quantile kept above); in [0, 1) (default: 0.95 for zsharp)" in text
     assert text.count("(default:") == len(TrialConfig.settings()) + 1  # and --checkpoint-dir's
     assert len(all_hparams()) == sum(TrialConfig.help(n) == h.describe() for n, h in all_hparams().items())
 
@@ -160,6 +165,77 @@ def test_a_search_trial_never_holds_the_test_split():
     assert len(search.train_labels) == len(data.train_labels)
 
 
+def test_a_replicates_holdout_is_another_stratified_val_of_the_same_size_and_test_stays():
+    data = load_dataset("digits")
+    own = trial_data(data, TrialConfig(eval_split="test", refit=False))
+    assert torch.equal(own.val_images, data.val_images)  # holdout seed 0: the data set's own
+    drawn = trial_data(data, TrialConfig(eval_split="test", refit=False, holdout_seed=12345))
+    again = trial_data(data, TrialConfig(eval_split="test", refit=False, holdout_seed=12345))
+    other = trial_data(data, TrialConfig(eval_split="test", refit=False, holdout_seed=54321))
+    assert torch.equal(drawn.val_images, again.val_images)  # fixed by its seed
+    assert not torch.equal(drawn.val_images, data.val_images) and not torch.equal(drawn.val_images, other.val_images)
+    assert len(drawn.val_labels) == len(data.val_labels) and len(drawn.train_labels) == len(data.train_labels)
+    # The same images, split otherwise: train + val is the official training data still.
+    pooled = lambda d: sorted(map(bytes, torch.cat([d.train_images, d.val_images]).flatten(1).numpy()))
+    assert pooled(drawn) == pooled(data)
+    assert torch.equal(drawn.test_images, data.test_images)
+    # Stratified: each class's count within 1 of its share of the pool.
+    labels = torch.cat([data.train_labels, data.val_labels])
+    share = torch.bincount(labels) * len(data.val_labels) / len(labels)
+    assert (torch.bincount(drawn.val_labels) - share).abs().max() < 1
+
+
+def test_a_confirm_run_records_which_test_examples_it_got_right():
+    from trainables.schema import decode_correct
+
+    data = load_dataset("digits")
+    reports = Recorder()
+    config = TrialConfig(**SMALL, optimizer="adam", epochs=2, eval_split="test")
+    run_trial(config, reports)
+    assert "test_correct" not in reports[0]  # only how the run ends
+    correct = decode_correct(reports[-1]["test_correct"])
+    assert len(correct) == len(data.test_labels) and correct.mean() == pytest.approx(reports[-1]["test_acc"])
+    search = Recorder()
+    run_trial(TrialConfig(**SMALL, optimizer="adam", epochs=1), search)
+    assert "test_correct" not in search[-1]  # a search trial never sees test
+
+
+def test_the_test_record_is_compact_and_refused_when_malformed():
+    import base64
+
+    from trainables.schema import MAX_TEST_EXAMPLES, decode_correct, encode_correct
+
+    flags = np.random.default_rng(0).random(10_000) < 0.9
+    text = encode_correct(flags)
+    assert len(text) < 1700 and np.array_equal(decode_correct(text), flags)
+    assert np.array_equal(decode_correct(encode_correct([True, False, True])), [True, False, True])
+    packed = base64.b64encode(bytes([0b10100001])).decode()
+    for bad in (None, 7, "", "3", "x:AAAA", "3:!!!!", f"4:{packed}",  # pad bits set
+                f"9:{packed}", f"{MAX_TEST_EXAMPLES + 1}:{packed}", "3:" + "A" * 300_000):
+        assert decode_correct(bad) is None, bad
+
+
+# Each SAM variant's published defaults (sam_family.md): Foret et al. 2021, Kwon et al.
+# 2021 (ASAM's rho is 10x SAM's: its ascent is scaled by |w|), Li et al. 2024, the ZSharp seed.
+PUBLISHED = {"sam": {"rho": 0.05}, "asam": {"rho": 0.5, "eta": 0.01},
+             "fsam": {"rho": 0.05, "sigma": 1.0, "lmbda": 0.9}, "zsharp": {"rho": 0.05, "alpha": 0.95}}
+
+
+@pytest.mark.parametrize("optimizer", sorted(PUBLISHED))
+def test_every_optimizers_trial_default_is_its_published_default(optimizer):
+    import inspect
+
+    from trainables.catalog import get_optimizer_info, resolve
+
+    config = TrialConfig(optimizer=optimizer)
+    assert {name: getattr(config, name) for name in PUBLISHED[optimizer]} == PUBLISHED[optimizer]
+    # The class's own defaults say the same (a direct create_optimizer call).
+    signature = inspect.signature(resolve(get_optimizer_info(optimizer).wrapper))
+    assert {n: signature.parameters[n].default for n in PUBLISHED[optimizer]} == PUBLISHED[optimizer]
+    assert TrialConfig.defaults(optimizer)["rho"] == PUBLISHED[optimizer]["rho"]
+    assert TrialConfig(optimizer=optimizer, rho=0.2).rho == 0.2  # a set value is kept
+
+
 @pytest.mark.parametrize("refit", [True, False])
 def test_a_confirm_run_evaluates_test_and_refits_on_train_plus_val(refit):
     data = load_dataset("digits")
@@ -173,6 +249,23 @@ def test_a_confirm_run_evaluates_test_and_refits_on_train_plus_val(refit):
     assert {"test_loss", "test_acc"} <= set(m) and ("val_acc" in m) != refit
     # Gradient evaluations count every image trained on, both passes.
     assert m["grad_evals"] == 2 * (train // 128) * 128
+
+
+def test_a_worker_reads_a_data_set_once_per_folder_and_its_trials_leave_it_as_it_was(tmp_path):
+    """load_dataset_once (what a Ray worker's trials use): the same name and folder give the
+    held data set, however the folder is spelt; another folder is read afresh. A search
+    trial and a refit confirm run with diagnostics leave its tensors as they were."""
+    first = load_dataset_once("digits", tmp_path / "a")
+    assert load_dataset_once("digits", str(tmp_path / "a" / ".." / "a")) is first
+    held = load_dataset_once("digits", tmp_path / "b")
+    assert held is not first and load_dataset_once("digits", tmp_path / "b") is held
+    before = {name: tensor.clone() for name, tensor in held._tensors().items()}
+    run_trial(TrialConfig(**SMALL, optimizer="sam", epochs=1), data=held)
+    run_trial(TrialConfig(**SMALL, optimizer="adam", epochs=1, eval_split="test", refit=True,
+                          flatness_images=16, flatness_probes=2, flatness_lanczos_steps=2,
+                          flatness_ascent_steps=1), data=held)
+    assert held._tensors().keys() == before.keys()
+    assert all(torch.equal(held._tensors()[name], tensor) for name, tensor in before.items())
 
 
 # ---- the loop -------------------------------------------------------------------------------

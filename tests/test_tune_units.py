@@ -26,14 +26,21 @@ from search_spaces import Distribution, SpaceError, get_space
 from trainables.train import run_trial
 from trainables.schema import duration_text
 from tune.budget import budget_arms, random_start, stretched
-from tune.confirm import confirm_trials, select_finalists
-from tune.search import PerOptimizerSearch
+from tune.confirm import config_key, confirm_trials, select_finalists
+from tune.search import GroupedSearch, search_groups
+from tune.seeds import replicate_seeds
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
 
 
 def small_space(**changes):
-    return get_space("quickstart").with_overrides(**changes)
+    """The quickstart, one replicate unless `changes` say otherwise."""
+    return get_space("quickstart").with_overrides(**{"replicates": 1, **changes})
+
+
+def grouped(space, studies: str, fixed: dict | None = None) -> GroupedSearch:
+    """The search stage's searcher of `space` (experiment "exp")."""
+    return GroupedSearch(search_groups(space, "exp", fixed or {}), studies)
 
 
 @pytest.fixture
@@ -46,9 +53,9 @@ def studies(tmp_path) -> str:
 
 def test_every_suggestion_is_a_search_trial_on_the_validation_split(studies):
     space = small_space(trials_per_optimizer=4)
-    searcher = PerOptimizerSearch(space, {"data_dir": "data"}, studies, "exp")
+    searcher = grouped(space, studies, {"data_dir": "data"})
     configs = [searcher.suggest(f"t{i}") for i in range(4 * len(space.optimizers))]
-    assert all(c["eval_split"] == "val" for c in configs)
+    assert all(c["eval_split"] == "val" and c["data_dir"] == "data" for c in configs)
     # Round robin: every optimizer gets its budget, none more.
     assert [c["optimizer"] for c in configs[:5]] == list(space.optimizers)
     assert {o: sum(c["optimizer"] == o for c in configs) for o in space.optimizers} == \
@@ -56,9 +63,30 @@ def test_every_suggestion_is_a_search_trial_on_the_validation_split(studies):
     assert searcher.suggest("one-more") == "FINISHED"
 
 
+def test_each_replicate_is_its_own_search_on_its_own_seeds_and_holdout(studies):
+    space = small_space(optimizers=["adam", "sam"], trials_per_optimizer=3, replicates=2, seed=7)
+    searcher = grouped(space, studies)
+    configs = [searcher.suggest(f"t{i}") for i in range(3 * 2 * 2)]
+    assert searcher.suggest("one-more") == "FINISHED"
+    for replicate in (0, 1):
+        seeds = replicate_seeds(7, replicate, 0)
+        mine = [c for c in configs if c["replicate"] == replicate]
+        assert sorted(c["optimizer"] for c in mine) == ["adam"] * 3 + ["sam"] * 3
+        assert {(c["seed"], c["holdout_seed"]) for c in mine} == {(seeds.train, seeds.holdout)}
+        for optimizer in ("adam", "sam"):
+            study = optuna.load_study(study_name=f"exp/{optimizer}/r{replicate}", storage=studies)
+            assert len(study.trials) == 3
+    assert replicate_seeds(7, 0, 0) != replicate_seeds(7, 1, 0)
+    # Another master seed shares no seed with this one: an independent rerun.
+    other = replicate_seeds(8, 0, 5)
+    assert not {other.train, other.holdout, *other.confirm} & {
+        s for r in (0, 1) for s in (replicate_seeds(7, r, 5).train, replicate_seeds(7, r, 5).holdout,
+                                    *replicate_seeds(7, r, 5).confirm)}
+
+
 def test_asha_stopped_trials_reach_optuna_as_pruned_with_their_curve(studies):
     space = small_space(optimizers=["zsharp"], trials_per_optimizer=3, max_epochs=6)
-    searcher = PerOptimizerSearch(space, {}, studies, "exp")
+    searcher = grouped(space, studies)
     for trial_id in ("stopped", "finished", "diverged"):
         searcher.suggest(trial_id)
     for epoch, acc in ((1, 0.3), (2, 0.4)):
@@ -80,7 +108,7 @@ def test_asha_stopped_trials_reach_optuna_as_pruned_with_their_curve(studies):
 
 
 def test_an_errored_trial_fails_in_optuna(studies):
-    searcher = PerOptimizerSearch(small_space(optimizers=["adam"], trials_per_optimizer=2), {}, studies, "exp")
+    searcher = grouped(small_space(optimizers=["adam"], trials_per_optimizer=2), studies)
     searcher.suggest("t")
     searcher.on_trial_complete("t", None, error=True)
     assert searcher.study("adam").trials[0].state == TrialState.FAIL
@@ -90,14 +118,14 @@ def test_an_errored_trial_fails_in_optuna(studies):
 def test_tpe_guides_at_least_half_of_every_budget(budget, studies):
     start = random_start(budget)
     assert budget - start >= budget / 2 and start <= 10
-    searcher = PerOptimizerSearch(small_space(trials_per_optimizer=budget), {}, studies, "exp")
+    searcher = grouped(small_space(trials_per_optimizer=budget), studies)
     sampler = searcher.study("sam").sampler
-    assert sampler._n_startup_trials == start and sampler._constant_liar
+    assert sampler._n_startup_trials == start and sampler._constant_liar and sampler._multivariate
 
 
 def test_the_searcher_samples_the_spaces_values_of_alpha(studies):
     space = small_space(optimizers=["zsharp"], trials_per_optimizer=10)
-    searcher = PerOptimizerSearch(space, {}, studies, "exp")
+    searcher = grouped(space, studies)
     for i in range(10):
         config = searcher.suggest(f"t{i}")
         trial = searcher.study("zsharp").trials[-1]
@@ -112,7 +140,7 @@ def test_a_resumed_search_tells_optuna_each_trial_once_and_asks_no_extra_one(stu
     the start, then the snapshot), it tells nothing twice and hands the trial asked after the
     snapshot (which Ray never knew) to Ray's next trial instead of asking a new one."""
     space = small_space(optimizers=["adam"], trials_per_optimizer=4, max_epochs=2)
-    searcher = PerOptimizerSearch(space, {}, studies, "exp")
+    searcher = grouped(space, studies)
     started = pickle.dumps(searcher)  # Tune's tuner.pkl
     first = [searcher.suggest(t) for t in ("t0", "t1")]
     searcher.on_trial_result("t0", {"epoch": 1, "val_acc": 0.5})
@@ -133,7 +161,7 @@ def test_a_resumed_search_tells_optuna_each_trial_once_and_asks_no_extra_one(stu
         assert restored.suggest("t3") == orphan  # the trial asked after the snapshot
         last = restored.suggest("t4")
     assert restored.suggest("t5") == "FINISHED"
-    trials = optuna.load_study(study_name="exp/adam", storage=studies).get_trials(deepcopy=False)
+    trials = optuna.load_study(study_name="exp/adam/r0", storage=studies).get_trials(deepcopy=False)
     assert len(trials) == 4 and last not in (*first, orphan)
     assert trials[0].state == TrialState.COMPLETE and trials[0].value == 0.8
     assert trials[0].intermediate_values == {1: 0.5, 2: 0.8}
@@ -144,14 +172,12 @@ def test_a_resumed_search_tells_optuna_each_trial_once_and_asks_no_extra_one(stu
 def test_an_optuna_trial_and_its_mlflow_run_name_each_other(studies):
     from tune.search import OptunaLinks
 
-    searcher = PerOptimizerSearch(small_space(optimizers=["adam", "sam"], trials_per_optimizer=2),
-                                  {}, studies, "exp")
-    for trial_id in ("a0", "s0", "a1"):
-        searcher.suggest(trial_id)
+    searcher = grouped(small_space(optimizers=["adam", "sam"], trials_per_optimizer=2), studies)
+    configs = {trial_id: searcher.suggest(trial_id) for trial_id in ("a0", "s0", "a1")}
     links = pickle.loads(pickle.dumps(OptunaLinks(studies, "exp")))  # as Tune pickles callbacks
-    assert links.link("adam", "a1", "run-a1") == {"optuna_study": "exp/adam", "optuna_trial": "1"}
-    assert links.link("sam", "nope", "run-x") == {}
-    trial = optuna.load_study(study_name="exp/adam", storage=studies).trials[1]
+    assert links.link(configs["a1"], "a1", "run-a1") == {"optuna_study": "exp/adam/r0", "optuna_trial": "1"}
+    assert links.link(configs["s0"], "nope", "run-x") == {}
+    trial = optuna.load_study(study_name="exp/adam/r0", storage=studies).trials[1]
     assert trial.user_attrs == {"ray_trial_id": "a1", "mlflow_run_id": "run-a1"}
 
 
@@ -164,13 +190,13 @@ def test_a_new_search_refuses_studies_with_trials_and_a_resumed_one_needs_its_ow
                          storage=str(tmp_path), tracking_uri=f"sqlite:///{tmp_path}/mlflow.db",
                          optuna_uri=uri, data_dir="data", resume=resume)
 
-    with pytest.raises(SweepError, match="--resume: no Optuna study 'exp/adam' in .*pass the --optuna-storage"):
+    with pytest.raises(SweepError, match="--resume: no Optuna study 'exp/adam/r0' in .*pass the --optuna-storage"):
         check_studies(plan(resume=True), run_search=True)
-    optuna.create_study(study_name="exp/adam", storage=studies)  # left empty by a stopped driver
+    optuna.create_study(study_name="exp/adam/r0", storage=studies)  # left empty by a stopped driver
     check_studies(plan(), run_search=True)
-    optuna.load_study(study_name="exp/adam", storage=studies).ask()
-    with pytest.raises(SweepError, match="'exp/adam' .* already holds trials .* optuna delete-study "
-                                         "--study-name exp/adam --storage sqlite:///"):
+    optuna.load_study(study_name="exp/adam/r0", storage=studies).ask()
+    with pytest.raises(SweepError, match="'exp/adam/r0' .* already holds trials .* optuna delete-study "
+                                         "--study-name exp/adam/r0 --storage sqlite:///"):
         check_studies(plan(), run_search=True)
     check_studies(plan(), run_search=False)  # a confirm stage alone asks Optuna nothing
     with pytest.raises(SweepError, match="^the Optuna database sqlite:////no/such/folder/o.db cannot be opened"):
@@ -185,21 +211,26 @@ def dry_plan(tmp_path, **changes):
                      data_dir=str(tmp_path / "data"), confirm_top_k=1, confirm_seeds=5)
 
 
-def test_the_dry_run_budget_counts_every_trial_epoch_of_both_stages(tmp_path):
+def test_the_dry_run_budget_counts_every_trial_epoch_of_every_stage(tmp_path):
     from tune import estimate
 
-    plan = dry_plan(tmp_path, optimizers=["adam", "sam"], trials_per_optimizer=15, max_epochs=10)
+    plan = dry_plan(tmp_path, optimizers=["adam", "sam"], trials_per_optimizer=15, max_epochs=10,
+                    replicates=2)
     b = estimate.budget(plan)
-    assert b.search == {"adam": 150, "sam": 150}
-    # Adam at 10 and again at 20 epochs (equal compute), SAM at 10, 5 seeds each.
-    assert b.confirm == {"adam": 5 * (10 + 20), "sam": 5 * 10}
+    assert b.search == {"adam": 2 * 150, "sam": 2 * 150}
+    # Adam's lr searched again at 20 epochs, a third of 15 trials, in each replicate.
+    assert b.retune == {"adam": 2 * 5 * 20}
+    # Adam at 10 and again at 20 epochs (equal compute), SAM at 10, 5 seeds each, 2 replicates.
+    assert b.confirm == {"adam": 2 * 5 * (10 + 20), "sam": 2 * 5 * 10}
     times = {"adam": 2.0, "sam": 4.0}
     text = estimate.describe(plan, times)
     at_once = estimate.at_once(plan)
-    search_s = (150 * 2.0 + 150 * 4.0) / at_once
-    assert f"search: at most {duration_text(search_s)} wall, {(150 * 2 + 150 * 4) / 3600:.2g} CPU-hours" in text
-    assert f"confirm: about {duration_text((150 * 2.0 + 50 * 4.0) / at_once)} wall" in text
-    assert text.startswith("cost         search at most 300 trial-epochs (ASHA stops some), confirm 200; ")
+    search_s = (300 * 2.0 + 300 * 4.0) / at_once
+    assert f"search: at most {duration_text(search_s)} wall, {(300 * 2 + 300 * 4) / 3600:.2g} CPU-hours" in text
+    assert f"re-search: at most {duration_text(200 * 2.0 / at_once)} wall" in text
+    assert f"confirm: about {duration_text((300 * 2.0 + 100 * 4.0) / at_once)} wall" in text
+    assert text.startswith("cost         search at most 600 trial-epochs (ASHA stops some), re-search at most "
+                           "200, confirm 400; ")
 
 
 def test_the_dry_run_warns_of_a_missing_gpu_and_of_a_download(tmp_path, monkeypatch):
@@ -286,10 +317,10 @@ def test_sample_command_prints_each_optimizers_prior_as_json_lines():
     zsharp = [c for c in configs if c["optimizer"] == "zsharp"]
     share = math.log(10) / math.log(50)
     assert abs(np.mean([c["alpha"] >= 0.9 for c in zsharp]) - share) < 4 * math.sqrt(share * (1 - share) / 300)
-    # lr log-uniform on [1e-3, 1e-1]: half the draws below the geometric mean 1e-2.
+    # lr log-uniform on [3e-3, 0.3]: half the draws below the geometric mean 3e-2.
     lrs = np.array([c["lr"] for c in configs])
-    assert lrs.min() >= 1e-3 and lrs.max() <= 1e-1
-    assert abs((lrs < 1e-2).mean() - 0.5) < 4 * math.sqrt(0.25 / len(lrs))
+    assert lrs.min() >= 3e-3 and lrs.max() <= 0.3
+    assert abs((lrs < 3e-2).mean() - 0.5) < 4 * math.sqrt(0.25 / len(lrs))
     assert all(set(c) - set(space.base_config(c["optimizer"])) == set(space.distributions_for(c["optimizer"]))
                for c in configs)
 
@@ -313,34 +344,93 @@ def test_one_pass_optimizers_get_an_equal_compute_arm_beside_the_sam_family():
 def test_the_longer_arm_stretches_epochs_warmup_and_step_period():
     assert stretched({"epochs": 6, "warmup_epochs": 1, "lr": 0.1}, 2) == \
         {"epochs": 12, "warmup_epochs": 2, "step_epochs": 60, "lr": 0.1}
+    # A refit with matched steps on digits: x 1149 / 1437, rounded; warm-up may round to none.
+    factor = small_space(refit_steps="matched").refit_factor
+    assert factor == pytest.approx(1149 / 1437)
+    assert stretched({"epochs": 10, "warmup_epochs": 1}, factor) == {"epochs": 8, "warmup_epochs": 1, "step_epochs": 24}
+    assert stretched({"epochs": 1, "warmup_epochs": 0, "step_epochs": 1}, 0.1) == \
+        {"epochs": 1, "warmup_epochs": 0, "step_epochs": 1}
 
 
-def _row(optimizer, trial_id, status, epochs_run, final_val_acc, **config):
+def test_a_refit_states_its_extra_steps_and_matched_steps_scale_the_epochs():
+    # digits at batch 128: 8 full batches of the 1,149 training images, 11 of train + val.
+    assert small_space().refit_extra_steps == pytest.approx(11 / 8 - 1)
+    epochs = small_space().max_epochs
+    matched = round(epochs * 1149 / 1437)
+    assert small_space(refit_steps="matched").refit_extra_steps == pytest.approx(11 * matched / (8 * epochs) - 1)
+    assert small_space(refit=False).refit_extra_steps is None
+    with pytest.raises(SpaceError, match="refit_steps: must be one of epochs, matched"):
+        small_space(refit_steps="fewer")
+
+
+def _row(optimizer, trial_id, status, epochs_run, final_val_acc, replicate=0, **config):
     return {"optimizer": optimizer, "trial_id": trial_id, "status": status, "epochs_run": epochs_run,
-            "final_val_acc": final_val_acc, "config": {"optimizer": optimizer, "epochs": 6, **config}}
+            "final_val_acc": final_val_acc, "config": {"optimizer": optimizer, "epochs": 6,
+                                                       "replicate": replicate, **config}}
 
 
-def test_finalists_ran_the_full_budget_and_are_ranked_by_final_val_acc():
+def test_finalists_ran_the_full_budget_and_are_ranked_by_final_val_acc_in_each_replicate():
     rows = [_row("adam", "early", "stopped_early", 2, 0.99, lr=1.0),
             _row("adam", "full", "completed", 6, 0.90, lr=2.0),
             _row("adam", "better", "completed", 6, 0.95, lr=3.0),
             _row("adam", "nan", "diverged", 1, 0.99, lr=4.0),
             _row("sam", "err", "error", 0, float("nan"), lr=5.0),
-            _row("sam", "only", "stopped_early", 3, 0.5, lr=6.0)]
+            _row("sam", "only", "stopped_early", 3, 0.5, lr=6.0),
+            _row("adam", "other", "completed", 6, 0.5, replicate=1, lr=7.0)]
     finalists = select_finalists(rows, top_k=2)
     assert [(f["trial_id"], f["rank"]) for f in finalists] == \
-        [("better", 1), ("full", 2), ("only", 1)]
+        [("better", 1), ("full", 2), ("only", 1), ("other", 1)]
 
 
-def test_confirm_trials_cover_arms_and_seeds_on_the_test_split():
+def test_confirm_trials_cover_arms_and_each_replicates_seeds_on_the_test_split():
     finalists = [dict(_row("adam", "a", "completed", 6, 0.9, lr=0.1), rank=1),
-                 dict(_row("sam", "s", "completed", 6, 0.9, lr=0.2), rank=1)]
-    configs, tags = confirm_trials(finalists, seeds=2, arms=budget_arms(["adam", "sam"]), refit=True)
+                 dict(_row("sam", "s", "completed", 6, 0.9, lr=0.2), rank=1),
+                 dict(_row("sam", "s1", "completed", 6, 0.9, replicate=1, lr=0.3), rank=1)]
+    configs, tags = confirm_trials(finalists, seeds={0: (10, 11), 1: (20, 21)},
+                                   arms=budget_arms(["adam", "sam"]), refit=True)
     assert [(c["optimizer"], c["epochs"], c["seed"]) for c in configs] == [
-        ("adam", 6, 0), ("adam", 6, 1), ("adam", 12, 0), ("adam", 12, 1), ("sam", 6, 0), ("sam", 6, 1)]
+        ("adam", 6, 10), ("adam", 6, 11), ("adam", 12, 10), ("adam", 12, 11), ("sam", 6, 10), ("sam", 6, 11),
+        ("sam", 6, 20), ("sam", 6, 21)]
     assert all(c["eval_split"] == "test" and c["refit"] for c in configs)
     assert [t["budget_arm"] for t in tags.values()] == ["equal_epochs"] * 2 + ["equal_compute"] * 2 + \
-        ["equal_epochs"] * 2
+        ["equal_epochs"] * 4
+
+
+def test_a_retuned_equal_compute_arm_reruns_the_re_searched_config_of_rank_1_only():
+    finalists = [dict(_row("adam", "a", "completed", 6, 0.9, lr=0.1), rank=1),
+                 dict(_row("adam", "b", "completed", 6, 0.8, lr=0.2), rank=2)]
+    best = {"trial_id": "r7", "config": {**stretched(finalists[0]["config"], 2), "lr": 0.05}}
+    configs, tags = confirm_trials(finalists, seeds={0: (1,)}, arms=budget_arms(["adam", "sam"]), refit=True,
+                                   retuned={("adam", 0): best})
+    assert [(c["lr"], c["epochs"], tags[config_key(c)]["confirm_rank"]) for c in configs] == [
+        (0.1, 6, "1"), (0.05, 12, "1"), (0.2, 6, "2")]
+    longer = tags[config_key(configs[1])]
+    assert longer == {"confirm_rank": "1", "source_trial_id": "a", "budget_arm": "equal_compute",
+                      "retune_trial_id": "r7"}
+
+
+def test_the_re_search_starts_at_the_1x_optimum_at_the_longer_arms_epochs(studies):
+    from tune.retune import RETUNE_SPAN, retune_groups
+
+    space = small_space(optimizers=["adam", "sam"], trials_per_optimizer=9, replicates=2)
+    finalists = [dict(_row("adam", "a0", "completed", 10, 0.9, lr=0.01, replicate=0, seed=5), rank=1),
+                 dict(_row("adam", "a0b", "completed", 10, 0.8, lr=0.02, replicate=0), rank=2),
+                 dict(_row("sam", "s0", "completed", 10, 0.9, lr=0.03, replicate=0), rank=1),
+                 dict(_row("adam", "a1", "completed", 10, 0.9, lr=0.04, replicate=1), rank=1)]
+    groups = retune_groups(space, "exp", finalists)
+    assert [g.key for g in groups] == [("adam", 0), ("adam", 1)]  # rank 1 of the 1-pass optimizer
+    first = groups[0]
+    assert first.budget == 3 and first.name == "exp/adam/r0/retune" and first.first == ({"lr": 0.01},)
+    assert first.base["epochs"] == 12 and first.base["seed"] == 5 and "lr" not in first.base
+    lr = first.distributions["lr"]
+    assert (lr.kind, lr.low, lr.high) == ("loguniform", 0.01 / RETUNE_SPAN, 0.01 * RETUNE_SPAN)
+    searcher = GroupedSearch(groups, studies)
+    suggested = [searcher.suggest(f"t{i}") for i in range(6)]
+    assert suggested[0]["lr"] == 0.01 and suggested[1]["lr"] == 0.04  # each group's 1x optimum first
+    assert all(0.01 / 4 <= c["lr"] <= 0.01 * 4 for c in suggested if c["replicate"] == 0)
+    assert all(c["eval_split"] == "val" for c in suggested)  # the re-search sees val only
+    assert searcher.suggest("t6") == "FINISHED"
+    assert small_space(retune_trials=0).retune_trials == 0
 
 
 def test_adams_longer_arm_spends_the_gradient_evaluations_of_a_sam_run():
@@ -359,9 +449,12 @@ def test_dry_run_names_the_arms_and_their_epochs(capsys):
 
     assert launch.main(["--space", "quickstart", "--dry-run", "--storage", "/tmp/unused-dry"]) == 0
     out = capsys.readouterr().out
-    assert "equal epochs: adam, sam, asam, fsam, zsharp at 10 epochs" in out
-    assert "equal compute: adam at 20 epochs (lr tuned at 10)" in out
-    assert "scored on test" in out and "ASHA per optimizer on val_acc" in out
+    assert "equal epochs: adam, sam, asam, fsam, zsharp at 8 epochs" in out
+    assert "equal compute: adam at 16 epochs" in out
+    assert "lr of adam searched again at the equal-compute arm's epochs (adam 16), 5 trials per replicate" in out
+    assert "+37.5% optimizer steps against the search" in out
+    assert "replicates   3 of each optimizer's search" in out and "primary contrast zsharp against sam" in out
+    assert "scored on test" in out and "ASHA per optimizer and replicate on val_acc" in out
 
 
 # ---- MLflow records -----------------------------------------------------------------------
@@ -524,9 +617,9 @@ class _Controller:
 
 def test_every_added_trial_is_in_a_snapshot_before_it_can_start():
 
-    from tune.schedule import PerOptimizerASHA
+    from tune.schedule import PerGroupASHA
 
-    scheduler = PerOptimizerASHA(["adam", "sam"], max_t=4, grace_period=1, reduction_factor=2)
+    scheduler = PerGroupASHA([("adam", 0), ("sam", 0)], max_t=4, grace_period=1, reduction_factor=2)
     controller = _Controller()
     assert scheduler.choose_trial_to_run(controller) is None and controller.snapshots == []
     for trial_id, optimizer in (("a", "adam"), ("b", "sam")):
@@ -615,7 +708,7 @@ def test_old_checkpoints_are_deleted_only_once_a_snapshot_names_a_newer_one(tmp_
     from ray.tune import Checkpoint
     from ray.tune.result import SHOULD_CHECKPOINT
 
-    from tune.schedule import PerOptimizerASHA
+    from tune.schedule import PerGroupASHA
 
     def checkpoint(n):  # what the worker writes before it reports checkpoint n
         (tmp_path / f"checkpoint_{n:06d}").mkdir()
@@ -628,7 +721,7 @@ def test_old_checkpoints_are_deleted_only_once_a_snapshot_names_a_newer_one(tmp_
         def checkpoint(self, force=False, wait=False):  # a snapshot: what it names, what exists
             self.snapshots.append((self.trials[0].checkpoint.path.rsplit("/", 1)[1], on_disk()))
 
-    scheduler = PerOptimizerASHA(["adam"], max_t=8, grace_period=8, reduction_factor=2)
+    scheduler = PerGroupASHA([("adam", 0)], max_t=8, grace_period=8, reduction_factor=2)
     controller = Controller()
     trial = SimpleNamespace(trial_id="a", status="RUNNING", config={"optimizer": "adam"}, checkpoint=None)
     controller.trials.append(trial)
@@ -648,6 +741,27 @@ def test_old_checkpoints_are_deleted_only_once_a_snapshot_names_a_newer_one(tmp_
     scheduler.on_trial_result(controller, trial, {**result, SHOULD_CHECKPOINT: False, "epoch": 5,
                                                   "training_iteration": 5})
     assert len(controller.snapshots) == 3  # no checkpoint follows: no snapshot
+
+
+def test_a_trials_report_carries_its_checkpoint_at_its_first_and_last_epoch_and_every_period():
+    """tune.trainable.CheckpointDue: every checkpoint handed to Ray is copied to storage and
+    forces an experiment snapshot; between a trial's first and last epoch (and a divergence)
+    one goes at most every period, timed from the last one or from this run's start."""
+    from tune.trainable import CheckpointDue
+
+    now = [0.0]
+    due = CheckpointDue(epochs=8, period_s=10.0, clock=lambda: now[0])
+    carried = []
+    for epoch in range(1, 9):
+        now[0] += 3.0  # a 3 s epoch
+        carried += [epoch] if due({"epoch": epoch, "diverged": 0.0}) else []
+    assert carried == [1, 5, 8]  # 3 s, then 15 s (12 after epoch 1), then the last
+    resumed = CheckpointDue(epochs=8, period_s=10.0, clock=lambda: now[0])  # from a checkpoint of epoch 5
+    now[0] += 3.0
+    assert not resumed({"epoch": 6, "diverged": 0.0})
+    assert resumed({"epoch": 7, "diverged": 1.0})  # diverged: its last report
+    now[0] += 20.0
+    assert resumed({"epoch": 7, "diverged": 0.0}) and not resumed({"epoch": 7, "diverged": 0.0})
 
 
 def test_status_lines_say_how_long_trials_have_waited_for_a_missing_node():
@@ -770,3 +884,26 @@ def test_the_browse_command_is_this_environments_mlflow_or_the_server_itself():
     assert command == [str(Path(sys.executable).parent / "mlflow"), "ui", "--backend-store-uri",
                        "sqlite:////data/results/mlflow.db"] and Path(command[0]).is_file()
     assert browse_command("http://127.0.0.1:5000") == "open http://127.0.0.1:5000 in a browser"
+
+
+def test_asha_compares_a_trial_only_with_its_own_optimizer_and_replicate():
+    # A poor trial reaching the rung after a good one: stopped where both are in one ASHA,
+    # not where they are different replicates' (independent searches).
+    from ray.tune.schedulers import TrialScheduler
+
+    from tune.schedule import PerGroupASHA
+
+    def decisions(groups, second_replicate):
+        scheduler = PerGroupASHA(groups, max_t=4, grace_period=1, reduction_factor=2)
+        controller, said = _Controller(), []
+        for trial_id, replicate, acc in (("good", 0, 0.9), ("poor", second_replicate, 0.1)):
+            trial = SimpleNamespace(trial_id=trial_id, status="RUNNING", checkpoint=None,
+                                    config={"optimizer": "adam", "replicate": replicate})
+            controller.trials.append(trial)
+            scheduler.on_trial_add(controller, trial)
+            said.append(scheduler.on_trial_result(controller, trial, {"epoch": 1, "val_acc": acc,
+                                                                      "training_iteration": 1}))
+        return said
+
+    assert decisions([("adam", 0)], 0) == [TrialScheduler.CONTINUE, TrialScheduler.STOP]
+    assert decisions([("adam", 0), ("adam", 1)], 1) == [TrialScheduler.CONTINUE, TrialScheduler.CONTINUE]

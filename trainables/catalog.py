@@ -123,12 +123,12 @@ def all_hparams() -> dict[str, HParam]:
 
 def register_optimizer(info: OptimizerInfo) -> None:
     """Add an optimizer. A hyperparameter name another entry already declares must mean the
-    same setting (default and valid range); its search distribution may differ."""
+    same setting (valid range); its default and search distribution are the optimizer's own."""
     declared = all_hparams()
     for hparam in info.hparams:
         if hparam.name in declared and declared[hparam.name] != hparam:
-            raise ValueError(f"{info.name}: {hparam.name} is declared with another default or "
-                             f"range by another optimizer ({declared[hparam.name]})")
+            raise ValueError(f"{info.name}: {hparam.name} is declared with another range by "
+                             f"another optimizer ({declared[hparam.name]})")
     _OPTIMIZERS[info.name] = info
 
 
@@ -151,7 +151,7 @@ register_optimizer(OptimizerInfo("sam", "SAM around a base optimizer", 2, "train
                                  label="SAM"))
 register_optimizer(OptimizerInfo(
     "asam", "Adaptive SAM around a base optimizer", 2, "trainables.optim:ASAM",
-    (RHO.searched({"loguniform": [0.05, 5.0]}),
+    (RHO.searched({"loguniform": [0.05, 5.0]}).defaulting_to(0.5),
      HParam("eta", 0.01, 0, math.inf, search={"loguniform": [1e-3, 0.1]}, label="ASAM eta")),
     "trainables.optim:asam_groups", label="ASAM"))
 register_optimizer(OptimizerInfo(
@@ -199,6 +199,16 @@ def hparams_of(optimizer: str, base: str) -> tuple[HParam, ...]:
     return get_base(base if info.wrapper else optimizer).hparams + info.hparams
 
 
+def hparam_defaults(optimizer: str, base: str) -> dict[str, float]:
+    """Every registered hyperparameter's default for a trial of `optimizer` on `base`: its
+    own entry's (ASAM's rho 0.5), the first declaration's for the names it does not take
+    (unknown names: the first declarations' only)."""
+    defaults = {name: h.default for name, h in all_hparams().items()}
+    if optimizer in _OPTIMIZERS and (base in _BASES or not _OPTIMIZERS[optimizer].wrapper):
+        defaults.update({h.name: h.default for h in hparams_of(optimizer, base)})
+    return defaults
+
+
 def ignored_settings(optimizer: str, base: str) -> frozenset[str]:
     """The trial settings `optimizer` (with base `base`) does not read: the other entries'
     hyperparameters, and `base` for a plain optimizer. What its MLflow run and the CSV
@@ -224,6 +234,7 @@ def optimizer_kwargs(config) -> dict:
 
 _MODELS: dict[str, Ref] = {
     # (num_classes, in_channels, image_size) -> nn.Module; trainables/models.py
+    "res8s": "trainables.models:res8s",
     "res20s": "trainables.models:res20s",
     "res56s": "trainables.models:res56s",
     "vgg16_bn": "trainables.models:vgg16_bn",
@@ -246,6 +257,20 @@ DOWNLOADS: dict[str, tuple[str, int]] = {
     "c10": ("cifar-10-batches-py", 170_498_071),
     "c100": ("cifar-100-python", 169_001_437),
     "tinyimagenet": ("tiny-imagenet-200", 248_100_043),
+}
+
+
+# Images per split (train, val, test) of each data set as its loader returns them: val is
+# held out of the official training data, test is the official test split (digits: a
+# fixed 20% of scikit-learn's 1,797; synthetic: its default options). What a plan needs
+# to count a refit's steps without loading the data (trainables.data reads the val sizes
+# from here).
+SPLIT_SIZES: dict[str, tuple[int, int, int]] = {
+    "digits": (1149, 288, 360),
+    "c10": (45_000, 5_000, 10_000),
+    "c100": (45_000, 5_000, 10_000),
+    "tinyimagenet": (90_000, 10_000, 10_000),
+    "synthetic": (50_000, 5_000, 10_000),
 }
 
 

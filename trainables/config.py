@@ -7,9 +7,9 @@ Defaults are the seed repository's (ZSharp on Adam, lr 1e-3, weight decay 5e-5, 
 
 The optimizer hyperparameters (lr, weight_decay, momentum, beta1, beta2, rho, alpha, ...)
 are not listed here: they are the ones the optimizer registry declares
-(`trainables.catalog.all_hparams`), with their defaults and valid ranges, so a newly
-registered optimizer's settings are trial settings at once. They read as attributes
-(`config.rho`) like the fields below.
+(`trainables.catalog.all_hparams`), with their valid ranges and each optimizer's own
+defaults (ASAM's rho 0.5, SAM's 0.05), so a newly registered optimizer's settings are
+trial settings at once. They read as attributes (`config.rho`) like the fields below.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, fields
 
-from trainables.catalog import (all_hparams, ignored_settings, list_bases, list_datasets, list_models,
-                                list_optimizers)
+from trainables.catalog import (all_hparams, hparam_defaults, ignored_settings, list_bases, list_datasets,
+                                list_models, list_optimizers)
 from trainables.errors import ConfigError, check_range, one_line, shown
 
 SCHEDULES = ("step", "cosine")
@@ -56,6 +56,13 @@ class TrialConfig:
     step_epochs: int = _setting(30, "step schedule: epochs between decays (the seed's StepLR(30))")
     label_smoothing: float = _setting(0.0, "cross-entropy label smoothing, in [0, 1)")
     seed: int = _setting(42, "model init, data order and augmentation")
+    # A sweep's replicates are independent searches (each with its own searcher, training
+    # seed and validation holdout) and their confirm runs: the verdict's unit of evidence.
+    replicate: int = _setting(0, "the sweep replicate this trial belongs to (groups trials; "
+                                 "changes no training)")
+    holdout_seed: int = _setting(0, "the validation holdout: 0 the data set's own, another a "
+                                    "stratified holdout of the same size drawn from train + val "
+                                    "with this seed")
     device: str = _setting("auto", "auto, cpu, cuda[:N] or mps")
     precision: str = _setting("auto", "auto (bf16 autocast on CUDA), fp32 or bf16")
     compile: bool = _setting(False, "torch.compile the model (CUDA; minutes of warm-up)")
@@ -68,9 +75,10 @@ class TrialConfig:
     # sets flatness_images from its space; a search trial never measures.
     flatness_images: int = _setting(0, "after the last epoch, measure curvature and sharpness on "
                                        "this many training images (0: not at all)")
-    flatness_probes: int = _setting(20, "Hutchinson probes and random directions of the diagnostics")
-    flatness_lanczos_steps: int = _setting(20, "Lanczos steps of the diagnostics, at most (it stops "
-                                               "once converged)")
+    flatness_probes: int = _setting(20, "Hutchinson probes of the diagnostics' Hessian trace, and draws "
+                                        "of their adaptive average-case sharpness")
+    flatness_lanczos_steps: int = _setting(20, "Lanczos steps of the diagnostics (their basis also "
+                                               "deflates the trace estimate)")
     flatness_ascent_steps: int = _setting(5, "ascent steps of the diagnostics' worst-case sharpness")
     flatness_radius: float = _setting(0.05, "radius of the sharpness ball (one for every optimizer "
                                             "of a sweep)")
@@ -84,9 +92,11 @@ class TrialConfig:
             raise ConfigError(f"unknown trial setting(s): {one_line(', '.join(map(str, unknown)))}")
         for f in _fields():
             object.__setattr__(self, f.name, _coerce(f.name, f.type, settings.get(f.name, f.default)))
+        # The optimizer's own defaults (ASAM's rho is 0.5, SAM's 0.05); an unknown
+        # optimizer's are the first declarations', and validate() names it.
+        defaults = hparam_defaults(self.optimizer, self.base)
         object.__setattr__(self, "hparams", {
-            name: _coerce(name, "float", settings.get(name, hparam.default))
-            for name, hparam in registered.items()})
+            name: _coerce(name, "float", settings.get(name, defaults[name])) for name in registered})
         self.validate()
 
     def __getattr__(self, name: str):
@@ -108,6 +118,14 @@ class TrialConfig:
         found = {f.name: (f.type, f.default) for f in _fields()}
         found.update({name: ("float", h.default) for name, h in all_hparams().items()})
         return found
+
+    @classmethod
+    def defaults(cls, optimizer: str, base: str | None = None) -> dict:
+        """Every setting's default for a trial of `optimizer` (on `base`, else the default
+        base): what a config that leaves a setting out runs with."""
+        base = cls.base if base is None else base
+        fields_ = {f.name: f.default for f in _fields()}
+        return {**fields_, "optimizer": optimizer, "base": base, **hparam_defaults(optimizer, base)}
 
     @classmethod
     def help(cls, name: str) -> str:
@@ -151,6 +169,8 @@ class TrialConfig:
         check_range("warmup_epochs", self.warmup_epochs, 0)
         check_range("step_epochs", self.step_epochs, 1)
         check_range("seed", self.seed, 0, 2 ** 63 - 1)
+        check_range("replicate", self.replicate, 0)
+        check_range("holdout_seed", self.holdout_seed, 0, 2 ** 63 - 1)
         check_range("flatness_images", self.flatness_images, 0)
         check_range("flatness_probes", self.flatness_probes, 2)
         check_range("flatness_lanczos_steps", self.flatness_lanczos_steps, 1)

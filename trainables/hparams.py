@@ -19,8 +19,9 @@ from trainables.errors import check_range, range_text
 class HParam:
     """A hyperparameter: a float trial setting of the same name.
 
-    default: the value a trial takes when nothing sets it (one per name: every optimizer
-        that takes `rho` shares its default and valid range).
+    default: the value a trial of the declaring optimizer takes when nothing sets it (its
+        published default: SAM's rho 0.05, ASAM's 0.5); every optimizer that takes `rho`
+        shares its valid range.
     low, high, low_open, high_open: the valid range, ends included unless open.
     search: the default search distribution of the optimizer that declares it, in the
         space file format ({"loguniform": [low, high]}); None: not searched by default.
@@ -28,7 +29,7 @@ class HParam:
     """
 
     name: str
-    default: float
+    default: float = field(compare=False)
     low: float = -math.inf
     high: float = math.inf
     low_open: bool = False
@@ -54,3 +55,7 @@ class HParam:
     def searched(self, spec: dict) -> HParam:
         """The same hyperparameter with another default search distribution."""
         return dataclasses.replace(self, search=spec)
+
+    def defaulting_to(self, default: float) -> HParam:
+        """The same hyperparameter with another optimizer's published default."""
+        return dataclasses.replace(self, default=default)

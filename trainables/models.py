@@ -118,6 +118,13 @@ class CifarResNet(nn.Module):
         return self.linear(out.mean(dim=(2, 3)))
 
 
+def res8s(num_classes: int, in_channels: int, image_size: int) -> nn.Module:
+    """ResNet-8, the family's smallest (1 block per stage, 75k parameters on 10 classes): on
+    8x8 digits as accurate as ResNet-20 at half its time, what lets the quickstart run 3
+    replicates of every search in minutes."""
+    return CifarResNet(1, num_classes, in_channels)
+
+
 def res20s(num_classes: int, in_channels: int, image_size: int) -> nn.Module:
     """ResNet-20 for CIFAR (3 blocks per stage, 0.27M parameters on 10 classes)."""
     return CifarResNet(3, num_classes, in_channels)

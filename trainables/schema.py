@@ -8,18 +8,29 @@ import it cheaply and none of them restates these facts.
 
 from __future__ import annotations
 
+import base64
 import math
 from collections.abc import Iterable, Mapping
 
 # Reported with a confirm run's last epoch (trainables.flatness, TrialConfig.flatness_images):
-# the training loss on the measured subset, the Hessian's top eigenvalue and Lanczos'
-# residual bound, Hutchinson's trace and its standard error, the sharpness values (loss
-# increases) and their ball's radius, and the wall seconds it all took.
-FLATNESS_METRICS = ("flat_loss", "hessian_top_eig", "hessian_top_eig_residual", "hessian_trace",
-                    "hessian_trace_se", "sharpness_worst", "sharpness_adaptive_worst",
-                    "sharpness_average", "sharpness_radius", "flatness_seconds")
+# the training loss on the measured subset and ||w|| (the L2 norm of the trainable
+# parameters); the measures invariant to a function-preserving rescaling of the weights,
+# adaptive worst-case and adaptive average-case sharpness (with its Monte-Carlo standard
+# error); those that rescaling moves, the Hessian's top eigenvalue (with Lanczos' residual
+# bound), Hutchinson's trace (with its standard error) and worst-case sharpness; the
+# sharpness radius, and the wall seconds it all took. Sharpness values are loss increases.
+FLATNESS_METRICS = ("flat_loss", "weight_norm", "sharpness_adaptive_worst", "sharpness_adaptive_average",
+                    "sharpness_adaptive_average_se", "hessian_top_eig", "hessian_top_eig_residual",
+                    "hessian_trace", "hessian_trace_se", "sharpness_worst", "sharpness_radius",
+                    "flatness_seconds")
 # The loss along a filter-normalised direction, [[t, loss], ...]: kept as an artifact.
 LOSS_PROFILE = "loss_profile"
+# Which test examples a confirm run got right at its last epoch ("COUNT:BASE64" of the bits,
+# `encode_correct`): kept as an artifact, so the verdict can resample test examples.
+TEST_CORRECT = "test_correct"
+# The most test examples such a record may hold when read back (untrusted): 2^20 bits, a
+# 175 kB string.
+MAX_TEST_EXAMPLES = 1 << 20
 
 # Reported by a trial every epoch (trainables.train). val_* only where the validation split
 # is evaluated (every search trial; a confirm run trained on train only), test_* only in
@@ -41,8 +52,10 @@ STATUSES = ("completed", "stopped_early", "diverged", "error")
 RUNNING, INTERRUPTED = "running", "interrupted"
 UNFINISHED = (RUNNING, INTERRUPTED)
 
-# The confirm stage's Ray experiment folder is <storage>/<experiment><CONFIRM_SUFFIX>.
+# The confirm stage's Ray experiment folder is <storage>/<experiment><CONFIRM_SUFFIX>, the
+# equal-compute arm's learning-rate re-search's <storage>/<experiment><RETUNE_SUFFIX>.
 CONFIRM_SUFFIX = "-confirm"
+RETUNE_SUFFIX = "-retune"
 
 # Confirm-stage arms: every optimizer at the space's epochs, and the 1-pass optimizers
 # again at (passes of the SAM family) x the epochs, so both spend the same gradient
@@ -84,6 +97,38 @@ def rank_finalists(rows: Iterable[Mapping]) -> list[Mapping]:
     ranked = sorted(((k, i, r) for k, i, r in keyed if k is not None),
                     key=lambda item: (-item[0][0], -item[0][1], item[1]))
     return [r for _, _, r in ranked]
+
+
+def encode_correct(flags) -> str:
+    """"COUNT:BASE64" of a 1-D boolean array (numpy or anything numpy reads): the bits
+    packed first example first, high bit first (numpy's packbits), then base64. 10,000
+    examples take 1,674 characters."""
+    import numpy as np
+
+    bits = np.asarray(flags, dtype=bool).ravel()
+    return f"{bits.size}:{base64.b64encode(np.packbits(bits).tobytes()).decode('ascii')}"
+
+
+def decode_correct(text):
+    """The boolean array `encode_correct` wrote, or None for anything else: read as
+    untrusted (at most MAX_TEST_EXAMPLES; strict base64; exactly the bytes the count
+    needs; the pad bits zero)."""
+    import numpy as np
+
+    if not isinstance(text, str) or len(text) > 8 + 4 * (MAX_TEST_EXAMPLES // 24 + 1):
+        return None
+    count, _, encoded = text.partition(":")
+    if not count.isdigit() or not 0 < int(count) <= MAX_TEST_EXAMPLES:
+        return None
+    try:
+        packed = np.frombuffer(base64.b64decode(encoded, validate=True), dtype=np.uint8)
+    except ValueError:  # binascii.Error is a ValueError
+        return None
+    count = int(count)
+    if packed.size != -(-count // 8):
+        return None
+    bits = np.unpackbits(packed)
+    return None if bits[count:].any() else bits[:count].astype(bool)
 
 
 def duration_text(seconds: float) -> str:

@@ -1,6 +1,7 @@
 """How a sweep spends its budget: TPE's random start, the confirm stage's budget arms and
-how a longer arm stretches a trial. Pure rules (no Ray, Optuna or torch), shared by the
-plan a `--dry-run` prints and by the stages that run it."""
+runs, the equal-compute arm's learning-rate re-search, and how a longer (or a refit's
+matched) run stretches a trial. Pure rules (no Ray, Optuna or torch), shared by
+the plan a `--dry-run` prints and by the stages that run it."""
 
 from __future__ import annotations
 
@@ -31,14 +32,51 @@ def budget_arms(optimizers) -> dict[str, list[tuple[str, int]]]:
             for o, p in passes.items()}
 
 
-def stretched(config: dict, factor: int) -> dict:
-    """`config` run `factor` times as long: epochs, warm-up and step period multiplied
-    (a cosine schedule stretches with the epochs by itself)."""
+def stretched(config: dict, factor: float) -> dict:
+    """`config` run `factor` times as long: epochs, warm-up and step period multiplied and
+    rounded (a cosine schedule stretches with the epochs by itself); at least one epoch
+    and one epoch per step, warm-up may round to none."""
     from trainables.config import TrialConfig  # the defaults of settings the config omits
 
     defaults = TrialConfig()
-    return {**config, **{name: config.get(name, getattr(defaults, name)) * factor
-                         for name in _EPOCH_SETTINGS}}
+    scaled = {name: round(config.get(name, getattr(defaults, name)) * factor) for name in _EPOCH_SETTINGS}
+    return {**config, **scaled, "epochs": max(1, scaled["epochs"]), "step_epochs": max(1, scaled["step_epochs"])}
+
+
+# The equal-compute arm's learning-rate re-search: a third of the 1x search's trials.
+RETUNE_SHARE = 3
+
+
+def retune_trials(space) -> int:
+    """Trials of the 1-pass optimizers' learning-rate re-search at the equal-compute arm's
+    epochs, per optimizer and replicate: the space's `retune_trials`, else a third of its
+    trials_per_optimizer (at least 1); 0 for none."""
+    if space.retune_trials is not None:
+        return space.retune_trials
+    return max(1, space.trials_per_optimizer // RETUNE_SHARE)
+
+
+def retuned(space) -> list[str]:
+    """The optimizers whose equal-compute arm runs longer and gets its own lr re-search."""
+    if not retune_trials(space):
+        return []
+    return [o for o, arms in budget_arms(space.optimizers).items() if len(arms) > 1]
+
+
+def confirm_runs(space, top_k: int, seeds: int) -> dict[tuple[str, str], tuple[int, int]]:
+    """The confirm stage's plan: (optimizer, arm) -> (runs, epochs of each run), every
+    replicate's finalists (top_k each) x seeds; a retuned optimizer's equal-compute arm
+    reruns its best configuration only (tune.retune)."""
+    plan, again = {}, set(retuned(space))
+    factor = space.refit_factor
+    for optimizer, arms in budget_arms(space.optimizers).items():
+        for arm, longer in arms:
+            configs = 1 if longer > 1 and optimizer in again else top_k
+            epochs = max(1, round(round(space.max_epochs * longer) * factor))
+            plan[(optimizer, arm)] = (space.replicates * configs * seeds, epochs)
+    return plan
+
+
 
 
 def compute_unit(space) -> tuple[str, float]:

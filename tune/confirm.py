@@ -1,15 +1,18 @@
-"""The confirm stage: the top configurations of each optimizer, re-run over several seeds.
+"""The confirm stage: the top configurations of each optimizer in each replicate, re-run
+over several seeds.
 
 A search ranks configurations by one noisy run each on the validation split; a verdict
 needs each finalist trained again with several seeds to the full budget, without early
 stopping, and scored on the test split, which the search never saw (by default trained
-on train + val, the usual final-training protocol). Seeds are the same for every
-optimizer (0, 1, ...), so runs pair up by seed.
+on train + val, the usual final-training protocol). Every replicate has its own seeds
+(tune.seeds), the same for every optimizer within it, so runs pair up by replicate and
+seed.
 
 Two budget arms: every finalist at the space's epochs (equal epochs, the papers'
 protocol), and, where the space mixes 1-pass optimizers with the 2-pass SAM family, the
-1-pass finalists again at twice the epochs with the schedule stretched to match (equal
-gradient evaluations). The longer runs reuse the learning rate tuned at 1x.
+1-pass optimizers' best configuration again at twice the epochs with the schedule
+stretched to match (equal gradient evaluations), at the learning rate re-searched for
+those epochs in its replicate (tune.retune); without a re-search it reuses the 1x rate.
 """
 
 from __future__ import annotations
@@ -18,9 +21,9 @@ import json
 
 from ray.tune.search import Searcher
 
-from trainables.schema import VERDICT_METRIC, rank_finalists
+from trainables.schema import EQUAL_EPOCHS, VERDICT_METRIC, rank_finalists
 from tune.budget import stretched
-from tune.search import PickledSearcher
+from tune.search import PickledSearcher, group_of
 
 
 def config_key(config: dict) -> str:
@@ -29,35 +32,59 @@ def config_key(config: dict) -> str:
 
 
 def select_finalists(rows: list[dict], top_k: int) -> list[dict]:
-    """The top_k search trials of each optimizer (trainables.schema.rank_finalists: full
-    budget first, then final val_acc; errors and divergences excluded).
+    """The top_k trials of each group (an optimizer in a replicate), by
+    trainables.schema.rank_finalists (full budget first, then final val_acc; errors and
+    divergences excluded).
 
-    rows: the search's summary, one per trial with optimizer, config, status, epochs_run,
+    rows: a search's summary, one per trial with optimizer, config, status, epochs_run,
     final_val_acc and trial_id. Returns rows with a `rank` (1 = best) added.
     """
     finalists = []
-    for optimizer in dict.fromkeys(r["optimizer"] for r in rows):
-        ranked = rank_finalists([r for r in rows if r["optimizer"] == optimizer])
+    for group in dict.fromkeys(group_of(r["config"]) for r in rows):
+        ranked = rank_finalists([r for r in rows if group_of(r["config"]) == group])
         finalists += [{**r, "rank": rank} for rank, r in enumerate(ranked[:top_k], start=1)]
     return finalists
 
 
-def confirm_trials(finalists: list[dict], seeds: int, arms: dict[str, list[tuple[str, int]]],
-                   refit: bool, flatness_images: int = 0) -> tuple[list[dict], dict[str, dict]]:
-    """Trial configs (each finalist x each of its arms x each seed), evaluated on test and
-    ending with the flatness diagnostics on `flatness_images` images (0: none), and the
-    MLflow tags of each, by config key."""
+def confirm_trials(finalists: list[dict], seeds: dict[int, tuple[int, ...]],
+                   arms: dict[str, list[tuple[str, int]]], refit: bool, flatness_images: int = 0,
+                   refit_factor: float = 1.0, retuned: dict | None = None) -> tuple[list[dict], dict[str, dict]]:
+    """Trial configs (each finalist x each of its arms x its replicate's seeds), evaluated
+    on test and ending with the flatness diagnostics on `flatness_images` images (0: none),
+    and the MLflow tags of each, by config key.
+
+    seeds: replicate -> its confirm seeds. refit_factor: what a refit's epochs are
+    multiplied by (SearchSpace.refit_factor). retuned: (optimizer, replicate) -> the best
+    trial of its equal-compute re-search (tune.retune; a summary row), whose config the
+    arm runs; a retuned optimizer's finalists below rank 1 run at equal epochs only.
+    """
     configs, tags = [], {}
     for finalist in finalists:
+        group = group_of(finalist["config"])
         for arm, factor in arms[finalist["optimizer"]]:
-            for seed in range(seeds):
-                config = {**stretched(finalist["config"], factor), "seed": seed,
-                          "eval_split": "test", "refit": refit, "flatness_images": flatness_images}
+            source, trial_tags = _arm_source(finalist, arm, factor, group, retuned or {})
+            if source is None:
+                continue
+            for seed in seeds[group[1]]:
+                config = {**stretched(source, refit_factor), "seed": seed, "eval_split": "test",
+                          "refit": refit, "flatness_images": flatness_images}
                 configs.append(config)
                 tags[config_key(config)] = {"confirm_rank": str(finalist["rank"]),
                                             "source_trial_id": finalist["trial_id"],
-                                            "budget_arm": arm}
+                                            "budget_arm": arm, **trial_tags}
     return configs, tags
+
+
+def _arm_source(finalist: dict, arm: str, factor: int, group: tuple, retuned: dict) -> tuple[dict | None, dict]:
+    """The config an arm reruns for a finalist (None: the arm skips it) and its extra tags:
+    the finalist's at equal epochs; at equal compute its re-searched best (rank 1 only)
+    where there was a re-search, else the finalist's stretched by `factor`."""
+    if arm == EQUAL_EPOCHS or factor == 1:
+        return finalist["config"], {}
+    if group in retuned:
+        best = retuned[group]
+        return (best["config"], {"retune_trial_id": best["trial_id"]}) if finalist["rank"] == 1 else (None, {})
+    return stretched(finalist["config"], factor), {}
 
 
 class FixedConfigs(PickledSearcher):

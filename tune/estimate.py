@@ -16,8 +16,8 @@ import time
 from dataclasses import dataclass
 
 from trainables.catalog import download_note
-from trainables.schema import duration_text
-from tune.budget import budget_arms, compute_unit
+from trainables.schema import EQUAL_COMPUTE, duration_text
+from tune.budget import compute_unit, retune_trials
 from tune.plan import SweepPlan, local_gpus
 
 TIMING_BUDGET_S = 20.0
@@ -26,19 +26,28 @@ TIMED_STEPS = 3
 
 @dataclass(frozen=True)
 class Budget:
-    """Trial-epochs per optimizer: `search` at most (ASHA may stop trials), `confirm` exact."""
+    """Trial-epochs per optimizer, every replicate's: `search` and `retune` (the
+    equal-compute arm's lr re-search) at most (ASHA may stop trials), `confirm` exact."""
 
     search: dict[str, int]
+    retune: dict[str, int]
     confirm: dict[str, int]
+
+    def stages(self) -> dict[str, dict[str, int]]:
+        """The stages by name, in the order they run."""
+        return {"search": self.search, "re-search": self.retune, "confirm": self.confirm}
 
 
 def budget(plan: SweepPlan) -> Budget:
     """The plan's trial-epochs per optimizer, per stage."""
     s = plan.space
-    search = {o: s.trials_per_optimizer * s.max_epochs for o in s.optimizers}
-    confirm = {o: plan.confirm_top_k * plan.confirm_seeds * s.max_epochs * sum(f for _, f in arms)
-               for o, arms in budget_arms(s.optimizers).items()} if plan.confirms else {}
-    return Budget(search, confirm)
+    search = {o: s.trials_per_optimizer * s.replicates * s.max_epochs for o in s.optimizers}
+    longer = {o: epochs for (o, arm), (_, epochs) in plan.confirm_plan.items() if arm == EQUAL_COMPUTE}
+    retune = {o: retune_trials(s) * s.replicates * longer[o] for o in plan.retunes}
+    confirm: dict[str, int] = {}
+    for (optimizer, _), (runs, epochs) in plan.confirm_plan.items():
+        confirm[optimizer] = confirm.get(optimizer, 0) + runs * epochs
+    return Budget(search, retune, confirm)
 
 
 def at_once(plan: SweepPlan) -> int:
@@ -103,7 +112,8 @@ def describe(plan: SweepPlan, times: dict[str, float] | None = None) -> str:
     and compute it comes to."""
     b, concurrent = budget(plan), at_once(plan)
     lines = [f"cost         search at most {sum(b.search.values())} trial-epochs (ASHA stops some), "
-             f"confirm {sum(b.confirm.values())}; {concurrent} trials at a time"]
+             f"re-search at most {sum(b.retune.values())}, confirm {sum(b.confirm.values())}; "
+             f"{concurrent} trials at a time"]
     if times is None:
         return "\n".join(lines)
     unit, per_trial = compute_unit(plan.space)
@@ -111,10 +121,10 @@ def describe(plan: SweepPlan, times: dict[str, float] | None = None) -> str:
     lines.append(f"             an epoch here ({TIMED_STEPS} steps timed per optimizer): {epochs}; the times "
                  "below are training alone (Ray, checkpoints and tracking add to them, most on a "
                  "few CPU cores)")
-    for stage, trial_epochs in (("search", b.search), ("confirm", b.confirm)):
+    for stage, trial_epochs in b.stages().items():
         seconds = sum(trial_epochs[o] * times[o] for o in trial_epochs)
         if seconds:
-            bound = "at most " if stage == "search" else "about "
+            bound = "about " if stage == "confirm" else "at most "
             lines.append(f"             {stage}: {bound}{duration_text(seconds / concurrent)} wall, "
                          f"{seconds * per_trial / 3600:.2g} {unit}-hours")
     return "\n".join(lines)

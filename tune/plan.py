@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 from search_spaces import SearchSpace
 from trainables.errors import ConfigError
-from trainables.schema import CONFIRM_SUFFIX
-from tune.budget import budget_arms, random_start
+from trainables.schema import CONFIRM_SUFFIX, EQUAL_COMPUTE, RETUNE_SUFFIX
+from tune.budget import confirm_runs, random_start, retune_trials, retuned
 
 
 RAY_DASHBOARD_PORT = 8265  # Ray's own default
@@ -63,7 +63,24 @@ class SweepPlan:
 
     @property
     def total_trials(self) -> int:
-        return self.space.trials_per_optimizer * len(self.space.optimizers)
+        """The search's trials: every optimizer's in every replicate."""
+        return self.space.trials_per_optimizer * len(self.space.optimizers) * self.space.replicates
+
+    @property
+    def retune_path(self) -> str:
+        """The equal-compute arm's learning-rate re-search's Ray experiment folder."""
+        return self.experiment_path + RETUNE_SUFFIX
+
+    @property
+    def retunes(self) -> list[str]:
+        """The optimizers whose equal-compute arm gets its own lr re-search (none without a
+        confirm stage)."""
+        return retuned(self.space) if self.confirms else []
+
+    @property
+    def retune_total(self) -> int:
+        """The re-search's trials: per retuned optimizer and replicate."""
+        return retune_trials(self.space) * len(self.retunes) * self.space.replicates
 
     @property
     def experiment_path(self) -> str:
@@ -80,26 +97,60 @@ class SweepPlan:
         return self.experiment_path + CONFIRM_SUFFIX
 
     @property
+    def confirm_plan(self) -> dict[tuple[str, str], tuple[int, int]]:
+        """(optimizer, arm) -> (runs, epochs each) of the confirm stage (tune.budget.confirm_runs)."""
+        return confirm_runs(self.space, self.confirm_top_k, self.confirm_seeds) if self.confirms else {}
+
+    @property
     def confirm_trials(self) -> int:
-        arms = sum(len(a) for a in budget_arms(self.space.optimizers).values())
-        return self.confirm_top_k * self.confirm_seeds * arms
+        return sum(runs for runs, _ in self.confirm_plan.values())
 
     def _describe_confirm(self) -> str:
         if not self.confirms:
             return "none"
         s = self.space
         by_arm: dict[tuple[str, int], list[str]] = {}
-        for optimizer, arms in budget_arms(s.optimizers).items():
-            for arm, factor in arms:
-                by_arm.setdefault((arm, factor), []).append(optimizer)
-        arms = "; ".join(f"{arm.replace('_', ' ')}: {', '.join(names)} at {s.max_epochs * factor} epochs"
-                         + (f" (lr tuned at {s.max_epochs})" if factor > 1 else "")
-                         for (arm, factor), names in by_arm.items())
+        for (optimizer, arm), (_, epochs) in self.confirm_plan.items():
+            by_arm.setdefault((arm, epochs), []).append(optimizer)
+        arms = "; ".join(f"{arm.replace('_', ' ')}: {', '.join(names)} at {epochs} epochs"
+                         for (arm, epochs), names in by_arm.items())
         trained = "train + val" if s.refit else "train"
         flat = (f", flatness measured on {s.flatness_images} training images" if s.flatness_images
                 else "")
-        return (f"top {self.confirm_top_k} per optimizer x {self.confirm_seeds} seeds, trained on "
-                f"{trained}, scored on test, no early stopping{flat} ({self.confirm_trials} trials); {arms}")
+        return (f"top {self.confirm_top_k} per optimizer and replicate x {self.confirm_seeds} seeds, "
+                f"trained on {trained}, scored on test, no early stopping{flat} ({self.confirm_trials} "
+                f"trials); {arms}")
+
+    def _describe_retune(self) -> str:
+        """The equal-compute arm's lr re-search, or why the arm reuses the 1x rate."""
+        longer = {o: e for (o, arm), (_, e) in self.confirm_plan.items() if arm == EQUAL_COMPUTE}
+        trials = retune_trials(self.space)
+        if not longer:
+            return "none (no equal-compute arm)"
+        if not self.retunes:
+            return "none: the equal-compute arm reuses the lr tuned at 1x epochs (retune_trials 0)"
+        return (f"lr of {', '.join(self.retunes)} searched again at the equal-compute arm's epochs "
+                f"({', '.join(f'{o} {e}' for o, e in longer.items())}), "
+                f"{trials} trial{'s' * (trials != 1)} per replicate, on val, around the 1x optimum ({self.retune_total} trials)")
+
+    def _describe_refit(self) -> str:
+        """How a refit's steps compare with the search's."""
+        extra = self.space.refit_extra_steps
+        if extra is None:
+            return "confirm runs train on train alone: the steps the search tuned for"
+        how = ("epochs scaled by |train| / |train + val| (refit_steps matched)" if self.space.refit_factor != 1
+               else "the search's epochs on train + val (refit_steps: matched scales them)")
+        return f"confirm runs train on train + val, {how}: {extra:+.1%} optimizer steps against the search"
+
+    def describe_replicates(self) -> str:
+        """What a replicate is and how many, and the primary contrast."""
+        s = self.space
+        primary = f"{s.primary[0]} against {s.primary[1]}" if s.primary else "none (every test in one Holm family)"
+        conditional = ("" if s.replicates > 1 else
+                       "; one replicate: intervals are conditional on one search")
+        return (f"{s.replicates} of each optimizer's search and confirm stage (own searcher, training "
+                f"and holdout seeds, from master seed {s.seed}){conditional}; primary contrast "
+                f"{primary}, equivalence within +-{s.equivalence_margin:g} points")
 
     def record(self) -> dict:
         """What makes this sweep this sweep: its space (budget, optimizers and trials
@@ -115,19 +166,22 @@ class SweepPlan:
         lines = [
             f"space        {s.name}: {s.description}",
             f"data, model  {s.dataset} (from {self.data_dir}), {s.model}",
-            f"optimizers   {', '.join(s.optimizers)}: {s.trials_per_optimizer} trials each, "
+            f"replicates   {self.describe_replicates()}",
+            f"optimizers   {', '.join(s.optimizers)}: {s.trials_per_optimizer} trials each per replicate, "
             f"{self.total_trials} in all",
             f"budget       up to {s.max_epochs} epochs per trial (at most {worst_epochs} trial-epochs); "
-            f"ASHA per optimizer on val_acc: grace {s.grace_period}, reduction factor "
+            f"ASHA per optimizer and replicate on val_acc: grace {s.grace_period}, reduction factor "
             f"{s.reduction_factor:g}; TPE after {random_start(s.trials_per_optimizer)} random trials",
             f"resources    {s.cpus_per_trial:g} CPU and {s.gpus_per_trial:g} GPU per trial, "
             f"{s.max_concurrent} at a time",
             f"cluster      {self.address or 'local Ray, started and stopped by launch.py'}"
             + (f"; its dashboard on http://127.0.0.1:{RAY_DASHBOARD_PORT}" if self.dashboard else ""),
             f"confirm      {self._describe_confirm()}",
+            f"re-search    {self._describe_retune()}",
+            f"refit        {self._describe_refit()}",
             f"storage      {self.experiment_path}{' (resume)' if self.resume else ''}",
             f"tracking     {self.tracking_uri} (experiment {self.experiment!r})",
-            f"studies      {self.optuna_uri} (Optuna: {self.experiment}/OPTIMIZER)",
+            f"studies      {self.optuna_uri} (Optuna: {self.experiment}/OPTIMIZER/rREPLICATE)",
         ]
         for optimizer in s.optimizers:
             searched = ", ".join(f"{n} {d.kind} {_range(d)}"

@@ -179,18 +179,19 @@ class ConciseProgress(Callback):
 
 
 def best_table(rows: list[dict], searched: tuple[str, ...]) -> str:
-    """Each optimizer's finalist (trainables.schema.rank_finalists: full budget first, then
-    final val_acc) with its hyperparameters; rows: one per search trial with `optimizer`,
-    `status`, `epochs_run`, `final_val_acc`, `config`."""
-    lines = [f"{'optimizer':9s} {'trials':>6s} {'final val_acc':>13s} {'epochs':>6s}  hyperparameters"]
-    for optimizer in dict.fromkeys(r["optimizer"] for r in rows):
-        mine = [r for r in rows if r["optimizer"] == optimizer]
+    """Each optimizer's finalist per replicate (trainables.schema.rank_finalists: full
+    budget first, then final val_acc) with its hyperparameters; rows: one per search trial
+    with `optimizer`, `replicate`, `status`, `epochs_run`, `final_val_acc`, `config`."""
+    lines = [f"{'optimizer':9s} {'rep':>3s} {'trials':>6s} {'final val_acc':>13s} {'epochs':>6s}  hyperparameters"]
+    for optimizer, replicate in dict.fromkeys((r["optimizer"], r["replicate"]) for r in rows):
+        mine = [r for r in rows if (r["optimizer"], r["replicate"]) == (optimizer, replicate)]
         ranked = rank_finalists(mine)
         if not ranked:
-            lines.append(f"{optimizer:9s} {len(mine):6d} {'-':>13s} {'-':>6s}  (no trial ran to an accuracy)")
+            lines.append(f"{optimizer:9s} {replicate:3d} {len(mine):6d} {'-':>13s} {'-':>6s}  "
+                         "(no trial ran to an accuracy)")
             continue
         best = ranked[0]
-        lines.append(f"{optimizer:9s} {len(mine):6d} {best['final_val_acc']:13.4f} "
+        lines.append(f"{optimizer:9s} {replicate:3d} {len(mine):6d} {best['final_val_acc']:13.4f} "
                      f"{best['epochs_run']:6d}  {_hparams(best['config'], searched)}")
     return "\n".join(lines)
 

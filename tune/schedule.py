@@ -1,8 +1,10 @@
 """Trial schedulers: the experiment snapshot never lags what a resume needs, and ASHA runs
-per optimizer (a trial is only ever compared with trials of its own optimizer).
+per group (a trial is only ever compared with trials of its own optimizer in its own
+replicate of the search).
 
 One ASHA across all optimizers would stop the weaker optimizer's trials first and so
-hand its best configuration less budget; tuned-against-tuned needs separate rungs.
+hand its best configuration less budget; tuned-against-tuned needs separate rungs, and
+independent replicates need separate searches.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import re
 import pyarrow.fs
 from ray.tune.result import SHOULD_CHECKPOINT
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+from tune.search import group_of
 
 
 class SafeSnapshots(FIFOScheduler):
@@ -86,20 +90,21 @@ def delete_checkpoints_before(checkpoint) -> None:
                 fs.delete_dir(info.path)
 
 
-class PerOptimizerASHA(SafeSnapshots):
-    """Routes every trial event to the ASHA of the trial's `optimizer`."""
+class PerGroupASHA(SafeSnapshots):
+    """Routes every trial event to the ASHA of the trial's group (tune.search.group_of:
+    its optimizer and replicate)."""
 
-    def __init__(self, optimizers, max_t: int, grace_period: int, reduction_factor: float,
+    def __init__(self, groups, max_t: int, grace_period: int, reduction_factor: float,
                  metric: str = "val_acc", mode: str = "max"):
         super().__init__()
         self._metric, self._mode = metric, mode
-        self._asha = {o: ASHAScheduler(time_attr="epoch", metric=metric, mode=mode, max_t=max_t,
+        self._asha = {g: ASHAScheduler(time_attr="epoch", metric=metric, mode=mode, max_t=max_t,
                                        grace_period=grace_period,
                                        reduction_factor=reduction_factor)
-                      for o in optimizers}
+                      for g in groups}
 
     def _of(self, trial):
-        return self._asha[trial.config["optimizer"]]
+        return self._asha[group_of(trial.config)]
 
     def set_search_properties(self, metric, mode, **spec) -> bool:
         return all(s.set_search_properties(metric, mode, **spec) for s in self._asha.values())
@@ -122,5 +127,5 @@ class PerOptimizerASHA(SafeSnapshots):
         self._of(trial).on_trial_remove(tune_controller, trial)
 
     def debug_string(self) -> str:
-        return "ASHA per optimizer: " + "; ".join(
-            f"{o}: {s.debug_string()}" for o, s in self._asha.items())
+        return "ASHA per group: " + "; ".join(
+            f"{o} r{r}: {s.debug_string()}" for (o, r), s in self._asha.items())

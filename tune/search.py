@@ -1,14 +1,16 @@
-"""One seeded Optuna TPE study per optimizer, behind a single Ray Tune `Searcher`.
+"""One seeded Optuna TPE study per optimizer and replicate, behind a single Ray Tune
+`Searcher`.
 
-Each optimizer gets its own study over its own (conditional) space and exactly
-`trials_per_optimizer` trials, handed out round-robin so every optimizer progresses
-at the same pace; a suggestion is a complete, plain TrialConfig dict of a search trial
-(evaluated on the validation split only).
+Each group (an optimizer in one replicate of the search) gets its own study over its own
+(conditional) space and exactly its budget of trials, handed out round-robin so every
+group progresses at the same pace; a suggestion is a complete, plain TrialConfig dict of
+a search trial (evaluated on its replicate's validation split only). The equal-compute
+arm's learning-rate re-search is the same machinery with other groups (tune.retune).
 
 The studies live in an Optuna database (SQLite in the storage folder by default), one per
-optimizer named "EXPERIMENT/OPTIMIZER", so `optuna-dashboard URL` shows a running or
-finished sweep; each Optuna trial carries its Ray trial id and MLflow run id as user
-attributes. They are driven by Optuna's ask-and-tell interface, so what Optuna learns is what
+group named "EXPERIMENT/OPTIMIZER/rREPLICATE" (the re-search's with "/retune" after it),
+so `optuna-dashboard URL` shows a running or finished sweep; each Optuna trial carries
+its Ray trial id and MLflow run id as user attributes. They are driven by Optuna's ask-and-tell interface, so what Optuna learns is what
 happened: every epoch's val_acc is an intermediate value, a trial ASHA stopped is told as
 PRUNED (TPE weighs it by its last intermediate value instead of mistaking an epoch-2
 accuracy for a full run's), a diverged trial as COMPLETE with the accuracy it ended at,
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import math
 import pickle
+from dataclasses import dataclass, field
 
 import optuna
 from optuna.samplers import TPESampler
@@ -28,6 +31,7 @@ from ray.tune.search import Searcher
 from search_spaces import Distribution, SearchSpace
 from trainables.schema import SEARCH_METRIC, trial_status
 from tune.budget import random_start
+from tune.seeds import replicate_seeds
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # no line per study created
 
@@ -60,9 +64,32 @@ class PickledSearcher(Searcher):
             self.__dict__.update(pickle.load(f))
 
 
-def study_name(experiment: str, optimizer: str) -> str:
-    """The Optuna study of one optimizer in one sweep: "EXPERIMENT/OPTIMIZER"."""
-    return f"{experiment}/{optimizer}"
+def study_name(experiment: str, optimizer: str, replicate: int, stage: str = "search") -> str:
+    """The Optuna study of one optimizer in one replicate of a sweep's stage:
+    "EXPERIMENT/OPTIMIZER/rREPLICATE" (the search), ".../retune" (the re-search)."""
+    name = f"{experiment}/{optimizer}/r{replicate}"
+    return name if stage == "search" else f"{name}/{stage}"
+
+
+def group_of(config: dict) -> tuple[str, int]:
+    """The group a trial config belongs to: (optimizer, replicate)."""
+    return config["optimizer"], int(config.get("replicate", 0))
+
+
+@dataclass(frozen=True)
+class SearchGroup:
+    """One study's trials: its key (optimizer, replicate), the fixed part of every config
+    (`base`: a complete TrialConfig dict but the searched names), the searched
+    distributions, the TPE seed, the trial budget, the study's name, and parameters to try
+    first (Optuna's enqueue: the re-search starts at the 1x optimum)."""
+
+    key: tuple[str, int]
+    base: dict
+    distributions: dict[str, Distribution]
+    seed: int
+    budget: int
+    name: str
+    first: tuple[dict, ...] = field(default=())
 
 
 class OptimizerStudy:
@@ -76,15 +103,21 @@ class OptimizerStudy:
     """
 
     def __init__(self, url: str, name: str, distributions: dict[str, Distribution], seed: int,
-                 budget: int):
+                 budget: int, first: tuple[dict, ...] = ()):
         self.url, self.name, self.distributions = url, name, distributions
         # constant_liar: trials running at once are imputed a bad value, so concurrent
-        # suggestions spread out instead of piling onto one promising point.
-        self.sampler = TPESampler(seed=seed, n_startup_trials=random_start(budget), constant_liar=True)
-        # An existing study is one launch.py checked is empty (tune.sweep.check_studies): a
-        # driver that stopped before Ray recorded anything.
+        # suggestions spread out instead of piling onto one promising point. multivariate:
+        # one joint density over the searched names (lr and rho interact), said explicitly
+        # (Optuna 4's default is independent densities per name).
+        self.sampler = TPESampler(seed=seed, n_startup_trials=random_start(budget), constant_liar=True,
+                                  multivariate=True)
+        # An existing study is one launch.py checked is empty (tune.sweep.check_studies), or
+        # a re-search's that no Ray trial ran yet (tune.retune): a driver that stopped
+        # before Ray recorded anything.
         self.study = optuna.create_study(study_name=name, storage=url, direction="maximize",
                                          sampler=self.sampler, load_if_exists=True)
+        for params in first:
+            self.study.enqueue_trial(params, skip_if_exists=True)
         self.trials: dict[str, optuna.Trial] = {}
         self.reported: dict[str, int] = {}  # Ray trial id -> last epoch told to Optuna
         # Asked after the last snapshot, with their last epoch told: handed out again.
@@ -158,21 +191,23 @@ class OptunaLinks:
     """Links a search trial's MLflow run and its Optuna trial both ways: the run's id as the
     Optuna trial's user attribute `mlflow_run_id` (beside `ray_trial_id`, set when it was
     asked), and the study and trial number for the run's tags. Used by the driver's MLflow
-    callback; the storage connection is opened on first use and not pickled."""
+    callback; `stage` names the studies ("search", "retune": `study_name`); the storage
+    connection is opened on first use and not pickled."""
 
-    def __init__(self, url: str, experiment: str):
-        self.url, self.experiment = url, experiment
+    def __init__(self, url: str, experiment: str, stage: str = "search"):
+        self.url, self.experiment, self.stage = url, experiment, stage
         self._storage = None
 
     def __getstate__(self):
         return {**self.__dict__, "_storage": None}
 
-    def link(self, optimizer: str, ray_trial_id: str, run_id: str) -> dict[str, str]:
+    def link(self, config: dict, ray_trial_id: str, run_id: str) -> dict[str, str]:
         """The MLflow tags naming the Optuna trial of `ray_trial_id` (none if it has none),
-        after recording `run_id` on it."""
+        after recording `run_id` on it; `config`: the trial's (its optimizer and replicate
+        name the study)."""
         if self._storage is None:
             self._storage = optuna.storages.get_storage(self.url)
-        name = study_name(self.experiment, optimizer)
+        name = study_name(self.experiment, *group_of(config), self.stage)
         study_id = self._storage.get_study_id_from_name(name)
         for trial in self._storage.get_all_trials(study_id, deepcopy=False):
             if trial.user_attrs.get("ray_trial_id") == ray_trial_id:
@@ -182,46 +217,58 @@ class OptunaLinks:
         return {}
 
 
-class PerOptimizerSearch(PickledSearcher):
-    """Round-robin over optimizers, each with its own seeded TPE study, "EXPERIMENT/OPTIMIZER"
-    in Optuna storage `url` (`study_name`)."""
+class GroupedSearch(PickledSearcher):
+    """Round-robin over groups (tune.search.SearchGroup: an optimizer in a replicate), each
+    with its own seeded TPE study in Optuna storage `url`."""
 
-    def __init__(self, space: SearchSpace, fixed: dict, url: str, experiment: str):
+    def __init__(self, groups: list[SearchGroup], url: str):
         super().__init__(metric=SEARCH_METRIC, mode="max")
-        self._optimizers = list(space.optimizers)
-        # eval_split "val": a search trial is handed its data without the test split.
-        self._base = {o: {**space.base_config(o), **fixed, "eval_split": "val"}
-                      for o in self._optimizers}
-        self._budget = space.trials_per_optimizer
-        self._studies = {o: OptimizerStudy(url, study_name(experiment, o), space.distributions_for(o),
-                                           space.seed + i, self._budget)
-                         for i, o in enumerate(self._optimizers)}
-        self._suggested = {o: 0 for o in self._optimizers}
-        self._owner: dict[str, str] = {}
+        self._groups = {g.key: g for g in groups}
+        self._studies = {g.key: OptimizerStudy(url, g.name, g.distributions, g.seed, g.budget, g.first)
+                         for g in groups}
+        self._suggested = {g.key: 0 for g in groups}
+        self._owner: dict[str, tuple[str, int]] = {}
 
     def suggest(self, trial_id: str):
-        """The next trial's full config, or FINISHED once every optimizer had its trials."""
-        waiting = [o for o in self._optimizers if self._suggested[o] < self._budget]
+        """The next trial's full config, or FINISHED once every group had its trials."""
+        waiting = [k for k, g in self._groups.items() if self._suggested[k] < g.budget]
         if not waiting:
             return Searcher.FINISHED
-        optimizer = min(waiting, key=lambda o: self._suggested[o])
-        params = self._studies[optimizer].ask(trial_id)
-        self._suggested[optimizer] += 1
-        self._owner[trial_id] = optimizer
-        return {**self._base[optimizer], **params}
+        key = min(waiting, key=lambda k: self._suggested[k])
+        params = self._studies[key].ask(trial_id)
+        self._suggested[key] += 1
+        self._owner[trial_id] = key
+        return {**self._groups[key].base, **params}
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         study = self._studies[self._owner[trial_id]]
         study.report(trial_id, int(result.get("epoch", 0)), result.get(SEARCH_METRIC))
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        optimizer = self._owner[trial_id]
+        key = self._owner[trial_id]
         result = result or {}
-        status = trial_status(result, self._base[optimizer]["epochs"], error)
+        status = trial_status(result, self._groups[key].base["epochs"], error)
         # Tune hands a trial's last result here instead of to on_trial_result.
-        self._studies[optimizer].report(trial_id, int(result.get("epoch", 0)), result.get(SEARCH_METRIC))
-        self._studies[optimizer].tell(trial_id, status, result.get(SEARCH_METRIC))
+        self._studies[key].report(trial_id, int(result.get("epoch", 0)), result.get(SEARCH_METRIC))
+        self._studies[key].tell(trial_id, status, result.get(SEARCH_METRIC))
 
-    def study(self, optimizer: str) -> optuna.Study:
-        """The Optuna study of one optimizer (what TPE was told, for tests and analysis)."""
-        return self._studies[optimizer].study
+    def study(self, optimizer: str, replicate: int = 0) -> optuna.Study:
+        """The Optuna study of one group (what TPE was told, for tests and analysis)."""
+        return self._studies[(optimizer, replicate)].study
+
+
+def search_groups(space: SearchSpace, experiment: str, fixed: dict) -> list[SearchGroup]:
+    """The search's groups: every optimizer in every replicate, on the replicate's seeds
+    (tune.seeds: its training seed and validation holdout for every trial, a TPE seed per
+    optimizer), each with the space's trials. `fixed`: settings every trial gets (data_dir)."""
+    groups = []
+    for replicate in range(space.replicates):
+        seeds = replicate_seeds(space.seed, replicate, 0)
+        for optimizer in space.optimizers:
+            # eval_split "val": a search trial is handed its data without the test split.
+            base = {**space.base_config(optimizer), **fixed, "eval_split": "val", "seed": seeds.train,
+                    "replicate": replicate, "holdout_seed": seeds.holdout}
+            groups.append(SearchGroup((optimizer, replicate), base, space.distributions_for(optimizer),
+                                      seeds.searcher(optimizer), space.trials_per_optimizer,
+                                      study_name(experiment, optimizer, replicate)))
+    return groups

@@ -26,15 +26,17 @@ from ray import tune
 
 from trainables.data import load_dataset
 from trainables.errors import DataUnavailableError, one_line
-from trainables.schema import INTERRUPTED, SEARCH_METRIC, VERDICT_METRIC, trial_status
+from trainables.schema import INTERRUPTED, SEARCH_METRIC, VERDICT_METRIC, rank_finalists, trial_status
 from tune.plan import (RAY_DASHBOARD_PORT, SweepError, SweepPlan, is_uri, local_storage,
                        record_differences)
 from tune.interrupt import Interrupted, StopSignals
 from tune.budget import budget_arms, compute_unit
 from tune.confirm import FixedConfigs, config_key, confirm_trials, select_finalists
 from tune.progress import ConciseProgress, StageBudget, best_table, seed_table
-from tune.schedule import PerOptimizerASHA, SafeSnapshots
-from tune.search import OptunaLinks, PerOptimizerSearch, study_name
+from tune.retune import retune_groups
+from tune.schedule import PerGroupASHA, SafeSnapshots
+from tune.search import GroupedSearch, OptunaLinks, group_of, search_groups, study_name
+from tune.seeds import replicate_seeds
 from tune.store import browse_command, dashboard_command, prepare_store, sqlite_path
 from tune.tracking import (MlflowTracking, find_parent_run, flat_params, log_metrics, log_params,
                            open_parent_run)
@@ -159,9 +161,10 @@ def check_same_sweep(plan: SweepPlan, confirm_only: bool) -> None:
 
 
 def check_studies(plan: SweepPlan, run_search: bool) -> None:
-    """The search's Optuna studies (EXPERIMENT/OPTIMIZER): a resumed search's must be in
-    the Optuna database; a new search's must not hold trials there yet (an earlier sweep of
-    that name). Opening the database checks the URL."""
+    """The search's Optuna studies (EXPERIMENT/OPTIMIZER/rREPLICATE): a resumed search's
+    must be in the Optuna database (and the re-search's, once it has started); a new
+    search's must not hold trials there yet (an earlier sweep of that name). Opening the
+    database checks the URL."""
     if not run_search:
         return
     try:
@@ -171,7 +174,10 @@ def check_studies(plan: SweepPlan, run_search: bool) -> None:
     except Exception as error:  # noqa: BLE001  SQLAlchemy's and Optuna's errors have no common base
         raise SweepError(f"the Optuna database {plan.optuna_uri} cannot be opened "
                          f"({type(error).__name__}: {one_line(error)})") from None
-    names = [study_name(plan.experiment, o) for o in plan.space.optimizers]
+    groups = [(o, r) for r in range(plan.space.replicates) for o in plan.space.optimizers]
+    names = [study_name(plan.experiment, o, r) for o, r in groups]
+    if plan.resume and tune.Tuner.can_restore(plan.retune_path):
+        names += [study_name(plan.experiment, o, r, "retune") for o, r in groups if o in plan.retunes]
     if plan.resume:
         missing = [n for n in names if n not in held]
         if missing:
@@ -357,14 +363,14 @@ def stage_budget(plan: SweepPlan, epochs: list[int], groups: dict[str, str] | No
 
 
 def search(plan: SweepPlan, parent_run_id: str, experiment_id: str):
-    """The search: one Optuna searcher and one ASHA per optimizer."""
+    """The search: one Optuna searcher and one ASHA per optimizer and replicate."""
     space = plan.space
+    groups = search_groups(space, plan.experiment, {"data_dir": plan.data_dir})
     return run_stage(
         plan, plan.experiment_path,
-        search_alg=PerOptimizerSearch(space, {"data_dir": plan.data_dir}, plan.optuna_uri,
-                                      plan.experiment),
-        scheduler=PerOptimizerASHA(space.optimizers, space.max_epochs, space.grace_period,
-                                   space.reduction_factor),
+        search_alg=GroupedSearch(groups, plan.optuna_uri),
+        scheduler=PerGroupASHA([g.key for g in groups], space.max_epochs, space.grace_period,
+                               space.reduction_factor),
         callbacks=[MlflowTracking(plan.tracking_uri, parent_run_id, experiment_id,
                                   optuna_links=OptunaLinks(plan.optuna_uri, plan.experiment)),
                    ConciseProgress(stage_budget(plan, [space.max_epochs] * plan.total_trials),
@@ -373,13 +379,59 @@ def search(plan: SweepPlan, parent_run_id: str, experiment_id: str):
         num_samples=plan.total_trials)
 
 
-def confirm(plan: SweepPlan, rows: list[dict], parent_run_id: str,
-            experiment_id: str) -> tuple[object, dict[str, dict]]:
-    """The confirm stage: finalists x budget arms x seeds, scored on test, FIFO (no early
-    stopping). Returns Ray's results and the MLflow tags of each config, by config key."""
+def retune(plan: SweepPlan, finalists: list[dict], parent_run_id: str, experiment_id: str,
+           out=print) -> tuple[dict, list[dict]]:
+    """The equal-compute arm's learning-rate re-search (tune.retune), per retuned optimizer
+    and replicate with a finalist, on val; returns (optimizer, replicate) -> its best
+    trial's summary row, and every trial's row (none without a re-search)."""
     space = plan.space
-    configs, tags = confirm_trials(select_finalists(rows, plan.confirm_top_k), plan.confirm_seeds,
-                                   budget_arms(space.optimizers), space.refit, space.flatness_images)
+    groups = retune_groups(space, plan.experiment, finalists) if plan.retunes else []
+    if not groups:
+        return {}, []
+    out(f"\nre-search: the lr of {', '.join(dict.fromkeys(g.key[0] for g in groups))} at the "
+        "equal-compute arm's epochs, per replicate, on the validation split")
+    if not tune.Tuner.can_restore(plan.retune_path):
+        _drop_studies(plan.optuna_uri, [g.name for g in groups])
+    epochs = groups[0].base["epochs"]  # every retuned optimizer runs the same longer arm
+    factor = epochs / space.max_epochs
+    results = run_stage(
+        plan, plan.retune_path, search_alg=GroupedSearch(groups, plan.optuna_uri),
+        scheduler=PerGroupASHA([g.key for g in groups], epochs, round(space.grace_period * factor),
+                               space.reduction_factor),
+        callbacks=[MlflowTracking(plan.tracking_uri, parent_run_id, experiment_id, stage="retune",
+                                  optuna_links=OptunaLinks(plan.optuna_uri, plan.experiment, "retune")),
+                   ConciseProgress(stage_budget(plan, [g.base["epochs"] for g in groups for _ in range(g.budget)]),
+                                   ("lr",), SEARCH_METRIC, waiting_for=waiting_for(plan))],
+        num_samples=sum(g.budget for g in groups))
+    rows = summarize(results)
+    best = {}
+    for group in dict.fromkeys(group_of(r["config"]) for r in rows):
+        ranked = rank_finalists([r for r in rows if group_of(r["config"]) == group])
+        if ranked:
+            best[group] = ranked[0]
+    return best, rows
+
+
+def _drop_studies(url: str, names: list[str]) -> None:
+    """Delete the studies of a re-search that never started in Ray (a driver stopped before
+    its first snapshot, which comes before any trial runs): asked trials that never ran."""
+    import optuna
+
+    held = {s.study_name for s in optuna.get_all_study_summaries(url)}
+    for name in names:
+        if name in held:
+            optuna.delete_study(study_name=name, storage=url)
+
+
+def confirm(plan: SweepPlan, finalists: list[dict], retuned: dict, parent_run_id: str,
+            experiment_id: str) -> tuple[object, dict[str, dict]]:
+    """The confirm stage: finalists x budget arms x their replicate's seeds, scored on test,
+    FIFO (no early stopping). Returns Ray's results and the MLflow tags of each config, by
+    config key."""
+    space = plan.space
+    seeds = {r: replicate_seeds(space.seed, r, plan.confirm_seeds).confirm for r in range(space.replicates)}
+    configs, tags = confirm_trials(finalists, seeds, budget_arms(space.optimizers), space.refit,
+                                   space.flatness_images, space.refit_factor, retuned)
     results = run_stage(
         plan, plan.confirm_path, search_alg=FixedConfigs(configs), scheduler=SafeSnapshots(),
         callbacks=[MlflowTracking(plan.tracking_uri, parent_run_id, experiment_id,
@@ -401,13 +453,14 @@ def finished_results(plan: SweepPlan):
 
 
 def summarize(results, tags: dict[str, dict] | None = None) -> list[dict]:
-    """One row per trial: optimizer, config, status, epochs run, final val_acc and
-    test_acc (NaN where not evaluated), and the confirm stage's budget arm."""
+    """One row per trial: optimizer, replicate, config, status, epochs run, final val_acc
+    and test_acc (NaN where not evaluated), and the confirm stage's budget arm."""
     rows = []
     for result in results:
         last = result.metrics or {}
         rows.append({
-            "optimizer": result.config.get("optimizer"), "config": result.config,
+            "optimizer": result.config.get("optimizer"), "replicate": group_of(result.config)[1],
+            "config": result.config,
             "status": trial_status(last, result.config["epochs"], result.error is not None),
             "epochs_run": int(last.get("epoch", 0)),
             "final_val_acc": float(last.get("val_acc", float("nan"))),
@@ -518,25 +571,29 @@ def _stages(plan: SweepPlan, run_search: bool, run_confirm: bool, out, signals: 
     results = search(plan, parent_run_id, experiment_id) if run_search else finished_results(plan)
     signals.check()
     rows = summarize(results)
-    out("\nsearch (single runs on the validation split; each optimizer's finalist)\n"
+    out("\nsearch (single runs on the validation split; each optimizer's finalist per replicate)\n"
         + best_table(rows, _searched_names(plan)))
-    confirm_rows = []
+    confirm_rows, retune_rows = [], []
     if run_confirm:
-        out(f"\nconfirm stage: top {plan.confirm_top_k} x {plan.confirm_seeds} seeds, on the test split")
-        confirm_results = confirm(plan, rows, parent_run_id, experiment_id)
+        finalists = select_finalists(rows, plan.confirm_top_k)
+        retuned, retune_rows = retune(plan, finalists, parent_run_id, experiment_id, out)
+        signals.check()
+        out(f"\nconfirm stage: top {plan.confirm_top_k} per replicate x {plan.confirm_seeds} seeds, "
+            "on the test split")
+        confirm_results = confirm(plan, finalists, retuned, parent_run_id, experiment_id)
         signals.check()
         confirm_rows = summarize(*confirm_results)
     # Past here every trial has ended: after a first signal the summary and the report
     # are still written (a second one stops at once).
     end_live_runs(client, experiment_id, parent_run_id, "error")
-    client.log_dict(parent_run_id, rows_for_mlflow(rows + confirm_rows), "trials.json")
+    client.log_dict(parent_run_id, rows_for_mlflow(rows + retune_rows + confirm_rows), "trials.json")
     sweep = recorded_sweep(plan)
     out("\n" + closing_summary(sweep, confirm_rows))
     log_summary_metrics(client, parent_run_id, sweep, out)
     report = write_sweep_report(plan, client, parent_run_id, sweep)
     client.set_terminated(parent_run_id, "FINISHED")
     out(f"\nresults    {plan.experiment_path}\n{closing_commands(plan, report)}")
-    return 1 if any(r["status"] == "error" for r in rows + confirm_rows) else 0
+    return 1 if any(r["status"] == "error" for r in rows + retune_rows + confirm_rows) else 0
 
 
 def recorded_sweep(plan: SweepPlan):

@@ -20,7 +20,7 @@ from ray.tune import Callback
 from ray.tune.result import AUTO_RESULT_KEYS
 
 from trainables.config import TrialConfig
-from trainables.schema import LOSS_PROFILE, RUNNING, trial_status
+from trainables.schema import LOSS_PROFILE, RUNNING, TEST_CORRECT, trial_status
 from tune.confirm import config_key
 
 
@@ -142,12 +142,13 @@ class MlflowTracking(Callback):
         run = self.client.create_run(self.experiment_id, tags={
             "mlflow.parentRunId": self.parent_run_id, "mlflow.runName": f"{optimizer}-{trial.trial_id}",
             "trial_id": trial.trial_id, "optimizer": optimizer, "stage": self.stage,
+            "replicate": str(trial.config.get("replicate", 0)),
             "status": RUNNING, **self.tags_by_config.get(config_key(trial.config), {})})
         # Defaults filled in, the settings its optimizer ignores left out.
         acting = TrialConfig.from_dict(trial.config).acting()
         log_params(self.client, run.info.run_id, {k: str(v) for k, v in acting.items()})
         if self.optuna_links is not None:
-            links = self.optuna_links.link(optimizer, trial.trial_id, run.info.run_id)
+            links = self.optuna_links.link(trial.config, trial.trial_id, run.info.run_id)
             self.client.log_batch(run.info.run_id, tags=[RunTag(k, v) for k, v in links.items()])
         self._logged[run.info.run_id] = 0
         return run.info.run_id
@@ -194,6 +195,8 @@ class MlflowTracking(Callback):
             self.client.log_dict(run_id, {"t": [t for t, _ in result[LOSS_PROFILE]],
                                           "loss": [v for _, v in result[LOSS_PROFILE]]},
                                  f"{LOSS_PROFILE}.json")
+        if isinstance(result.get(TEST_CORRECT), str):  # how a confirm run ended, per test example
+            self.client.log_text(run_id, result[TEST_CORRECT], f"{TEST_CORRECT}.txt")
         self._logged[run_id] = epoch
 
     def _finish(self, trial, errored: bool) -> None:
