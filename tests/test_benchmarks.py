@@ -173,10 +173,11 @@ def test_slot_utilisation_reads_each_stage_of_the_session_sweep(digits_sweep):
                            str(folder)], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     printed = {line.split()[0]: line.split()[1:] for line in done.stdout.splitlines()[1:]}
-    assert list(printed) == ["search", "confirm", "all"], done.stdout
+    assert list(printed) == ["search", "confirm", "retune", "all"], done.stdout
     slots = json.loads((folder / "space.json").read_text())["max_concurrent"]
     totals = [0, 0.0]
-    for stage, path in (("search", folder), ("confirm", folder.with_name(folder.name + "-confirm"))):
+    for stage, path in (("search", folder), ("confirm", folder.with_name(folder.name + "-confirm")),
+                        ("retune", folder.with_name(folder.name + "-retune"))):
         trials, slot_count, wall, training, utilisation, *rest = printed[stage]
         rows = result_rows(path)
         expected = sum(row["epoch_time_s"] for mine in rows.values() for row in mine)

@@ -100,7 +100,8 @@ def test_sweep_runs_to_the_end_and_prints_the_best_per_optimizer(digits_sweep):
     assert "re-search: the lr of adam at the equal-compute arm's epochs" in done.stdout
     assert "\nprimary contrast, ZSharp against SAM at equal epochs (alone at alpha 0.05): " in done.stdout
     assert "95% interval over 2 replicates, their seeds and the test examples" in done.stdout
-    assert "flatness of the equal-epochs runs, means over seeds (diagnostics, not the verdict" in done.stdout
+    assert ("flatness of the equal-epochs runs, means over the replicates' means (each over its seeds) "
+            "(diagnostics, not the verdict") in done.stdout
     # At the start and at the end, runnable as printed (the environment's own mlflow).
     browse = f"{Path(sys.executable).parent / 'mlflow'} ui --backend-store-uri {digits_sweep.tracking_uri}"
     assert done.stdout.count(browse) == 2 and Path(browse.split()[0]).is_file()
