@@ -15,6 +15,7 @@ import sys
 
 from commandline import OneLineArgumentParser
 from trainables.errors import ConfigError, check_range, shown
+from trainables.record import DEFAULT_STORE, default_tracking_uri
 
 SMOKE_TEST = dict(trials_per_optimizer=1, max_epochs=1, grace_period=1, confirm_top_k=0, replicates=1)
 
@@ -73,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                       "(default: %(default)s)")
     p.add_argument("--address", help="an existing Ray cluster (host:port or auto); "
                                      "default: a local Ray started and stopped here")
-    p.add_argument("--storage", default="results", help="results folder or URI (s3://...) (default: %(default)s)")
+    p.add_argument("--storage", default=DEFAULT_STORE, help="results folder or URI (s3://...) (default: %(default)s)")
     p.add_argument("--mlflow-uri", help="tracking server http://host:port; "
                                         "default: SQLite in the storage folder")
     p.add_argument("--optuna-storage", metavar="URL",
@@ -141,7 +142,7 @@ def resolve_plan(args, argv: list[str]):
     if tracking is None:
         if local is None:
             raise SweepError("--mlflow-uri is required when --storage is not a local folder")
-        tracking = f"sqlite:///{os.path.join(local, 'mlflow.db')}"
+        tracking = default_tracking_uri(local)
     # Only the driver reads and writes the studies: beside it, wherever the results go.
     studies = args.optuna_storage or f"sqlite:///{os.path.join(local or os.getcwd(), 'optuna.db')}"
     return SweepPlan(space=space, experiment=args.experiment or space.name, storage=storage,

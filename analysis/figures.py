@@ -21,14 +21,15 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from analysis import tables
-from analysis.minimums import MIN_IMPORTANCE_TRIALS
 from analysis.flatness import MEASURES, flatness_runs
 from analysis.inputs import ReportInputs
-from analysis.load import Sweep, in_param_order
+from analysis.minimums import MIN_IMPORTANCE_TRIALS
 from analysis.plotstyle import color, epoch_ticks, layout, log_scaled, rgba
 from analysis.sensitivity import MEASURED, SENSITIVITY_PARAMS, has_values
+from analysis.sweep import Sweep, in_param_order
 from analysis.text import compute_scale, label, num, param_label, run_label
 from analysis.verdict import Comparison
+from trainables.record import CONFIRM, SEARCH
 from trainables.schema import BUDGET_ARMS, EQUAL_COMPUTE, LOSS_PROFILE, SEARCH_METRIC, VERDICT_METRIC
 
 SectionPart = Callable[[ReportInputs], str]  # HTML a section shows besides its figure
@@ -165,13 +166,13 @@ def _add_seeds_and_mean(fig: go.Figure, optimizer: str, arm: str, seeds: pd.Data
 def curve_trials(inputs: ReportInputs) -> tuple[pd.DataFrame, str]:
     """The epochs the learning curves average over, with each run's budget_arm, and which
     runs they are: "confirm", the runs the comparison compares in either arm
-    (Comparison.compared_runs), else "sweep", the search's trials (budget_arm None)."""
+    (Comparison.compared_runs), else "search", the search's trials (budget_arm None)."""
     sweep, runs = inputs.sweep, inputs.comparison.compared_runs
     if len(runs):
         arms = runs.set_index("trial_id")["budget_arm"]
         epochs = sweep.epochs[sweep.epochs["trial_id"].isin(arms.index)]
-        return epochs.assign(budget_arm=epochs["trial_id"].map(arms)), "confirm"
-    return sweep.epochs[sweep.epochs["stage"] == "sweep"].assign(budget_arm=None), "sweep"
+        return epochs.assign(budget_arm=epochs["trial_id"].map(arms)), CONFIRM
+    return sweep.epochs[sweep.epochs["stage"] == SEARCH].assign(budget_arm=None), SEARCH
 
 
 def _band(fig, x, band: pd.DataFrame, optimizer: str, name: str, col: int, legend: bool, dash: str) -> None:
@@ -200,7 +201,7 @@ def figure_learning_curves(inputs: ReportInputs) -> go.Figure:
     equal-compute runs dashed and by gradient evaluations only; without a confirm stage,
     val accuracy over the search's trials."""
     epochs, source = curve_trials(inputs)
-    metric, split = (VERDICT_METRIC, "test") if source == "confirm" else (SEARCH_METRIC, "val")
+    metric, split = (VERDICT_METRIC, "test") if source == CONFIRM else (SEARCH_METRIC, "val")
     fig = make_subplots(1, 2, subplot_titles=("by epoch", "by gradient evaluations"),
                         horizontal_spacing=0.08)
     arm_of = epochs["budget_arm"].fillna("")  # search trials have none
@@ -217,7 +218,7 @@ def figure_learning_curves(inputs: ReportInputs) -> go.Figure:
             for i, (col, x) in enumerate(panels):
                 _band(fig, x, band, optimizer, run_label(optimizer, arm), col, i == 0,
                       "dash" if longer else "solid")
-    if source == "confirm":
+    if source == CONFIRM:
         dashed = "; dashed: 1-pass optimizers at 2x epochs" if (arm_of == EQUAL_COMPUTE).any() else ""
         over = f"confirm stage: {split} accuracy, mean and range over seeds{dashed}"
     else:
@@ -241,7 +242,7 @@ def figure_compute(inputs: ReportInputs) -> go.Figure:
     """The best final val accuracy so far against cumulative compute hours of the search,
     per optimizer, trials in start order (stopped and failed trials spend compute too)."""
     sweep = inputs.sweep
-    search = sweep.stage("sweep")
+    search = sweep.stage(SEARCH)
     units = set(search["compute_unit"].dropna())
     unit = units.pop() if len(units) == 1 else "unknown"
     known = unit in ("CPU", "GPU")
@@ -305,7 +306,7 @@ def figure_parallel_coordinates(inputs: ReportInputs) -> go.Figure | None:
     (n/a where an optimizer has none), the epochs reached, and the final val accuracy
     (colour)."""
     sweep = inputs.sweep
-    search = sweep.stage("sweep").dropna(subset=["final_val_acc"])
+    search = sweep.stage(SEARCH).dropna(subset=["final_val_acc"])
     optimizers = [o for o in sweep.optimizers if (search["optimizer"] == o).any()]
     if not optimizers:
         return None
@@ -336,7 +337,7 @@ def figure_sensitivity(inputs: ReportInputs) -> go.Figure | None:
     ||e||, SAM family; log axis) and against alpha (ZSharp), one point per search trial;
     filled markers ran the full budget."""
     sweep = inputs.sweep
-    search = sweep.stage("sweep").dropna(subset=["final_val_acc"])
+    search = sweep.stage(SEARCH).dropna(subset=["final_val_acc"])
     panels = [p for p in SENSITIVITY_PARAMS if any(has_values(sweep, search, o, p) for o in sweep.optimizers)]
     if not panels:
         return None
@@ -394,7 +395,7 @@ def figure_importance(inputs: ReportInputs) -> go.Figure | None:
 def figure_asha(inputs: ReportInputs) -> go.Figure:
     """How ASHA spent the budget: search trials by the epochs they reached, per optimizer."""
     sweep = inputs.sweep
-    counts = sweep.stage("sweep").groupby(["optimizer", "epochs_run"]).size().rename("trials").reset_index()
+    counts = sweep.stage(SEARCH).groupby(["optimizer", "epochs_run"]).size().rename("trials").reset_index()
     fig = go.Figure()
     for optimizer in sweep.optimizers:
         mine = counts[counts["optimizer"] == optimizer]
@@ -416,7 +417,7 @@ def figure_asha(inputs: ReportInputs) -> go.Figure:
 def _search_by_optimizer(sweep: Sweep) -> dict[str, pd.DataFrame]:
     """Each optimizer's search trials in start order, numbered 1, 2, ... (`number`), with
     whether each ran the full budget (`full`)."""
-    search = sweep.stage("sweep")
+    search = sweep.stage(SEARCH)
     found = {}
     for optimizer in sweep.optimizers:
         mine = search[search["optimizer"] == optimizer].sort_values("start_time", kind="stable")
@@ -477,7 +478,7 @@ def figure_intermediate(inputs: ReportInputs) -> go.Figure | None:
     trials = _search_by_optimizer(sweep)
     if not trials:
         return None
-    epochs = sweep.epochs[sweep.epochs["stage"] == "sweep"]
+    epochs = sweep.epochs[sweep.epochs["stage"] == SEARCH]
     fig, cols = _grid(len(trials), [label(o) for o in trials], shared_yaxes=True)
     for i, (optimizer, mine) in enumerate(trials.items()):
         row, col, c = i // cols + 1, i % cols + 1, color(optimizer)
@@ -607,14 +608,14 @@ def figure_zsharp_ascent(inputs: ReportInputs) -> go.Figure | None:
     last = epochs.sort_values("epoch").groupby("trial_id").last()
     trials = sweep.trials.set_index("trial_id").loc[last.index]
     fig = make_subplots(1, 2, subplot_titles=("cosine with SAM's ascent", "||e||, the radius used"))
-    for stage, symbol in (("sweep", "circle-open"), ("confirm", "circle")):
+    for stage, symbol in ((SEARCH, "circle-open"), (CONFIRM, "circle")):
         mine = trials["stage"] == stage
         if not mine.any():
             continue
         for col, metric in enumerate(("ascent_cosine", "perturbation_norm"), start=1):
             fig.add_trace(go.Scatter(
                 x=trials.loc[mine, "alpha"], y=last.loc[mine, metric], mode="markers",
-                name="search trials" if stage == "sweep" else "confirm runs", legendgroup=stage,
+                name="search trials" if stage == SEARCH else "confirm runs", legendgroup=stage,
                 showlegend=col == 1, marker={"symbol": symbol, "size": 9, "color": color("zsharp")},
                 customdata=np.stack([last.index[mine], trials.loc[mine, "rho"]], axis=1),
                 hovertemplate="alpha %{x:.3g}, rho %{customdata[1]:.3g}: %{y:.3g}"

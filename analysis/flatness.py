@@ -19,8 +19,9 @@ import numpy as np
 import pandas as pd
 
 from analysis import stats
-from analysis.load import Sweep
+from analysis.sweep import Sweep
 from analysis.text import label, num
+from trainables.record import CONFIRM
 from trainables.schema import EQUAL_EPOCHS
 
 REPLICATE = "replicate"  # the trials frame's column of a replicate of the whole search, if any
@@ -66,7 +67,7 @@ def measure_name(measure: str) -> str:
 def flatness_runs(sweep: Sweep) -> pd.DataFrame:
     """The equal-epochs confirm runs of each optimizer's rank-1 configuration that measured
     flatness, in the sweep's optimizer order."""
-    confirm = sweep.stage("confirm")
+    confirm = sweep.stage(CONFIRM)
     runs = confirm[(confirm["budget_arm"] == EQUAL_EPOCHS) & (confirm["confirm_rank"].fillna(1) == 1)
                    & confirm["hessian_top_eig"].notna()]
     order = {o: i for i, o in enumerate(sweep.optimizers)}

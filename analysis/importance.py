@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import pandas as pd
 
-from analysis.load import Sweep
 from analysis.minimums import MIN_IMPORTANCE_TRIALS
 from analysis.plotstyle import log_scaled
+from analysis.sweep import Sweep
+from trainables.record import SEARCH
 
 
 def param_importances(sweep: Sweep, min_trials: int = MIN_IMPORTANCE_TRIALS) -> dict:
@@ -22,7 +23,7 @@ def param_importances(sweep: Sweep, min_trials: int = MIN_IMPORTANCE_TRIALS) -> 
     after fewer epochs is not comparable. Distributions come from the space (or, without
     one, the observed ranges).
     """
-    search = sweep.stage("sweep")
+    search = sweep.stage(SEARCH)
     found = {}
     for optimizer in sweep.optimizers:
         params = sweep.searched_params(optimizer)

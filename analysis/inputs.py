@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from analysis import importance, verdict
-from analysis.load import Sweep
 from analysis.minimums import MIN_IMPORTANCE_TRIALS
+from analysis.sweep import Sweep
 
 
 # Frozen: a cached result stays valid only while the sweep and min_trials it came from do.

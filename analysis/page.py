@@ -16,8 +16,8 @@ from plotly.offline import get_plotlyjs
 from analysis.figures import FIGURES, Figure, draw_all
 from analysis.importance import MIN_IMPORTANCE_TRIALS
 from analysis.inputs import ReportInputs
-from analysis.load import Sweep
 from analysis.report import ReportError
+from analysis.sweep import Sweep
 from analysis.tables import cost_tables
 from analysis.warnings import sweep_warnings
 

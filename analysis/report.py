@@ -18,16 +18,14 @@ across the page; analysis.verdict), at equal epochs and at equal gradient evalua
 from __future__ import annotations
 
 import argparse
-import http.client
 import logging
 import sys
-import urllib.parse
-import urllib.request
 from pathlib import Path
 
 from analysis.minimums import MIN_IMPORTANCE_TRIALS
 from commandline import OneLineArgumentParser
-from trainables.errors import one_line as bounded
+from trainables.errors import one_line
+from trainables.record import DEFAULT_STORE, TRACKING_FORMS, default_tracking_uri, server_problem, tracking_uri_problem
 
 # Imported on first use (a page needs pandas, plotly and scipy: 2-5 s, too slow for
 # --help): the page's functions, and the figures and tables notebooks call through this
@@ -58,11 +56,6 @@ class ReportError(ValueError):
 
 # ---- command line ----------------------------------------------------------------------------
 
-# The tracking URIs launch.py accepts (tune/sweep.py's check_tracking), and how long a server
-# gets to answer: the same 3 s, so that one that is down is reported at once instead of after
-# MLflow's retries (minutes). analysis never imports tune/, hence the copy of the number.
-TRACKING_FORMS = "sqlite:////absolute/path.db, sqlite:///relative/path.db or http(s)://host:port"
-_CONNECT_TIMEOUT_S = 3.0
 # A whole error line is cut to this length too: a message from below (a library's, such as
 # kaleido's in PNG export) may quote values nobody bounded.
 _MAX_ERROR_LINE = 1000
@@ -72,7 +65,7 @@ class _ReportParser(OneLineArgumentParser):
     """Bad flags: one line on stderr, exit 2, the values it quotes bounded (analysis.text)."""
 
     def error(self, message):
-        super().error(bounded(message))
+        super().error(one_line(message))
 
 
 def command_line(prog: str, doc: str) -> argparse.ArgumentParser:
@@ -81,8 +74,8 @@ def command_line(prog: str, doc: str) -> argparse.ArgumentParser:
     p.add_argument("--experiment", help="MLflow experiment (the sweep's --experiment); default: "
                                         "the most recent sweep in the store")
     p.add_argument("--mlflow-uri", help=f"tracking URI, {TRACKING_FORMS} (default: "
-                                        "sqlite:///results/mlflow.db, as launch.py's default storage)")
-    p.add_argument("--storage", help="Ray experiment folder (results/NAME) instead of MLflow; "
+                                        f"{default_tracking_uri(DEFAULT_STORE)}, as launch.py's default storage)")
+    p.add_argument("--storage", help=f"Ray experiment folder ({DEFAULT_STORE}/NAME) instead of MLflow; "
                                      "with --experiment, the results folder that holds it "
                                      "(default: read MLflow)")
     return p
@@ -99,38 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _is_server_uri(uri: str) -> bool:
-    """Whether `uri` is http(s)://host[:port], without spaces, with a port that is a number
-    in range."""
-    try:
-        parts = urllib.parse.urlsplit(uri)
-        port_ok = parts.port is None or parts.port > 0  # .port raises ValueError for a bad one
-    except ValueError:
-        return False
-    return parts.scheme in ("http", "https") and bool(parts.hostname) and port_ok and " " not in uri
-
-
 def check_tracking_uri(uri: str) -> None:
     """ReportError (one line) unless `uri` is a form launch.py accepts, a SQLite file or a
-    tracking server, and a server answers now. Called before MLflow is: MLflow would retry
-    an unreachable server for minutes, and accept forms launch.py never writes to."""
-    sqlite = uri.startswith("sqlite:///") and len(uri) > len("sqlite:///")
-    # No URI holds a control character (and urlsplit would drop some silently).
-    if not uri.isprintable() or not (sqlite or _is_server_uri(uri)):
-        raise ReportError(f"--mlflow-uri must be {TRACKING_FORMS}, got '{bounded(uri)}'")
-    if not sqlite:
-        _probe_server(uri)
-
-
-def _probe_server(uri: str) -> None:
-    """ReportError unless the tracking server's /health page answers within
-    _CONNECT_TIMEOUT_S (launch.py checks a server the same way before a sweep)."""
-    try:
-        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=_CONNECT_TIMEOUT_S):
-            return
-    except (OSError, http.client.HTTPException) as error:  # HTTPException: no HTTP server there
-        raise ReportError(f"MLflow tracking server '{bounded(uri)}' is unreachable: "
-                          f"{bounded(getattr(error, 'reason', error))}") from None
+    tracking server, and a server answers now (trainables.record: the same rules and
+    timeout as a sweep's)."""
+    problem = tracking_uri_problem(uri) or server_problem(uri)
+    if problem:
+        raise ReportError(problem)
 
 
 def load(args):
@@ -142,7 +110,7 @@ def load(args):
             raise ReportError("give --storage or --mlflow-uri, not both")
         path = Path(args.storage) / args.experiment if args.experiment else Path(args.storage)
         return loading.load_sweep_from_storage(path)
-    uri = args.mlflow_uri or f"sqlite:///{Path('results').resolve() / 'mlflow.db'}"
+    uri = args.mlflow_uri or default_tracking_uri(Path(DEFAULT_STORE).resolve())
     check_tracking_uri(uri)
     return loading.load_sweep(args.experiment, uri)
 
@@ -150,8 +118,8 @@ def load(args):
 def error_line(error: Exception) -> str:
     """An error as one bounded line: an OSError as its reason and the file it concerns."""
     if isinstance(error, OSError) and error.filename is not None:
-        return f"{bounded(error.strerror or error)}: {bounded(error.filename)}"
-    return bounded(error, _MAX_ERROR_LINE)
+        return f"{one_line(error.strerror or error)}: {one_line(error.filename)}"
+    return one_line(error, _MAX_ERROR_LINE)
 
 
 def main(argv: list[str] | None = None) -> int:

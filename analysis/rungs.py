@@ -15,8 +15,9 @@ import math
 import pandas as pd
 from scipy import stats
 
-from analysis.load import Sweep
+from analysis.sweep import Sweep
 from analysis.text import label
+from trainables.record import SEARCH
 
 # Fewer completed trials than this give no correlation worth reading.
 MIN_TRIALS = 5
@@ -41,9 +42,9 @@ def rung_correlations(sweep: Sweep) -> pd.DataFrame:
     without the space (its rungs) or without completed trials."""
     if sweep.space is None:
         return pd.DataFrame(columns=COLUMNS)
-    search = sweep.stage("sweep")
+    search = sweep.stage(SEARCH)
     done = search[search["status"] == "completed"]
-    epochs = sweep.epochs[sweep.epochs["stage"] == "sweep"].set_index(["trial_id", "epoch"])["val_acc"]
+    epochs = sweep.epochs[sweep.epochs["stage"] == SEARCH].set_index(["trial_id", "epoch"])["val_acc"]
     rows = []
     for optimizer in sweep.optimizers:
         trials = done[done["optimizer"] == optimizer]

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from analysis.load import Sweep
+from analysis.sweep import Sweep
+from trainables.record import SEARCH
 
 GOOD_MARGIN = 0.01  # "good region": within 1 accuracy point of the optimizer's best trial
 # Accuracy is plotted against these: alpha as searched, and the ascent radius each trial
@@ -32,7 +33,7 @@ def good_region(sweep: Sweep, param: str, margin: float = GOOD_MARGIN) -> pd.Dat
     """Per optimizer whose search trials have `param` (searched, or perturbation_norm):
     how many search trials came within `margin` of its best final val accuracy, the range
     of `param` they span, and the range over all its trials."""
-    search = sweep.stage("sweep").dropna(subset=["final_val_acc", param])
+    search = sweep.stage(SEARCH).dropna(subset=["final_val_acc", param])
     rows = []
     for optimizer in sweep.optimizers:
         mine = search[search["optimizer"] == optimizer]

@@ -13,16 +13,27 @@ import html
 import numpy as np
 import pandas as pd
 
+from analysis.flatness import MEASURES, error_text, flatness_summary, measure_name, rough_rule, units_text
 from analysis.inputs import ReportInputs
-from analysis.load import Sweep
-from analysis.sensitivity import GOOD_MARGIN, SENSITIVITY_PARAMS, good_region
-from analysis.text import (ARM_TITLES, compute_text, count, label, num, pct, pct_interval, points,
-                           points_interval, run_label, wins_text)
-from analysis.flatness import (MEASURES, error_text, flatness_summary, measure_name, rough_rule,
-                               units_text)
 from analysis.rungs import rung_correlations
+from analysis.sensitivity import GOOD_MARGIN, SENSITIVITY_PARAMS, good_region
 from analysis.summary import interval_words, power_line
+from analysis.sweep import Sweep
+from analysis.text import (
+    ARM_TITLES,
+    compute_text,
+    count,
+    label,
+    num,
+    pct,
+    pct_interval,
+    points,
+    points_interval,
+    run_label,
+    wins_text,
+)
 from analysis.verdict import ArmComparison, Comparison
+from trainables.record import CONFIRM, RETUNE, SEARCH
 from trainables.schema import EQUAL_COMPUTE, EQUAL_EPOCHS, rank_finalists
 
 _ARM_TEXT = {
@@ -119,7 +130,7 @@ def retune_table(sweep: Sweep, finalists: pd.DataFrame) -> str:
     """Per re-searched optimizer and replicate: the learning rate tuned at 1x epochs (of
     `finalists`, verdict.search_best), the one its re-search at the longer epochs found
     (trainables.schema.rank_finalists on val) and that trial's val accuracy."""
-    retune = sweep.stage("retune")
+    retune = sweep.stage(RETUNE)
     if retune.empty:
         return ""
     finalists = finalists.set_index(["optimizer", "replicate"])
@@ -167,7 +178,7 @@ def _paired_table(result: ArmComparison, p: pd.DataFrame) -> str:
 
 # ---- the cost of the search ----------------------------------------------------------------
 
-def cost_table(sweep: Sweep, stage: str = "sweep") -> pd.DataFrame:
+def cost_table(sweep: Sweep, stage: str = SEARCH) -> pd.DataFrame:
     """Trials, epochs, gradient evaluations and compute hours per optimizer and status."""
     trials = sweep.stage(stage)
     counted = (trials.groupby(["optimizer", "status"], sort=False)
@@ -193,7 +204,7 @@ def cost_tables(inputs: ReportInputs) -> str:
                            hours=counted["hours"].map(lambda x: compute_text(x, unit)))
     shown = shown.rename(columns={"hours": "compute", "grad_evals": "gradient evaluations"})
     html_table = table(shown)
-    confirm = cost_table(sweep, "confirm")
+    confirm = cost_table(sweep, CONFIRM)
     if len(confirm) > 1:
         last = confirm.iloc[-1]
         html_table += (f"<p>The confirm stage cost another {int(last['trials'])} trials, "
@@ -253,7 +264,7 @@ def flatness_tables(inputs: ReportInputs) -> str:
         shown["replicates"] = summary["replicates"]
     for measure in MEASURES:
         shown[measure_name(measure)] = [_flatness_cell(r, measure) for r in rows]
-    radius = inputs.sweep.stage("confirm")["sharpness_radius"].dropna().unique()
+    radius = inputs.sweep.stage(CONFIRM)["sharpness_radius"].dropna().unique()
     r = ", ".join(num(v, ".3g") for v in radius) if len(radius) else "r"
     caption = (f"Mean and 95% t interval over {units_text(summary)}; each optimizer's best configuration "
                f"at equal epochs. Sharpness at radius {r}: adaptive worst-case, the largest loss increase "

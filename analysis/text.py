@@ -9,8 +9,6 @@ from __future__ import annotations
 import pandas as pd
 
 from trainables.catalog import all_hparams, get_optimizer_info
-from trainables.errors import SHOWN_LIMIT as MAX_QUOTED  # noqa: F401  (analysis' name for it)
-from trainables.errors import one_line as bounded  # noqa: F401  (analysis' name for it)
 from trainables.schema import EQUAL_COMPUTE, EQUAL_EPOCHS
 
 # How each confirm-stage arm is named in headings and summaries.

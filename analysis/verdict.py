@@ -21,10 +21,10 @@ import numpy as np
 import pandas as pd
 
 from analysis import stats
-from analysis.load import TRIAL_DEFAULTS, Sweep
+from analysis.sweep import TRIAL_DEFAULTS, Sweep
 from analysis.text import label, run_label
-from trainables.schema import (BUDGET_ARMS, EQUAL_COMPUTE, EQUAL_EPOCHS, UNFINISHED, VERDICT_METRIC,
-                               rank_finalists)
+from trainables.record import CONFIRM, SEARCH
+from trainables.schema import BUDGET_ARMS, EQUAL_COMPUTE, EQUAL_EPOCHS, UNFINISHED, VERDICT_METRIC, rank_finalists
 
 SAM_REFERENCE = "sam"
 RESULT_COLUMNS = ["optimizer", "replicate", "seed", VERDICT_METRIC, "test_correct", "budget_arm", "status",
@@ -42,7 +42,7 @@ def base_optimizer(sweep: Sweep) -> str:
 def confirm_arms(sweep: Sweep) -> list[str]:
     """The budget arms the confirm stage ran, in BUDGET_ARMS order: equal epochs whenever
     there is a confirm stage, equal gradient evaluations only where equal_compute runs exist."""
-    present = set(sweep.stage("confirm")["budget_arm"].dropna())
+    present = set(sweep.stage(CONFIRM)["budget_arm"].dropna())
     return [arm for arm in BUDGET_ARMS if arm in present]
 
 
@@ -71,7 +71,7 @@ def confirm_results(sweep: Sweep, arm: str = EQUAL_EPOCHS) -> tuple[pd.DataFrame
     are left out, with a note: leaving them out flatters the optimizer that failed. A
     diverged run counts at the accuracy it ended with (analysis.warnings names it).
     """
-    confirm = _arm_runs(sweep.stage("confirm"), arm)
+    confirm = _arm_runs(sweep.stage(CONFIRM), arm)
     notes = []
     if confirm.empty:
         return pd.DataFrame(columns=RESULT_COLUMNS), notes
@@ -101,7 +101,7 @@ def search_best(sweep: Sweep) -> pd.DataFrame:
     trainables.schema's rank_finalists (full-budget trials first, then the final-epoch val
     accuracy; errors and divergences excluded): single runs on val. Rows best first by
     final val accuracy."""
-    search = sweep.stage("sweep")
+    search = sweep.stage(SEARCH)
     rows = []
     for optimizer in sweep.optimizers:
         mine = search[search["optimizer"] == optimizer]

@@ -14,11 +14,12 @@ from __future__ import annotations
 import itertools
 
 from analysis.flatness import flatness_warnings
-from analysis.load import Sweep
 from analysis.rungs import rung_warnings
 from analysis.stats import MIN_PAIRS
+from analysis.sweep import Sweep
 from analysis.text import ARM_TITLES, count, label, run_label
 from analysis.verdict import Comparison, best_configs, comparison
+from trainables.record import CONFIRM, SEARCH
 
 # A best value within this fraction of either end of its range, on the range's own
 # sampling scale, suggests the optimum lies beyond the range.
@@ -46,7 +47,7 @@ def _verdict_warnings(sweep: Sweep, result: Comparison) -> list[str]:
     own variance is not in the intervals), or too few runs for a test."""
     runs = result.compared_runs
     if runs.empty:
-        what = "no confirm stage" if sweep.stage("confirm").empty else "no confirm run finished"
+        what = "no confirm stage" if sweep.stage(CONFIRM).empty else "no confirm run finished"
         return [f"{what}: the search's figures are single runs on the validation split, not a "
                 "verdict; rerun the best configurations with several seeds "
                 "(launch.py ... --confirm 1 --seeds 5)"]
@@ -66,7 +67,7 @@ def _verdict_warnings(sweep: Sweep, result: Comparison) -> list[str]:
 
 def _diverged_warnings(sweep: Sweep) -> list[str]:
     """Confirm runs that diverged: they count, at the accuracy they ended with."""
-    confirm = sweep.stage("confirm")
+    confirm = sweep.stage(CONFIRM)
     diverged = confirm[confirm["status"] == "diverged"]
     if diverged.empty:
         return []
@@ -101,7 +102,7 @@ def _order(means: dict, a: str, b: str) -> str:
 def _refit_warnings(sweep: Sweep) -> list[str]:
     """A refit whose step count differs from the search's by REFIT_STEPS_WARNING or more."""
     extra = sweep.space.refit_extra_steps if sweep.space is not None else None
-    if extra is None or abs(extra) < REFIT_STEPS_WARNING or sweep.stage("confirm").empty:
+    if extra is None or abs(extra) < REFIT_STEPS_WARNING or sweep.stage(CONFIRM).empty:
         return []
     return [f"confirm runs refit on train + val and so take {extra:+.1%} optimizer steps against the "
             "search that tuned their configuration (a longer schedule may want another learning "
@@ -136,7 +137,7 @@ def _edge_warnings(sweep: Sweep, result: Comparison) -> list[str]:
 def _thin_search_warnings(sweep: Sweep) -> list[str]:
     """Optimizers with fewer than MIN_TRIALS_PER_DIMENSION search trials per searched
     hyperparameter in each replicate."""
-    search = sweep.stage("sweep")
+    search = sweep.stage(SEARCH)
     found = []
     for optimizer in sweep.optimizers:
         mine = search[search["optimizer"] == optimizer]

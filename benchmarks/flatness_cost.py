@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from search_spaces import get_space  # noqa: E402
 from trainables.config import TrialConfig  # noqa: E402
 from trainables.flatness import precision, precision_text  # noqa: E402
-from trainables.schema import CONFIRM_SUFFIX  # noqa: E402
+from trainables.record import CONFIRM, STAGE_SUFFIX  # noqa: E402
 from trainables.train import run_trial  # noqa: E402
 
 TARGET = 0.10
@@ -95,7 +95,7 @@ def from_sweep(folder: Path) -> int:
     """Print the diagnostics against the confirm runs' time in the sweep stored at
     `folder` (the last line of each confirm run's result.json), per optimizer and epochs
     (a 1-pass optimizer's equal-compute runs have twice the epochs)."""
-    confirm = folder.with_name(folder.name + CONFIRM_SUFFIX)
+    confirm = folder.with_name(folder.name + STAGE_SUFFIX[CONFIRM])
     runs = defaultdict(list)  # (optimizer, epochs) -> [(diagnostics, run) seconds]
     precise = defaultdict(list)  # (optimizer, epochs) -> [flatness.precision of each run]
     for path in sorted(confirm.glob("*/result.json")):

@@ -6,7 +6,7 @@ initial weights, batch size, optimizer and hyperparameters):
 - `run_trial`: the project's trial loop, one epoch; its reported `images_per_s`, which
   times the training epoch alone (evaluation and set-up excluded);
 - `minimal`: a hand-written loop with the data on the device as uint8, batches augmented
-  and normalised by `trainables.data.augment` / `normalize`, then forward, backward and
+  and normalised by `trainables.batching.augment` / `normalize`, then forward, backward and
   the optimizer step: no metrics, no scheduler, no evaluation, no checkpoint. The floor
   for run_trial's bookkeeping overhead;
 - `dataloader`: the same images as uint8 H x W x C arrays made PIL images one by one,
@@ -45,7 +45,8 @@ from PIL import Image
 from torch import nn
 from torchvision import transforms
 
-from trainables.data import ImageData, augment, load_dataset, normalize
+from trainables.batching import augment, normalize
+from trainables.data import ImageData, load_dataset
 from trainables.models import create_model
 from trainables.optim import create_optimizer, get_optimizer_info, list_optimizers, optimizer_kwargs
 from trainables.step import optimizer_step

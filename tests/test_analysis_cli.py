@@ -1,7 +1,7 @@
 """`python -m analysis.report` on bad input: it fails fast, in one line on stderr with exit
 status 2, and accepts only the tracking URIs launch.py accepts (a SQLite file, or an
 HTTP(S) server that answers its /health page within 3 s). MLflow is never called before
-the URI passed; every value an error quotes is bounded (analysis.text.bounded).
+the URI passed; every value an error quotes is bounded (trainables.errors.one_line).
 
 One case runs as a real subprocess (a server that does not answer, timed); the rest call
 `main` in this process.
@@ -23,7 +23,7 @@ from conftest import ENV
 
 import analysis.load
 from analysis import report
-from analysis.text import MAX_QUOTED, bounded
+from trainables.errors import SHOWN_LIMIT, one_line
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -60,11 +60,11 @@ def refused(capsys, argv: list[str]) -> str:
 
 
 def test_bounded_escapes_control_characters_and_cuts_long_values():
-    assert bounded("name") == "name"
-    assert bounded("a\nb\x1b[2J\u2028") == "a\\nb\\x1b[2J\\u2028"
-    cut = bounded("x" * 5000)
-    assert len(cut) == MAX_QUOTED == 200 and cut.endswith("...")
-    assert len(bounded("\n" * 5000)) == MAX_QUOTED  # escapes count towards the limit
+    assert one_line("name") == "name"
+    assert one_line("a\nb\x1b[2J\u2028") == "a\\nb\\x1b[2J\\u2028"
+    cut = one_line("x" * 5000)
+    assert len(cut) == SHOWN_LIMIT == 200 and cut.endswith("...")
+    assert len(one_line("\n" * 5000)) == SHOWN_LIMIT  # escapes count towards the limit
 
 
 @pytest.mark.parametrize("command, out", [("analysis.report", "r.html"), ("analysis.export", "t.csv")])
@@ -149,7 +149,7 @@ def test_quoted_values_are_bounded_and_escaped(capsys, mlflow_calls, tmp_path):
     long = "ftp://" + "\x1b[2J" + "x" * 5000
     err = refused(capsys, ["--experiment", "exp", "--mlflow-uri", long])
     quoted = err.split("got '", 1)[1].rstrip("\n").removesuffix("'")
-    assert len(quoted) == MAX_QUOTED and "\x1b" not in err and quoted.startswith("ftp://\\x1b[2J")
+    assert len(quoted) == SHOWN_LIMIT and "\x1b" not in err and quoted.startswith("ftp://\\x1b[2J")
     err = refused(capsys, ["--storage", str(tmp_path / ("no\nthere" + "y" * 5000))])
     assert "no\\nthere" in err and len(err) < 300
     with pytest.raises(SystemExit) as exit_:

@@ -26,9 +26,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from analysis.load import (EPOCH_COLUMNS, TRIAL_COLUMNS, arms_from_epochs, list_sweeps, load_sweep,
-                           load_sweep_from_storage)
+from analysis.load import list_sweeps, load_sweep, load_sweep_from_storage
+from analysis.sweep import EPOCH_COLUMNS, TRIAL_COLUMNS
 from search_spaces.space import SearchSpace
+from trainables.record import CONFIRM as CONFIRM_STAGE
+from trainables.record import PARENT_STAGE, RETUNE as RETUNE_STAGE, SEARCH as SEARCH_STAGE, TrialRecord, with_record
 from trainables.schema import EQUAL_COMPUTE, EQUAL_EPOCHS, TEST_CORRECT, encode_correct
 
 BASE = {"dataset": "digits", "model": "res20s", "batch_size": 128, "epochs": 4, "warmup_epochs": 1,
@@ -50,7 +52,7 @@ CONFIRM = {  # trial id -> (search trial rerun, changes, test_acc by epoch)
 # Which of 100 test examples each confirm run got right at its end: the first k (s's record
 # says 84 of 100, its accuracy 0.83).
 CORRECT = {"e0005": 84, "f0006": 86, "a0007": 88, "b0008": 84}
-STAGE_FOLDERS = {"sweep": "exp", "retune": "exp-retune", "confirm": "exp-confirm"}
+STAGE_FOLDERS = {SEARCH_STAGE: "exp", RETUNE_STAGE: "exp-retune", CONFIRM_STAGE: "exp-confirm"}
 SPACE = {"name": "load_test", "description": "hand-written results", "dataset": "digits",
          "model": "res20s", "optimizers": ["adam", "sam"], "fixed": {"batch_size": 128},
          "search": {"lr": {"loguniform": [1e-4, 1e-2]}, "rho": {"uniform": [0.01, 0.2]}},
@@ -64,14 +66,14 @@ def trials() -> list[tuple[str, str, dict, list[dict]]]:
     for trial_id, (config, val, norms) in SEARCH.items():
         epochs = [{"val_acc": v, "val_loss": 1 - v, **({"perturbation_norm": norms[i]} if norms else {})}
                   for i, v in enumerate(val)]
-        found.append(("sweep", trial_id, {**BASE, **config}, epochs))
+        found.append((SEARCH_STAGE, trial_id, {**BASE, **config}, epochs))
     for trial_id, (config, val) in RETUNE.items():
-        found.append(("retune", trial_id, {**BASE, **config}, [{"val_acc": v, "val_loss": 1 - v} for v in val]))
+        found.append((RETUNE_STAGE, trial_id, {**BASE, **config}, [{"val_acc": v, "val_loss": 1 - v} for v in val]))
     for trial_id, (source, changes, test) in CONFIRM.items():
         config = {**BASE, **SEARCH[source][0], "eval_split": "test", "refit": True, **changes}
         epochs = [{"test_acc": t, "test_loss": 1 - t} for t in test]
         epochs[-1][TEST_CORRECT] = encode_correct([i < CORRECT[trial_id] for i in range(100)])
-        found.append(("confirm", trial_id, config, epochs))
+        found.append((CONFIRM_STAGE, trial_id, config, epochs))
     for _, _, config, epochs in found:
         passes = 2 if config["optimizer"] == "sam" else 1
         for i, row in enumerate(epochs):
@@ -79,11 +81,26 @@ def trials() -> list[tuple[str, str, dict, list[dict]]]:
     return found
 
 
+def record_of(stage: str, trial_id: str, config: dict, epochs: list[dict]) -> TrialRecord:
+    """What the driver records of a trial above (a confirm run's arm, rank and sources)."""
+    record = TrialRecord(trial_id=trial_id, stage=stage, optimizer=config["optimizer"],
+                         status="completed" if len(epochs) >= config["epochs"] else "stopped_early")
+    if stage != CONFIRM_STAGE:
+        return record
+    longer = config["epochs"] == 8
+    return TrialRecord(**{**record.__dict__, "confirm_rank": 1, "source_trial_id": CONFIRM[trial_id][0],
+                          "budget_arm": EQUAL_COMPUTE if longer else EQUAL_EPOCHS,
+                          "retune_trial_id": "r0009" if longer else None})
+
+
 def write_storage(folder: Path, with_space: bool) -> Path:
-    """A Ray storage folder: <folder>/exp (search), <folder>/exp-retune and <folder>/exp-confirm."""
+    """A Ray storage folder: <folder>/exp (search), <folder>/exp-retune and <folder>/exp-confirm,
+    each confirm run's config carrying its record as the driver hands it to Ray."""
     for n, (stage, trial_id, config, epochs) in enumerate(trials()):
         trial_dir = folder / STAGE_FOLDERS[stage] / f"trainable_{trial_id}_{n}_x"
         trial_dir.mkdir(parents=True)
+        if stage == CONFIRM_STAGE:
+            config = with_record(config, record_of(stage, trial_id, config, epochs))
         (trial_dir / "params.json").write_text(json.dumps(config))
         (trial_dir / "result.json").write_text("".join(
             json.dumps({**row, "trial_id": trial_id, "timestamp": 1.7e9 + 100 * n + i, "time_this_iter_s": 1.5})
@@ -100,18 +117,10 @@ def write_mlflow(folder: Path) -> str:
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     client = MlflowClient(uri)
     experiment = client.create_experiment("exp", artifact_location=str(folder / "artifacts"))
-    parent = client.create_run(experiment, tags={"stage": "sweep"}).info.run_id
+    parent = client.create_run(experiment, tags={"stage": PARENT_STAGE}).info.run_id
     client.log_dict(parent, SearchSpace.from_dict(SPACE, "test").to_dict(), "space.json")
     for stage, trial_id, config, epochs in trials():
-        tags = {"mlflow.parentRunId": parent, "stage": stage, "trial_id": trial_id,
-                "optimizer": config["optimizer"], "status": "completed" if len(epochs) >= config["epochs"]
-                else "stopped_early"}
-        if stage == "confirm":
-            source = CONFIRM[trial_id][0]
-            longer = config["epochs"] == 8
-            tags |= {"confirm_rank": "1", "source_trial_id": source,
-                     "budget_arm": EQUAL_COMPUTE if longer else EQUAL_EPOCHS,
-                     **({"retune_trial_id": "r0009"} if longer else {})}
+        tags = {"mlflow.parentRunId": parent, **record_of(stage, trial_id, config, epochs).to_tags()}
         run = client.create_run(experiment, tags=tags).info.run_id
         for name, value in config.items():
             client.log_param(run, name, value)
@@ -123,14 +132,6 @@ def write_mlflow(folder: Path) -> str:
                     client.log_metric(run, name, value, step=row["epoch"])
         client.set_terminated(run)
     return uri
-
-
-def test_arms_from_epochs_where_no_tag_says():
-    assert arms_from_epochs([4, 8, 4]) == [EQUAL_EPOCHS, EQUAL_COMPUTE, EQUAL_EPOCHS]  # fewest: equal
-    assert arms_from_epochs([8, 16]) == [EQUAL_EPOCHS, EQUAL_COMPUTE]
-    # A refit with matched steps: a 10-epoch space's runs at 8 and 16 epochs.
-    assert arms_from_epochs([16, 8]) == [EQUAL_COMPUTE, EQUAL_EPOCHS]
-    assert arms_from_epochs([]) == []
 
 
 @pytest.mark.parametrize("with_space", [True, False])
@@ -171,7 +172,7 @@ def check_results(sweep) -> None:
     assert t.at["e0005", "eval_split"] == "test" and t.at["a0001", "eval_split"] == "val"
     run = sweep.epochs[sweep.epochs["trial_id"] == "a0007"]
     assert run["test_acc"].tolist() == [0.5, 0.6, 0.7, 0.8, 0.9, 0.8, 0.8, 0.88]
-    assert t.at["r0009", "stage"] == "retune" and t.at["r0009", "final_val_acc"] == 0.85
+    assert t.at["r0009", "stage"] == RETUNE_STAGE and t.at["r0009", "final_val_acc"] == 0.85
     assert t.at["r0009", "lr"] == 2.5e-3 and t.at["r0009", "epochs"] == 8
     for trial_id in ("e0005", "f0006", "a0007"):
         correct = t.at[trial_id, TEST_CORRECT]
@@ -200,7 +201,7 @@ def test_without_a_name_the_most_recent_sweep_is_loaded_and_a_wrong_name_lists_t
     uri = write_mlflow(tmp_path)
     client = MlflowClient(uri)
     older = client.create_experiment("older", artifact_location=str(tmp_path / "older"))
-    client.create_run(older, start_time=1_000, tags={"stage": "sweep"})  # 1970: older than exp's
+    client.create_run(older, start_time=1_000, tags={"stage": PARENT_STAGE})  # 1970: older than exp's
     client.create_run(client.create_experiment("no-sweep"), tags={"note": "an ad-hoc run"})
     assert list_sweeps(uri) == ["exp", "older"]
     assert load_sweep(None, uri).name == "exp"
@@ -281,9 +282,8 @@ def test_ray_state_marks_live_and_failed_trials(tmp_path):
     assert t.loc[["a0001", "b0002", "c0003"], "status"].tolist() == ["completed", "running", "error"]
 
 
-def test_trial_ids_and_order_come_from_ray_folder_names(tmp_path):
-    """Without trial ids in result.json, Ray's folder names give them; Ray's index in the
-    name (9 before 10), not the name's spelling, orders tied search trials for the ranks."""
+def test_trial_ids_come_from_ray_folder_names(tmp_path):
+    """Without trial ids in result.json, Ray's folder names give them."""
     config = {**BASE, "epochs": 1, "optimizer": "adam"}
     trials = {"exp/trainable_aaaaa_00009_9_lr=0.001_2026-01-01_00-00-00": {**config, "lr": 1e-3},
               "exp/trainable_aaaaa_00010_10_lr=0.002_2026-01-01_00-00-00": {**config, "lr": 2e-3},
@@ -296,8 +296,7 @@ def test_trial_ids_and_order_come_from_ray_folder_names(tmp_path):
             {"epoch": 1, "val_acc": 0.8, "test_acc": 0.8, "timestamp": 1.7e9}) + "\n")
     t = load_sweep_from_storage(tmp_path / "exp").trials.set_index("trial_id")
     assert set(t.index) == {"aaaaa_00009", "aaaaa_00010", "bbbbb_00000"}
-    assert t.at["bbbbb_00000", "source_trial_id"] == "aaaaa_00010"
-    assert t.at["bbbbb_00000", "confirm_rank"] == 2
+    assert t.at["bbbbb_00000", "stage"] == "confirm" and t.at["aaaaa_00009", "stage"] == "search"
 
 
 TRIAL = "trainable_a0001_0_x"
@@ -365,14 +364,14 @@ def test_the_report_counts_earlier_sweeps_that_read_the_same_test_split(tmp_path
                          ("no-confirm", {"dataset": "digits", "model": "res20s", "confirm_top_k": 0,
                                          "confirm_seeds": 5}),
                          ("other-data", {"dataset": "c10", "model": "res20s", "confirm_top_k": 1, "confirm_seeds": 5})):
-        run = client.create_run(client.create_experiment(name), tags={"stage": "sweep"},
+        run = client.create_run(client.create_experiment(name), tags={"stage": PARENT_STAGE},
                                 start_time=ours.info.start_time - 1000).info.run_id
         for key, value in params.items():
             client.log_param(run, key, value)
     for key, value in {"dataset": "digits", "model": "res20s"}.items():
         client.log_param(ours.info.run_id, key, value)
     # A later sweep on the same split does not count: it read test after this one.
-    later = client.create_run(client.create_experiment("later"), tags={"stage": "sweep"},
+    later = client.create_run(client.create_experiment("later"), tags={"stage": PARENT_STAGE},
                               start_time=ours.info.start_time + 1000).info.run_id
     for key, value in {"dataset": "digits", "model": "res20s", "confirm_top_k": 1, "confirm_seeds": 5}.items():
         client.log_param(later, key, value)

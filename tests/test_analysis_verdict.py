@@ -19,7 +19,7 @@ import pytest
 from scipy import stats as scipy_stats
 
 from analysis import report
-from analysis.load import EPOCH_COLUMNS, TRIAL_COLUMNS, TRIAL_DEFAULTS, Sweep
+from analysis.sweep import EPOCH_COLUMNS, TRIAL_COLUMNS, TRIAL_DEFAULTS, Sweep
 from analysis.summary import sweep_summary
 from analysis.verdict import best_configs, comparison, confirm_arms, confirm_results, search_best
 from analysis.warnings import sweep_warnings
@@ -54,7 +54,7 @@ class Builder:
     def __init__(self):
         self.rows, self.epochs = [], []
 
-    def add(self, trial_id: str, optimizer: str, accs: list[float], *, stage: str = "sweep",
+    def add(self, trial_id: str, optimizer: str, accs: list[float], *, stage: str = "search",
             arm: str | None = None, val: list[float] | None = None, flat: dict | None = None,
             status: str | None = None, **config) -> None:
         """One trial whose accuracy by epoch is `accs` (val in the search, test in the

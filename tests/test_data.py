@@ -1,4 +1,5 @@
-"""Data sets by name, their three splits, and on-device batching (trainables/data.py).
+"""Data sets by name, their three splits, their untrusted files and on-device batching
+(trainables/data.py, readers.py, archives.py, batching.py).
 
 Loaders are checked against fixtures written in the real on-disk formats
 (tests/fixtures_data.py); downloads against real archives served over HTTP on localhost.
@@ -30,12 +31,11 @@ from fixtures_data import (
     CIFAR_ARCHIVES, CIFAR_LAYOUTS, Expected, make_archive, py2_pickle, serve_directory, write_cifar,
     write_tiny_imagenet,
 )
-from trainables import catalog, data
-from trainables.data import (
-    ImageData, augment, eval_batches, list_datasets, load_dataset, normalize, num_train_batches,
-    register_dataset, stratified_holdout, train_batches,
-)
-from trainables.errors import ConfigError, DataUnavailableError
+from trainables import archives, catalog, data, readers
+from trainables.batching import augment, eval_batches, normalize, num_train_batches, train_batches
+from trainables.catalog import list_datasets, register_dataset
+from trainables.data import ImageData, load_dataset, stratified_holdout
+from trainables.errors import ConfigError, DataUnavailableError, one_line
 
 CIFAR_CLASSES = {"c10": CIFAR10, "c100": CIFAR100}
 VAL_SIZE_CONSTANTS = {"c10": "CIFAR10_VAL_SIZE", "c100": "CIFAR100_VAL_SIZE", "tinyimagenet": "TINY_IMAGENET_VAL_SIZE"}
@@ -123,7 +123,7 @@ def load_twice(name: str, *args, **options) -> tuple[ImageData, ImageData]:
 def small_holdouts(monkeypatch):
     """Hold out 2 images of each fixture's training split rather than the real sizes (5000, 10000)."""
     for constant in VAL_SIZE_CONSTANTS.values():
-        monkeypatch.setattr(data, constant, 2)
+        monkeypatch.setattr(readers, constant, 2)
 
 
 # ------------------------------------------------------------------------ registry
@@ -174,9 +174,9 @@ def test_registered_loader_gets_dir_download_and_its_options(tmp_path, monkeypat
 
 
 def test_holdout_sizes_are_the_documented_ones():
-    assert (data.CIFAR10_VAL_SIZE, data.CIFAR100_VAL_SIZE, data.TINY_IMAGENET_VAL_SIZE) == (5000, 5000, 10000)
+    assert (readers.CIFAR10_VAL_SIZE, readers.CIFAR100_VAL_SIZE, readers.TINY_IMAGENET_VAL_SIZE) == (5000, 5000, 10000)
     # digits: 20% of what the 360-image test split leaves, rounded up as sklearn rounds a fraction.
-    assert data.DIGITS_VAL_SIZE == math.ceil(0.2 * (1797 - 360))
+    assert readers.DIGITS_VAL_SIZE == math.ceil(0.2 * (1797 - 360))
     # The catalog's split sizes (what a plan counts a refit's steps by) are the loaders'.
     assert catalog.SPLIT_SIZES["digits"] == (1797 - 360 - 288, 288, 360)
     assert catalog.SPLIT_SIZES["c10"] == catalog.SPLIT_SIZES["c100"] == (50000 - 5000, 5000, 10000)
@@ -187,7 +187,7 @@ def test_holdout_sizes_are_the_documented_ones():
     ("CIFAR10_VAL_SIZE", 10, 5000), ("CIFAR100_VAL_SIZE", 100, 500), ("TINY_IMAGENET_VAL_SIZE", 200, 500),
 ])
 def test_holdout_of_a_balanced_real_sized_label_vector_is_equal_per_class(constant, num_classes, per_class):
-    size = getattr(data, constant)
+    size = getattr(readers, constant)
     # Shaped like the real training labels: every class equally often, in a shuffled order.
     labels = torch.arange(num_classes).repeat_interleave(per_class)
     labels = labels[torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))]
@@ -283,7 +283,7 @@ def test_cifar_reads_the_pickles_pixel_for_pixel(tmp_path, name):
 @pytest.mark.parametrize("name, per_file", [("c10", 40), ("c100", 400)])
 def test_cifar_val_is_a_fixed_stratified_holdout_of_the_training_batches(tmp_path, monkeypatch, name, per_file):
     # 200 (c10: 5 files) or 400 (c100: 1 file) training images with uneven classes; hold out 50.
-    monkeypatch.setattr(data, VAL_SIZE_CONSTANTS[name], 50)
+    monkeypatch.setattr(readers, VAL_SIZE_CONSTANTS[name], 50)
     expected = write_cifar(tmp_path, name, per_file=per_file)
     first, second = load_twice(name, tmp_path, download=False)
     assert_same(first, second)
@@ -361,14 +361,14 @@ def test_cifar_download_with_wrong_md5_is_unavailable(tmp_path, remote, monkeypa
 @pytest.mark.usefixtures("small_holdouts")
 def test_concurrent_loads_download_once(tmp_path, remote, monkeypatch):
     expected = serve_cifar(remote, monkeypatch, "c10")
-    real, calls = data.download_url, []
+    real, calls = archives.download_url, []
 
     def slow_download(*args, **kwargs):
         calls.append(args)
         time.sleep(0.3)  # widen the window in which an unlocked second loader would also fetch
         real(*args, **kwargs)
 
-    monkeypatch.setattr(data, "download_url", slow_download)
+    monkeypatch.setattr(archives, "download_url", slow_download)
     start, results = threading.Barrier(2), []
 
     def load():
@@ -402,7 +402,7 @@ def test_tinyimagenet_decodes_jpegs_and_labels_by_wnids_order(tmp_path):
 
 def test_tinyimagenet_val_is_a_fixed_equal_per_class_holdout_and_test_the_val_folder(tmp_path, monkeypatch):
     # 3 classes x 10 training images, 6 held out: 2 per class, as 50 of 500 per class for real.
-    monkeypatch.setattr(data, "TINY_IMAGENET_VAL_SIZE", 6)
+    monkeypatch.setattr(readers, "TINY_IMAGENET_VAL_SIZE", 6)
     expected = write_tiny_imagenet(tmp_path, per_class=10, num_val=5)
     first = load_dataset("tinyimagenet", tmp_path, download=False)
     assert_three_splits(first, expected, val_size=6)
@@ -417,7 +417,7 @@ def test_tinyimagenet_val_is_a_fixed_equal_per_class_holdout_and_test_the_val_fo
 def test_tinyimagenet_cache_holds_the_official_folders_under_their_own_names(tmp_path, monkeypatch):
     # A cache as the first load writes it (and as loads before the three-split change did):
     # train_* is the whole train folder, val_* the val folder, which becomes the test split.
-    monkeypatch.setattr(data, "TINY_IMAGENET_VAL_SIZE", 4)
+    monkeypatch.setattr(readers, "TINY_IMAGENET_VAL_SIZE", 4)
     expected = write_tiny_imagenet(tmp_path / "source", per_class=4, num_val=3, seed=2)
     torch.save({"train_images": expected.train_images, "train_labels": expected.train_labels,
                 "val_images": expected.test_images, "val_labels": expected.test_labels},
@@ -430,8 +430,8 @@ def test_tinyimagenet_download_unpacks_the_zip(tmp_path, remote, monkeypatch):
     folder, url = remote
     expected = write_tiny_imagenet(folder, seed=3)
     md5 = make_archive(folder / "tiny-imagenet-200", folder / "tiny-imagenet-200.zip")
-    monkeypatch.setattr(data, "TINY_IMAGENET_URL", f"{url}/tiny-imagenet-200.zip")
-    monkeypatch.setattr(data, "TINY_IMAGENET_MD5", md5)
+    monkeypatch.setattr(readers, "TINY_IMAGENET_URL", f"{url}/tiny-imagenet-200.zip")
+    monkeypatch.setattr(readers, "TINY_IMAGENET_MD5", md5)
     assert_three_splits(load_dataset("tinyimagenet", tmp_path / "data", download=True), expected, val_size=2)
     assert (tmp_path / "data" / "tiny-imagenet-200" / "wnids.txt").is_file()
     assert not (tmp_path / "data" / "tiny-imagenet-200.zip").exists()
@@ -439,7 +439,7 @@ def test_tinyimagenet_download_unpacks_the_zip(tmp_path, remote, monkeypatch):
 
 @pytest.mark.parametrize("download", [False, True])
 def test_tinyimagenet_missing_names_folder_and_archive(tmp_path, monkeypatch, download):
-    monkeypatch.setattr(data, "TINY_IMAGENET_URL", (tmp_path / "missing" / "tiny-imagenet-200.zip").as_uri())
+    monkeypatch.setattr(readers, "TINY_IMAGENET_URL", (tmp_path / "missing" / "tiny-imagenet-200.zip").as_uri())
     with pytest.raises(DataUnavailableError) as err:
         load_dataset("tinyimagenet", tmp_path, download=download)
     message = str(err.value)
@@ -706,8 +706,8 @@ def test_zip_member_that_could_escape_is_refused_and_nothing_is_written(tmp_path
             zf.writestr(info, content)
     with zipfile.ZipFile(archive) as zf:  # the members went in as written, not sanitised
         assert zf.namelist()[-len(members):] == [name for name, *_ in members]
-    monkeypatch.setattr(data, "TINY_IMAGENET_URL", f"{url}/{archive.name}")
-    monkeypatch.setattr(data, "TINY_IMAGENET_MD5", hashlib.md5(archive.read_bytes()).hexdigest())
+    monkeypatch.setattr(readers, "TINY_IMAGENET_URL", f"{url}/{archive.name}")
+    monkeypatch.setattr(readers, "TINY_IMAGENET_MD5", hashlib.md5(archive.read_bytes()).hexdigest())
     before = tree(tmp_path, skip=data_dir)
     with pytest.raises(DataUnavailableError) as err:
         load_dataset("tinyimagenet", data_dir, download=True)
@@ -821,7 +821,7 @@ def test_archive_that_fails_to_unpack_is_kept_and_the_partial_folder_untouched(t
 @pytest.mark.parametrize("name", ["c10", "tinyimagenet"])
 def test_a_file_where_a_folder_belongs_is_named_before_any_download(tmp_path, monkeypatch, name, where, download):
     fetched = []
-    monkeypatch.setattr(data, "download_url", lambda *args, **kwargs: fetched.append(args))
+    monkeypatch.setattr(archives, "download_url", lambda *args, **kwargs: fetched.append(args))
     data_dir = tmp_path / "data"
     file = data_dir if where == "data_dir" else data_dir / {"c10": "cifar-10-batches-py",
                                                              "tinyimagenet": "tiny-imagenet-200"}[name]
@@ -843,12 +843,12 @@ def test_a_data_dir_that_cannot_be_created_is_one_line_naming_it(tmp_path, monke
     assert f"cannot create {data_dir}" in message and "\n" not in message
 
 
-def test_short_makes_untrusted_text_one_printable_bounded_line():
-    assert data._short(ValueError("bad \n\t  thing\r\n")) == "bad thing"
-    assert data._short("red\x1b[31m bell\x07 rtl\u202e") == "red\\x1b[31m bell\\x07 rtl\\u202e"
-    cut = data._short("x" * 1000)
+def test_squashed_untrusted_text_is_one_printable_bounded_line():
+    assert one_line(ValueError("bad \n\t  thing\r\n"), squash_space=True) == "bad thing"
+    assert one_line("red\x1b[31m bell\x07 rtl\u202e", squash_space=True) == "red\\x1b[31m bell\\x07 rtl\\u202e"
+    cut = one_line("x" * 1000, squash_space=True)
     assert len(cut) == 200 and cut == "x" * 197 + "..."
-    assert data._short("y" * 200) == "y" * 200 and len(data._short("z" * 50, limit=20)) == 20
+    assert one_line("y" * 200) == "y" * 200 and len(one_line("z" * 50, limit=20, squash_space=True)) == 20
 
 
 # ------------------------------------------------------------------------ synthetic
@@ -1088,8 +1088,7 @@ def test_the_catalogs_download_folders_are_the_loaders():
     """The dry run looks for these folders without torch; the loaders unpack into them."""
     from torchvision.datasets import CIFAR10, CIFAR100
 
-    from trainables import data
     from trainables.catalog import DOWNLOADS
 
     assert DOWNLOADS["c10"][0] == CIFAR10.base_folder and DOWNLOADS["c100"][0] == CIFAR100.base_folder
-    assert DOWNLOADS["tinyimagenet"][0] == Path(data.TINY_IMAGENET_URL).stem
+    assert DOWNLOADS["tinyimagenet"][0] == Path(readers.TINY_IMAGENET_URL).stem

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from analysis.flatness import flatness_warnings
-from analysis.load import TRIAL_COLUMNS, Sweep
+from analysis.sweep import TRIAL_COLUMNS, Sweep
 from trainables import flatness
 from trainables.data import load_dataset
 from trainables.models import create_model

@@ -22,7 +22,8 @@ from browser import PlotSvgs, render_in_chromium
 from conftest import ENV, SHARED_SWEEP
 
 from analysis import importance, verdict
-from analysis.load import CONFIG_FIELDS, EPOCH_COLUMNS, TRIAL_COLUMNS, Sweep, load_sweep, load_sweep_from_storage
+from analysis.load import load_sweep, load_sweep_from_storage
+from analysis.sweep import CONFIG_FIELDS, EPOCH_COLUMNS, TRIAL_COLUMNS, Sweep
 from analysis.report import (FIGURES, comparison, figure_comparison, figure_importance,
                              figures, render_html, write_report)
 from analysis.verdict import confirm_arms
@@ -77,7 +78,7 @@ def all_finished(from_storage) -> Sweep:
 def test_both_loaders_find_every_trial_of_both_stages(from_mlflow, from_storage):
     for sweep in (from_mlflow, from_storage):
         counts = sweep.trials["stage"].value_counts().to_dict()
-        assert counts == {"sweep": SAMPLES * len(SEARCHED) * REPLICATES, "retune": len(ONE_PASS) * REPLICATES,
+        assert counts == {"search": SAMPLES * len(SEARCHED) * REPLICATES, "retune": len(ONE_PASS) * REPLICATES,
                           "confirm": SEEDS * (len(CONFIRMED) + len(ONE_PASS)) * REPLICATES}
         assert set(sweep.trials["optimizer"]) == set(SEARCHED)
         assert sweep.trials["trial_id"].is_unique
@@ -128,7 +129,7 @@ def test_frames_have_the_promised_columns(from_mlflow, from_storage):
         assert zsharp["ascent_cosine"].between(0, 1, inclusive="right").all()
         assert sweep.epochs.loc[sweep.epochs["optimizer"] != "zsharp", "ascent_cosine"].isna().all()
         # The search sees val only; confirm runs are scored on test, in their budget arm.
-        search, confirm = sweep.stage("sweep"), sweep.stage("confirm")
+        search, confirm = sweep.stage("search"), sweep.stage("confirm")
         assert (search["eval_split"] == "val").all() and search["final_test_acc"].isna().all()
         assert search["final_val_acc"].notna().any() and search["budget_arm"].isna().all()
         assert (confirm["eval_split"] == "test").all() and confirm["final_test_acc"].between(0, 1).all()
@@ -230,7 +231,7 @@ def test_comparison_uses_every_replicates_confirm_runs_and_their_test_examples(f
 
 def _search_only(sweep: Sweep) -> Sweep:
     """`sweep` without its confirm stage."""
-    return Sweep(sweep.name, sweep.stage("sweep"), sweep.epochs[sweep.epochs["stage"] == "sweep"],
+    return Sweep(sweep.name, sweep.stage("search"), sweep.epochs[sweep.epochs["stage"] == "search"],
                  sweep.space, sweep.meta)
 
 
@@ -269,7 +270,7 @@ def test_the_search_figures_show_each_trial_its_curve_its_slices_and_the_rho_lr_
     """What Optuna Dashboard users look for, per optimizer, checked against the trials."""
     from analysis.figures import figure_contour, figure_history, figure_intermediate, figure_slices
 
-    search = from_mlflow.stage("sweep")
+    search = from_mlflow.stage("search")
     history = figure_history(from_mlflow)
     for optimizer in SEARCHED:
         mine = search[search["optimizer"] == optimizer].sort_values("start_time")
@@ -318,7 +319,7 @@ def test_both_loaders_read_each_confirm_runs_loss_profile(from_mlflow, from_stor
     mlflow, storage = (s.trials.set_index("trial_id")[["stage", LOSS_PROFILE]] for s in (from_mlflow, from_storage))
     confirm = mlflow[mlflow["stage"] == "confirm"]
     assert len(confirm) and all(len(p) == 21 and p[10][0] == 0.0 for p in confirm[LOSS_PROFILE])
-    assert mlflow.loc[mlflow["stage"] == "sweep", LOSS_PROFILE].isna().all()
+    assert mlflow.loc[mlflow["stage"] == "search", LOSS_PROFILE].isna().all()
     for trial_id, profile in mlflow[LOSS_PROFILE].items():
         assert storage.at[trial_id, LOSS_PROFILE] == profile or (profile is None and storage.at[trial_id, LOSS_PROFILE] is None)
 

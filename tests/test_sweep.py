@@ -117,7 +117,7 @@ def test_mlflow_holds_the_parent_and_one_child_per_trial(digits_sweep):
     tags = parents[0].data.tags
     assert tags["space"] == "digits_test" and "launch.py" in tags["command"]
     assert len(tags["git_commit"]) == 40 and tags["version.torch"]
-    search = stage(children, "sweep")
+    search = stage(children, "search")
     assert len(search) == 24  # 3 trials x 4 optimizers x 2 replicates
     assert {c.data.tags["optimizer"] for c in search} == set(SEARCHED)
     assert len(stage(children, "retune")) == 2  # Adam's lr again: a third of 3 trials, per replicate
@@ -146,7 +146,7 @@ def test_the_parent_run_holds_the_space_and_each_optimizers_result(digits_sweep)
     params, metrics = parents[0].data.params, parents[0].data.metrics
     assert params["trials_per_optimizer"] == "3" and params["max_epochs"] == "3"
     assert params["optimizers"] == ", ".join(SEARCHED) and params["confirm_seeds"] == "2"
-    search, confirm = stage(children, "sweep"), stage(children, "confirm")
+    search, confirm = stage(children, "search"), stage(children, "confirm")
     for optimizer in ("adam", "sam", "zsharp"):
         finished = [c.data.metrics for c in search if c.data.tags["optimizer"] == optimizer]
         best = max(finished, key=lambda m: (m["epoch"], m["val_acc"]))  # full budget first
@@ -189,7 +189,7 @@ def test_search_trials_never_see_test_and_confirm_runs_are_scored_on_it(digits_s
 
     client = tracking(digits_sweep.storage)
     _, children = runs_of(client, "digits_test")
-    for run in stage(children, "sweep") + stage(children, "retune"):
+    for run in stage(children, "search") + stage(children, "retune"):
         assert run.data.params["eval_split"] == "val"
         assert "val_acc" in run.data.metrics
         assert not [m for m in run.data.metrics if m.startswith("test_")]
@@ -207,7 +207,7 @@ def test_confirm_runs_end_with_the_flatness_diagnostics_and_search_trials_never(
 
     client = tracking(digits_sweep.storage)
     _, children = runs_of(client, "digits_test")
-    for run in stage(children, "sweep"):
+    for run in stage(children, "search"):
         assert not set(FLATNESS_METRICS) & set(run.data.metrics)
     for run in stage(children, "confirm"):
         metrics = run.data.metrics
@@ -245,13 +245,13 @@ def test_the_cost_benchmark_reads_the_diagnostics_share_of_each_confirm_run(digi
 
 def test_asha_stopped_some_trials_early(digits_sweep):
     _, children = runs_of(tracking(digits_sweep.storage), "digits_test")
-    statuses = [c.data.tags["status"] for c in stage(children, "sweep")]
+    statuses = [c.data.tags["status"] for c in stage(children, "search")]
     assert "stopped_early" in statuses and "completed" in statuses
 
 
 def test_each_optimizer_got_its_own_seeded_search(digits_sweep):
     _, children = runs_of(tracking(digits_sweep.storage), "digits_test")
-    search = stage(children, "sweep")
+    search = stage(children, "search")
     zsharp = [c.data.params for c in search if c.data.tags["optimizer"] == "zsharp"]
     assert len(zsharp) == 6
     assert all(0.8 <= float(p["alpha"]) <= 0.95 and 0.01 <= float(p["rho"]) <= 0.1 for p in zsharp)
@@ -272,7 +272,7 @@ def test_diverging_trials_end_diverged_and_the_sweep_completes(digits_sweep):
 def test_confirm_stage_reruns_each_finalist_with_seeds_in_both_budget_arms(digits_sweep):
     client = tracking(digits_sweep.storage)
     _, children = runs_of(client, "digits_test")
-    search, confirm = stage(children, "sweep"), stage(children, "confirm")
+    search, confirm = stage(children, "search"), stage(children, "confirm")
     by_trial = {c.data.tags["trial_id"]: c for c in search}
 
     def final_val_acc(run):
@@ -322,7 +322,7 @@ def test_optuna_dashboard_serves_each_optimizers_study_linked_to_its_mlflow_runs
     trials' states as the sweep's (ASHA's stops PRUNED), every epoch's val_acc as an
     intermediate value, and each trial and its MLflow run naming each other."""
     client = tracking(digits_sweep.storage)
-    search = stage(runs_of(client, "digits_test")[1], "sweep")
+    search = stage(runs_of(client, "digits_test")[1], "search")
     url = f"sqlite:///{digits_sweep.storage / 'optuna.db'}"
     command = f"{Path(sys.executable).parent / 'optuna-dashboard'} {url}"
     assert digits_sweep.done.stdout.count(command) == 2

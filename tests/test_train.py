@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from trainables.config import TrialConfig
-from trainables.data import load_dataset, load_dataset_once, num_train_batches
+from trainables.batching import num_train_batches
+from trainables.data import load_dataset, load_dataset_once
 from trainables.errors import ConfigError, check_range
 from trainables.train import CHECKPOINT_FILE, EXIT_DIVERGED, lr_factor, main, run_trial, trial_data
 

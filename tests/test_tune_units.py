@@ -26,7 +26,8 @@ from search_spaces import Distribution, SpaceError, get_space
 from trainables.train import run_trial
 from trainables.schema import duration_text
 from tune.budget import budget_arms, random_start, stretched
-from tune.confirm import config_key, confirm_trials, select_finalists
+from trainables.record import RECORD_KEY
+from tune.confirm import confirm_trials, select_finalists
 from tune.search import GroupedSearch, search_groups
 from tune.seeds import replicate_seeds
 
@@ -386,27 +387,28 @@ def test_confirm_trials_cover_arms_and_each_replicates_seeds_on_the_test_split()
     finalists = [dict(_row("adam", "a", "completed", 6, 0.9, lr=0.1), rank=1),
                  dict(_row("sam", "s", "completed", 6, 0.9, lr=0.2), rank=1),
                  dict(_row("sam", "s1", "completed", 6, 0.9, replicate=1, lr=0.3), rank=1)]
-    configs, tags = confirm_trials(finalists, seeds={0: (10, 11), 1: (20, 21)},
-                                   arms=budget_arms(["adam", "sam"]), refit=True)
+    configs = confirm_trials(finalists, seeds={0: (10, 11), 1: (20, 21)},
+                             arms=budget_arms(["adam", "sam"]), refit=True)
     assert [(c["optimizer"], c["epochs"], c["seed"]) for c in configs] == [
         ("adam", 6, 10), ("adam", 6, 11), ("adam", 12, 10), ("adam", 12, 11), ("sam", 6, 10), ("sam", 6, 11),
         ("sam", 6, 20), ("sam", 6, 21)]
     assert all(c["eval_split"] == "test" and c["refit"] for c in configs)
-    assert [t["budget_arm"] for t in tags.values()] == ["equal_epochs"] * 2 + ["equal_compute"] * 2 + \
+    assert [c[RECORD_KEY]["budget_arm"] for c in configs] == ["equal_epochs"] * 2 + ["equal_compute"] * 2 + \
         ["equal_epochs"] * 4
+    assert [c[RECORD_KEY]["replicate"] for c in configs] == ["0"] * 6 + ["1"] * 2
 
 
 def test_a_retuned_equal_compute_arm_reruns_the_re_searched_config_of_rank_1_only():
     finalists = [dict(_row("adam", "a", "completed", 6, 0.9, lr=0.1), rank=1),
                  dict(_row("adam", "b", "completed", 6, 0.8, lr=0.2), rank=2)]
     best = {"trial_id": "r7", "config": {**stretched(finalists[0]["config"], 2), "lr": 0.05}}
-    configs, tags = confirm_trials(finalists, seeds={0: (1,)}, arms=budget_arms(["adam", "sam"]), refit=True,
-                                   retuned={("adam", 0): best})
-    assert [(c["lr"], c["epochs"], tags[config_key(c)]["confirm_rank"]) for c in configs] == [
+    configs = confirm_trials(finalists, seeds={0: (1,)}, arms=budget_arms(["adam", "sam"]), refit=True,
+                             retuned={("adam", 0): best})
+    assert [(c["lr"], c["epochs"], c[RECORD_KEY]["confirm_rank"]) for c in configs] == [
         (0.1, 6, "1"), (0.05, 12, "1"), (0.2, 6, "2")]
-    longer = tags[config_key(configs[1])]
-    assert longer == {"confirm_rank": "1", "source_trial_id": "a", "budget_arm": "equal_compute",
-                      "retune_trial_id": "r7"}
+    assert configs[1][RECORD_KEY] == {"stage": "confirm", "optimizer": "adam", "replicate": "0",
+                                      "confirm_rank": "1", "source_trial_id": "a", "budget_arm": "equal_compute",
+                                      "retune_trial_id": "r7"}
 
 
 def test_the_re_search_starts_at_the_1x_optimum_at_the_longer_arms_epochs(studies):

@@ -241,12 +241,12 @@ _MODELS: dict[str, Ref] = {
     "vit": "trainables.models:vit",
 }
 _DATASETS: dict[str, Ref] = {
-    # (data_dir, download, **options) -> ImageData; trainables/data.py
-    "digits": "trainables.data:_load_digits",
-    "c10": "trainables.data:_load_c10",
-    "c100": "trainables.data:_load_c100",
-    "tinyimagenet": "trainables.data:_load_tinyimagenet",
-    "synthetic": "trainables.data:_load_synthetic",
+    # (data_dir, download, **options) -> ImageData; trainables/readers.py
+    "digits": "trainables.readers:_load_digits",
+    "c10": "trainables.readers:_load_c10",
+    "c100": "trainables.readers:_load_c100",
+    "tinyimagenet": "trainables.readers:_load_tinyimagenet",
+    "synthetic": "trainables.readers:_load_synthetic",
 }
 
 
@@ -307,9 +307,19 @@ def model_builder(name: str) -> Callable:
     return resolve(_MODELS[name])
 
 
-def register_dataset(name: str, loader: Ref) -> None:
-    """Add a data set: `loader(data_dir, download, **options)` returns a trainables.data.ImageData."""
-    _register(_DATASETS, "data set", name, loader)
+def register_dataset(name: str, loader: Ref | None = None):
+    """Add a data set: `loader(data_dir, download, *, **options)` returns a
+    trainables.data.ImageData; its keyword-only parameters are the options `load_dataset`
+    accepts. Without `loader`, a decorator that registers the function it decorates."""
+    if loader is not None:
+        _register(_DATASETS, "data set", name, loader)
+        return None
+
+    def add(function: Callable) -> Callable:
+        _register(_DATASETS, "data set", name, function)
+        return function
+
+    return add
 
 
 def list_datasets() -> list[str]:

@@ -94,7 +94,7 @@ def subset_batches(data, size: int = 2048, batch_size: int = 512, seed: int = 0,
     """A fixed, seeded subset of `size` training images of `data` (a trainables.data
     ImageData; all of them if fewer), normalised as the model saw them and not augmented,
     in batches on `device`."""
-    from trainables.data import normalize
+    from trainables.batching import normalize
 
     generator = torch.Generator().manual_seed(seed)
     count = len(data.train_labels)

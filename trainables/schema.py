@@ -52,11 +52,6 @@ STATUSES = ("completed", "stopped_early", "diverged", "error")
 RUNNING, INTERRUPTED = "running", "interrupted"
 UNFINISHED = (RUNNING, INTERRUPTED)
 
-# The confirm stage's Ray experiment folder is <storage>/<experiment><CONFIRM_SUFFIX>, the
-# equal-compute arm's learning-rate re-search's <storage>/<experiment><RETUNE_SUFFIX>.
-CONFIRM_SUFFIX = "-confirm"
-RETUNE_SUFFIX = "-retune"
-
 # Confirm-stage arms: every optimizer at the space's epochs, and the 1-pass optimizers
 # again at (passes of the SAM family) x the epochs, so both spend the same gradient
 # evaluations.

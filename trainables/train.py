@@ -32,7 +32,8 @@ from torch import nn
 
 from trainables import flatness
 from trainables.config import EVAL_SPLITS, TrialConfig
-from trainables.data import ImageData, eval_batches, load_dataset, num_train_batches, train_batches
+from trainables.batching import eval_batches, num_train_batches, train_batches
+from trainables.data import ImageData, load_dataset
 from trainables.errors import ConfigError, DataUnavailableError
 from trainables.models import create_model
 from trainables.optim import (all_hparams, create_optimizer, get_optimizer_info, hparams_of, list_optimizers,

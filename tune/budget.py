@@ -6,6 +6,7 @@ the plan a `--dry-run` prints and by the stages that run it."""
 from __future__ import annotations
 
 from trainables.catalog import get_optimizer_info
+from trainables.record import EPOCH_SETTINGS
 from trainables.schema import EQUAL_COMPUTE, EQUAL_EPOCHS
 
 # Optuna's default: 10 random trials before TPE models anything.
@@ -16,10 +17,6 @@ def random_start(budget: int) -> int:
     """TPE's random trials for a budget of `budget` trials: at most half of them (so TPE
     guides at least half, even in a small quickstart), and no more than Optuna's 10."""
     return min(MAX_RANDOM_START, budget // 2)
-
-
-# Settings measured in epochs, multiplied together so a longer run keeps the schedule's shape.
-_EPOCH_SETTINGS = ("epochs", "warmup_epochs", "step_epochs")
 
 
 def budget_arms(optimizers) -> dict[str, list[tuple[str, int]]]:
@@ -39,7 +36,7 @@ def stretched(config: dict, factor: float) -> dict:
     from trainables.config import TrialConfig  # the defaults of settings the config omits
 
     defaults = TrialConfig()
-    scaled = {name: round(config.get(name, getattr(defaults, name)) * factor) for name in _EPOCH_SETTINGS}
+    scaled = {name: round(config.get(name, getattr(defaults, name)) * factor) for name in EPOCH_SETTINGS}
     return {**config, **scaled, "epochs": max(1, scaled["epochs"]), "step_epochs": max(1, scaled["step_epochs"])}
 
 
@@ -75,11 +72,3 @@ def confirm_runs(space, top_k: int, seeds: int) -> dict[tuple[str, str], tuple[i
             epochs = max(1, round(round(space.max_epochs * longer) * factor))
             plan[(optimizer, arm)] = (space.replicates * configs * seeds, epochs)
     return plan
-
-
-
-
-def compute_unit(space) -> tuple[str, float]:
-    """What one trial of `space` (a SearchSpace) holds, for compute counted as units x wall
-    time: ("GPU", its GPUs) when it holds GPUs, else ("CPU", its CPUs)."""
-    return ("GPU", space.gpus_per_trial) if space.gpus_per_trial else ("CPU", space.cpus_per_trial)

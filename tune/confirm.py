@@ -21,7 +21,8 @@ import json
 
 from ray.tune.search import Searcher
 
-from trainables.schema import EQUAL_EPOCHS, VERDICT_METRIC, rank_finalists
+from trainables.record import CONFIRM, TrialRecord, ranked_by_group, with_record
+from trainables.schema import EQUAL_EPOCHS, VERDICT_METRIC
 from tune.budget import stretched
 from tune.search import PickledSearcher, group_of
 
@@ -39,52 +40,48 @@ def select_finalists(rows: list[dict], top_k: int) -> list[dict]:
     rows: a search's summary, one per trial with optimizer, config, status, epochs_run,
     final_val_acc and trial_id. Returns rows with a `rank` (1 = best) added.
     """
-    finalists = []
-    for group in dict.fromkeys(group_of(r["config"]) for r in rows):
-        ranked = rank_finalists([r for r in rows if group_of(r["config"]) == group])
-        finalists += [{**r, "rank": rank} for rank, r in enumerate(ranked[:top_k], start=1)]
-    return finalists
+    return [{**r, "rank": rank} for ranked in ranked_by_group(rows, lambda r: group_of(r["config"])).values()
+            for rank, r in enumerate(ranked[:top_k], start=1)]
 
 
 def confirm_trials(finalists: list[dict], seeds: dict[int, tuple[int, ...]],
                    arms: dict[str, list[tuple[str, int]]], refit: bool, flatness_images: int = 0,
-                   refit_factor: float = 1.0, retuned: dict | None = None) -> tuple[list[dict], dict[str, dict]]:
+                   refit_factor: float = 1.0, retuned: dict | None = None) -> list[dict]:
     """Trial configs (each finalist x each of its arms x its replicate's seeds), evaluated
     on test and ending with the flatness diagnostics on `flatness_images` images (0: none),
-    and the MLflow tags of each, by config key.
+    each carrying its record (trainables.record: arm, rank, the trials it reruns).
 
     seeds: replicate -> its confirm seeds. refit_factor: what a refit's epochs are
     multiplied by (SearchSpace.refit_factor). retuned: (optimizer, replicate) -> the best
     trial of its equal-compute re-search (tune.retune; a summary row), whose config the
     arm runs; a retuned optimizer's finalists below rank 1 run at equal epochs only.
     """
-    configs, tags = [], {}
+    configs = []
     for finalist in finalists:
         group = group_of(finalist["config"])
         for arm, factor in arms[finalist["optimizer"]]:
-            source, trial_tags = _arm_source(finalist, arm, factor, group, retuned or {})
+            source, retune_trial_id = _arm_source(finalist, arm, factor, group, retuned or {})
             if source is None:
                 continue
+            record = TrialRecord(stage=CONFIRM, optimizer=finalist["optimizer"], replicate=group[1],
+                                 budget_arm=arm, confirm_rank=finalist["rank"],
+                                 source_trial_id=finalist["trial_id"], retune_trial_id=retune_trial_id)
             for seed in seeds[group[1]]:
-                config = {**stretched(source, refit_factor), "seed": seed, "eval_split": "test",
-                          "refit": refit, "flatness_images": flatness_images}
-                configs.append(config)
-                tags[config_key(config)] = {"confirm_rank": str(finalist["rank"]),
-                                            "source_trial_id": finalist["trial_id"],
-                                            "budget_arm": arm, **trial_tags}
-    return configs, tags
+                configs.append(with_record({**stretched(source, refit_factor), "seed": seed, "eval_split": "test",
+                                            "refit": refit, "flatness_images": flatness_images}, record))
+    return configs
 
 
-def _arm_source(finalist: dict, arm: str, factor: int, group: tuple, retuned: dict) -> tuple[dict | None, dict]:
-    """The config an arm reruns for a finalist (None: the arm skips it) and its extra tags:
-    the finalist's at equal epochs; at equal compute its re-searched best (rank 1 only)
-    where there was a re-search, else the finalist's stretched by `factor`."""
+def _arm_source(finalist: dict, arm: str, factor: int, group: tuple, retuned: dict) -> tuple[dict | None, str | None]:
+    """The config an arm reruns for a finalist (None: the arm skips it) and the re-search
+    trial it came from: the finalist's at equal epochs; at equal compute its re-searched
+    best (rank 1 only) where there was a re-search, else the finalist's stretched by `factor`."""
     if arm == EQUAL_EPOCHS or factor == 1:
-        return finalist["config"], {}
+        return finalist["config"], None
     if group in retuned:
         best = retuned[group]
-        return (best["config"], {"retune_trial_id": best["trial_id"]}) if finalist["rank"] == 1 else (None, {})
-    return stretched(finalist["config"], factor), {}
+        return (best["config"], best["trial_id"]) if finalist["rank"] == 1 else (None, None)
+    return stretched(finalist["config"], factor), None
 
 
 class FixedConfigs(PickledSearcher):

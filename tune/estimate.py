@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 from trainables.catalog import download_note
 from trainables.schema import EQUAL_COMPUTE, duration_text
-from tune.budget import compute_unit, retune_trials
+from trainables.record import compute_unit
+from tune.budget import retune_trials
 from tune.plan import SweepPlan, local_gpus
 
 TIMING_BUDGET_S = 20.0
@@ -116,7 +117,7 @@ def describe(plan: SweepPlan, times: dict[str, float] | None = None) -> str:
              f"{concurrent} trials at a time"]
     if times is None:
         return "\n".join(lines)
-    unit, per_trial = compute_unit(plan.space)
+    unit, per_trial = compute_unit(plan.space.cpus_per_trial, plan.space.gpus_per_trial)
     epochs = ", ".join(f"{o} {t:.2g} s" for o, t in times.items())
     lines.append(f"             an epoch here ({TIMED_STEPS} steps timed per optimizer): {epochs}; the times "
                  "below are training alone (Ray, checkpoints and tracking add to them, most on a "

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 from search_spaces import SearchSpace
 from trainables.errors import ConfigError
-from trainables.schema import CONFIRM_SUFFIX, EQUAL_COMPUTE, RETUNE_SUFFIX
+from trainables.record import CONFIRM, RETUNE, STAGE_SUFFIX
+from trainables.schema import EQUAL_COMPUTE
 from tune.budget import confirm_runs, random_start, retune_trials, retuned
 
 
@@ -69,7 +70,7 @@ class SweepPlan:
     @property
     def retune_path(self) -> str:
         """The equal-compute arm's learning-rate re-search's Ray experiment folder."""
-        return self.experiment_path + RETUNE_SUFFIX
+        return self.experiment_path + STAGE_SUFFIX[RETUNE]
 
     @property
     def retunes(self) -> list[str]:
@@ -94,7 +95,7 @@ class SweepPlan:
     @property
     def confirm_path(self) -> str:
         """The confirm stage's own Ray experiment folder, beside the search's."""
-        return self.experiment_path + CONFIRM_SUFFIX
+        return self.experiment_path + STAGE_SUFFIX[CONFIRM]
 
     @property
     def confirm_plan(self) -> dict[tuple[str, str], tuple[int, int]]:

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 from ray.tune import Callback
 
-from trainables.schema import STATUSES, duration_text, rank_finalists, trial_status
+from trainables.record import ranked_by_group
+from trainables.schema import STATUSES, duration_text, trial_status
 from tune.confirm import config_key
 
 _HEARTBEAT_S = 30.0
@@ -121,12 +122,8 @@ class ConciseProgress(Callback):
                 if values:
                     means.append(f"{label} {sum(values) / len(values):.4f} ({len(values)}/{planned})")
             return f"; mean {self.metric} so far: {', '.join(means)}" if means else ""
-        best = []
-        for optimizer in dict.fromkeys(r["optimizer"] for r in rows):
-            ranked = rank_finalists([{**r, "final_val_acc": r["final"]} for r in rows
-                                     if r["optimizer"] == optimizer])
-            if ranked:
-                best.append(f"{optimizer} {ranked[0]['final_val_acc']:.4f}")
+        ranked = ranked_by_group([{**r, "final_val_acc": r["final"]} for r in rows], lambda r: r["optimizer"])
+        best = [f"{optimizer} {found[0]['final_val_acc']:.4f}" for optimizer, found in ranked.items() if found]
         return f"; best finished {self.metric}: {', '.join(best)}" if best else ""
 
     def _waiting(self) -> str:
@@ -183,15 +180,15 @@ def best_table(rows: list[dict], searched: tuple[str, ...]) -> str:
     budget first, then final val_acc) with its hyperparameters; rows: one per search trial
     with `optimizer`, `replicate`, `status`, `epochs_run`, `final_val_acc`, `config`."""
     lines = [f"{'optimizer':9s} {'rep':>3s} {'trials':>6s} {'final val_acc':>13s} {'epochs':>6s}  hyperparameters"]
-    for optimizer, replicate in dict.fromkeys((r["optimizer"], r["replicate"]) for r in rows):
-        mine = [r for r in rows if (r["optimizer"], r["replicate"]) == (optimizer, replicate)]
-        ranked = rank_finalists(mine)
+    sizes = Counter((r["optimizer"], r["replicate"]) for r in rows)
+    for (optimizer, replicate), ranked in ranked_by_group(rows, lambda r: (r["optimizer"], r["replicate"])).items():
+        trials = sizes[(optimizer, replicate)]
         if not ranked:
-            lines.append(f"{optimizer:9s} {replicate:3d} {len(mine):6d} {'-':>13s} {'-':>6s}  "
+            lines.append(f"{optimizer:9s} {replicate:3d} {trials:6d} {'-':>13s} {'-':>6s}  "
                          "(no trial ran to an accuracy)")
             continue
         best = ranked[0]
-        lines.append(f"{optimizer:9s} {replicate:3d} {len(mine):6d} {best['final_val_acc']:13.4f} "
+        lines.append(f"{optimizer:9s} {replicate:3d} {trials:6d} {best['final_val_acc']:13.4f} "
                      f"{best['epochs_run']:6d}  {_hparams(best['config'], searched)}")
     return "\n".join(lines)
 

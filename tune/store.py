@@ -10,10 +10,7 @@ from pathlib import Path
 from filelock import FileLock
 from mlflow.tracking import MlflowClient
 
-
-def sqlite_path(uri: str) -> Path | None:
-    """The database file of a `sqlite:///` tracking URI; None for a tracking server."""
-    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+from trainables.record import sqlite_path
 
 
 def prepare_store(uri: str) -> None:

@@ -13,7 +13,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import urllib.request
 from importlib import metadata
 from pathlib import Path
 
@@ -26,18 +25,20 @@ from ray import tune
 
 from trainables.data import load_dataset
 from trainables.errors import DataUnavailableError, one_line
-from trainables.schema import INTERRUPTED, SEARCH_METRIC, VERDICT_METRIC, rank_finalists, trial_status
+from trainables.record import (CONFIRM, CONNECT_TIMEOUT_S, PARENT_STAGE, RECORD_KEY, RETUNE, compute_unit,
+                               ranked_by_group, server_problem, split_config, sqlite_path, tracking_uri_problem)
+from trainables.schema import INTERRUPTED, SEARCH_METRIC, VERDICT_METRIC, trial_status
 from tune.plan import (RAY_DASHBOARD_PORT, SweepError, SweepPlan, is_uri, local_storage,
                        record_differences)
 from tune.interrupt import Interrupted, StopSignals
-from tune.budget import budget_arms, compute_unit
+from tune.budget import budget_arms
 from tune.confirm import FixedConfigs, config_key, confirm_trials, select_finalists
 from tune.progress import ConciseProgress, StageBudget, best_table, seed_table
 from tune.retune import retune_groups
 from tune.schedule import PerGroupASHA, SafeSnapshots
 from tune.search import GroupedSearch, OptunaLinks, group_of, search_groups, study_name
 from tune.seeds import replicate_seeds
-from tune.store import browse_command, dashboard_command, prepare_store, sqlite_path
+from tune.store import browse_command, dashboard_command, prepare_store
 from tune.tracking import (MlflowTracking, find_parent_run, flat_params, log_metrics, log_params,
                            open_parent_run)
 from tune.trainable import tune_trial
@@ -45,7 +46,6 @@ from tune.trainable import tune_trial
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # Shipped to a cluster as the job's working directory: code only.
 _SHIP_EXCLUDES = [".venv/", ".git/", "results/", "data/", "*.db", "mlruns/", "__pycache__/"]
-_CONNECT_TIMEOUT_S = 3.0
 
 
 # ---- checks that need no Ray ---------------------------------------------------------
@@ -87,16 +87,12 @@ def stages(plan: SweepPlan) -> tuple[bool, bool]:
 
 def check_tracking(uri: str) -> None:
     """A tracking server must answer; a SQLite file must be creatable."""
-    if uri.startswith(("http://", "https://")):
-        try:
-            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=_CONNECT_TIMEOUT_S):
-                return
-        except OSError as error:
-            raise SweepError(f"MLflow tracking server {uri} is unreachable: "
-                             f"{getattr(error, 'reason', error)}") from None
+    problem = tracking_uri_problem(uri) or server_problem(uri)
+    if problem:
+        raise SweepError(problem)
     database = sqlite_path(uri)
     if database is None:
-        raise SweepError(f"--mlflow-uri must be sqlite:////path/mlflow.db or http(s)://host:port, got {uri!r}")
+        return
     folder = database.parent
     if not os.access(folder if folder.exists() else folder.parent, os.W_OK):
         raise SweepError(f"cannot write the MLflow database in {folder}")
@@ -108,7 +104,7 @@ def check_address(address: str | None) -> None:
         return
     host, _, port = address.rpartition(":")
     try:
-        socket.create_connection((host or "127.0.0.1", int(port)), timeout=_CONNECT_TIMEOUT_S).close()
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=CONNECT_TIMEOUT_S).close()
     except (OSError, ValueError) as error:
         raise SweepError(f"Ray cluster at {address} is unreachable: {error}") from None
 
@@ -320,7 +316,7 @@ def provenance(plan: SweepPlan) -> dict:
         commit = "unknown"
     versions = {p: metadata.version(p) for p in ("torch", "torchvision", "ray", "optuna", "mlflow")}
     return {"space": plan.space.name, "command": plan.command, "git_commit": commit,
-            "python": sys.version.split()[0], "stage": "sweep",
+            "python": sys.version.split()[0], "stage": PARENT_STAGE,
             **{f"version.{p}": v for p, v in versions.items()}}
 
 
@@ -359,7 +355,7 @@ def run_stage(plan: SweepPlan, path: str, *, search_alg, scheduler, callbacks, n
 def stage_budget(plan: SweepPlan, epochs: list[int], groups: dict[str, str] | None = None) -> StageBudget:
     """The status line's plan of a stage whose trials run `epochs` each; compute is counted
     in GPU-hours when trials hold GPUs, else in CPU-hours."""
-    return StageBudget(len(epochs), sum(epochs), *compute_unit(plan.space), groups)
+    return StageBudget(len(epochs), sum(epochs), *compute_unit(plan.space.cpus_per_trial, plan.space.gpus_per_trial), groups)
 
 
 def search(plan: SweepPlan, parent_run_id: str, experiment_id: str):
@@ -398,18 +394,14 @@ def retune(plan: SweepPlan, finalists: list[dict], parent_run_id: str, experimen
         plan, plan.retune_path, search_alg=GroupedSearch(groups, plan.optuna_uri),
         scheduler=PerGroupASHA([g.key for g in groups], epochs, round(space.grace_period * factor),
                                space.reduction_factor),
-        callbacks=[MlflowTracking(plan.tracking_uri, parent_run_id, experiment_id, stage="retune",
+        callbacks=[MlflowTracking(plan.tracking_uri, parent_run_id, experiment_id, stage=RETUNE,
                                   optuna_links=OptunaLinks(plan.optuna_uri, plan.experiment, "retune")),
                    ConciseProgress(stage_budget(plan, [g.base["epochs"] for g in groups for _ in range(g.budget)]),
                                    ("lr",), SEARCH_METRIC, waiting_for=waiting_for(plan))],
         num_samples=sum(g.budget for g in groups))
     rows = summarize(results)
-    best = {}
-    for group in dict.fromkeys(group_of(r["config"]) for r in rows):
-        ranked = rank_finalists([r for r in rows if group_of(r["config"]) == group])
-        if ranked:
-            best[group] = ranked[0]
-    return best, rows
+    ranked = ranked_by_group(rows, lambda r: group_of(r["config"]))
+    return {group: found[0] for group, found in ranked.items() if found}, rows
 
 
 def _drop_studies(url: str, names: list[str]) -> None:
@@ -424,24 +416,22 @@ def _drop_studies(url: str, names: list[str]) -> None:
 
 
 def confirm(plan: SweepPlan, finalists: list[dict], retuned: dict, parent_run_id: str,
-            experiment_id: str) -> tuple[object, dict[str, dict]]:
+            experiment_id: str):
     """The confirm stage: finalists x budget arms x their replicate's seeds, scored on test,
-    FIFO (no early stopping). Returns Ray's results and the MLflow tags of each config, by
-    config key."""
+    FIFO (no early stopping). Returns Ray's results."""
     space = plan.space
     seeds = {r: replicate_seeds(space.seed, r, plan.confirm_seeds).confirm for r in range(space.replicates)}
-    configs, tags = confirm_trials(finalists, seeds, budget_arms(space.optimizers), space.refit,
+    configs = confirm_trials(finalists, seeds, budget_arms(space.optimizers), space.refit,
                                    space.flatness_images, space.refit_factor, retuned)
     results = run_stage(
         plan, plan.confirm_path, search_alg=FixedConfigs(configs), scheduler=SafeSnapshots(),
-        callbacks=[MlflowTracking(plan.tracking_uri, parent_run_id, experiment_id,
-                                  stage="confirm", tags_by_config=tags),
+        callbacks=[MlflowTracking(plan.tracking_uri, parent_run_id, experiment_id, stage=CONFIRM),
                    ConciseProgress(stage_budget(plan, [c["epochs"] for c in configs], {
-                                       config_key(c): f"{c['optimizer']} {tags[config_key(c)]['budget_arm']}"
+                                       config_key(c): f"{c['optimizer']} {c[RECORD_KEY]['budget_arm']}"
                                        for c in configs}),
                                    ("seed", "epochs"), VERDICT_METRIC, waiting_for=waiting_for(plan))],
         num_samples=len(configs))
-    return results, tags
+    return results
 
 
 def finished_results(plan: SweepPlan):
@@ -452,7 +442,7 @@ def finished_results(plan: SweepPlan):
     return results
 
 
-def summarize(results, tags: dict[str, dict] | None = None) -> list[dict]:
+def summarize(results) -> list[dict]:
     """One row per trial: optimizer, replicate, config, status, epochs run, final val_acc
     and test_acc (NaN where not evaluated), and the confirm stage's budget arm."""
     rows = []
@@ -465,7 +455,7 @@ def summarize(results, tags: dict[str, dict] | None = None) -> list[dict]:
             "epochs_run": int(last.get("epoch", 0)),
             "final_val_acc": float(last.get("val_acc", float("nan"))),
             "final_test_acc": float(last.get("test_acc", float("nan"))),
-            "budget_arm": (tags or {}).get(config_key(result.config), {}).get("budget_arm"),
+            "budget_arm": split_config(result.config)[1].get("budget_arm"),
             "trial_id": last.get("trial_id", Path(result.path).name)})
     return rows
 
@@ -582,7 +572,7 @@ def _stages(plan: SweepPlan, run_search: bool, run_confirm: bool, out, signals: 
             "on the test split")
         confirm_results = confirm(plan, finalists, retuned, parent_run_id, experiment_id)
         signals.check()
-        confirm_rows = summarize(*confirm_results)
+        confirm_rows = summarize(confirm_results)
     # Past here every trial has ended: after a first signal the summary and the report
     # are still written (a second one stops at once).
     end_live_runs(client, experiment_id, parent_run_id, "error")

@@ -20,8 +20,9 @@ from ray.tune import Callback
 from ray.tune.result import AUTO_RESULT_KEYS
 
 from trainables.config import TrialConfig
+from trainables.record import (LOSS_PROFILE_FILE, SEARCH, TEST_CORRECT_FILE, TrialRecord, split_config,
+                               sweep_parents)
 from trainables.schema import LOSS_PROFILE, RUNNING, TEST_CORRECT, trial_status
-from tune.confirm import config_key
 
 
 def find_parent_run(client: MlflowClient, experiment: str, sweep_path: str):
@@ -33,11 +34,8 @@ def find_parent_run(client: MlflowClient, experiment: str, sweep_path: str):
         return None
     # Matched here rather than in the filter string: a path may hold quotes of both kinds,
     # which MLflow's filter syntax cannot escape.
-    runs = client.search_runs(
-        [found.experiment_id], filter_string="tags.stage = 'sweep' and tags.sweep_path LIKE '%'",
-        order_by=["attributes.start_time DESC"], max_results=1000)
-    return next((r for r in runs if r.data.tags.get("sweep_path") == sweep_path
-                 and "mlflow.parentRunId" not in r.data.tags), None)
+    runs = sweep_parents(client, [found.experiment_id], "tags.sweep_path LIKE '%'")
+    return next((r for r in runs if r.data.tags.get("sweep_path") == sweep_path), None)
 
 
 def open_parent_run(client: MlflowClient, experiment: str, sweep_path: str, resume: bool,
@@ -101,10 +99,9 @@ class MlflowTracking(Callback):
     """Child run per trial under `parent_run_id`: params, per-epoch metrics, status tag."""
 
     def __init__(self, tracking_uri: str, parent_run_id: str, experiment_id: str,
-                 stage: str = "sweep", tags_by_config: dict | None = None, optuna_links=None):
+                 stage: str = SEARCH, optuna_links=None):
         self.tracking_uri = tracking_uri
         self.optuna_links = optuna_links  # tune.search.OptunaLinks of a search stage
-        self.tags_by_config = tags_by_config or {}  # config_key(config) -> extra run tags
         self.parent_run_id = parent_run_id
         self.experiment_id = experiment_id
         self.stage = stage
@@ -138,14 +135,14 @@ class MlflowTracking(Callback):
         return runs[0].info.run_id if runs else None
 
     def _create_run(self, trial) -> str:
-        optimizer = trial.config.get("optimizer", "trial")
+        settings, own = split_config(trial.config)
+        record = TrialRecord.from_tags(own, trial_id=trial.trial_id, stage=self.stage, status=RUNNING,
+                                       optimizer=settings.get("optimizer"), replicate=settings.get("replicate", 0))
         run = self.client.create_run(self.experiment_id, tags={
-            "mlflow.parentRunId": self.parent_run_id, "mlflow.runName": f"{optimizer}-{trial.trial_id}",
-            "trial_id": trial.trial_id, "optimizer": optimizer, "stage": self.stage,
-            "replicate": str(trial.config.get("replicate", 0)),
-            "status": RUNNING, **self.tags_by_config.get(config_key(trial.config), {})})
+            "mlflow.parentRunId": self.parent_run_id, "mlflow.runName": f"{record.optimizer}-{trial.trial_id}",
+            **record.to_tags()})
         # Defaults filled in, the settings its optimizer ignores left out.
-        acting = TrialConfig.from_dict(trial.config).acting()
+        acting = TrialConfig.from_dict(settings).acting()
         log_params(self.client, run.info.run_id, {k: str(v) for k, v in acting.items()})
         if self.optuna_links is not None:
             links = self.optuna_links.link(trial.config, trial.trial_id, run.info.run_id)
@@ -194,9 +191,9 @@ class MlflowTracking(Callback):
         if isinstance(result.get(LOSS_PROFILE), list):  # the last epoch of a confirm run
             self.client.log_dict(run_id, {"t": [t for t, _ in result[LOSS_PROFILE]],
                                           "loss": [v for _, v in result[LOSS_PROFILE]]},
-                                 f"{LOSS_PROFILE}.json")
+                                 LOSS_PROFILE_FILE)
         if isinstance(result.get(TEST_CORRECT), str):  # how a confirm run ended, per test example
-            self.client.log_text(run_id, result[TEST_CORRECT], f"{TEST_CORRECT}.txt")
+            self.client.log_text(run_id, result[TEST_CORRECT], TEST_CORRECT_FILE)
         self._logged[run_id] = epoch
 
     def _finish(self, trial, errored: bool) -> None:

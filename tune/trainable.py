@@ -12,6 +12,7 @@ from ray import tune
 
 from trainables.config import TrialConfig
 from trainables.data import load_dataset_once
+from trainables.record import split_config
 from trainables.train import run_trial
 
 # Training a trial may redo after a crash (driver or worker), in seconds: between its first
@@ -42,7 +43,8 @@ class CheckpointDue:
 
 
 def tune_trial(config: dict) -> None:
-    """Run `config` (a plain TrialConfig dict) inside a Ray worker.
+    """Run `config` (a plain TrialConfig dict, with the driver's record beside it) inside a
+    Ray worker.
 
     run_trial writes each epoch's checkpoint before it reports, so a report can carry that
     checkpoint (CheckpointDue says which do); a restarted trial (worker died, driver
@@ -50,7 +52,7 @@ def tune_trial(config: dict) -> None:
     trial was given CPUs. The data set is read once per worker process
     (trainables.data.load_dataset_once): Tune reuses a worker for trial after trial.
     """
-    config = TrialConfig.from_dict(config)
+    config = TrialConfig.from_dict(split_config(config)[0])
     cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", 1)
     torch.set_num_threads(max(1, int(cpus)))
     due = CheckpointDue(config.epochs)
