@@ -16,20 +16,8 @@ from __future__ import annotations
 from analysis.flatness import MEASURES, NOT_INVARIANT, error_text, flatness_summary, rough_rule, units_text
 from analysis.stats import paired_test_id
 from analysis.sweep import Sweep
-from analysis.text import (
-    ARM_TITLES,
-    compute_text,
-    count,
-    label,
-    missing,
-    num,
-    pct,
-    pct_interval,
-    points,
-    points_interval,
-    run_label,
-    wins_text,
-)
+from analysis.text import (ARM_TITLES, compute_text, count, label, missing, num, pct, pct_interval, points,
+                           points_interval, run_label, wins_text)
 from analysis.verdict import ArmComparison, Comparison, comparison
 from analysis.warnings import sweep_warnings
 from trainables.schema import EQUAL_COMPUTE, EQUAL_EPOCHS

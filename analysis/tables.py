@@ -19,19 +19,8 @@ from analysis.rungs import rung_correlations
 from analysis.sensitivity import GOOD_MARGIN, SENSITIVITY_PARAMS, good_region
 from analysis.summary import interval_words, power_line
 from analysis.sweep import Sweep
-from analysis.text import (
-    ARM_TITLES,
-    compute_text,
-    count,
-    label,
-    num,
-    pct,
-    pct_interval,
-    points,
-    points_interval,
-    run_label,
-    wins_text,
-)
+from analysis.text import (ARM_TITLES, compute_text, count, label, num, pct, pct_interval, points,
+                           points_interval, run_label, wins_text)
 from analysis.verdict import ArmComparison, Comparison
 from trainables.record import CONFIRM, RETUNE, SEARCH
 from trainables.schema import EQUAL_COMPUTE, EQUAL_EPOCHS, rank_finalists

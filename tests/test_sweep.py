@@ -602,12 +602,12 @@ def test_signals_stop_the_sweep_with_an_honest_record_and_resume_finishes_it(tmp
         assert epochs_logged(client, c.info.run_id) == list(range(1, int(c.data.metrics["epoch"]) + 1))
 
 
-# The local Ray exactly as launch.py starts it (tune.sweep.start_ray), serving until stdin
+# The local Ray exactly as launch.py starts it (tune.stages.start_ray), serving until stdin
 # closes; prints its GCS address and the machine's own network address.
 _LOCAL_RAY = """
 import json, sys, types
 import ray
-from tune.sweep import start_ray
+from tune.stages import start_ray
 start_ray(types.SimpleNamespace(address=None, dashboard=False))
 print(json.dumps({"gcs": ray.get_runtime_context().gcs_address,
                   "ip": ray.util.get_node_ip_address()}), flush=True)

@@ -184,7 +184,7 @@ def test_an_optuna_trial_and_its_mlflow_run_name_each_other(studies):
 
 def test_a_new_search_refuses_studies_with_trials_and_a_resumed_one_needs_its_own(studies, tmp_path):
     from tune.plan import SweepError, SweepPlan
-    from tune.sweep import check_studies
+    from tune.preflight import check_studies
 
     def plan(uri=studies, resume=False):
         return SweepPlan(space=small_space(optimizers=["adam", "sam"]), experiment="exp",
@@ -270,9 +270,9 @@ def test_the_ray_dashboard_is_refused_on_a_cluster_and_on_a_busy_port(tmp_path, 
     import socket
     from dataclasses import replace
 
-    from tune import sweep
+    from tune import preflight
     from tune.plan import SweepError
-    from tune.sweep import check_dashboard
+    from tune.preflight import check_dashboard
 
     plan = replace(dry_plan(tmp_path), dashboard=True)
     with pytest.raises(SweepError, match="a cluster's head serves its own"):
@@ -280,7 +280,7 @@ def test_the_ray_dashboard_is_refused_on_a_cluster_and_on_a_busy_port(tmp_path, 
     with socket.socket() as busy:  # another port than Ray's: a sweep test may be using that
         busy.bind(("127.0.0.1", 0))
         port = busy.getsockname()[1]
-        monkeypatch.setattr(sweep, "RAY_DASHBOARD_PORT", port)
+        monkeypatch.setattr(preflight, "RAY_DASHBOARD_PORT", port)
         with pytest.raises(SweepError, match=f"port {port} on 127.0.0.1 is in use"):
             check_dashboard(plan)
     check_dashboard(plan)  # the packages are there (the test extra) and the port is free
@@ -859,7 +859,7 @@ def test_the_confirm_status_line_gives_each_groups_mean_so_far_and_runs_done():
 def test_waiting_for_names_the_node_a_trial_needs(monkeypatch):
     import ray
 
-    from tune import sweep
+    from tune import stages
     from tune.plan import SweepPlan
 
     nodes = [{"Alive": True, "Resources": {"CPU": 2.0}},
@@ -872,9 +872,9 @@ def test_waiting_for_names_the_node_a_trial_needs(monkeypatch):
                          tracking_uri="sqlite:////tmp/x/mlflow.db", optuna_uri="sqlite:////tmp/x/optuna.db", data_dir="data",
                          address="10.0.0.1:6379")
 
-    assert sweep.waiting_for(plan(cpus_per_trial=16, gpus_per_trial=1)) is None
-    assert sweep.waiting_for(plan(cpus_per_trial=32)) == "a node with 32 CPUs (the largest has 16)"
-    assert sweep.waiting_for(plan(gpus_per_trial=2)) == "a node with 2 GPUs (the largest has 1)"
+    assert stages.waiting_for(plan(cpus_per_trial=16, gpus_per_trial=1)) is None
+    assert stages.waiting_for(plan(cpus_per_trial=32)) == "a node with 32 CPUs (the largest has 16)"
+    assert stages.waiting_for(plan(gpus_per_trial=2)) == "a node with 2 GPUs (the largest has 1)"
 
 
 def test_the_browse_command_is_this_environments_mlflow_or_the_server_itself():

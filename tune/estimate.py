@@ -16,8 +16,8 @@ import time
 from dataclasses import dataclass
 
 from trainables.catalog import download_note
-from trainables.schema import EQUAL_COMPUTE, duration_text
 from trainables.record import compute_unit
+from trainables.schema import EQUAL_COMPUTE, duration_text
 from tune.budget import retune_trials
 from tune.plan import SweepPlan, local_gpus
 

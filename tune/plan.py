@@ -11,7 +11,6 @@ from trainables.record import CONFIRM, RETUNE, STAGE_SUFFIX
 from trainables.schema import EQUAL_COMPUTE
 from tune.budget import confirm_runs, random_start, retune_trials, retuned
 
-
 RAY_DASHBOARD_PORT = 8265  # Ray's own default
 
 

@@ -111,7 +111,7 @@ class OptimizerStudy:
         # (Optuna 4's default is independent densities per name).
         self.sampler = TPESampler(seed=seed, n_startup_trials=random_start(budget), constant_liar=True,
                                   multivariate=True)
-        # An existing study is one launch.py checked is empty (tune.sweep.check_studies), or
+        # An existing study is one launch.py checked is empty (tune.preflight.check_studies), or
         # a re-search's that no Ray trial ran yet (tune.retune): a driver that stopped
         # before Ray recorded anything.
         self.study = optuna.create_study(study_name=name, storage=url, direction="maximize",

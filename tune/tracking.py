@@ -20,8 +20,7 @@ from ray.tune import Callback
 from ray.tune.result import AUTO_RESULT_KEYS
 
 from trainables.config import TrialConfig
-from trainables.record import (LOSS_PROFILE_FILE, SEARCH, TEST_CORRECT_FILE, TrialRecord, split_config,
-                               sweep_parents)
+from trainables.record import LOSS_PROFILE_FILE, SEARCH, TEST_CORRECT_FILE, TrialRecord, split_config, sweep_parents
 from trainables.schema import LOSS_PROFILE, RUNNING, TEST_CORRECT, trial_status
 
 

@@ -1,0 +1,212 @@
+"""Pre-flight: every check a sweep makes before Ray starts, each failing with one line
+(`SweepError`; exit 2 at the command line) before the first trial runs, and the lock that
+keeps one driver per experiment."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import tempfile
+from pathlib import Path
+
+import torch
+from filelock import FileLock, Timeout
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from ray import tune
+
+from trainables.data import load_dataset
+from trainables.errors import DataUnavailableError, one_line
+from trainables.record import CONNECT_TIMEOUT_S, server_problem, sqlite_path, tracking_uri_problem
+from tune.plan import RAY_DASHBOARD_PORT, SweepError, SweepPlan, local_storage, record_differences
+from tune.search import study_name
+from tune.tracking import find_parent_run
+
+
+def check_storage(plan: SweepPlan) -> None:
+    """Local storage must be writable."""
+    path = local_storage(plan.storage)
+    if path is None:
+        return
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        probe = Path(path) / ".write-probe"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as error:
+        raise SweepError(f"storage {path} is not writable: {error.strerror or error}") from None
+
+def stages(plan: SweepPlan) -> tuple[bool, bool]:
+    """(run the search?, run the confirm stage?) from what exists in storage and --resume.
+
+    A new experiment runs both; --resume continues whatever exists; an explicit --confirm
+    on a finished search runs only the confirm stage; anything else that exists is refused
+    (no silent overwrite).
+    """
+    searched = tune.Tuner.can_restore(plan.experiment_path)
+    confirmed = plan.confirms and tune.Tuner.can_restore(plan.confirm_path)
+    if plan.resume:
+        if not searched:
+            raise SweepError(f"nothing to resume: no experiment {plan.experiment!r} in {plan.storage}")
+        return True, plan.confirms
+    if not searched:
+        return True, plan.confirms
+    if plan.confirm_requested and plan.confirms and not confirmed:
+        return False, True
+    raise SweepError(f"experiment {plan.experiment!r} already exists in {plan.storage}; "
+                     "pass --resume to continue it, or --experiment NAME for a new one")
+
+def check_tracking(uri: str) -> None:
+    """A tracking server must answer; a SQLite file must be creatable."""
+    problem = tracking_uri_problem(uri) or server_problem(uri)
+    if problem:
+        raise SweepError(problem)
+    database = sqlite_path(uri)
+    if database is None:
+        return
+    folder = database.parent
+    if not os.access(folder if folder.exists() else folder.parent, os.W_OK):
+        raise SweepError(f"cannot write the MLflow database in {folder}")
+
+def check_address(address: str | None) -> None:
+    """An explicit host:port must accept a connection (ray.init would wait a minute)."""
+    if address in (None, "auto") or address.startswith("ray://"):
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except (OSError, ValueError) as error:
+        raise SweepError(f"Ray cluster at {address} is unreachable: {error}") from None
+
+@contextlib.contextmanager
+def driver_lock(plan: SweepPlan):
+    """Held while this driver runs the experiment: a second launch.py on the same experiment
+    is refused. An OS file lock (flock), so a crashed driver leaves nothing stuck. Remote
+    storage (s3://) has no shared lock; one driver per experiment is then up to the user."""
+    local = local_storage(plan.storage)
+    if local is None:
+        yield
+        return
+    lock = FileLock(str(Path(local) / f".{plan.experiment}.driver.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise SweepError(f"experiment {plan.experiment!r} in {plan.storage} is being run by another "
+                         "launch.py; wait for it to finish, or stop it first") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+def check_same_sweep(plan: SweepPlan, confirm_only: bool) -> None:
+    """Continuing an experiment (--resume, or a confirm stage after a finished search):
+    its MLflow record must be where the plan says, and the plan must be the one recorded.
+    Any change to the space, budget, optimizers or trials is refused, naming the changes
+    (a confirm stage added to a finished search may choose its own K and seeds)."""
+    database = sqlite_path(plan.tracking_uri)
+    if database is not None and not database.is_file():
+        raise SweepError(f"--resume: no MLflow database at {database}; experiment "
+                         f"{plan.experiment!r} was recorded in the store it ran with (pass that one "
+                         "as --mlflow-uri)")
+    client = MlflowClient(plan.tracking_uri)
+    parent = find_parent_run(client, plan.experiment, plan.experiment_path)
+    if parent is None:
+        raise SweepError(f"--resume: MLflow at {plan.tracking_uri} has no run of the sweep at "
+                         f"{plan.experiment_path} (experiment {plan.experiment!r}); pass the "
+                         "--mlflow-uri it ran with")
+    recorded = _recorded_plan(client, parent.info.run_id)
+    requested = json.loads(json.dumps(plan.record()))
+    ignore = ("confirm_top_k", "confirm_seeds") if confirm_only else ()
+    changed = record_differences(recorded, requested, ignore) if recorded is not None else []
+    if changed:
+        raise SweepError(f"experiment {plan.experiment!r} was started with other settings "
+                         f"({'; '.join(changed)}); resume it as it was, or start a new one "
+                         "with --experiment NAME")
+
+def check_studies(plan: SweepPlan, run_search: bool) -> None:
+    """The search's Optuna studies (EXPERIMENT/OPTIMIZER/rREPLICATE): a resumed search's
+    must be in the Optuna database (and the re-search's, once it has started); a new
+    search's must not hold trials there yet (an earlier sweep of that name). Opening the
+    database checks the URL."""
+    if not run_search:
+        return
+    try:
+        import optuna
+
+        held = {s.study_name: s.n_trials for s in optuna.get_all_study_summaries(plan.optuna_uri)}
+    except Exception as error:  # noqa: BLE001  SQLAlchemy's and Optuna's errors have no common base
+        raise SweepError(f"the Optuna database {plan.optuna_uri} cannot be opened "
+                         f"({type(error).__name__}: {one_line(error)})") from None
+    groups = [(o, r) for r in range(plan.space.replicates) for o in plan.space.optimizers]
+    names = [study_name(plan.experiment, o, r) for o, r in groups]
+    if plan.resume and tune.Tuner.can_restore(plan.retune_path):
+        names += [study_name(plan.experiment, o, r, "retune") for o, r in groups if o in plan.retunes]
+    if plan.resume:
+        missing = [n for n in names if n not in held]
+        if missing:
+            raise SweepError(f"--resume: no Optuna study {missing[0]!r} in {plan.optuna_uri}; pass "
+                             "the --optuna-storage the sweep ran with")
+        return
+    used = [n for n in names if held.get(n)]
+    if used:
+        raise SweepError(f"Optuna study {used[0]!r} in {plan.optuna_uri} already holds trials (an "
+                         f"earlier sweep named {plan.experiment!r}); choose another --experiment, or "
+                         f"delete it: optuna delete-study --study-name {used[0]} --storage {plan.optuna_uri}")
+
+def _recorded_plan(client: MlflowClient, run_id: str) -> dict | None:
+    """The plan.json the sweep's parent run holds (None for a sweep from before it was
+    recorded)."""
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            path = client.download_artifacts(run_id, "plan.json", folder)
+        except (MlflowException, OSError):
+            return None
+        return json.loads(Path(path).read_text())
+
+def check_resources(plan: SweepPlan) -> None:
+    """A local trial must fit this machine: CPUs, GPUs and a fixed device it can honour.
+    (On a cluster, `check_cluster` compares with its nodes.)"""
+    if plan.address is not None:
+        return
+    space = plan.space
+    cpus, gpus = os.cpu_count() or 1, torch.cuda.device_count()
+    if space.cpus_per_trial > cpus:
+        raise SweepError(f"a trial asks for {space.cpus_per_trial:g} CPUs; this machine has {cpus} "
+                         "(--cpus-per-trial)")
+    if space.gpus_per_trial > gpus:
+        raise SweepError(f"a trial asks for {space.gpus_per_trial:g} GPUs; this machine has "
+                         f"{gpus or 'none'} (--gpus-per-trial 0 trains on the CPU)")
+    device = str(space.fixed.get("device", "auto"))
+    if device.startswith("cuda") and gpus == 0:
+        raise SweepError(f"the space fixes device {device}, but this machine has no GPU")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise SweepError("the space fixes device mps, but this machine has no Apple GPU")
+
+def check_dashboard(plan: SweepPlan) -> None:
+    """--dashboard needs Ray's dashboard packages and a free port; it applies to a local Ray
+    (a cluster's head serves its own)."""
+    if not plan.dashboard:
+        return
+    if plan.address is not None:
+        raise SweepError("--dashboard starts the local Ray's dashboard; a cluster's head serves its "
+                         "own (ray dashboard cluster.yaml)")
+    try:
+        import ray.dashboard.optional_deps  # noqa: F401  what Ray's dashboard imports
+    except ImportError as error:
+        raise SweepError(f"--dashboard needs Ray's dashboard packages ({one_line(error)}): "
+                         "pip install -c constraints.txt -e '.[dashboard]'") from None
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", RAY_DASHBOARD_PORT))
+        except OSError:
+            raise SweepError(f"--dashboard: port {RAY_DASHBOARD_PORT} on 127.0.0.1 is in use (another "
+                             "Ray's dashboard?)") from None
+
+def check_data(plan: SweepPlan) -> None:
+    """Fetch the data set once here (or fail now) rather than in every trial."""
+    try:
+        load_dataset(plan.space.dataset, plan.data_dir)
+    except DataUnavailableError as error:
+        raise SweepError(str(error)) from None
