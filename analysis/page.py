@@ -16,10 +16,14 @@ from plotly.offline import get_plotlyjs
 from analysis.figures import FIGURES, Figure, draw_all
 from analysis.importance import MIN_IMPORTANCE_TRIALS
 from analysis.inputs import ReportInputs
-from analysis.report import ReportError
 from analysis.sweep import Sweep
 from analysis.tables import cost_tables
 from analysis.warnings import sweep_warnings
+
+
+class ReportError(ValueError):
+    """The report cannot be made as asked (no Chrome for PNG export)."""
+
 
 _PLOT_CONFIG = {"displaylogo": False, "responsive": True}
 # The cost of the search follows the section on how ASHA spent it.

@@ -30,28 +30,22 @@ from trainables.record import DEFAULT_STORE, TRACKING_FORMS, default_tracking_ur
 # Imported on first use (a page needs pandas, plotly and scipy: 2-5 s, too slow for
 # --help): the page's functions, and the figures and tables notebooks call through this
 # module (report.figure_asha(sweep), report.comparison(sweep), ...), each defined once in
-# the module of its concern.
+# the module of its concern; every registered figure (analysis.figures) by its name.
 _LAZY = {
-    **dict.fromkeys(("FIGURES", "figure_asha", "figure_comparison", "figure_compute", "figure_contour",
-                     "figure_flatness", "figure_history", "figure_importance", "figure_intermediate",
-                     "figure_learning_curves", "figure_loss_profiles", "figure_parallel_coordinates",
-                     "figure_sensitivity", "figure_slices", "figure_zsharp_ascent"), "analysis.figures"),
     **dict.fromkeys(("figures", "render_html", "export_png", "write_report"), "analysis.page"),
     "param_importances": "analysis.importance", "good_region": "analysis.sensitivity",
-    "cost_table": "analysis.tables", "comparison": "analysis.verdict",
+    "cost_table": "analysis.tables", "comparison": "analysis.verdict", "FIGURES": "analysis.figures",
 }
 
 
 def __getattr__(name: str):
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     import importlib
 
+    if name.startswith("figure_"):
+        return getattr(importlib.import_module("analysis.figures"), name)
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     return getattr(importlib.import_module(_LAZY[name]), name)
-
-
-class ReportError(ValueError):
-    """The report cannot be made as asked (bad input, no Chrome for PNG export)."""
 
 
 # ---- command line ----------------------------------------------------------------------------
@@ -93,12 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def check_tracking_uri(uri: str) -> None:
-    """ReportError (one line) unless `uri` is a form launch.py accepts, a SQLite file or a
+    """ValueError (one line) unless `uri` is a form launch.py accepts, a SQLite file or a
     tracking server, and a server answers now (trainables.record: the same rules and
     timeout as a sweep's)."""
     problem = tracking_uri_problem(uri) or server_problem(uri)
     if problem:
-        raise ReportError(problem)
+        raise ValueError(problem)
 
 
 def load(args):
@@ -107,7 +101,7 @@ def load(args):
 
     if args.storage:
         if args.mlflow_uri:
-            raise ReportError("give --storage or --mlflow-uri, not both")
+            raise ValueError("give --storage or --mlflow-uri, not both")
         path = Path(args.storage) / args.experiment if args.experiment else Path(args.storage)
         return loading.load_sweep_from_storage(path)
     uri = args.mlflow_uri or default_tracking_uri(Path(DEFAULT_STORE).resolve())

@@ -172,3 +172,46 @@ def test_a_new_sam_variant_needs_one_class_and_one_registration(tmp_path):
     lines = {line.split()[0]: line for line in plan.splitlines() if line.startswith("  ")}
     assert "shrink uniform [0.1, 1]" in lines["shrunk_sam"]
     assert "shrink" not in lines["adam"]  # only the optimizer that takes it is searched over it
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _module_graph() -> dict[str, set[str]]:
+    """Each project module -> the project modules it imports (at any depth; `from a import b`
+    counts a.b where b is a module)."""
+    paths = {_module_name(p): p for package in PACKAGES for p in _sources(package)}
+    graph = {}
+    for name, path in paths.items():
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                found |= {a.name for a in node.names if a.name in paths}
+            elif isinstance(node, ast.ImportFrom) and node.module in paths and node.level == 0:
+                found |= {f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in paths else node.module
+                          for a in node.names}
+        graph[name] = found - {name}
+    return graph
+
+
+def test_no_two_modules_import_each_other():
+    """Module by module, not only package by package: no import cycle at all."""
+    graph = _module_graph()
+    assert graph["tune.sweep"] >= {"tune.preflight", "tune.stages", "tune.closing"}  # the walk sees them
+    state: dict[str, int] = {}
+
+    def visit(node: str, path: list[str]) -> list[str] | None:
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state and (found := visit(nxt, path + [nxt])):
+                return found
+        state[node] = 2
+        return None
+
+    for module in sorted(graph):
+        if module not in state and (cycle := visit(module, [module])):
+            pytest.fail(f"import cycle: {' -> '.join(cycle)}")
