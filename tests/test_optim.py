@@ -9,19 +9,8 @@ import torch
 from torch import nn
 
 from trainables.errors import ConfigError
-from trainables.optim import (
-    ASAM,
-    FlatLayout,
-    ZSharp,
-    create_optimizer,
-    frozen_bn_stats,
-    get_optimizer_info,
-    kth_smallest_by_partition,
-    kth_smallest_by_topk,
-    list_bases,
-    list_optimizers,
-    zsharp_masks,
-)
+from trainables.optim import ASAM, ZSharp, create_optimizer, frozen_bn_stats, get_optimizer_info, list_bases, list_optimizers
+from trainables.zfilter import FlatLayout, kth_smallest_by_partition, kth_smallest_by_topk, zsharp_masks
 from trainables.step import optimizer_step
 
 # Parametrised over the registry (a new optimizer is tested like the others); the

@@ -16,6 +16,7 @@ from search_spaces import (
 )
 from search_spaces import registry
 from trainables.config import TrialConfig
+from conftest import PUBLISHED
 
 BUILTIN = ["compare_c10", "compare_c100", "quickstart", "zsharp_c10", "zsharp_c100",
            "zsharp_tinyimagenet"]
@@ -32,13 +33,10 @@ SEARCHED = {
 
 
 def published_default(optimizer: str, name: str):
-    """The default its authors publish (the class signature: trainables.optim for the SAM
-    family, torch for the base), or the seed's coupled weight decay (TrialConfig)."""
-    from trainables.catalog import get_optimizer_info, resolve
-
-    info = get_optimizer_info(optimizer)
-    if name in info.own_hparams:
-        return inspect.signature(resolve(info.wrapper).__init__).parameters[name].default
+    """The default its authors publish (sam_family.md for the SAM family, torch's signature
+    for the base), or the seed's coupled weight decay (TrialConfig)."""
+    if name in PUBLISHED.get(optimizer, {}):
+        return PUBLISHED[optimizer][name]
     if name == "lr":
         return inspect.signature(torch.optim.Adam.__init__).parameters["lr"].default
     if name == "weight_decay" and optimizer == "adamw":

@@ -78,31 +78,32 @@ def test_the_cycle_finder_finds_a_cycle():
 
 
 # A new SAM variant, declared and registered as a user would in their own code: one class
-# and one registration. e = shrink * rho * g / ||g|| (SAM's ascent, shrunk), so the trial's
-# perturbation_norm must be shrink * rho exactly.
+# and one registration, with a float, an int and a bool knob. e = +-shrink^power * rho *
+# g / ||g|| (SAM's ascent, shrunk; negated with flip), so the trial's perturbation_norm must
+# be shrink^power * rho exactly.
 _VARIANT = '''
 import json, math, sys
 import torch
 from trainables.hparams import HParam
 from trainables.catalog import RHO, OptimizerInfo, register_optimizer
-from trainables.optim import SAM, SAMFamily
+from trainables.optim import SAM
 
 
 class ShrunkSAM(SAM):
-    """SAM with its ascent shrunk by `shrink`."""
-
-    def __init__(self, params, base_optimizer=torch.optim.Adam, rho=0.05, shrink=0.5, **base_kwargs):
-        SAMFamily.__init__(self, params, base_optimizer, dict(rho=rho, shrink=shrink), base_kwargs)
+    """SAM with its ascent shrunk by `shrink` `power` times, and negated with `flip` (its
+    own hyperparameters: the registry's)."""
 
     def _perturbations(self, groups):
-        return [torch._foreach_mul(e, group["shrink"]) if e else []
+        return [torch._foreach_mul(e, (-1 if group["flip"] else 1) * group["shrink"] ** group["power"]) if e else []
                 for e, (group, _, _) in zip(super()._perturbations(groups), groups)]
 
 
 register_optimizer(OptimizerInfo(
     "shrunk_sam", "SAM with a shrunk ascent", 2, ShrunkSAM,
     (RHO, HParam("shrink", 0.5, 0, 1, low_open=True, search={"uniform": [0.1, 1.0]},
-                 label="ascent shrink factor")), label="Shrunk SAM"))
+                 label="ascent shrink factor"),
+     HParam("power", 1, 1, 4, kind="int", label="times shrunk"),
+     HParam("flip", False, kind="bool", label="descend instead")), label="Shrunk SAM"))
 
 import launch
 from analysis.plotstyle import log_scaled
@@ -112,13 +113,15 @@ from trainables.errors import ConfigError
 from trainables.train import run_trial
 
 config = TrialConfig(dataset="digits", data_dir=sys.argv[1], optimizer="shrunk_sam", rho=0.05,
-                     shrink=0.3, epochs=1, batch_size=128, warmup_epochs=0, device="cpu")
+                     shrink=0.3, power=2, flip=True, epochs=1, batch_size=128, warmup_epochs=0, device="cpu")
 result = run_trial(config)
-try:
-    TrialConfig(optimizer="shrunk_sam", shrink=0.0)
-    refused = ""
-except ConfigError as error:
-    refused = str(error)
+refused = []
+for bad in ({"shrink": 0.0}, {"power": 1.5}, {"power": 5}, {"flip": 1}):
+    try:
+        TrialConfig(optimizer="shrunk_sam", **bad)
+        refused.append("")
+    except ConfigError as error:
+        refused.append(str(error))
 print(json.dumps({"metrics": result.metrics, "refused": refused,
                   "params": sorted(config.to_dict()),
                   "shown": [label("shrunk_sam"), param_label("shrink"), log_scaled("shrink")]}))
@@ -149,12 +152,12 @@ def test_commands_that_only_look_import_no_torch_ray_mlflow_or_optuna(argv):
     assert done.stdout.splitlines()[-1] == "0 []", done.stdout[-2000:] + done.stderr[-2000:]
 
 
-def test_a_new_sam_variant_needs_one_class_and_one_registration(tmp_path):
+def test_a_new_sam_variant_with_float_int_and_bool_knobs_needs_one_class_and_one_registration(tmp_path):
     from conftest import space_file
 
     space = space_file(tmp_path, name="shrunk", optimizers=["adam", "shrunk_sam"],
                        search={"lr": {"loguniform": [1e-3, 1e-2]},
-                               "shrink": {"uniform": [0.1, 1.0]}})
+                               "shrink": {"uniform": [0.1, 1.0]}, "power": {"int": [1, 3]}})
     script = tmp_path / "variant.py"
     script.write_text(_VARIANT)
     done = subprocess.run([sys.executable, str(script), str(ROOT / "data"), space], cwd=ROOT,
@@ -164,13 +167,16 @@ def test_a_new_sam_variant_needs_one_class_and_one_registration(tmp_path):
     first, plan = done.stdout.split("\n", 1)
     trial = json.loads(first)
     assert trial["metrics"]["epoch"] == 1 and trial["metrics"]["val_acc"] > 0.1
-    assert trial["metrics"]["perturbation_norm"] == pytest.approx(0.3 * 0.05, rel=1e-4)
-    assert trial["refused"] == "shrink must be a finite number in (0, 1], got 0.0"
-    assert "shrink" in trial["params"]  # a trial setting, logged to MLflow with the rest
+    assert trial["metrics"]["perturbation_norm"] == pytest.approx(0.3 ** 2 * 0.05, rel=1e-4)
+    assert trial["refused"] == ["shrink must be a finite number in (0, 1], got 0.0",
+                                "power must be a whole number in [1, 4], got 1.5",
+                                "power must be a whole number in [1, 4], got 5",
+                                "flip must be true or false, got 1"]
+    assert {"shrink", "power", "flip"} <= set(trial["params"])  # trial settings, logged to MLflow with the rest
     # The report names it and scales its axis from the registration (uniform: linear).
     assert trial["shown"] == ["Shrunk SAM", "ascent shrink factor", False]
     lines = {line.split()[0]: line for line in plan.splitlines() if line.startswith("  ")}
-    assert "shrink uniform [0.1, 1]" in lines["shrunk_sam"]
+    assert "shrink uniform [0.1, 1]" in lines["shrunk_sam"] and "power int [1, 3]" in lines["shrunk_sam"]
     assert "shrink" not in lines["adam"]  # only the optimizer that takes it is searched over it
 
 

@@ -184,6 +184,15 @@ def get_optimizer_info(name: str) -> OptimizerInfo:
         raise ValueError(f"unknown optimizer {name!r}; choose from {', '.join(list_optimizers())}") from None
 
 
+def entry_of(wrapper: type) -> OptimizerInfo:
+    """The registry entry of a SAM-family class (the first registered with it); ValueError
+    if none names it."""
+    for info in _OPTIMIZERS.values():
+        if info.wrapper is not None and resolve(info.wrapper) is wrapper:
+            return info
+    raise ValueError(f"{wrapper.__name__} has no registry entry; register it with register_optimizer first")
+
+
 def get_base(name: str) -> BaseOptimizer:
     """The base optimizer `name`; ValueError naming the valid names if unknown."""
     try:

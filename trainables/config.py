@@ -96,7 +96,7 @@ class TrialConfig:
         # optimizer's are the first declarations', and validate() names it.
         defaults = hparam_defaults(self.optimizer, self.base)
         object.__setattr__(self, "hparams", {
-            name: _coerce(name, "float", settings.get(name, defaults[name])) for name in registered})
+            name: hparam.check(settings.get(name, defaults[name])) for name, hparam in registered.items()})
         self.validate()
 
     def __getattr__(self, name: str):
@@ -116,7 +116,7 @@ class TrialConfig:
         """Every trial setting: name -> (type name: "str", "int", "float" or "bool",
         default), the fields in declaration order, then the registry's hyperparameters."""
         found = {f.name: (f.type, f.default) for f in _fields()}
-        found.update({name: ("float", h.default) for name, h in all_hparams().items()})
+        found.update({name: (h.kind, h.default) for name, h in all_hparams().items()})
         return found
 
     @classmethod

@@ -1,7 +1,7 @@
 """`HParam`: one optimizer hyperparameter as the optimizer registry declares it.
 
-An entry of `trainables.optim`'s registry (a base optimizer or a SAM-family variant) lists
-the hyperparameters it takes as `HParam`s; `TrialConfig` takes its settings of those
+An entry of the optimizer registry (`trainables.catalog`: a base optimizer or a
+SAM-family variant) lists the hyperparameters it takes as `HParam`s; `TrialConfig` takes its settings of those
 names, their defaults and valid ranges from there, the search spaces their default
 search distributions, the report its labels and axis scales. Plain Python (no torch).
 """
@@ -12,12 +12,15 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
-from trainables.errors import check_range, range_text
+from trainables.errors import ConfigError, check_range, range_text, shown
+
+KINDS = ("float", "int", "bool")
 
 
 @dataclass(frozen=True)
 class HParam:
-    """A hyperparameter: a float trial setting of the same name.
+    """A hyperparameter: a trial setting of the same name, a number ("float", "int") or a
+    switch ("bool"), as `kind` says.
 
     default: the value a trial of the declaring optimizer takes when nothing sets it (its
         published default: SAM's rho 0.05, ASAM's 0.5); every optimizer that takes `rho`
@@ -26,6 +29,8 @@ class HParam:
     search: the default search distribution of the optimizer that declares it, in the
         space file format ({"loguniform": [low, high]}); None: not searched by default.
     label: how figures and tables name it.
+    kind: "float", "int" (a whole number: searched with int or choice) or "bool" (not
+        searched; low and high do not apply).
     """
 
     name: str
@@ -36,13 +41,26 @@ class HParam:
     high_open: bool = False
     search: dict | None = field(default=None, compare=False)
     label: str = field(default="", compare=False)
+    kind: str = "float"
 
-    def check(self, value: float) -> None:
-        """ConfigError unless `value` is finite and in the valid range."""
-        check_range(self.name, value, self.low, self.high, low_open=self.low_open, high_open=self.high_open)
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"{self.name}: kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
+
+    def check(self, value):
+        """`value` as its kind (a bool, an int, a float) if it has that kind (true or false;
+        a whole number; a finite number) and is in the valid range; ConfigError otherwise."""
+        if self.kind == "bool":
+            if not isinstance(value, bool):
+                raise ConfigError(f"{self.name} must be true or false, got {shown(value)}")
+            return value
+        return check_range(self.name, value, self.low, self.high, low_open=self.low_open,
+                           high_open=self.high_open, integral=self.kind == "int")
 
     def describe(self) -> str:
         """Its label and valid range, for help texts."""
+        if self.kind == "bool":
+            return f"{self.label or self.name}; true or false"
         bounds = range_text(self.low, self.high, self.low_open, self.high_open)
         return f"{self.label or self.name}; {bounds or 'any finite number'}"
 

@@ -428,7 +428,8 @@ def _defaults_text(name: str) -> str:
     for optimizer in list_optimizers():
         if name in {h.name for h in hparams_of(optimizer, TrialConfig.base)}:
             by_value.setdefault(TrialConfig.defaults(optimizer)[name], []).append(optimizer)
-    return "; ".join(f"{value:g} for {', '.join(names)}" for value, names in by_value.items())
+    return "; ".join(f"{str(value).lower() if isinstance(value, bool) else format(value, 'g')} for "
+                     f"{', '.join(names)}" for value, names in by_value.items())
 
 
 def _print_epoch(total_epochs: int) -> Report:
