@@ -22,9 +22,11 @@ from dataclasses import dataclass
 
 from trainables.config import TrialConfig
 from trainables.errors import ConfigError, check_range, shown
+from trainables.hparams import TRANSFORMS, Transform
 from trainables.catalog import SPLIT_SIZES, all_hparams, hparams_of, list_datasets, list_models, list_optimizers
 
-KINDS = ("uniform", "loguniform", "loguniform_complement", "int", "choice")
+
+KINDS = (*TRANSFORMS, "choice")
 
 # Trial settings the sweep sets itself (epochs is max_epochs; eval_split, refit and
 # flatness_images follow the stage: a search trial evaluates val, a confirm run test and
@@ -178,40 +180,35 @@ class Distribution:
         return {self.kind: [self.low, self.high]}
 
     @property
+    def transform(self) -> Transform | None:
+        """How the range is sampled (None for a choice)."""
+        return TRANSFORMS.get(self.kind)
+
+    @property
     def scale(self) -> str:
         """The scale the range is sampled on: linear, log, log_complement or categorical."""
-        return {"uniform": "linear", "int": "linear", "loguniform": "log",
-                "loguniform_complement": "log_complement"}.get(self.kind, "categorical")
-
-    def _unit(self, value: float) -> float:
-        """`value` mapped onto the sampling scale (increasing in value)."""
-        if self.scale == "log":
-            return math.log(value)
-        if self.scale == "log_complement":
-            return -math.log1p(-value)
-        return float(value)
+        return self.transform.scale if self.transform else "categorical"
 
     def position(self, value: float) -> float | None:
         """Where `value` lies in the range on its sampling scale: 0 at low, 1 at high (None
         for a choice, whose values have no order to speak of)."""
-        if self.kind == "choice":
+        if self.transform is None:
             return None
-        low, high = self._unit(self.low), self._unit(self.high)
-        return (self._unit(value) - low) / (high - low)
+        low, high = self.transform.unit(self.low), self.transform.unit(self.high)
+        return (self.transform.unit(value) - low) / (high - low)
 
     def sample(self, rng) -> float | int:
         """One draw from this distribution with a numpy Generator: the same prior Optuna
-        samples from (tune.search), for previews (`launch.py --sample`)."""
-        if self.kind == "choice":
+        samples from (`suggest`), for previews (`launch.py --sample`)."""
+        if self.transform is None:
             return self.values[int(rng.integers(len(self.values)))]
-        if self.kind == "int":
-            return int(rng.integers(self.low, self.high + 1))
-        if self.kind == "uniform":
-            return float(rng.uniform(self.low, self.high))
-        if self.kind == "loguniform":
-            return float(math.exp(rng.uniform(math.log(self.low), math.log(self.high))))
-        keep = math.exp(rng.uniform(math.log1p(-self.high), math.log1p(-self.low)))
-        return 1.0 - keep
+        return self.transform.sample(rng, self.low, self.high)
+
+    def suggest(self, trial, name: str):
+        """`name` drawn from this distribution in an Optuna trial (tune.search)."""
+        if self.transform is None:
+            return trial.suggest_categorical(name, list(self.values))
+        return self.transform.suggest(trial, name, self.low, self.high)
 
     def _ends(self) -> tuple:
         """The extreme values a trial can get: both bounds, or every choice."""

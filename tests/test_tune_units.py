@@ -300,6 +300,27 @@ def test_loguniform_complement_prior_puts_most_alphas_near_one():
     assert d.position(0.5) == pytest.approx(0.0) and d.position(0.99) == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("spec", [{"uniform": [0.1, 3.0]}, {"loguniform": [1e-4, 1e-1]},
+                                  {"loguniform_complement": [0.5, 0.99]}, {"int": [1, 6]}])
+def test_the_preview_and_the_searcher_sample_one_prior(spec):
+    """Distribution.sample (launch.py --sample) and Distribution.suggest (the Optuna
+    searcher's, here with its random sampler) go through one transform per kind: their
+    draws are one distribution (two-sample Kolmogorov-Smirnov) inside the range."""
+    import optuna
+    from scipy.stats import ks_2samp
+
+    d = Distribution.from_spec(spec, "test")
+    rng = np.random.default_rng(1)
+    preview = np.array([d.sample(rng) for _ in range(1500)], dtype=float)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=2))
+    searched = np.array([d.suggest(study.ask(), "x") for _ in range(1500)], dtype=float)
+    for draws in (preview, searched):
+        assert draws.min() >= d.low and draws.max() <= d.high
+    assert ks_2samp(preview, searched).pvalue > 0.001
+    if d.kind == "int":
+        assert set(preview) == set(searched) == set(range(1, 7))
+
+
 def test_position_is_on_the_ranges_own_scale():
     assert Distribution("loguniform", 1e-4, 1e-2).position(1e-3) == pytest.approx(0.5)
     assert Distribution("uniform", 0.0, 4.0).position(1.0) == pytest.approx(0.25)

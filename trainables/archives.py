@@ -29,7 +29,6 @@ from trainables.errors import DataUnavailableError, one_line
 _FETCH_ERRORS = (OSError, RuntimeError, http.client.HTTPException)
 
 
-
 def _quoted(text: object) -> str:
     """What an archive, a data file or a failed fetch says, as one escaped bounded line."""
     return one_line(text, squash_space=True)

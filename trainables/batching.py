@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from trainables.data import ImageData
 from trainables.errors import check_range
 
+
 def augment(images: torch.Tensor, padding: int, flip: bool, generator: torch.Generator) -> torch.Tensor:
     """Random crop after zero padding, and random horizontal flip, of a uint8 batch.
 

@@ -18,6 +18,54 @@ KINDS = ("float", "int", "bool")
 
 
 @dataclass(frozen=True)
+class Transform:
+    """How a range kind is sampled, in one place for the preview sampler, the searcher and
+    the figures (as Optuna's _SearchSpaceTransform): the value itself, or its complement
+    1 - value (`reflect`), drawn uniformly on a linear or log scale (`log`), as a float or
+    a whole number (`integral`). `scale` names the result for people."""
+
+    scale: str
+    log: bool = False
+    reflect: bool = False
+    integral: bool = False
+
+    def inner(self, value: float) -> float:
+        """What is drawn for `value`: the value, or 1 - value (its own inverse)."""
+        return 1.0 - value if self.reflect else value
+
+    def bounds(self, low: float, high: float) -> tuple[float, float]:
+        """The drawn quantity's range for a value range [low, high]."""
+        return tuple(sorted((self.inner(low), self.inner(high))))
+
+    def unit(self, value: float) -> float:
+        """`value` on the sampling scale, increasing in value."""
+        drawn = math.log(self.inner(value)) if self.log else float(self.inner(value))
+        return -drawn if self.reflect else drawn
+
+    def sample(self, rng, low: float, high: float) -> float | int:
+        """One draw in [low, high] with a numpy Generator."""
+        a, b = self.bounds(low, high)
+        if self.integral:
+            return int(rng.integers(a, b + 1))
+        drawn = math.exp(rng.uniform(math.log(a), math.log(b))) if self.log else float(rng.uniform(a, b))
+        return self.inner(drawn)
+
+    def suggest(self, trial, name: str, low: float, high: float) -> float | int:
+        """One draw in [low, high] from an Optuna trial, the same prior as `sample`; a
+        reflected value is asked under the name "1-NAME"."""
+        a, b = self.bounds(low, high)
+        if self.integral:
+            return trial.suggest_int(name, int(a), int(b))
+        return self.inner(trial.suggest_float(f"1-{name}" if self.reflect else name, a, b, log=self.log))
+
+
+# Each range kind's transform; "choice" has none (its values are drawn as categories).
+TRANSFORMS = {"uniform": Transform("linear"), "int": Transform("linear", integral=True),
+              "loguniform": Transform("log", log=True),
+              "loguniform_complement": Transform("log_complement", log=True, reflect=True)}
+
+
+@dataclass(frozen=True)
 class HParam:
     """A hyperparameter: a trial setting of the same name, a number ("float", "int") or a
     switch ("bool"), as `kind` says.
@@ -66,9 +114,11 @@ class HParam:
 
     @property
     def scale(self) -> str:
-        """The scale its default search samples on and figures plot it on: log for a
-        log-uniform search, linear otherwise."""
-        return "log" if self.search is not None and "loguniform" in self.search else "linear"
+        """The scale its default search samples on and figures plot it on (its kind's
+        `Transform`): log for a log-uniform search, log_complement for a complement's,
+        linear otherwise."""
+        transform = TRANSFORMS.get(next(iter(self.search))) if self.search else None
+        return transform.scale if transform else "linear"
 
     def searched(self, spec: dict) -> HParam:
         """The same hyperparameter with another default search distribution."""

@@ -24,6 +24,7 @@ def kth_smallest_by_partition(values: Tensor, k: int) -> Tensor:
     rows = values.detach().numpy()
     return torch.from_numpy(np.partition(rows, k - 1, axis=-1)[:, k - 1:k])
 
+
 def kth_smallest_by_topk(values: Tensor, k: int) -> Tensor:
     """k-th smallest entry (1-based) of each row of a B x n tensor, as B x 1, by `topk`
     of the smaller side (the largest n-k+1 or the smallest k entries, unsorted).
@@ -35,6 +36,7 @@ def kth_smallest_by_topk(values: Tensor, k: int) -> Tensor:
     if k <= n - k + 1:
         return torch.topk(values, k, dim=-1, largest=False, sorted=False).values.amax(-1, keepdim=True)
     return torch.topk(values, n - k + 1, dim=-1, largest=True, sorted=False).values.amin(-1, keepdim=True)
+
 
 class FlatLayout:
     """A list of same-dtype, same-device tensors laid end to end in flat buffers kept
@@ -136,10 +138,12 @@ class FlatLayout:
         self.apply_per_tensor(lambda d, out, t: torch.gt(d, t, out=out), (deviation, mask), (thresholds,))
         return mask
 
+
 def work_dtype(dtype: torch.dtype) -> torch.dtype:
     # Selection in float32 at least: quantile and selection refuse or lose precision in
     # fp16/bf16.
     return torch.promote_types(dtype, torch.float32)
+
 
 def zsharp_masks(grads: list[Tensor], alpha: float) -> list[Tensor]:
     """ZSharp's filter of each tensor (same dtype and device): bool tensors shaped like

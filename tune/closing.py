@@ -32,6 +32,7 @@ def end_live_runs(client: MlflowClient, experiment_id: str, parent_run_id: str,
         client.set_terminated(run.info.run_id, "KILLED")
     return len(live)
 
+
 def record_interruption(client: MlflowClient, experiment_id: str, parent_run_id: str,
                         stop: Interrupted) -> int:
     """The sweep was stopped by a signal: its running trials' runs and the parent end
@@ -42,9 +43,11 @@ def record_interruption(client: MlflowClient, experiment_id: str, parent_run_id:
     client.set_terminated(parent_run_id, "KILLED")
     return stopped
 
+
 def resume_command(plan: SweepPlan) -> str:
     """The command that continues this sweep."""
     return plan.command if " --resume" in plan.command else f"{plan.command} --resume"
+
 
 def interruption_note(plan: SweepPlan, stop: Interrupted, stopped: int | None) -> str:
     """What the driver prints when a signal stopped the sweep."""
@@ -55,6 +58,7 @@ def interruption_note(plan: SweepPlan, stop: Interrupted, stopped: int | None) -
     return (f"\nsweep interrupted by {stop.name}{how}{trials}; finished trials are kept.\n"
             f"continue it with: {resume_command(plan)}")
 
+
 def recorded_sweep(plan: SweepPlan):
     """The sweep as MLflow recorded it (analysis.load), or the error that stopped loading
     it: the summary and the report read the record, not the driver's memory."""
@@ -64,6 +68,7 @@ def recorded_sweep(plan: SweepPlan):
         return load_sweep(plan.experiment, plan.tracking_uri)
     except Exception as error:  # noqa: BLE001  the trials are safe whatever went wrong here
         return error
+
 
 def closing_summary(sweep, confirm_rows: list[dict]) -> str:
     """The verdict with its warnings (analysis.summary), or, if that fails, the confirm
@@ -78,6 +83,7 @@ def closing_summary(sweep, confirm_rows: list[dict]) -> str:
         table = seed_table(confirm_rows) if confirm_rows else ""
         return f"summary not made ({type(error).__name__}: {error})\n{table}".rstrip()
 
+
 def log_summary_metrics(client: MlflowClient, parent_run_id: str, sweep, out=print) -> None:
     """The result per optimizer (analysis.summary.summary_metrics) as the parent run's
     metrics; skipped, like the summary, when the sweep could not be read back."""
@@ -89,6 +95,7 @@ def log_summary_metrics(client: MlflowClient, parent_run_id: str, sweep, out=pri
         log_metrics(client, parent_run_id, summary_metrics(sweep))
     except Exception as error:  # noqa: BLE001  the trials are safe whatever went wrong here
         out(f"summary metrics not logged ({type(error).__name__}: {error})")
+
 
 def write_sweep_report(plan: SweepPlan, client: MlflowClient, parent_run_id: str, sweep) -> str:
     """The HTML report of the recorded sweep, in the experiment folder (or the working
@@ -111,6 +118,7 @@ def write_sweep_report(plan: SweepPlan, client: MlflowClient, parent_run_id: str
     client.log_artifact(parent_run_id, str(path))
     return str(path)
 
+
 def closing_commands(plan: SweepPlan, report: str) -> str:
     """The commands that open what the sweep left, each runnable as printed: its report,
     the MLflow UI, Optuna's dashboard and the notebooks (which read the most recent sweep)."""
@@ -121,6 +129,7 @@ def closing_commands(plan: SweepPlan, report: str) -> str:
             f"mlflow ui  {browse_command(plan.tracking_uri)}\n"
             f"optuna     {dashboard_command(plan.optuna_uri)}\n"
             f"notebooks  make -C {PROJECT_ROOT} notebooks  (JupyterLab on analysis/notebooks/)")
+
 
 def rows_for_mlflow(rows: list[dict]) -> list[dict]:
     """The summary rows as plain JSON (configs are already plain dicts)."""

@@ -38,6 +38,7 @@ def check_storage(plan: SweepPlan) -> None:
     except OSError as error:
         raise SweepError(f"storage {path} is not writable: {error.strerror or error}") from None
 
+
 def stages(plan: SweepPlan) -> tuple[bool, bool]:
     """(run the search?, run the confirm stage?) from what exists in storage and --resume.
 
@@ -58,6 +59,7 @@ def stages(plan: SweepPlan) -> tuple[bool, bool]:
     raise SweepError(f"experiment {plan.experiment!r} already exists in {plan.storage}; "
                      "pass --resume to continue it, or --experiment NAME for a new one")
 
+
 def check_tracking(uri: str) -> None:
     """A tracking server must answer; a SQLite file must be creatable."""
     problem = tracking_uri_problem(uri) or server_problem(uri)
@@ -70,6 +72,7 @@ def check_tracking(uri: str) -> None:
     if not os.access(folder if folder.exists() else folder.parent, os.W_OK):
         raise SweepError(f"cannot write the MLflow database in {folder}")
 
+
 def check_address(address: str | None) -> None:
     """An explicit host:port must accept a connection (ray.init would wait a minute)."""
     if address in (None, "auto") or address.startswith("ray://"):
@@ -79,6 +82,7 @@ def check_address(address: str | None) -> None:
         socket.create_connection((host or "127.0.0.1", int(port)), timeout=CONNECT_TIMEOUT_S).close()
     except (OSError, ValueError) as error:
         raise SweepError(f"Ray cluster at {address} is unreachable: {error}") from None
+
 
 @contextlib.contextmanager
 def driver_lock(plan: SweepPlan):
@@ -99,6 +103,7 @@ def driver_lock(plan: SweepPlan):
         yield
     finally:
         lock.release()
+
 
 def check_same_sweep(plan: SweepPlan, confirm_only: bool) -> None:
     """Continuing an experiment (--resume, or a confirm stage after a finished search):
@@ -124,6 +129,7 @@ def check_same_sweep(plan: SweepPlan, confirm_only: bool) -> None:
         raise SweepError(f"experiment {plan.experiment!r} was started with other settings "
                          f"({'; '.join(changed)}); resume it as it was, or start a new one "
                          "with --experiment NAME")
+
 
 def check_studies(plan: SweepPlan, run_search: bool) -> None:
     """The search's Optuna studies (EXPERIMENT/OPTIMIZER/rREPLICATE): a resumed search's
@@ -155,6 +161,7 @@ def check_studies(plan: SweepPlan, run_search: bool) -> None:
                          f"earlier sweep named {plan.experiment!r}); choose another --experiment, or "
                          f"delete it: optuna delete-study --study-name {used[0]} --storage {plan.optuna_uri}")
 
+
 def _recorded_plan(client: MlflowClient, run_id: str) -> dict | None:
     """The plan.json the sweep's parent run holds (None for a sweep from before it was
     recorded)."""
@@ -164,6 +171,7 @@ def _recorded_plan(client: MlflowClient, run_id: str) -> dict | None:
         except (MlflowException, OSError):
             return None
         return json.loads(Path(path).read_text())
+
 
 def check_resources(plan: SweepPlan) -> None:
     """A local trial must fit this machine: CPUs, GPUs and a fixed device it can honour.
@@ -184,6 +192,7 @@ def check_resources(plan: SweepPlan) -> None:
     if device == "mps" and not torch.backends.mps.is_available():
         raise SweepError("the space fixes device mps, but this machine has no Apple GPU")
 
+
 def check_dashboard(plan: SweepPlan) -> None:
     """--dashboard needs Ray's dashboard packages and a free port; it applies to a local Ray
     (a cluster's head serves its own)."""
@@ -203,6 +212,7 @@ def check_dashboard(plan: SweepPlan) -> None:
         except OSError:
             raise SweepError(f"--dashboard: port {RAY_DASHBOARD_PORT} on 127.0.0.1 is in use (another "
                              "Ray's dashboard?)") from None
+
 
 def check_data(plan: SweepPlan) -> None:
     """Fetch the data set once here (or fail now) rather than in every trial."""

@@ -36,20 +36,6 @@ from tune.seeds import replicate_seeds
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # no line per study created
 
 
-def suggest(trial: optuna.Trial, name: str, distribution: Distribution):
-    """Sample `name` from `distribution` in an Optuna trial (the prior of
-    `Distribution.sample`). A `loguniform_complement` value is sampled as 1 - value on a
-    log scale, under the Optuna name "1-NAME"."""
-    d = distribution
-    if d.kind == "choice":
-        return trial.suggest_categorical(name, list(d.values))
-    if d.kind == "int":
-        return trial.suggest_int(name, int(d.low), int(d.high))
-    if d.kind == "loguniform_complement":
-        return 1.0 - trial.suggest_float(f"1-{name}", 1.0 - d.high, 1.0 - d.low, log=True)
-    return trial.suggest_float(name, d.low, d.high, log=d.kind == "loguniform")
-
-
 class PickledSearcher(Searcher):
     """A Searcher whose whole state is its attributes, checkpointed with pickle (Tune
     saves it beside the experiment state, so a resumed sweep keeps its searcher). The file
@@ -160,7 +146,7 @@ class OptimizerStudy:
         trial.set_user_attr("ray_trial_id", trial_id)
         self.trials[trial_id] = trial
         self.reported[trial_id] = reported
-        return {name: suggest(trial, name, d) for name, d in self.distributions.items()}
+        return {name: d.suggest(trial, name) for name, d in self.distributions.items()}
 
     def report(self, trial_id: str, epoch: int, value) -> None:
         """An epoch's val_acc as an intermediate value (an epoch re-reported after a

@@ -30,6 +30,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # Shipped to a cluster as the job's working directory: code only.
 _SHIP_EXCLUDES = [".venv/", ".git/", "results/", "data/", "*.db", "mlruns/", "__pycache__/"]
 
+
 def start_ray(plan: SweepPlan) -> bool:
     """Join the cluster at plan.address (shipping this code) or start a local Ray.
 
@@ -52,6 +53,7 @@ def start_ray(plan: SweepPlan) -> bool:
         raise SweepError(f"cannot join the Ray cluster at {plan.address}: {error}") from None
     return False
 
+
 def check_cluster(plan: SweepPlan, out=print) -> None:
     """On several nodes, results and tracking must live where every node reaches them; a
     trial that no node can hold is worth a warning (an autoscaling cluster may add one)."""
@@ -69,6 +71,7 @@ def check_cluster(plan: SweepPlan, out=print) -> None:
         raise SweepError(f"the cluster has {len(nodes)} nodes: pass --mlflow-uri "
                          "http://host:port of a tracking server they can reach")
 
+
 def waiting_for(plan: SweepPlan) -> str | None:
     """On a cluster, the node a trial needs if none of the live ones can hold it ("a node
     with 64 CPUs (the largest has 16)"), else None. (A local trial that does not fit is
@@ -83,6 +86,7 @@ def waiting_for(plan: SweepPlan) -> str | None:
             return f"a node with {asked:g} {kind}s (the largest has {most:g})"
     return None
 
+
 def provenance(plan: SweepPlan) -> dict:
     """Tags of the parent run: what ran, from which code, with which packages."""
     try:
@@ -95,13 +99,16 @@ def provenance(plan: SweepPlan) -> dict:
             "python": sys.version.split()[0], "stage": PARENT_STAGE,
             **{f"version.{p}": v for p, v in versions.items()}}
 
+
 def searched_names(plan: SweepPlan) -> tuple[str, ...]:
     names = {n for o in plan.space.optimizers for n in plan.space.distributions_for(o)}
     return tuple(sorted(names))
 
+
 def _trainable(plan: SweepPlan):
     return tune.with_resources(tune_trial, {"cpu": plan.space.cpus_per_trial,
                                             "gpu": plan.space.gpus_per_trial})
+
 
 def run_stage(plan: SweepPlan, path: str, *, search_alg, scheduler, callbacks, num_samples: int):
     """Fit one Ray experiment at `path` (storage/name): restored if it exists, else new."""
@@ -124,10 +131,12 @@ def run_stage(plan: SweepPlan, path: str, *, search_alg, scheduler, callbacks, n
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=None)))
     return tuner.fit()
 
+
 def stage_budget(plan: SweepPlan, epochs: list[int], groups: dict[str, str] | None = None) -> StageBudget:
     """The status line's plan of a stage whose trials run `epochs` each; compute is counted
     in GPU-hours when trials hold GPUs, else in CPU-hours."""
     return StageBudget(len(epochs), sum(epochs), *compute_unit(plan.space.cpus_per_trial, plan.space.gpus_per_trial), groups)
+
 
 def search(plan: SweepPlan, parent_run_id: str, experiment_id: str):
     """The search: one Optuna searcher and one ASHA per optimizer and replicate."""
@@ -144,6 +153,7 @@ def search(plan: SweepPlan, parent_run_id: str, experiment_id: str):
                                    searched_names(plan), SEARCH_METRIC,
                                    waiting_for=waiting_for(plan))],
         num_samples=plan.total_trials)
+
 
 def retune(plan: SweepPlan, finalists: list[dict], parent_run_id: str, experiment_id: str,
            out=print) -> tuple[dict, list[dict]]:
@@ -173,6 +183,7 @@ def retune(plan: SweepPlan, finalists: list[dict], parent_run_id: str, experimen
     ranked = ranked_by_group(rows, lambda r: group_of(r["config"]))
     return {group: found[0] for group, found in ranked.items() if found}, rows
 
+
 def _drop_studies(url: str, names: list[str]) -> None:
     """Delete the studies of a re-search that never started in Ray (a driver stopped before
     its first snapshot, which comes before any trial runs): asked trials that never ran."""
@@ -182,6 +193,7 @@ def _drop_studies(url: str, names: list[str]) -> None:
     for name in names:
         if name in held:
             optuna.delete_study(study_name=name, storage=url)
+
 
 def confirm(plan: SweepPlan, finalists: list[dict], retuned: dict, parent_run_id: str,
             experiment_id: str):
@@ -201,12 +213,14 @@ def confirm(plan: SweepPlan, finalists: list[dict], retuned: dict, parent_run_id
         num_samples=len(configs))
     return results
 
+
 def finished_results(plan: SweepPlan):
     """A finished search's results, read from storage without running anything."""
     results = tune.Tuner.restore(plan.experiment_path, _trainable(plan)).get_results()
     if results.num_terminated + results.num_errors < plan.total_trials:
         raise SweepError(f"the search {plan.experiment!r} has not finished; pass --resume")
     return results
+
 
 def summarize(results) -> list[dict]:
     """One row per trial: optimizer, replicate, config, status, epochs run, final val_acc

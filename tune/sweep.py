@@ -57,6 +57,7 @@ def run_sweep(plan: SweepPlan, out=print) -> int:
             out(interruption_note(plan, stop, None))
             return stop.exit_code
 
+
 def _run(plan: SweepPlan, run_search: bool, run_confirm: bool, out, signals: StopSignals) -> int:
     client = MlflowClient(plan.tracking_uri)
     local = local_storage(plan.storage)
@@ -74,6 +75,7 @@ def _run(plan: SweepPlan, run_search: bool, run_confirm: bool, out, signals: Sto
         stopped = record_interruption(client, experiment_id, parent_run_id, stop)
         out(interruption_note(plan, stop, stopped))
         return stop.exit_code
+
 
 def _stages(plan: SweepPlan, run_search: bool, run_confirm: bool, out, signals: StopSignals,
             client: MlflowClient, parent_run_id: str, experiment_id: str) -> int:

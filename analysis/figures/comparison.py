@@ -14,6 +14,7 @@ from trainables.record import CONFIRM, SEARCH
 from trainables.schema import BUDGET_ARMS, EQUAL_COMPUTE, SEARCH_METRIC, VERDICT_METRIC
 from analysis.figures.registry import figure
 
+
 @figure("comparison", "Comparison", above=tables.comparison_tables)
 def figure_comparison(inputs: ReportInputs) -> go.Figure:
     """Final-epoch test accuracy per run of the confirm stage, with the mean of the
@@ -35,6 +36,7 @@ def figure_comparison(inputs: ReportInputs) -> go.Figure:
                   xaxis_title="optimizer (2x epochs: the equal-compute runs)",
                   yaxis_title="final test accuracy", yaxis_tickformat=".0%", yaxis_range=yrange)
 
+
 def _figure_search_best(best: pd.DataFrame) -> go.Figure:
     fig = go.Figure(go.Scatter(
         x=[label(o) for o in best["optimizer"]], y=best["final_val_acc"], mode="markers",
@@ -44,6 +46,7 @@ def _figure_search_best(best: pd.DataFrame) -> go.Figure:
     return layout(fig, "Search: each optimizer's best trial per replicate, final val accuracy (single "
                   "runs, not evidence of a difference)", xaxis_title="optimizer",
                   yaxis_title="final val accuracy", yaxis_tickformat=".0%", showlegend=False)
+
 
 def _confirm_groups(result: Comparison) -> list[tuple]:
     """(optimizer, arm of its runs, its per-seed rows, its summary row) for each set of
@@ -58,6 +61,7 @@ def _confirm_groups(result: Comparison) -> list[tuple]:
     first = list(next(iter(result.arms.values())).summary["optimizer"])
     return sorted(groups.values(), key=lambda g: (first.index(g[0]) if g[0] in first else len(first),
                                                   g[1] == EQUAL_COMPUTE))
+
 
 def _add_seeds_and_mean(fig: go.Figure, optimizer: str, arm: str, seeds: pd.DataFrame, row) -> None:
     """One optimizer's runs as small markers and its mean with the interval as error bars."""
@@ -78,6 +82,7 @@ def _add_seeds_and_mean(fig: go.Figure, optimizer: str, arm: str, seeds: pd.Data
         hovertemplate=f"{name}: mean %{{y:.2%}}, {row.runs} runs in {row.replicates} replicates"
                       "<extra></extra>"))
 
+
 def curve_trials(inputs: ReportInputs) -> tuple[pd.DataFrame, str]:
     """The epochs the learning curves average over, with each run's budget_arm, and which
     runs they are: "confirm", the runs the comparison compares in either arm
@@ -88,6 +93,7 @@ def curve_trials(inputs: ReportInputs) -> tuple[pd.DataFrame, str]:
         epochs = sweep.epochs[sweep.epochs["trial_id"].isin(arms.index)]
         return epochs.assign(budget_arm=epochs["trial_id"].map(arms)), CONFIRM
     return sweep.epochs[sweep.epochs["stage"] == SEARCH].assign(budget_arm=None), SEARCH
+
 
 def _band(fig, x, band: pd.DataFrame, optimizer: str, name: str, col: int, legend: bool, dash: str) -> None:
     """A mean line with a shaded band from band["low"] to band["high"], in subplot column `col`."""
@@ -102,12 +108,15 @@ def _band(fig, x, band: pd.DataFrame, optimizer: str, name: str, col: int, legen
                              marker={"size": 5}, hovertemplate=f"{name}: %{{y:.2%}}<extra></extra>"),
                   row=1, col=col)
 
+
 @figure("learning_curves", "Learning curves",
         "Test accuracy of the confirm runs (without a confirm stage: val accuracy of the search "
         "trials) by epoch and by gradient evaluations. A SAM-family step costs two "
         "forward/backward passes, so at equal epochs it has spent twice the compute of its base "
         "optimizer; the dashed lines are the 1-pass optimizers' runs at twice the epochs, which "
         "spend the same.")
+
+
 def figure_learning_curves(inputs: ReportInputs) -> go.Figure:
     """Accuracy by epoch and by gradient evaluations per optimizer, the mean and the range
     (min to max): test accuracy over the confirm runs' seeds, the 1-pass optimizers'

@@ -15,6 +15,7 @@ from trainables.record import SEARCH
 from trainables.schema import SEARCH_METRIC
 from analysis.figures.registry import budget_markers, figure, ran_full_budget
 
+
 def search_by_optimizer(sweep: Sweep) -> dict[str, pd.DataFrame]:
     """Each optimizer's search trials in start order, numbered 1, 2, ... (`number`), with
     whether each ran the full budget (`full`)."""
@@ -27,6 +28,7 @@ def search_by_optimizer(sweep: Sweep) -> dict[str, pd.DataFrame]:
                                            full=ran_full_budget(mine))
     return found
 
+
 def _grid(count: int, titles: list[str], cols: int = 3, **options):
     """Subplots for `count` panels, up to `cols` a row (the last row's spare cells hidden),
     and that number of columns; panel i sits at row i // cols + 1, column i % cols + 1."""
@@ -38,10 +40,13 @@ def _grid(count: int, titles: list[str], cols: int = 3, **options):
         fig.update_yaxes(visible=False, row=spare // cols + 1, col=spare % cols + 1)
     return fig, cols
 
+
 @figure("history", "Search history",
         "Each search trial's final val accuracy in the order its optimizer's search ran it (open "
         "markers: stopped early by ASHA, after fewer epochs), and the best full-budget trial so "
         "far: whether the search was still improving when its budget ran out.")
+
+
 def figure_history(inputs: ReportInputs) -> go.Figure | None:
     """Optimization history per optimizer: final val accuracy by trial number, and the best
     trial that ran the full budget so far (Optuna's history, pruned trials marked)."""
@@ -66,9 +71,12 @@ def figure_history(inputs: ReportInputs) -> go.Figure | None:
                   xaxis={"title": {"text": "trial number (per optimizer)"}, **epoch_ticks([most])},
                   yaxis_title="final val accuracy", yaxis_tickformat=".0%")
 
+
 @figure("intermediate", "Intermediate values",
         "Every search trial's val accuracy after each epoch, as Optuna was told it; an x marks "
         "where ASHA stopped a trial.")
+
+
 def figure_intermediate(inputs: ReportInputs) -> go.Figure | None:
     """Per optimizer, each search trial's val accuracy by epoch, the trials ASHA stopped
     marked at their last epoch."""
@@ -99,6 +107,7 @@ def figure_intermediate(inputs: ReportInputs) -> go.Figure | None:
     return layout(fig, "Search: val accuracy by epoch of every trial (x: stopped by ASHA)",
                   height=max(360, 320 * math.ceil(len(trials) / cols)))
 
+
 def _bounds(sweep: Sweep, optimizer: str, param: str) -> tuple[float, float] | None:
     """The search range of `param` for `optimizer` in the sweep's space (None without one,
     or for a choice)."""
@@ -107,10 +116,13 @@ def _bounds(sweep: Sweep, optimizer: str, param: str) -> tuple[float, float] | N
     d = sweep.space.distributions_for(optimizer).get(param)
     return None if d is None or d.kind == "choice" else (float(d.low), float(d.high))
 
+
 @figure("slices", "Slices",
         "Final val accuracy of each search trial against each hyperparameter its optimizer "
         "searched, the search range's ends drawn as dashed lines (open markers: stopped early). "
         "A best value at an end means the range should be wider.")
+
+
 def figure_slices(inputs: ReportInputs) -> go.Figure | None:
     """Slice plots: a panel per optimizer and hyperparameter it searched (lr included; log
     axes where searched log-uniformly), with the search bounds."""
@@ -142,14 +154,18 @@ def figure_slices(inputs: ReportInputs) -> go.Figure | None:
     return layout(fig, "Search: final val accuracy against each searched hyperparameter "
                   "(dashed: the search range)", height=max(360, 300 * math.ceil(len(pairs) / cols)))
 
+
 def _contour_optimizers(sweep: Sweep) -> list[str]:
     """The optimizers that searched both rho and lr."""
     return [o for o in sweep.optimizers if {"rho", "lr"} <= set(sweep.searched_params(o))]
+
 
 @figure("contour", "rho against learning rate",
         "Final val accuracy of the search trials over rho and the learning rate, interpolated "
         "between the trials (points) that ran the full budget; white where no trials surround a "
         "point. Few trials make a rough map: read it for where the good region lies.")
+
+
 def figure_contour(inputs: ReportInputs) -> go.Figure | None:
     """Per SAM-family optimizer, a contour of final val accuracy over log rho x log lr,
     linearly interpolated between its full-budget search trials (at least 3, not on one

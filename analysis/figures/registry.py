@@ -14,6 +14,7 @@ from analysis.sweep import Sweep
 
 SectionPart = Callable[[ReportInputs], str]  # HTML a section shows besides its figure
 
+
 @dataclass(frozen=True)
 class Figure:
     """One figure of the page and its section: the title and text shown with it, the
@@ -27,7 +28,9 @@ class Figure:
     above: SectionPart | None = None
     below: SectionPart | None = None
 
+
 FIGURES: dict[str, Figure] = {}  # key -> its figure, in page order (the order registered)
+
 
 def figure(key: str, title: str, text: str = "", *, above: SectionPart | None = None,
            below: SectionPart | None = None):
@@ -49,14 +52,17 @@ def figure(key: str, title: str, text: str = "", *, above: SectionPart | None = 
         return from_sweep
     return register
 
+
 def draw_all(inputs: ReportInputs) -> dict[str, go.Figure]:
     """Every registered figure the sweep has data for, by key, in page order."""
     drawn = {key: entry.draw(inputs) for key, entry in FIGURES.items()}
     return {key: fig for key, fig in drawn.items() if fig is not None}
 
+
 def ran_full_budget(trials: pd.DataFrame) -> pd.Series:
     """Whether each trial ran all its epochs (ASHA did not stop it)."""
     return trials["epochs_run"] >= trials["epochs"]
+
 
 def budget_markers(c: str, full, size: int = 8) -> dict:
     """Markers of search trials in colour `c`: filled where the trial ran the full budget

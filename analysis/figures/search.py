@@ -16,10 +16,13 @@ from analysis.text import compute_scale, label, num, param_label
 from trainables.record import SEARCH
 from analysis.figures.registry import budget_markers, figure, ran_full_budget
 
+
 @figure("compute", "Accuracy against compute",
         "The best final val accuracy each optimizer's search had found after spending so many "
         "hours, counting every trial, stopped or failed (training time only, times the GPUs, or "
         "with none the CPUs, a trial held).")
+
+
 def figure_compute(inputs: ReportInputs) -> go.Figure:
     """The best final val accuracy so far against cumulative compute hours of the search,
     per optimizer, trials in start order (stopped and failed trials spend compute too)."""
@@ -48,6 +51,7 @@ def figure_compute(inputs: ReportInputs) -> go.Figure:
     return layout(fig, "Search: best final val accuracy against compute", xaxis_title=axis,
                   yaxis_title="best final val accuracy so far", yaxis_tickformat=".0%")
 
+
 def _ticks(low: float, high: float, log: bool) -> list[float]:
     """Tick values for an axis from low to high: 1-2-5 steps on a log axis, else 5 even."""
     if low == high:
@@ -58,6 +62,7 @@ def _ticks(low: float, high: float, log: bool) -> list[float]:
             for m in (1, 2, 5)]
     inside = [v for v in nice if low <= v <= high]
     return inside if len(inside) >= 2 else [low, high]
+
 
 def _dimension(name: str, values: pd.Series) -> dict:
     """A parallel-coordinates axis. Learning rates and the like on a log scale; trials of
@@ -77,9 +82,12 @@ def _dimension(name: str, values: pd.Series) -> dict:
     return {"label": f"{name} (log)" if log else name, "values": shown, "tickvals": tickvals,
             "ticktext": ticktext, "range": [min(shown), scale(high) if high > low else scale(high) + 1]}
 
+
 @figure("parallel_coordinates", "Hyperparameters (parallel coordinates)",
         "One line per search trial. Trials stopped early reached their accuracy after fewer "
         "epochs (the epochs axis): compare like with like.")
+
+
 def figure_parallel_coordinates(inputs: ReportInputs) -> go.Figure | None:
     """Parallel coordinates of the search trials: optimizer, each searched hyperparameter
     (n/a where an optimizer has none), the epochs reached, and the final val accuracy
@@ -104,12 +112,15 @@ def figure_parallel_coordinates(inputs: ReportInputs) -> go.Figure | None:
     return layout(fig, "Search: hyperparameters against each trial's final val accuracy",
                   height=480, margin={"l": 110, "r": 40, "t": 110, "b": 40})
 
+
 @figure("sensitivity", "Sensitivity to the perturbation radius and alpha",
         "Final val accuracy against the ascent radius each trial actually used (mean ||e|| over "
         "its steps, comparable across SAM variants where rho is not: ASAM scales it by |w| + eta) "
         "and against ZSharp's alpha. A wide good region means the optimizer is forgiving to tune. "
         "Single runs: differences smaller than the seed spread of the confirm stage are noise.",
         below=tables.good_region_tables)
+
+
 def figure_sensitivity(inputs: ReportInputs) -> go.Figure | None:
     """Final val accuracy against the perturbation radius each search trial used (mean
     ||e||, SAM family; log axis) and against alpha (ZSharp), one point per search trial;
@@ -141,10 +152,13 @@ def figure_sensitivity(inputs: ReportInputs) -> go.Figure | None:
     return layout(fig, "Search: accuracy against the perturbation radius used and alpha "
                   "(open markers: stopped early)", height=440)
 
+
 @figure("importance", "Hyperparameter importance",
         "Optuna's fANOVA on the trials that ran the full budget (ASHA's stopped trials are left "
         "out, as Optuna leaves out pruned trials).",
         below=tables.importance_notes)
+
+
 def figure_importance(inputs: ReportInputs) -> go.Figure | None:
     """fANOVA hyperparameter importance, one bar chart per optimizer that has enough
     finished trials and more than one parameter (None if no optimizer has)."""
@@ -165,9 +179,12 @@ def figure_importance(inputs: ReportInputs) -> go.Figure | None:
     return layout(fig, "Search: hyperparameter importance per optimizer (finished trials)",
                   height=max(340, 300 * rows))
 
+
 @figure("asha", "Early stopping (ASHA)",
         "ASHA stops the worst trials at each rung; the trials that reached the last bar got the "
         "full budget.", below=tables.rung_table)
+
+
 def figure_asha(inputs: ReportInputs) -> go.Figure:
     """How ASHA spent the budget: search trials by the epochs they reached, per optimizer."""
     sweep = inputs.sweep
