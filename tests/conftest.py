@@ -35,8 +35,17 @@ ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
 PUBLISHED = {"sam": {"rho": 0.05}, "asam": {"rho": 0.5, "eta": 0.01},
              "fsam": {"rho": 0.05, "sigma": 1.0, "lmbda": 0.9}, "zsharp": {"rho": 0.05, "alpha": 0.95}}
 
+# A digits trial that trains in seconds on a CPU: what unit tests run.
+DIGITS_TRIAL = dict(dataset="digits", model="res20s", batch_size=128, warmup_epochs=1, lr=3e-3)
+
 # Confirm runs' diagnostics as the quickstart sets them: quick, so tests stay quick.
 QUICK_FLATNESS = {"flatness_probes": 3, "flatness_lanczos_steps": 6, "flatness_ascent_steps": 1}
+
+
+def run_module(module: str, *args, cwd=None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`python -m module args...` as a user runs it (from the project folder unless `cwd`)."""
+    return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=cwd or ROOT, env=ENV,
+                          capture_output=True, text=True, timeout=timeout)
 
 
 def space_file(folder: Path, **changes) -> str:

@@ -16,16 +16,14 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
-from conftest import ENV
+from conftest import ENV, ROOT
 
 import analysis.load
 from analysis import report
 from trainables.errors import SHOWN_LIMIT, one_line
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from conftest import ROOT
 from trainables.models import create_model
 
-ROOT = Path(__file__).resolve().parents[1]
 NUMBER = r"[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|inf|nan)"  # what the scripts print for a float
 # How precise the curvature came out (trainables.flatness.precision_text), after `{}`.
 PRECISION = "{}Lanczos residual " + NUMBER + "% of the top eigenvalue, trace SE " + NUMBER + "% of the trace$"

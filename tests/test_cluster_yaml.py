@@ -3,7 +3,7 @@
 Offline and fast: `prepare_config` only merges the file with Ray's AWS defaults
 (ray/autoscaler/aws/defaults.yaml) and `validate_config` checks it against
 ray/autoscaler/ray-schema.json; neither calls AWS (that happens later, in `ray up`'s
-bootstrap step), which `no_network` below enforces.
+bootstrap step), which `no_connections` below enforces.
 
 `ray.autoscaler._private.util` is a private Ray API: these tests rely on the Ray version
 that constraints.txt pins (ray==2.60.0); re-check them when that pin moves.
@@ -44,7 +44,7 @@ def raw(text) -> dict:
 
 
 @pytest.fixture
-def no_network(monkeypatch):
+def no_connections(monkeypatch):
     """Any attempt to open a connection (e.g. to AWS) fails the test."""
     def refuse(*args, **kwargs):
         raise AssertionError(f"network access during config validation: {args}")
@@ -55,7 +55,7 @@ def no_network(monkeypatch):
 
 
 @pytest.fixture
-def prepared(raw, no_network) -> dict:
+def prepared(raw, no_connections) -> dict:
     config = prepare_config(copy.deepcopy(raw))
     validate_config(config)
     return config
@@ -76,19 +76,19 @@ def test_ray_schema_accepts_cluster_yaml(prepared):
     assert prepared["provider"]["type"] == "aws"
 
 
-def test_schema_rejects_unknown_top_level_key(raw, no_network):
+def test_schema_rejects_unknown_top_level_key(raw, no_connections):
     raw["max_worker"] = 4  # a typo of max_workers
     with pytest.raises(jsonschema.ValidationError, match="Additional properties"):
         check(raw)
 
 
-def test_schema_rejects_head_type_not_in_node_types(raw, no_network):
+def test_schema_rejects_head_type_not_in_node_types(raw, no_connections):
     raw["head_node_type"] = "no.such.type"
     with pytest.raises(ValueError, match="head_node_type"):
         check(raw)
 
 
-def test_schema_rejects_unknown_node_type_key(raw, no_network):
+def test_schema_rejects_unknown_node_type_key(raw, no_connections):
     raw["available_node_types"][raw["head_node_type"]]["min_worker"] = 0
     with pytest.raises(jsonschema.ValidationError, match="Additional properties"):
         check(raw)

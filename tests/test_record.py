@@ -8,15 +8,14 @@ import shutil
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 
+from conftest import ROOT
 from trainables.record import (CONFIRM, RECORD_KEY, SEARCH, TrialRecord, ranked_by_group, split_config,
                                sqlite_path, tracking_uri_problem, with_record)
 from trainables.schema import EQUAL_COMPUTE
 
-ROOT = Path(__file__).resolve().parent.parent
 FULL = TrialRecord(trial_id="ab12_00003", stage=CONFIRM, optimizer="zsharp", replicate=2, status="completed",
                    budget_arm=EQUAL_COMPUTE, confirm_rank=1, source_trial_id="cd34_00001",
                    retune_trial_id="ef56_00000")

@@ -13,13 +13,12 @@ import html
 import math
 import re
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
 from browser import PlotSvgs, render_in_chromium
-from conftest import ENV, SHARED_SWEEP
+from conftest import SHARED_SWEEP, run_module
 
 from analysis import importance, verdict
 from analysis.load import load_sweep, load_sweep_from_storage
@@ -29,11 +28,10 @@ from analysis.report import (FIGURES, comparison, figure_comparison, figure_impo
 from analysis.verdict import confirm_arms
 from trainables.schema import EQUAL_COMPUTE, EQUAL_EPOCHS
 
-ROOT = Path(__file__).resolve().parent.parent
 # The shared sweep (conftest.SHARED_SWEEP): sgd diverges in every trial, so it has no
 # finalist and is searched but not confirmed.
-CONFIRMED = ("adam", "sam", "zsharp")
-SEARCHED = (*CONFIRMED, "sgd")
+SEARCHED = tuple(SHARED_SWEEP["optimizers"])
+CONFIRMED = tuple(o for o in SEARCHED if o not in SHARED_SWEEP["search_per_optimizer"])  # sgd diverges
 ONE_PASS = ("adam",)  # rerun at 2x epochs in the equal-compute arm
 SEEDS = SHARED_SWEEP["confirm_seeds"]
 REPLICATES = SHARED_SWEEP["replicates"]
@@ -411,8 +409,7 @@ def test_report_renders_every_figure_in_headless_chromium(all_finished, tmp_path
 
 
 def run_cli(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "analysis.report", *args], cwd=ROOT, env=ENV,
-                          capture_output=True, text=True, timeout=180)
+    return run_module("analysis.report", *args, timeout=180)
 
 
 def test_command_line_writes_the_report_and_its_figures_as_png(storage, experiment, tmp_path):

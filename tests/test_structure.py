@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from conftest import ROOT
+
 PACKAGES = ("commandline", "trainables", "search_spaces", "tune", "analysis", "benchmarks", "launch")
 # What each package may not import, whatever the depth (function-level imports count).
 FORBIDDEN = {

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import ENV, ROOT, kill_processes, launch, space_file, stop_session
+from conftest import ENV, ROOT, SHARED_SWEEP, kill_processes, launch, space_file, stop_session
 from mlflow.tracking import MlflowClient
 
 TERMINAL = {"completed", "stopped_early", "diverged", "error"}
@@ -82,8 +82,8 @@ def free_port() -> int:
 
 # ---- a real sweep (the session's shared digits sweep, tests/conftest.py) ---------------
 
-SEARCHED = ("adam", "sam", "zsharp", "sgd")
-REPLICATES = (0, 1)
+SEARCHED = tuple(SHARED_SWEEP["optimizers"])
+REPLICATES = tuple(range(SHARED_SWEEP["replicates"]))
 
 
 def stage(children, name):

@@ -2,8 +2,6 @@
 
 import json
 import math
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -14,10 +12,10 @@ from trainables.batching import num_train_batches
 from trainables.data import load_dataset, load_dataset_once
 from trainables.errors import ConfigError, check_range
 from trainables.train import CHECKPOINT_FILE, EXIT_DIVERGED, lr_factor, main, run_trial, trial_data
-from conftest import PUBLISHED
+from conftest import DIGITS_TRIAL, PUBLISHED, run_module
 
 TIMING = {"epoch_time_s", "images_per_s"}
-SMALL = dict(dataset="digits", model="res20s", batch_size=128, warmup_epochs=1, lr=3e-3)
+SMALL = DIGITS_TRIAL
 
 
 def digits_steps_per_epoch(batch_size=128):
@@ -402,8 +400,7 @@ def test_an_absurd_learning_rate_ends_diverged_with_a_last_report(tmp_path):
 # ---- command line ---------------------------------------------------------------------------
 
 def run_cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "trainables.train", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=300)
+    return run_module("trainables.train", *args, cwd=cwd, timeout=300)
 
 
 def test_cli_prints_one_line_per_epoch():
@@ -479,8 +476,7 @@ def test_the_epoch_estimate_is_near_a_real_epochs_time():
     from trainables.train import epoch_seconds
 
     data = load_dataset("digits", "data")
-    config = {"optimizer": "sam", "dataset": "digits", "model": "res20s", "batch_size": 128,
-              "epochs": 2, "eval_split": "val", "device": "cpu"}
+    config = {**DIGITS_TRIAL, "optimizer": "sam", "epochs": 2, "eval_split": "val", "device": "cpu"}
     estimate = epoch_seconds(config, data)
     epochs = []
     run_trial(config, report=epochs.append, data=data)
@@ -492,8 +488,8 @@ def test_a_run_with_flatness_reports_it_with_its_last_epoch_and_keeps_it_on_resu
     from trainables import flatness
     from trainables.schema import FLATNESS_METRICS, LOSS_PROFILE
 
-    config = {"optimizer": "sam", "dataset": "digits", "model": "res20s", "batch_size": 128,
-              "epochs": 2, "eval_split": "test", "device": "cpu", "flatness_images": 32,
+    config = {**DIGITS_TRIAL, "optimizer": "sam", "epochs": 2, "eval_split": "test", "device": "cpu",
+              "flatness_images": 32,
               "flatness_probes": 2, "flatness_lanczos_steps": 3, "flatness_ascent_steps": 1,
               "flatness_radius": 0.1}
     settings, measure = [], flatness.measure
