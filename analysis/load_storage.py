@@ -1,7 +1,7 @@
 """Load a sweep from Ray's storage alone (no MLflow): each stage's experiment folder,
 read as plain JSON.
 
-A results folder is untrusted (the design's trust model): nothing in it is ever
+A results folder is untrusted (ARCHITECTURE.md, Trust): nothing in it is ever
 unpickled. Ray's own readers (ExperimentAnalysis, ResultGrid, Trial.from_json_state)
 unpickle the hex fields of experiment_state-*.json and error.pkl, so a crafted folder
 would run its code there; they are not used here.

@@ -1,5 +1,5 @@
-"""Values read from a results folder or an artifact, which are untrusted (the design's
-trust model): plain JSON only, never unpickled; text bounded; a value of the wrong shape
+"""Values read from a results folder or an artifact, which are untrusted (ARCHITECTURE.md,
+Trust): plain JSON only, never unpickled; text bounded; a value of the wrong shape
 is no value."""
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
     from search_spaces import get_space
     space = get_space("compare_c10").with_overrides(max_epochs=50)
-    space.distributions_for("zsharp")   # {"lr": Distribution("loguniform", 1e-4, 3e-3), ...}
+    space.distributions_for("zsharp")   # {"lr": Distribution("loguniform", 1e-4, 1e-2), "rho": ..., ...}
     space.base_config("zsharp")         # the fixed part of each zsharp trial's TrialConfig dict
 
 `get_space` also takes the path of a YAML file with the fields of `SearchSpace.to_dict()`;

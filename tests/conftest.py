@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
 
 
-# Each SAM variant's published defaults (sam_family.md): Foret et al. 2021, Kwon et al.
+# Each SAM variant's published defaults, from its paper: Foret et al. 2021, Kwon et al.
 # 2021 (ASAM's rho is 10x SAM's: its ascent is scaled by |w|), Li et al. 2024, the ZSharp seed.
 PUBLISHED = {"sam": {"rho": 0.05}, "asam": {"rho": 0.5, "eta": 0.01},
              "fsam": {"rho": 0.05, "sigma": 1.0, "lmbda": 0.9}, "zsharp": {"rho": 0.05, "alpha": 0.95}}

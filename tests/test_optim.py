@@ -90,7 +90,7 @@ def assert_rel_close(actual: Perturbation, expected, tol):
         assert float((a - e).norm()) <= bound, f"error {float((a - e).norm()):.3g} > {bound:.3g}"
 
 
-# ---- references, written from the formulas in shared/notes/sam_family.md -------------
+# ---- references, written from the papers' formulas (each class's docstring) ----------
 
 def ref_sam(grads, rho):
     norm = global_norm(grads)

@@ -24,7 +24,7 @@ SAM_FAMILY = {o for o in list_optimizers() if get_optimizer_info(o).wrapper}
 
 
 def published_default(optimizer: str, name: str):
-    """The default its authors publish (sam_family.md for the SAM family, torch's signature
+    """The default its authors publish (conftest.PUBLISHED for the SAM family, torch's signature
     for the base), or the seed's coupled weight decay (TrialConfig)."""
     if name in PUBLISHED.get(optimizer, {}):
         return PUBLISHED[optimizer][name]

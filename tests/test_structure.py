@@ -222,3 +222,16 @@ def test_no_two_modules_import_each_other():
     for module in sorted(graph):
         if module not in state and (cycle := visit(module, [module])):
             pytest.fail(f"import cycle: {' -> '.join(cycle)}")
+
+
+def test_the_readme_layout_names_every_module():
+    """The README's layout table lists every module of the packages (a new one is documented)."""
+    readme = (ROOT / "README.md").read_text()
+    layout = readme[readme.index("## Layout"):].split("\n## ", 1)[0]
+    missing = [str(path.relative_to(ROOT)) for package in ("trainables", "tune", "analysis", "search_spaces",
+                                                           "benchmarks")
+               for path in sorted((ROOT / package).rglob("*.py")) + sorted((ROOT / package).glob("*.sh"))
+               if path.name != "__init__.py" and f"`{path.relative_to(ROOT / package).as_posix()}`" not in layout
+               and f"`{path.name}`" not in layout]
+    assert not missing, f"not in the README's layout: {missing}"
+    assert len((ROOT / "ARCHITECTURE.md").read_text().splitlines()) <= 40

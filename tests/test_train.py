@@ -11,7 +11,8 @@ from trainables.config import TrialConfig
 from trainables.batching import num_train_batches
 from trainables.data import load_dataset, load_dataset_once
 from trainables.errors import ConfigError, check_range
-from trainables.train import CHECKPOINT_FILE, EXIT_DIVERGED, lr_factor, main, run_trial, trial_data
+from trainables.lr_schedule import lr_factor
+from trainables.train import CHECKPOINT_FILE, EXIT_DIVERGED, main, run_trial, trial_data
 from conftest import DIGITS_TRIAL, PUBLISHED, run_module
 
 TIMING = {"epoch_time_s", "images_per_s"}

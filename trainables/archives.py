@@ -1,4 +1,4 @@
-"""Data files fetched and unpacked as untrusted input (the design's trust model).
+"""Data files fetched and unpacked as untrusted input (ARCHITECTURE.md, Trust).
 
 `ensure_unpacked` makes a data set's folder hold its files: it downloads the archive
 with torchvision's `download_url` (md5 checked) under a file lock in the data folder, so

@@ -139,7 +139,7 @@ for _base, _label, _description in [("sgd", "SGD", "SGD (momentum, nesterov opti
 
 # The SAM family's searched ranges are for an Adam base (the ZSharp paper's CIFAR setting),
 # each on its own optimizer's scale: log-uniform over at least 30x with the published
-# default strictly inside (sam_family.md). ZSharp rescales every filtered tensor to norm
+# default strictly inside (the papers' defaults: the entries below). ZSharp rescales every filtered tensor to norm
 # rho, so its whole perturbation is about rho x sqrt(layers) (0.22 on res20s at rho 0.05,
 # against 0.05 for SAM): its rho range sits lower. ASAM's ascent is scaled by |w| + eta,
 # so its rho is 10x SAM's. alpha is searched through the fraction kept (1 - alpha

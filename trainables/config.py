@@ -20,8 +20,9 @@ from dataclasses import dataclass, field, fields
 from trainables.catalog import (all_hparams, hparam_defaults, ignored_settings, list_bases, list_datasets,
                                 list_models, list_optimizers)
 from trainables.errors import ConfigError, check_range, one_line, shown
+from trainables.lr_schedule import SCHEDULES as lr_schedules
 
-SCHEDULES = ("step", "cosine")
+SCHEDULES = tuple(lr_schedules)
 PRECISIONS = ("auto", "fp32", "bf16")
 EVAL_SPLITS = ("val", "test")
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")

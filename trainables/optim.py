@@ -4,7 +4,7 @@ that names them (and re-exported here) is trainables.catalog, which needs no tor
 Each variant is one small class in the davda54/sam shape: it wraps a base optimizer,
 `first_step` adds an ascent perturbation e to the weights, `second_step` restores the
 weights exactly and steps the base optimizer with the gradient taken at w + e. The
-classes differ only in how e is computed (exact rules: shared/notes/sam_family.md).
+classes differ only in how e is computed (each class's docstring states its rule and paper).
 
 A SAM-family step costs two forward/backward passes ("twice as slow" as its base);
 `get_optimizer_info(name).passes_per_step` says so for budgets and reports.

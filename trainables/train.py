@@ -34,6 +34,7 @@ from trainables import flatness
 from trainables.config import EVAL_SPLITS, TrialConfig
 from trainables.batching import eval_batches, num_train_batches, train_batches
 from trainables.data import ImageData, load_dataset
+from trainables.lr_schedule import lr_factor
 from trainables.errors import ConfigError, DataUnavailableError
 from trainables.models import create_model
 from trainables.optim import (all_hparams, create_optimizer, get_optimizer_info, hparams_of, list_optimizers,
@@ -48,7 +49,6 @@ CHECKPOINT_FILE = "checkpoint.pt"
 # Exit status of the command line for a run that diverged (a NaN or infinite loss): not a
 # success (0), not bad input (2).
 EXIT_DIVERGED = 3
-STEP_DECAY_FACTOR = 0.75  # the seed's StepLR(step_epochs, 0.75)
 # Settings a checkpoint may be resumed under although they differ: where and how fast it
 # runs, and how far (extending a finished run).
 RESUMABLE_CHANGES = frozenset({"epochs", "data_dir", "device", "precision", "compile"})
@@ -66,32 +66,6 @@ class TrialResult:
 
     status: str
     metrics: dict
-
-
-# ---- learning-rate schedule (one multiplier per optimizer step, LambdaLR) -------------
-
-def _step_decay(steps_after_warmup: int, step_steps: int, decay_steps: int) -> float:
-    return STEP_DECAY_FACTOR ** (steps_after_warmup // step_steps)
-
-
-def _cosine(steps_after_warmup: int, step_steps: int, decay_steps: int) -> float:
-    return 0.5 * (1 + math.cos(math.pi * min(1.0, steps_after_warmup / max(1, decay_steps))))
-
-
-_SCHEDULES = {"step": _step_decay, "cosine": _cosine}
-
-
-def lr_factor(step: int, *, schedule: str, warmup_steps: int, steps_per_epoch: int,
-              total_steps: int, step_epochs: int = 30) -> float:
-    """Multiplier of the peak lr at optimizer step `step` (0-based).
-
-    Linear warm-up from 1/warmup_steps (the seed started at 0, a wasted epoch) to 1,
-    then the schedule: x0.75 every `step_epochs` epochs, or a cosine to 0 at the last step.
-    """
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    return _SCHEDULES[schedule](step - warmup_steps, step_epochs * steps_per_epoch,
-                                total_steps - warmup_steps)
 
 
 # ---- device and precision -------------------------------------------------------------
