@@ -25,7 +25,6 @@ from analysis import report
 from trainables.errors import SHOWN_LIMIT, one_line
 
 
-
 @pytest.fixture
 def closed_port():
     """A 127.0.0.1 port where nothing listens (bound, so nothing else takes it meanwhile,

@@ -30,6 +30,7 @@ def test_sample_command_prints_each_optimizers_prior_as_json_lines():
     assert all(set(c) - set(space.base_config(c["optimizer"])) == set(space.distributions_for(c["optimizer"]))
                for c in configs)
 
+
 _OPEN_STORE = """
 import sys, time
 from pathlib import Path
@@ -40,6 +41,7 @@ while not go.exists():
     time.sleep(0.01)
 prepare_store(sys.argv[1])
 """
+
 
 def test_processes_opening_one_fresh_store_at_once_all_succeed(tmp_path):
     # Unlocked, MLflow's schema migration races ("table already exists": seen with three
@@ -57,6 +59,7 @@ def test_processes_opening_one_fresh_store_at_once_all_succeed(tmp_path):
     for process in processes:
         _, err = process.communicate(timeout=120)
         assert process.returncode == 0, err[-2000:]
+
 
 _SNAPSHOT_PROBE = '''
 import glob, json, os, sys, tempfile, threading, time
@@ -111,6 +114,7 @@ ray.shutdown()
 kept = sorted(len(glob.glob(f"{folder}/checkpoint_*")) for folder in glob.glob(f"{storage}/exp/trial_*"))
 print(json.dumps({"checks": checks[0], "stale": stale[:3], "kept": kept}))
 '''
+
 
 def test_the_snapshot_on_storage_never_names_a_deleted_checkpoint(tmp_path):
     # A driver killed at any moment leaves storage's newest snapshot for --resume. With

@@ -115,8 +115,6 @@ def _band(fig, x, band: pd.DataFrame, optimizer: str, name: str, col: int, legen
         "forward/backward passes, so at equal epochs it has spent twice the compute of its base "
         "optimizer; the dashed lines are the 1-pass optimizers' runs at twice the epochs, which "
         "spend the same.")
-
-
 def figure_learning_curves(inputs: ReportInputs) -> go.Figure:
     """Accuracy by epoch and by gradient evaluations per optimizer, the mean and the range
     (min to max): test accuracy over the confirm runs' seeds, the 1-pass optimizers'

@@ -21,8 +21,6 @@ from analysis.figures.registry import figure
         "ascent and SAM's (the full gradient) says how far the filter turns the ascent; ||e|| is "
         "the radius the ascent actually used (each filtered layer at rho on its own, so it grows "
         "with the number of layers). One point per ZSharp trial, its last epoch's mean over steps.")
-
-
 def figure_zsharp_ascent(inputs: ReportInputs) -> go.Figure | None:
     """ZSharp's ascent against alpha: its cosine with SAM's ascent direction and the norm of
     its whole perturbation, each ZSharp trial's last epoch (None without ZSharp telemetry)."""
@@ -66,8 +64,6 @@ def figure_zsharp_ascent(inputs: ReportInputs) -> go.Figure | None:
         "only loosely with generalisation: they are diagnostics of where each optimizer ended, "
         "not the verdict, which is the test accuracy above.",
         above=tables.flatness_tables)
-
-
 def figure_flatness(inputs: ReportInputs) -> go.Figure | None:
     """Final test accuracy against adaptive worst-case and adaptive average-case sharpness
     (with each run's standard error as a bar), one point per equal-epochs confirm run of
@@ -102,8 +98,6 @@ def figure_flatness(inputs: ReportInputs) -> go.Figure | None:
         "that keeps the function keeps the profile too; Li et al., 2018), as the rise "
         "above the loss at the weights themselves (t = 0). A narrower, steeper well is a sharper "
         "minimum along that direction; one direction is a slice, not the landscape.")
-
-
 def figure_loss_profiles(inputs: ReportInputs) -> go.Figure | None:
     """Per optimizer, the mean over its equal-epochs confirm runs of loss(t) - loss(0)
     along the filter-normalised direction, each run a faint line (None without profiles)."""

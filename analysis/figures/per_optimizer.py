@@ -45,8 +45,6 @@ def _grid(count: int, titles: list[str], cols: int = 3, **options):
         "Each search trial's final val accuracy in the order its optimizer's search ran it (open "
         "markers: stopped early by ASHA, after fewer epochs), and the best full-budget trial so "
         "far: whether the search was still improving when its budget ran out.")
-
-
 def figure_history(inputs: ReportInputs) -> go.Figure | None:
     """Optimization history per optimizer: final val accuracy by trial number, and the best
     trial that ran the full budget so far (Optuna's history, pruned trials marked)."""
@@ -75,8 +73,6 @@ def figure_history(inputs: ReportInputs) -> go.Figure | None:
 @figure("intermediate", "Intermediate values",
         "Every search trial's val accuracy after each epoch, as Optuna was told it; an x marks "
         "where ASHA stopped a trial.")
-
-
 def figure_intermediate(inputs: ReportInputs) -> go.Figure | None:
     """Per optimizer, each search trial's val accuracy by epoch, the trials ASHA stopped
     marked at their last epoch."""
@@ -121,8 +117,6 @@ def _bounds(sweep: Sweep, optimizer: str, param: str) -> tuple[float, float] | N
         "Final val accuracy of each search trial against each hyperparameter its optimizer "
         "searched, the search range's ends drawn as dashed lines (open markers: stopped early). "
         "A best value at an end means the range should be wider.")
-
-
 def figure_slices(inputs: ReportInputs) -> go.Figure | None:
     """Slice plots: a panel per optimizer and hyperparameter it searched (lr included; log
     axes where searched log-uniformly), with the search bounds."""
@@ -164,8 +158,6 @@ def _contour_optimizers(sweep: Sweep) -> list[str]:
         "Final val accuracy of the search trials over rho and the learning rate, interpolated "
         "between the trials (points) that ran the full budget; white where no trials surround a "
         "point. Few trials make a rough map: read it for where the good region lies.")
-
-
 def figure_contour(inputs: ReportInputs) -> go.Figure | None:
     """Per SAM-family optimizer, a contour of final val accuracy over log rho x log lr,
     linearly interpolated between its full-budget search trials (at least 3, not on one

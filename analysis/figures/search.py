@@ -21,8 +21,6 @@ from analysis.figures.registry import budget_markers, figure, ran_full_budget
         "The best final val accuracy each optimizer's search had found after spending so many "
         "hours, counting every trial, stopped or failed (training time only, times the GPUs, or "
         "with none the CPUs, a trial held).")
-
-
 def figure_compute(inputs: ReportInputs) -> go.Figure:
     """The best final val accuracy so far against cumulative compute hours of the search,
     per optimizer, trials in start order (stopped and failed trials spend compute too)."""
@@ -86,8 +84,6 @@ def _dimension(name: str, values: pd.Series) -> dict:
 @figure("parallel_coordinates", "Hyperparameters (parallel coordinates)",
         "One line per search trial. Trials stopped early reached their accuracy after fewer "
         "epochs (the epochs axis): compare like with like.")
-
-
 def figure_parallel_coordinates(inputs: ReportInputs) -> go.Figure | None:
     """Parallel coordinates of the search trials: optimizer, each searched hyperparameter
     (n/a where an optimizer has none), the epochs reached, and the final val accuracy
@@ -119,8 +115,6 @@ def figure_parallel_coordinates(inputs: ReportInputs) -> go.Figure | None:
         "and against ZSharp's alpha. A wide good region means the optimizer is forgiving to tune. "
         "Single runs: differences smaller than the seed spread of the confirm stage are noise.",
         below=tables.good_region_tables)
-
-
 def figure_sensitivity(inputs: ReportInputs) -> go.Figure | None:
     """Final val accuracy against the perturbation radius each search trial used (mean
     ||e||, SAM family; log axis) and against alpha (ZSharp), one point per search trial;
@@ -157,8 +151,6 @@ def figure_sensitivity(inputs: ReportInputs) -> go.Figure | None:
         "Optuna's fANOVA on the trials that ran the full budget (ASHA's stopped trials are left "
         "out, as Optuna leaves out pruned trials).",
         below=tables.importance_notes)
-
-
 def figure_importance(inputs: ReportInputs) -> go.Figure | None:
     """fANOVA hyperparameter importance, one bar chart per optimizer that has enough
     finished trials and more than one parameter (None if no optimizer has)."""
@@ -183,8 +175,6 @@ def figure_importance(inputs: ReportInputs) -> go.Figure | None:
 @figure("asha", "Early stopping (ASHA)",
         "ASHA stops the worst trials at each rung; the trials that reached the last bar got the "
         "full budget.", below=tables.rung_table)
-
-
 def figure_asha(inputs: ReportInputs) -> go.Figure:
     """How ASHA spent the budget: search trials by the epochs they reached, per optimizer."""
     sweep = inputs.sweep
