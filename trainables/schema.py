@@ -70,6 +70,15 @@ def trial_status(last_result: Mapping, planned_epochs: int, errored: bool) -> st
     return "completed" if last_result.get("epoch", 0) >= planned_epochs else "stopped_early"
 
 
+def trial_summary(last_result: Mapping, planned_epochs: int, errored: bool) -> dict:
+    """How a trial ended, from its last result: status (`trial_status`), epochs run, and
+    the final val and test accuracy (NaN where the trial did not evaluate the split)."""
+    return {"status": trial_status(last_result, planned_epochs, errored),
+            "epochs_run": int(last_result.get("epoch", 0)),
+            "final_val_acc": float(last_result.get(SEARCH_METRIC, math.nan)),
+            "final_test_acc": float(last_result.get(VERDICT_METRIC, math.nan))}
+
+
 def finalist_key(status: str, epochs_run: int, final_val_acc: float) -> tuple[int, float] | None:
     """Sort key (higher is better) of a search trial as a candidate for its optimizer's
     best configuration, or None if it is none (an error, a divergence, no accuracy).

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from ray.tune import Callback
 
 from trainables.record import ranked_by_group
-from trainables.schema import STATUSES, duration_text, trial_status
+from trainables.schema import STATUSES, duration_text, trial_summary
 from tune.confirm import config_key
 
 _HEARTBEAT_S = 30.0
@@ -150,13 +150,12 @@ class ConciseProgress(Callback):
 
     def _finished(self, trials, trial, errored: bool) -> None:
         last = trial.last_result or {}
-        status = trial_status(last, trial.config["epochs"], errored)
-        final = float(last.get(self.metric, float("nan")))
+        ended = trial_summary(last, trial.config["epochs"], errored)
+        status, final = ended["status"], float(last.get(self.metric, float("nan")))
         self._planned.setdefault(trial.trial_id, int(trial.config["epochs"]))
         self._ended[trial.trial_id] = {
-            "optimizer": trial.config["optimizer"], "status": status,
-            "epochs_run": int(last.get("epoch", 0)), "final": final,
-            "group": (self.budget.groups or {}).get(config_key(trial.config))}
+            "optimizer": trial.config["optimizer"], "status": status, "epochs_run": ended["epochs_run"],
+            "final": final, "group": (self.budget.groups or {}).get(config_key(trial.config))}
         self.out(f"{trial.trial_id} {trial.config['optimizer']:7s} {status:13s} {self.metric} "
                  f"{final:.4f}  {_hparams(trial.config, self.searched)}")
         self.out(self._line(trials))

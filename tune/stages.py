@@ -13,7 +13,7 @@ import ray
 from ray import tune
 
 from trainables.record import CONFIRM, PARENT_STAGE, RECORD_KEY, RETUNE, compute_unit, ranked_by_group, split_config
-from trainables.schema import SEARCH_METRIC, VERDICT_METRIC, trial_status
+from trainables.schema import SEARCH_METRIC, VERDICT_METRIC, trial_summary
 from tune.budget import budget_arms
 from tune.confirm import FixedConfigs, config_key, confirm_trials
 from tune.plan import RAY_DASHBOARD_PORT, SweepError, SweepPlan, is_uri
@@ -230,11 +230,7 @@ def summarize(results) -> list[dict]:
         last = result.metrics or {}
         rows.append({
             "optimizer": result.config.get("optimizer"), "replicate": group_of(result.config)[1],
-            "config": result.config,
-            "status": trial_status(last, result.config["epochs"], result.error is not None),
-            "epochs_run": int(last.get("epoch", 0)),
-            "final_val_acc": float(last.get("val_acc", float("nan"))),
-            "final_test_acc": float(last.get("test_acc", float("nan"))),
+            "config": result.config, **trial_summary(last, result.config["epochs"], result.error is not None),
             "budget_arm": split_config(result.config)[1].get("budget_arm"),
             "trial_id": last.get("trial_id", Path(result.path).name)})
     return rows
