@@ -23,7 +23,8 @@ from analysis.warnings import sweep_warnings
 from trainables.schema import EQUAL_COMPUTE, EQUAL_EPOCHS
 
 _ARM_NOTES = {EQUAL_EPOCHS: "every optimizer at the space's epochs",
-              EQUAL_COMPUTE: "1-pass optimizers at 2x epochs with the lr re-searched for them on val"}
+              EQUAL_COMPUTE: "1-pass optimizers at the SAM family's gradient evaluations, with the lr "
+                             "re-searched for their epochs on val"}
 
 
 def interval_words(result: Comparison) -> str:

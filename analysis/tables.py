@@ -29,8 +29,8 @@ _ARM_TEXT = {
     EQUAL_EPOCHS: "Every optimizer ran the space's epochs (the papers' protocol). A SAM-family "
                   "step costs two forward/backward passes, so the SAM family spent twice the "
                   "gradient evaluations of the 1-pass optimizers here.",
-    EQUAL_COMPUTE: "The 1-pass optimizers ran twice the epochs (marked 2x epochs), so that every "
-                   "optimizer spent the same gradient evaluations; the SAM family's runs are its "
+    EQUAL_COMPUTE: "The 1-pass optimizers ran more epochs (marked with the factor: the SAM family's "
+                   "passes per step), so that every optimizer spent the same gradient evaluations; the SAM family's runs are its "
                    "equal-epochs runs. The longer runs' learning rate was searched again at their "
                    "epochs, on each replicate's validation split, starting from the 1x optimum "
                    "(the re-search stage): each arm is tuned for its own budget.",

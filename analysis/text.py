@@ -8,14 +8,11 @@ from __future__ import annotations
 
 import pandas as pd
 
-from trainables.catalog import all_hparams, get_optimizer_info
+from trainables.catalog import all_hparams, epochs_factor, get_optimizer_info, list_optimizers
 from trainables.schema import EQUAL_COMPUTE, EQUAL_EPOCHS
 
 # How each confirm-stage arm is named in headings and summaries.
 ARM_TITLES = {EQUAL_EPOCHS: "at equal epochs", EQUAL_COMPUTE: "at equal gradient evaluations"}
-# The equal-compute arm runs the 1-pass optimizers for twice the epochs: a SAM-family step
-# costs two forward/backward passes (trainables.optim's passes_per_step).
-_LONGER_RUN = " (2x epochs)"
 DASH = "–"  # what a missing number shows
 
 
@@ -35,8 +32,15 @@ def param_label(name: str) -> str:
 
 
 def run_label(optimizer: str, arm: str | None) -> str:
-    """An optimizer's label, marked when its runs are the equal-compute arm's longer ones."""
-    return label(optimizer) + (_LONGER_RUN if arm == EQUAL_COMPUTE else "")
+    """An optimizer's label, marked when its runs are the equal-compute arm's longer ones
+    with how many times the epochs they ran (trainables.catalog.epochs_factor: the SAM
+    family's passes per step over the optimizer's)."""
+    if arm != EQUAL_COMPUTE:
+        return label(optimizer)
+    try:
+        return f"{label(optimizer)} ({epochs_factor(optimizer, list_optimizers())}x epochs)"
+    except ValueError:  # an optimizer no longer registered
+        return f"{label(optimizer)} (longer runs)"
 
 
 def missing(x) -> bool:

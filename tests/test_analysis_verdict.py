@@ -24,6 +24,7 @@ from analysis.summary import sweep_summary
 from analysis.verdict import best_configs, comparison, confirm_arms, confirm_results, search_best
 from analysis.warnings import sweep_warnings
 from search_spaces.space import SearchSpace
+from analysis.text import run_label
 from trainables.schema import EQUAL_COMPUTE, EQUAL_EPOCHS
 
 MAX_EPOCHS = 4
@@ -371,7 +372,7 @@ def test_summary_prints_warnings_first_then_the_primary_contrast_then_both_arms(
     assert "one replicate cannot measure" in lines[warnings + 1]
     text = "\n".join(lines[warnings:])
     assert text.index("at equal epochs (every") < text.index("at equal gradient evaluations")
-    assert "lr re-searched for them on val" in text and "Adam (2x epochs)" in text
+    assert "re-searched for their epochs on val" in text and "Adam (2x epochs)" in text
     assert "conditional on one search" in text
     assert "84.6%" in text and "85.4%" in text  # ZSharp's and Adam 2x's mean test accuracy
     assert len(lines) < 45
@@ -601,3 +602,16 @@ def test_the_summary_prints_the_invariant_flatness_measures_first(sweep):
     adam = lines[start + 6].split()
     assert adam[:3] == ["Adam", "5", "42"] and "(Lanczos residual <= 0.44)" in lines[start + 6]
     assert not any(line.strip().startswith("rough:") for line in lines)
+
+def test_the_longer_runs_label_is_the_arms_factor(monkeypatch):
+    """"2x epochs" is computed, not written: beside a 3-pass optimizer, Adam's equal-compute
+    runs are 3x (the plan's arm and the report's label agree)."""
+    from trainables import catalog
+    from tune.budget import budget_arms
+
+    monkeypatch.setattr(catalog, "_OPTIMIZERS", dict(catalog._OPTIMIZERS))  # the registration is undone
+    assert run_label("adam", EQUAL_COMPUTE) == "Adam (2x epochs)"
+    catalog.register_optimizer(catalog.OptimizerInfo("thrice", "three passes a step", 3, "trainables.optim:SAM",
+                                                     (catalog.RHO,), label="Thrice"))
+    assert budget_arms(["adam", "thrice"])["adam"] == [(EQUAL_EPOCHS, 1), (EQUAL_COMPUTE, 3)]
+    assert run_label("adam", EQUAL_COMPUTE) == "Adam (3x epochs)" and run_label("adam", EQUAL_EPOCHS) == "Adam"

@@ -201,6 +201,14 @@ def get_base(name: str) -> BaseOptimizer:
         raise ValueError(f"unknown base optimizer {name!r}; choose from {', '.join(_BASES)}") from None
 
 
+def epochs_factor(optimizer: str, optimizers) -> int:
+    """How many times its epochs `optimizer` runs in the equal-compute arm beside
+    `optimizers`: the most passes per step among them over its own, so both spend the same
+    gradient evaluations (1: it runs no longer arm; 2 for a 1-pass optimizer beside SAM)."""
+    most = max(get_optimizer_info(o).passes_per_step for o in optimizers)
+    return max(1, most // get_optimizer_info(optimizer).passes_per_step)
+
+
 def hparams_of(optimizer: str, base: str) -> tuple[HParam, ...]:
     """The hyperparameters `optimizer` takes with base `base` (ignored for a base
     optimizer): its base's, then its own, each with its default search for `optimizer`."""

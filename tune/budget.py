@@ -5,7 +5,7 @@ the plan a `--dry-run` prints and by the stages that run it."""
 
 from __future__ import annotations
 
-from trainables.catalog import get_optimizer_info
+from trainables.catalog import epochs_factor
 from trainables.record import EPOCH_SETTINGS
 from trainables.schema import EQUAL_COMPUTE, EQUAL_EPOCHS
 
@@ -23,10 +23,8 @@ def budget_arms(optimizers) -> dict[str, list[tuple[str, int]]]:
     """Per optimizer, its confirm arms as (arm, epoch multiplier): equal epochs for all,
     and equal compute for those whose steps cost fewer passes than the costliest
     optimizer's (a 1-pass optimizer beside the SAM family runs 2x the epochs)."""
-    passes = {o: get_optimizer_info(o).passes_per_step for o in optimizers}
-    most = max(passes.values())
-    return {o: [(EQUAL_EPOCHS, 1)] + ([(EQUAL_COMPUTE, most // p)] if p < most else [])
-            for o, p in passes.items()}
+    factors = {o: epochs_factor(o, optimizers) for o in optimizers}
+    return {o: [(EQUAL_EPOCHS, 1)] + ([(EQUAL_COMPUTE, f)] if f > 1 else []) for o, f in factors.items()}
 
 
 def stretched(config: dict, factor: float) -> dict:

@@ -33,7 +33,7 @@ def figure_comparison(inputs: ReportInputs) -> go.Figure:
     yrange = [max(0.0, shown.min() - 0.02), min(1.0, shown.max() + 0.02)]
     what = "conditional on one search" if result.conditional else "replicates, seeds, test examples"
     return layout(fig, f"Confirm stage: final test accuracy per run, mean and 95% interval ({what})",
-                  xaxis_title="optimizer (2x epochs: the equal-compute runs)",
+                  xaxis_title="optimizer (x epochs: the equal-compute arm's longer runs)",
                   yaxis_title="final test accuracy", yaxis_tickformat=".0%", yaxis_range=yrange)
 
 
@@ -139,7 +139,7 @@ def figure_learning_curves(inputs: ReportInputs) -> go.Figure:
                 _band(fig, x, band, optimizer, run_label(optimizer, arm), col, i == 0,
                       "dash" if longer else "solid")
     if source == CONFIRM:
-        dashed = "; dashed: 1-pass optimizers at 2x epochs" if (arm_of == EQUAL_COMPUTE).any() else ""
+        dashed = "; dashed: the 1-pass optimizers' longer runs" if (arm_of == EQUAL_COMPUTE).any() else ""
         over = f"confirm stage: {split} accuracy, mean and range over seeds{dashed}"
     else:
         over = (f"search trials: {split} accuracy, mean and range over trials; trials stopped early "
