@@ -19,7 +19,7 @@ from ray import tune
 
 from trainables.data import load_dataset
 from trainables.errors import DataUnavailableError, one_line
-from trainables.record import CONNECT_TIMEOUT_S, server_problem, sqlite_path, tracking_uri_problem
+from trainables.record import CONNECT_TIMEOUT_S, RETUNE, server_problem, sqlite_path, tracking_uri_problem
 from tune.plan import RAY_DASHBOARD_PORT, SweepError, SweepPlan, local_storage, record_differences
 from tune.search import study_name
 from tune.tracking import find_parent_run
@@ -148,7 +148,7 @@ def check_studies(plan: SweepPlan, run_search: bool) -> None:
     groups = [(o, r) for r in range(plan.space.replicates) for o in plan.space.optimizers]
     names = [study_name(plan.experiment, o, r) for o, r in groups]
     if plan.resume and tune.Tuner.can_restore(plan.retune_path):
-        names += [study_name(plan.experiment, o, r, "retune") for o, r in groups if o in plan.retunes]
+        names += [study_name(plan.experiment, o, r, RETUNE) for o, r in groups if o in plan.retunes]
     if plan.resume:
         missing = [n for n in names if n not in held]
         if missing:

@@ -12,6 +12,7 @@ the stretched epochs. Every other setting is the finalist's.
 from __future__ import annotations
 
 from search_spaces import Distribution, SearchSpace
+from trainables.record import RETUNE
 from trainables.schema import EQUAL_COMPUTE
 from tune.budget import budget_arms, retune_trials, retuned, stretched
 from tune.search import SearchGroup, group_of, study_name
@@ -41,6 +42,6 @@ def retune_groups(space: SearchSpace, experiment: str, finalists: list[dict]) ->
         seeds = replicate_seeds(space.seed, replicate, 0)
         groups.append(SearchGroup(
             (optimizer, replicate), base, {"lr": Distribution("loguniform", lr / RETUNE_SPAN, lr * RETUNE_SPAN)},
-            seeds.searcher(optimizer, "retune"), retune_trials(space),
-            study_name(experiment, optimizer, replicate, "retune"), first=({"lr": lr},)))
+            seeds.searcher(optimizer, RETUNE), retune_trials(space),
+            study_name(experiment, optimizer, replicate, RETUNE), first=({"lr": lr},)))
     return groups

@@ -30,6 +30,7 @@ from ray.tune.search import Searcher
 
 from search_spaces import Distribution, SearchSpace
 from trainables.schema import SEARCH_METRIC, trial_status
+from trainables.record import SEARCH
 from tune.budget import random_start
 from tune.seeds import replicate_seeds
 
@@ -50,11 +51,11 @@ class PickledSearcher(Searcher):
             self.__dict__.update(pickle.load(f))
 
 
-def study_name(experiment: str, optimizer: str, replicate: int, stage: str = "search") -> str:
+def study_name(experiment: str, optimizer: str, replicate: int, stage: str = SEARCH) -> str:
     """The Optuna study of one optimizer in one replicate of a sweep's stage:
     "EXPERIMENT/OPTIMIZER/rREPLICATE" (the search), ".../retune" (the re-search)."""
     name = f"{experiment}/{optimizer}/r{replicate}"
-    return name if stage == "search" else f"{name}/{stage}"
+    return name if stage == SEARCH else f"{name}/{stage}"
 
 
 def group_of(config: dict) -> tuple[str, int]:
@@ -180,7 +181,7 @@ class OptunaLinks:
     callback; `stage` names the studies ("search", "retune": `study_name`); the storage
     connection is opened on first use and not pickled."""
 
-    def __init__(self, url: str, experiment: str, stage: str = "search"):
+    def __init__(self, url: str, experiment: str, stage: str = SEARCH):
         self.url, self.experiment, self.stage = url, experiment, stage
         self._storage = None
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from trainables.record import SEARCH
+
 # Optuna seeds numpy's RandomState: 32 bits.
 _BITS = 32
 
@@ -35,7 +37,7 @@ class ReplicateSeeds:
     holdout: int
     confirm: tuple[int, ...]
 
-    def searcher(self, optimizer: str, stage: str = "search") -> int:
+    def searcher(self, optimizer: str, stage: str = SEARCH) -> int:
         """The TPE sampler's seed of one optimizer's study in this replicate and `stage`."""
         return derived(self.master, self.replicate, stage, optimizer)
 

@@ -175,7 +175,7 @@ def retune(plan: SweepPlan, finalists: list[dict], parent_run_id: str, experimen
         scheduler=PerGroupASHA([g.key for g in groups], epochs, round(space.grace_period * factor),
                                space.reduction_factor),
         callbacks=[MlflowTracking(plan.tracking_uri, parent_run_id, experiment_id, stage=RETUNE,
-                                  optuna_links=OptunaLinks(plan.optuna_uri, plan.experiment, "retune")),
+                                  optuna_links=OptunaLinks(plan.optuna_uri, plan.experiment, RETUNE)),
                    ConciseProgress(stage_budget(plan, [g.base["epochs"] for g in groups for _ in range(g.budget)]),
                                    ("lr",), SEARCH_METRIC, waiting_for=waiting_for(plan))],
         num_samples=sum(g.budget for g in groups))
