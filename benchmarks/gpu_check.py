@@ -202,8 +202,8 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     if args.smoke_test:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        throughput(["res20s"], ["adam", "sam", "zsharp"], 1, 512, device)
-        flatness_costs(["res20s"], 512, device, flatness_images=40, flatness_probes=3,
+        throughput(["res20s"], ["adam", "sam", "zsharp"], 1, 256, device)
+        flatness_costs(["res20s"], 256, device, flatness_images=40, flatness_probes=3,
                        flatness_lanczos_steps=6, flatness_ascent_steps=1)  # the quickstart's
         return
     if not torch.cuda.is_available():

@@ -52,7 +52,7 @@ def space_file(folder: Path, **changes) -> str:
     """A small digits space as a YAML file, the format users write."""
     space = {
         "name": "digits_test", "description": "small digits sweep for tests",
-        "dataset": "digits", "model": "res20s", "optimizers": ["adam", "zsharp"],
+        "dataset": "digits", "model": "res8s", "optimizers": ["adam", "zsharp"],  # res8s: 8x res20s's speed
         "fixed": {"batch_size": 128, "warmup_epochs": 1, "schedule": "cosine", **QUICK_FLATNESS},
         "search": {"lr": {"loguniform": [1e-3, 1e-2]}, "rho": {"uniform": [0.01, 0.1]},
                    "alpha": {"uniform": [0.8, 0.95]}},
