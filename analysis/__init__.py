@@ -10,3 +10,9 @@ holds on a rerun; `analysis.verdict` decides which runs are compared in each bud
 shows the figures registered in `analysis.figures`, with `analysis.tables`, all drawn from
 inputs computed once per report (`analysis.inputs`).
 """
+
+import os
+
+# No MLflow usage telemetry from a report, an export or a notebook: reading a sweep sends
+# nothing anywhere (tune/ says the same for the sweep).
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")

@@ -27,7 +27,8 @@ from filelock import FileLock
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 ROOT = Path(__file__).resolve().parent.parent
-ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
+# The servers tests start (mlflow server, mlflow ui) send no telemetry either (tune/__init__.py).
+ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1", "MLFLOW_DISABLE_TELEMETRY": "true"}
 
 
 # Each SAM variant's published defaults, from its paper: Foret et al. 2021, Kwon et al.

@@ -14,3 +14,7 @@ os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 # MLflow draws a progress bar on stderr for every artifact it downloads (the recorded plan).
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+# No MLflow usage telemetry: a sweep sends nothing anywhere but its own tracking store
+# (a cluster may have no internet), and the telemetry client's session-id variable in
+# os.environ was seen to race the driver's tracking thread (a KeyError in runs/create).
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
