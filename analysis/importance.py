@@ -12,6 +12,7 @@ from analysis.minimums import MIN_IMPORTANCE_TRIALS
 from analysis.plotstyle import log_scaled
 from analysis.sweep import Sweep
 from trainables.record import SEARCH
+from trainables.schema import COMPLETED, DIVERGED
 
 
 def param_importances(sweep: Sweep, min_trials: int = MIN_IMPORTANCE_TRIALS) -> dict:
@@ -27,7 +28,7 @@ def param_importances(sweep: Sweep, min_trials: int = MIN_IMPORTANCE_TRIALS) -> 
     found = {}
     for optimizer in sweep.optimizers:
         params = sweep.searched_params(optimizer)
-        done = search[(search["optimizer"] == optimizer) & search["status"].isin(["completed", "diverged"])
+        done = search[(search["optimizer"] == optimizer) & search["status"].isin([COMPLETED, DIVERGED])
                       & search["final_val_acc"].notna()]
         if len(params) < 2:
             found[optimizer] = f"one parameter searched ({', '.join(params) or 'none'}): nothing to rank"

@@ -18,6 +18,7 @@ from scipy import stats
 from analysis.sweep import Sweep
 from analysis.text import label
 from trainables.record import SEARCH
+from trainables.schema import COMPLETED
 
 # Fewer completed trials than this give no correlation worth reading.
 MIN_TRIALS = 5
@@ -43,7 +44,7 @@ def rung_correlations(sweep: Sweep) -> pd.DataFrame:
     if sweep.space is None:
         return pd.DataFrame(columns=COLUMNS)
     search = sweep.stage(SEARCH)
-    done = search[search["status"] == "completed"]
+    done = search[search["status"] == COMPLETED]
     epochs = sweep.epochs[sweep.epochs["stage"] == SEARCH].set_index(["trial_id", "epoch"])["val_acc"]
     rows = []
     for optimizer in sweep.optimizers:

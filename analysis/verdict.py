@@ -24,7 +24,7 @@ from analysis import stats
 from analysis.sweep import TRIAL_DEFAULTS, Sweep
 from analysis.text import label, run_label
 from trainables.record import CONFIRM, SEARCH
-from trainables.schema import BUDGET_ARMS, EQUAL_COMPUTE, EQUAL_EPOCHS, UNFINISHED, VERDICT_METRIC, rank_finalists
+from trainables.schema import BUDGET_ARMS, EQUAL_COMPUTE, EQUAL_EPOCHS, ERROR, UNFINISHED, VERDICT_METRIC, rank_finalists
 
 SAM_REFERENCE = "sam"
 RESULT_COLUMNS = ["optimizer", "replicate", "seed", VERDICT_METRIC, "test_correct", "budget_arm", "status",
@@ -80,7 +80,7 @@ def confirm_results(sweep: Sweep, arm: str = EQUAL_EPOCHS) -> tuple[pd.DataFrame
         notes.append(f"Each optimizer is compared at its best configuration (rank 1); the "
                      f"confirm runs of ranks 2 to {int(ranks.max())} are not compared here.")
         confirm = confirm[ranks.fillna(1) == 1]
-    failed = confirm[confirm["status"].isin(["error", *UNFINISHED]) | confirm["final_test_acc"].isna()]
+    failed = confirm[confirm["status"].isin([ERROR, *UNFINISHED]) | confirm["final_test_acc"].isna()]
     if len(failed):
         runs = ", ".join(f"{run_label(o, a)} seed {s} ({st})" for o, a, s, st in
                          zip(failed["optimizer"], failed["budget_arm"], failed["seed"], failed["status"]))

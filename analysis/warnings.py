@@ -20,6 +20,7 @@ from analysis.sweep import Sweep
 from analysis.text import ARM_TITLES, count, label, run_label
 from analysis.verdict import Comparison, best_configs, comparison
 from trainables.record import CONFIRM, SEARCH
+from trainables.schema import DIVERGED
 
 # A best value within this fraction of either end of its range, on the range's own
 # sampling scale, suggests the optimum lies beyond the range.
@@ -68,7 +69,7 @@ def _verdict_warnings(sweep: Sweep, result: Comparison) -> list[str]:
 def _diverged_warnings(sweep: Sweep) -> list[str]:
     """Confirm runs that diverged: they count, at the accuracy they ended with."""
     confirm = sweep.stage(CONFIRM)
-    diverged = confirm[confirm["status"] == "diverged"]
+    diverged = confirm[confirm["status"] == DIVERGED]
     if diverged.empty:
         return []
     runs = ", ".join(f"{run_label(o, a)} replicate {r} seed {s}" for o, a, r, s in

@@ -47,6 +47,7 @@ VERDICT_METRIC = "test_acc"
 
 # How a trial ended, the words MLflow's `status` tag uses; "error" also marks the run FAILED.
 STATUSES = ("completed", "stopped_early", "diverged", "error")
+COMPLETED, STOPPED_EARLY, DIVERGED, ERROR = STATUSES
 # The tag of a trial that has not ended: running, or stopped by a signal at its last
 # checkpoint (its run KILLED until `--resume` continues it).
 RUNNING, INTERRUPTED = "running", "interrupted"
@@ -64,10 +65,10 @@ def trial_status(last_result: Mapping, planned_epochs: int, errored: bool) -> st
     """How a finished trial ended: error, diverged, completed (ran its planned epochs) or
     stopped_early (ASHA stopped it before)."""
     if errored:
-        return "error"
+        return ERROR
     if last_result.get("diverged", 0) == 1:
-        return "diverged"
-    return "completed" if last_result.get("epoch", 0) >= planned_epochs else "stopped_early"
+        return DIVERGED
+    return COMPLETED if last_result.get("epoch", 0) >= planned_epochs else STOPPED_EARLY
 
 
 def trial_summary(last_result: Mapping, planned_epochs: int, errored: bool) -> dict:
@@ -88,7 +89,7 @@ def finalist_key(status: str, epochs_run: int, final_val_acc: float) -> tuple[in
     the final-epoch validation accuracy decides (never the best epoch: the verdict, too,
     is read at the final epoch).
     """
-    if status in ("error", "diverged") or final_val_acc is None or math.isnan(final_val_acc):
+    if status in (ERROR, DIVERGED) or final_val_acc is None or math.isnan(final_val_acc):
         return None
     return (int(epochs_run), float(final_val_acc))
 

@@ -39,7 +39,7 @@ from trainables.errors import ConfigError, DataUnavailableError
 from trainables.models import create_model
 from trainables.optim import (all_hparams, create_optimizer, get_optimizer_info, hparams_of, list_optimizers,
                               optimizer_kwargs)
-from trainables.schema import LOSS_PROFILE, TEST_CORRECT, encode_correct
+from trainables.schema import COMPLETED, DIVERGED, LOSS_PROFILE, TEST_CORRECT, encode_correct
 from trainables.step import optimizer_step
 
 __all__ = ["TrialConfig", "TrialResult", "run_trial", "trial_data", "epoch_seconds", "channels_format", "main",
@@ -285,7 +285,7 @@ def run_trial(config: TrialConfig | dict, report: Report | None = None,
     device = _resolve_device(config.device)
     directory = Path(checkpoint_dir) if checkpoint_dir is not None else None
     saved = _load_checkpoint(directory, config, device)
-    if saved is not None and (saved["status"] == "diverged" or saved["epoch"] >= config.epochs):
+    if saved is not None and (saved["status"] == DIVERGED or saved["epoch"] >= config.epochs):
         return TrialResult(saved["status"], saved["metrics"])
     data = data if data is not None else load_dataset(config.dataset, config.data_dir)
     trial = _Trial(config, data, device)
@@ -293,16 +293,16 @@ def run_trial(config: TrialConfig | dict, report: Report | None = None,
     if saved is not None:
         trial.load_state_dict(saved)
         start = saved["epoch"]
-    result = TrialResult("completed", saved["metrics"] if saved else {})
+    result = TrialResult(COMPLETED, saved["metrics"] if saved else {})
     for epoch in range(start + 1, config.epochs + 1):
         result = _run_epoch(trial, epoch)
-        if epoch == config.epochs and result.status == "completed" and config.flatness_images:
+        if epoch == config.epochs and result.status == COMPLETED and config.flatness_images:
             result.metrics.update(_flatness(trial))  # before the checkpoint that ends the trial
         if directory is not None:
             _save_checkpoint(directory, trial, epoch, result)
         if report is not None:
             report(result.metrics)
-        if result.status == "diverged":
+        if result.status == DIVERGED:
             break
     return result
 
@@ -366,7 +366,7 @@ def _run_epoch(trial: _Trial, epoch: int) -> TrialResult:
                    grad_evals=trial.grad_evals, diverged=float(diverged))
     if correct is not None and (diverged or epoch == trial.config.epochs):  # how the run ends
         metrics[TEST_CORRECT] = encode_correct(correct.numpy())
-    return TrialResult("diverged" if diverged else "completed", metrics)
+    return TrialResult(DIVERGED if diverged else COMPLETED, metrics)
 
 
 # ---- command line ---------------------------------------------------------------------------
@@ -430,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     split = config.eval_split
     print(f"{result.status}: {split}_acc {result.metrics.get(f'{split}_acc', float('nan')):.4f}")
-    return EXIT_DIVERGED if result.status == "diverged" else 0
+    return EXIT_DIVERGED if result.status == DIVERGED else 0
 
 
 if __name__ == "__main__":

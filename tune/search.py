@@ -29,7 +29,7 @@ from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
 from search_spaces import Distribution, SearchSpace
-from trainables.schema import SEARCH_METRIC, trial_status
+from trainables.schema import ERROR, SEARCH_METRIC, STOPPED_EARLY, trial_status
 from trainables.record import SEARCH
 from tune.budget import random_start
 from tune.seeds import replicate_seeds
@@ -162,9 +162,9 @@ class OptimizerStudy:
         trial = self.trials.pop(trial_id, None)
         if trial is None:
             return  # told already
-        if status == "stopped_early":
+        if status == STOPPED_EARLY:
             self.study.tell(trial, state=TrialState.PRUNED)
-        elif status == "error" or not _finite(value):
+        elif status == ERROR or not _finite(value):
             self.study.tell(trial, state=TrialState.FAIL)
         else:
             self.study.tell(trial, float(value))

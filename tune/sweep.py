@@ -25,6 +25,7 @@ from tune.stages import (check_cluster, confirm, finished_results, provenance, r
                          start_ray, summarize)
 from tune.store import browse_command, dashboard_command, prepare_store
 from tune.tracking import flat_params, log_params, open_parent_run
+from trainables.schema import ERROR
 
 
 def run_sweep(plan: SweepPlan, out=print) -> int:
@@ -102,7 +103,7 @@ def _stages(plan: SweepPlan, run_search: bool, run_confirm: bool, out, signals: 
         confirm_rows = summarize(confirm_results)
     # Past here every trial has ended: after a first signal the summary and the report
     # are still written (a second one stops at once).
-    end_live_runs(client, experiment_id, parent_run_id, "error")
+    end_live_runs(client, experiment_id, parent_run_id, ERROR)
     client.log_dict(parent_run_id, rows_for_mlflow(rows + retune_rows + confirm_rows), "trials.json")
     sweep = recorded_sweep(plan)
     out("\n" + closing_summary(sweep, confirm_rows))
@@ -110,4 +111,4 @@ def _stages(plan: SweepPlan, run_search: bool, run_confirm: bool, out, signals: 
     report = write_sweep_report(plan, client, parent_run_id, sweep)
     client.set_terminated(parent_run_id, "FINISHED")
     out(f"\nresults    {plan.experiment_path}\n{closing_commands(plan, report)}")
-    return 1 if any(r["status"] == "error" for r in rows + retune_rows + confirm_rows) else 0
+    return 1 if any(r["status"] == ERROR for r in rows + retune_rows + confirm_rows) else 0

@@ -12,7 +12,7 @@ from analysis.plotstyle import color, epoch_ticks, layout, log_scaled, rgba
 from analysis.sweep import Sweep
 from analysis.text import label, param_label
 from trainables.record import SEARCH
-from trainables.schema import SEARCH_METRIC
+from trainables.schema import SEARCH_METRIC, STOPPED_EARLY
 from analysis.figures.registry import budget_markers, figure, ran_full_budget
 
 
@@ -86,7 +86,7 @@ def figure_intermediate(inputs: ReportInputs) -> go.Figure | None:
         row, col, c = i // cols + 1, i % cols + 1, color(optimizer)
         for trial in mine.itertuples():
             curve = epochs[epochs["trial_id"] == trial.trial_id]
-            stopped = trial.status == "stopped_early"
+            stopped = trial.status == STOPPED_EARLY
             fig.add_trace(go.Scatter(
                 x=curve["epoch"], y=curve[SEARCH_METRIC], mode="lines", showlegend=False,
                 line={"color": rgba(c, 0.55), "width": 1.5},
