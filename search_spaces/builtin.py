@@ -69,12 +69,13 @@ QUICKSTART = {
     # for the SAM family, 3-D for ZSharp (alpha too), so a few minutes' budget tunes them.
     # Flatness diagnostics on 40 images, 6 Lanczos steps, 3 probes (Hutchinson's beyond the
     # Lanczos basis, and the adaptive average's draws) and one ascent step: on quickstart
-    # models the Lanczos residual came to at most 0.6% of the top eigenvalue and the trace
-    # SE 18% of the trace (the report calls them rough above 10% and 30%; 3 steps and 2
-    # probes gave up to 53% and 45%), at 9.7-10.6% of Adam's confirm run, the cheapest, and
-    # 5.1-6.6% of the SAM family's (benchmarks/flatness_cost.py, in-process, 2 shared
-    # cores, 2026-12-03). The defaults (2,048 images, 20 probes, 20 Lanczos and 5 ascent
-    # steps) elsewhere.
+    # models the Lanczos residual came to at most 4.8% of the top eigenvalue and the trace
+    # SE to 32% of the trace in 1 of 27 SAM-family runs, up to 19% elsewhere (the report
+    # calls them rough above 10% and 30%; 3 steps and 2 probes gave up to 53% and 45%),
+    # at 7.3-7.7% of the confirm stage's run time: 6.4-8.1% of a SAM-family run, 13.5-16%
+    # of Adam's 8-epoch runs, the cheapest (benchmarks/flatness_cost.py --results on three
+    # quickstart sweeps, 2 shared cores, 2026-12-08). The defaults (2,048 images, 20
+    # probes, 20 Lanczos and 5 ascent steps) elsewhere.
     "fixed": {"batch_size": 128, "warmup_epochs": 1, "schedule": "cosine", "base": "adam",
               "flatness_probes": 3, "flatness_lanczos_steps": 6, "flatness_ascent_steps": 1},
     "flatness_images": 40,
