@@ -69,8 +69,9 @@ QUICKSTART = {
     # for the SAM family, 3-D for ZSharp (alpha too), so a few minutes' budget tunes them.
     # Flatness diagnostics on 40 images, 6 Lanczos steps, 3 probes (Hutchinson's beyond the
     # Lanczos basis, and the adaptive average's draws) and one ascent step: on quickstart
-    # models the Lanczos residual came to at most 4.8% of the top eigenvalue and the trace
-    # SE to 32% of the trace in 1 of 27 SAM-family runs, up to 19% elsewhere (the report
+    # models the Lanczos residual came to at most 4.8% of the top eigenvalue; the trace SE
+    # passed 30% of the trace in a few runs (up to 48%: those are marked rough) and stayed
+    # at 10-28% of it in the others (the report
     # calls them rough above 10% and 30%; 3 steps and 2 probes gave up to 53% and 45%),
     # at 7.3-7.7% of the confirm stage's run time: 6.4-8.1% of a SAM-family run, 13.5-16%
     # of Adam's 8-epoch runs, the cheapest (benchmarks/flatness_cost.py --results on three
