@@ -54,7 +54,9 @@ RESULT_COLUMNS = ["epochs_run", "final_val_acc", "best_val_acc", "best_epoch", "
 # examples it got right at its end (a boolean numpy array), or None.
 TRIAL_COLUMNS = (KEY_COLUMNS + [f for f in CONFIG_FIELDS if f not in KEY_COLUMNS] + RESULT_COLUMNS
                  + [LOSS_PROFILE, TEST_CORRECT])
-EPOCH_COLUMNS = ["run_id", "trial_id", "stage", "optimizer", "seed", *METRICS]
+# An epoch row: its trial's keys, then every metric.
+_EPOCH_KEYS = ("run_id", "trial_id", "stage", "optimizer", "seed")
+EPOCH_COLUMNS = [*_EPOCH_KEYS, *METRICS]
 # Never treated as searched, even when they vary between trials.
 _NOT_SEARCHED = {"seed", "epochs", "optimizer"}
 # The record's columns that may be missing: text (None where a trial has none) and counts
@@ -214,6 +216,6 @@ def frames(rows: list[dict], epoch_frames: list[pd.DataFrame]) -> tuple[pd.DataF
 def with_trial_keys(epochs: pd.DataFrame, row: dict) -> pd.DataFrame:
     """A trial's epochs with the keys of its trials-frame row."""
     keyed = epochs.copy()
-    for column in ("run_id", "trial_id", "stage", "optimizer", "seed"):
+    for column in _EPOCH_KEYS:
         keyed[column] = row.get(column)
     return keyed

@@ -29,11 +29,6 @@ from trainables.errors import DataUnavailableError, one_line
 _FETCH_ERRORS = (OSError, RuntimeError, http.client.HTTPException)
 
 
-def _quoted(text: object) -> str:
-    """What an archive, a data file or a failed fetch says, as one escaped bounded line."""
-    return one_line(text, squash_space=True)
-
-
 def _first_missing(folder: Path, required: Sequence[str]) -> str | None:
     return next((name for name in required if not (folder / name).is_file()), None)
 
@@ -68,7 +63,7 @@ def ensure_unpacked(name: str, folder: Path, required: Sequence[str], url: str, 
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:  # e.g. a file where one of its parents belongs
-        raise DataUnavailableError(f"{name}: cannot create {data_dir} ({_quoted(err)})") from err
+        raise DataUnavailableError(f"{name}: cannot create {data_dir} ({one_line(err, squash_space=True)})") from err
     with FileLock(data_dir / f"{folder.name}.lock"):
         if _first_missing(folder, required) is None:
             return
@@ -77,7 +72,7 @@ def ensure_unpacked(name: str, folder: Path, required: Sequence[str], url: str, 
             download_url(url, data_dir, filename, md5)
         except _FETCH_ERRORS as err:
             raise DataUnavailableError(
-                f"{name}: {folder / missing} not found and fetching {url} failed ({_quoted(err)}); "
+                f"{name}: {folder / missing} not found and fetching {url} failed ({one_line(err, squash_space=True)}); "
                 f"put {filename} in {data_dir} and load again"
             ) from err
         archive = data_dir / filename
@@ -101,7 +96,7 @@ def _unpack(name: str, archive: Path, folder: Path, required: Sequence[str]) -> 
             _extract(archive, unpacked)
         except _UNPACK_ERRORS as err:
             raise DataUnavailableError(
-                f"{name}: cannot unpack {archive} ({_quoted(err)}); it is left in place: "
+                f"{name}: cannot unpack {archive} ({one_line(err, squash_space=True)}); it is left in place: "
                 f"replace it with a good copy, or delete it to download it again"
             ) from err
         new = unpacked / folder.name
@@ -114,7 +109,8 @@ def _unpack(name: str, archive: Path, folder: Path, required: Sequence[str]) -> 
             _move_into_place(new, folder, Path(scratch) / "replaced")
         except OSError as err:
             raise DataUnavailableError(
-                f"{name}: cannot move the unpacked folder to {folder} ({_quoted(err)}); {archive} is left in place"
+                f"{name}: cannot move the unpacked folder to {folder} ({one_line(err, squash_space=True)}); "
+                f"{archive} is left in place"
             ) from err
 
 
@@ -149,7 +145,7 @@ def _tar_member_problem(member: tarfile.TarInfo) -> str | None:
         # symlink to '.', 'link/..' is the destination's parent. Links that only go
         # down from where they are cannot leave the folder, however they chain.
         if _escapes(member.linkname):
-            return f"is a link to '{_quoted(member.linkname)}', which may lead outside"
+            return f"is a link to '{one_line(member.linkname, squash_space=True)}', which may lead outside"
         return None
     if not (member.isfile() or member.isdir()):
         return "is a device, fifo or other special file"
@@ -177,7 +173,7 @@ class _UnsafeMember(Exception):
     """An archive member that could write outside the destination folder or make a special file."""
 
     def __init__(self, member: str, problem: str) -> None:
-        super().__init__(f"member '{_quoted(member)}' {problem}")
+        super().__init__(f"member '{one_line(member, squash_space=True)}' {problem}")
 
 
 # What a failed unpack raises: a refused member, a damaged archive (the tar, zip, gzip

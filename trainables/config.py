@@ -94,7 +94,8 @@ class TrialConfig:
         for f in _fields():
             object.__setattr__(self, f.name, _coerce(f.name, f.type, settings.get(f.name, f.default)))
         # The optimizer's own defaults (ASAM's rho is 0.5, SAM's 0.05); an unknown
-        # optimizer's are the first declarations', and validate() names it.
+        # optimizer's are the first declarations', and validate() names it. Each value is
+        # checked here, once (its kind and range: HParam.check); the config is frozen after.
         defaults = hparam_defaults(self.optimizer, self.base)
         object.__setattr__(self, "hparams", {
             name: hparam.check(settings.get(name, defaults[name])) for name, hparam in registered.items()})
@@ -157,13 +158,12 @@ class TrialConfig:
         return TrialConfig.from_dict({**self.to_dict(), **changes})
 
     def validate(self) -> None:
-        """Raise ConfigError for a value out of its range or an unknown name."""
+        """Raise ConfigError for a value out of its range or an unknown name (the registry's
+        hyperparameters were checked as they were set)."""
         for name, choices in CHOICES.items():
             _one_of(name, getattr(self, name), choices())
         if not _DEVICE.match(self.device):
             raise ConfigError(f"device must be auto, cpu, mps or cuda[:N], got {shown(self.device)}")
-        for name, hparam in all_hparams().items():
-            hparam.check(self.hparams[name])
         check_range("label_smoothing", self.label_smoothing, 0, 1, high_open=True)
         check_range("batch_size", self.batch_size, 1)
         check_range("epochs", self.epochs, 1)

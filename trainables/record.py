@@ -5,7 +5,7 @@ rank, the trials it came from) is stated here once. The driver writes it as MLfl
 (`to_tags`) and into each Ray trial config under `RECORD_KEY`, so Ray's params.json
 holds it too; the analysis reads it from tags (`from_tags`) or from a trial folder
 (`from_results`). Beside it: the stage, tag and artifact names, the folder a stage's
-Ray experiment lives in, the confirm stage's own settings, the compute a trial holds,
+Ray experiment lives in, the epoch settings a longer run stretches, the compute a trial holds,
 the tracking URIs a sweep accepts and where it stores by default.
 
 Plain Python (no torch, Ray, Optuna or MLflow): the notebooks and every module import it.
@@ -21,7 +21,7 @@ from collections.abc import Callable, Hashable, Iterable, Mapping
 from pathlib import Path
 
 from trainables.errors import one_line
-from trainables.schema import BUDGET_ARMS, UNFINISHED, STATUSES, rank_finalists
+from trainables.schema import BUDGET_ARMS, STATUSES, UNFINISHED, rank_finalists
 
 # The stages of a sweep, in the order they run: the search, the equal-compute arm's
 # learning-rate re-search, the confirm stage. A stage's Ray experiment folder is
@@ -47,9 +47,6 @@ SPACE_FILE = "space.json"
 # Settings measured in epochs: a longer arm and a matched refit multiply them together,
 # so the schedule keeps its shape.
 EPOCH_SETTINGS = ("epochs", "warmup_epochs", "step_epochs")
-# What a confirm run sets itself, apart from its finalist's search config: the seed, the
-# evaluation split, the training data (refit), the diagnostics and the epoch settings.
-CONFIRM_SETTINGS = ("seed", "eval_split", "refit", "flatness_images", *EPOCH_SETTINGS)
 
 # Where launch.py and the report keep a sweep when not told: this folder (relative to
 # where they run) holds Ray's experiments, mlflow.db and optuna.db.

@@ -31,8 +31,8 @@ import torch
 from torch import nn
 
 from trainables import flatness
-from trainables.config import EVAL_SPLITS, TrialConfig
 from trainables.batching import eval_batches, num_train_batches, train_batches
+from trainables.config import EVAL_SPLITS, TrialConfig
 from trainables.data import ImageData, load_dataset
 from trainables.lr_schedule import lr_factor
 from trainables.errors import ConfigError, DataUnavailableError

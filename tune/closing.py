@@ -10,6 +10,7 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
+from trainables.record import SPACE_FILE
 from trainables.schema import INTERRUPTED
 from tune.interrupt import Interrupted
 from tune.plan import SweepPlan, local_storage
@@ -104,7 +105,7 @@ def write_sweep_report(plan: SweepPlan, client: MlflowClient, parent_run_id: str
     local = local_storage(plan.storage)
     folder = Path(local, plan.experiment) if local else Path.cwd()
     if local:  # lets a report be rebuilt from Ray's storage alone (analysis.load)
-        (folder / "space.json").write_text(json.dumps(plan.space.to_dict()))
+        (folder / SPACE_FILE).write_text(json.dumps(plan.space.to_dict()))
     try:
         if isinstance(sweep, Exception):
             raise sweep

@@ -29,8 +29,8 @@ from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
 from search_spaces import Distribution, SearchSpace
-from trainables.schema import ERROR, SEARCH_METRIC, STOPPED_EARLY, trial_status
 from trainables.record import SEARCH
+from trainables.schema import ERROR, SEARCH_METRIC, STOPPED_EARLY, trial_status
 from tune.budget import random_start
 from tune.seeds import replicate_seeds
 

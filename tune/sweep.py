@@ -12,6 +12,8 @@ from pathlib import Path
 import ray
 from mlflow.tracking import MlflowClient
 
+from trainables.record import SPACE_FILE
+from trainables.schema import ERROR
 from tune.closing import (closing_commands, closing_summary, end_live_runs, interruption_note,
                           log_summary_metrics, record_interruption, recorded_sweep, rows_for_mlflow,
                           write_sweep_report)
@@ -25,7 +27,6 @@ from tune.stages import (check_cluster, confirm, finished_results, provenance, r
                          start_ray, summarize)
 from tune.store import browse_command, dashboard_command, prepare_store
 from tune.tracking import flat_params, log_params, open_parent_run
-from trainables.schema import ERROR
 
 
 def run_sweep(plan: SweepPlan, out=print) -> int:
@@ -66,7 +67,7 @@ def _run(plan: SweepPlan, run_search: bool, run_confirm: bool, out, signals: Sto
         client, plan.experiment, plan.experiment_path, not run_search or plan.resume,
         provenance(plan), artifact_location=str(Path(local, "mlartifacts")) if local else None)
     if run_search and not plan.resume:
-        client.log_dict(parent_run_id, plan.space.to_dict(), "space.json")
+        client.log_dict(parent_run_id, plan.space.to_dict(), SPACE_FILE)
         client.log_dict(parent_run_id, plan.record(), "plan.json")
         log_params(client, parent_run_id, flat_params(plan.record()))
     try:

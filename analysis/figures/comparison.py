@@ -2,17 +2,19 @@
 learning curves of the runs it compares."""
 
 from __future__ import annotations
+
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
+
 from analysis import tables
+from analysis.figures.registry import figure
 from analysis.inputs import ReportInputs
 from analysis.plotstyle import color, epoch_ticks, layout, rgba
 from analysis.text import label, run_label
 from analysis.verdict import Comparison
 from trainables.record import CONFIRM, SEARCH
 from trainables.schema import BUDGET_ARMS, EQUAL_COMPUTE, SEARCH_METRIC, VERDICT_METRIC
-from analysis.figures.registry import figure
 
 
 @figure("comparison", "Comparison", above=tables.comparison_tables)

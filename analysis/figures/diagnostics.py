@@ -2,18 +2,20 @@
 (diagnostics, not the verdict)."""
 
 from __future__ import annotations
+
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
+
 from analysis import tables
+from analysis.figures.registry import figure
 from analysis.flatness import MEASURES, flatness_runs
 from analysis.inputs import ReportInputs
 from analysis.plotstyle import color, layout, rgba
 from analysis.text import label, param_label
 from trainables.record import CONFIRM, SEARCH
 from trainables.schema import LOSS_PROFILE
-from analysis.figures.registry import figure
 
 
 @figure("zsharp_ascent", "ZSharp: its ascent against SAM's",

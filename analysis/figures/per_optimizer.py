@@ -2,18 +2,21 @@
 intermediate values, slices and the rho-learning-rate contour."""
 
 from __future__ import annotations
+
 import math
+
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
+
+from analysis.figures.registry import budget_markers, figure, ran_full_budget
 from analysis.inputs import ReportInputs
 from analysis.plotstyle import color, epoch_ticks, layout, log_scaled, rgba
 from analysis.sweep import Sweep
 from analysis.text import label, param_label
 from trainables.record import SEARCH
 from trainables.schema import SEARCH_METRIC, STOPPED_EARLY
-from analysis.figures.registry import budget_markers, figure, ran_full_budget
 
 
 def search_by_optimizer(sweep: Sweep) -> dict[str, pd.DataFrame]:

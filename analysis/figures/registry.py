@@ -3,11 +3,14 @@ the report's inputs (analysis.inputs.ReportInputs) as a figure of the page, in p
 and the markers the search's figures share."""
 
 from __future__ import annotations
+
 from collections.abc import Callable
 from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+
 from analysis.inputs import ReportInputs
 from analysis.minimums import MIN_IMPORTANCE_TRIALS
 from analysis.sweep import Sweep

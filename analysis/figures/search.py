@@ -2,19 +2,22 @@
 (parallel coordinates, sensitivity, importance) and early stopping."""
 
 from __future__ import annotations
+
 import math
+
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
+
 from analysis import tables
+from analysis.figures.registry import budget_markers, figure, ran_full_budget
 from analysis.inputs import ReportInputs
 from analysis.plotstyle import color, layout, log_scaled
 from analysis.sensitivity import MEASURED, SENSITIVITY_PARAMS, has_values
 from analysis.sweep import in_param_order
 from analysis.text import compute_scale, label, num, param_label
 from trainables.record import SEARCH
-from analysis.figures.registry import budget_markers, figure, ran_full_budget
 
 
 @figure("compute", "Accuracy against compute",
