@@ -459,7 +459,7 @@ def test_driver_killed_again_and_again_then_resumed(tmp_path):
     Under the first driver the trial workers are killed too: the driver itself restarts
     their trials from their checkpoints; that driver also serves Ray's dashboard."""
     storage = tmp_path / "results"
-    space = space_file(tmp_path, name="crash", model="res20s", max_epochs=6, grace_period=6,
+    space = space_file(tmp_path, name="crash", max_epochs=12, grace_period=12,
                        trials_per_optimizer=6)  # enough work left for three kills
     args = ("--space", space, "--storage", str(storage))
     home = tmp_path / "home"

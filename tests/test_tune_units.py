@@ -203,6 +203,20 @@ def test_an_optuna_trial_and_its_mlflow_run_name_each_other(studies):
     assert trial.user_attrs == {"ray_trial_id": "a1", "mlflow_run_id": "run-a1"}
 
 
+def test_a_trial_ray_failed_while_starting_is_linked_without_touching_its_finished_optuna_trial(studies):
+    # Ray fails a PENDING trial by telling the searcher first (Optuna: FAIL), then the MLflow
+    # callback creates the run and links it; Optuna refuses attributes on a finished trial.
+    from tune.search import OptunaLinks
+
+    searcher = grouped(small_space(optimizers=["adam"], trials_per_optimizer=2), studies)
+    config = searcher.suggest("a0")
+    searcher.on_trial_complete("a0", None, error=True)
+    assert OptunaLinks(studies, "exp").link(config, "a0", "run-a0") == {
+        "optuna_study": "exp/adam/r0", "optuna_trial": "0"}
+    trial = optuna.load_study(study_name="exp/adam/r0", storage=studies).trials[0]
+    assert trial.state == TrialState.FAIL and trial.user_attrs == {"ray_trial_id": "a0"}
+
+
 def test_a_new_search_refuses_studies_with_trials_and_a_resumed_one_needs_its_own(studies, tmp_path):
     from tune.plan import SweepError, SweepPlan
     from tune.preflight import check_studies

@@ -190,16 +190,20 @@ class OptunaLinks:
 
     def link(self, config: dict, ray_trial_id: str, run_id: str) -> dict[str, str]:
         """The MLflow tags naming the Optuna trial of `ray_trial_id` (none if it has none),
-        after recording `run_id` on it; `config`: the trial's (its optimizer and replicate
-        name the study)."""
+        after recording `run_id` on it while it runs; `config`: the trial's (its optimizer and
+        replicate name the study). A finished trial keeps its attributes (Optuna refuses the
+        write): Ray fails a trial it was still starting, and tells the searcher, before the
+        callback that creates the run."""
         if self._storage is None:
             self._storage = optuna.storages.get_storage(self.url)
         name = study_name(self.experiment, *group_of(config), self.stage)
         study_id = self._storage.get_study_id_from_name(name)
         for trial in self._storage.get_all_trials(study_id, deepcopy=False):
             if trial.user_attrs.get("ray_trial_id") == ray_trial_id:
-                trial_id = self._storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
-                self._storage.set_trial_user_attr(trial_id, "mlflow_run_id", run_id)
+                if not trial.state.is_finished():
+                    trial_id = self._storage.get_trial_id_from_study_id_trial_number(
+                        study_id, trial.number)
+                    self._storage.set_trial_user_attr(trial_id, "mlflow_run_id", run_id)
                 return {"optuna_study": name, "optuna_trial": str(trial.number)}
         return {}
 
