@@ -6,6 +6,9 @@
 
 Columns are analysis.load's trial columns (`Sweep.trials`); a hyperparameter the trial's
 optimizer does not read (an Adam trial's rho) is left empty, as its MLflow run omits it.
+A results folder is untrusted and a spreadsheet runs a cell that starts a formula, so a
+text cell or header starting with = + - @, tab or carriage return is written behind a
+single quote (OWASP's CSV-injection advice); numbers are written as numbers.
 """
 
 from __future__ import annotations
@@ -29,6 +32,24 @@ def trial_table(sweep):
     return table
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def inert(value):
+    """`value`, behind a single quote if it is text a spreadsheet would read as a formula."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+def inert_table(table):
+    """`table` with every text cell and header made inert (numbers untouched)."""
+    table = table.rename(columns=inert)
+    text = table.select_dtypes(include=["object", "string"]).columns
+    table[text] = table[text].map(inert)
+    return table
+
+
 def main(argv: list[str] | None = None) -> int:
     """Write the CSV the command line asks for; returns the exit status (2: one line on
     stderr says why not)."""
@@ -38,8 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="trials.csv", help="the CSV file to write (default: %(default)s)")
     args = parser.parse_args(argv)
     try:
-        table = trial_table(load(args))
-        table.to_csv(args.out, index=False)
+        table = inert_table(trial_table(load(args)))
+        table.to_csv(args.out, index=False, lineterminator="\r\n")  # RFC 4180: a cell holding \r is quoted
     except (ValueError, OSError) as error:
         print(f"{parser.prog}: error: {error_line(error)}", file=sys.stderr)
         return 2

@@ -275,6 +275,31 @@ def test_a_crafted_folder_is_read_without_running_its_pickles(tmp_path):
     assert t.at["f0009", "status"] == "error" and t.at["f0009", "epochs_run"] == 0
 
 
+FORMULAS = ["=1+2", "+cmd|' /C calc'!A0", "@SUM(A1:A9)", "-2+3", "\t=HYPERLINK(\"http://x\")", "\r=1"]
+
+
+def test_the_csv_export_of_a_crafted_folder_holds_no_cell_a_spreadsheet_would_run(tmp_path):
+    import csv
+
+    from analysis import export
+
+    experiment = write_storage(tmp_path / "crafted", with_space=True)
+    for params in experiment.parent.glob("*/*/params.json"):
+        config = json.loads(params.read_text())
+        params.write_text(json.dumps({**config, "dataset": FORMULAS[0], "model": FORMULAS[1],
+                                      **{f"x{i}": f for i, f in enumerate(FORMULAS)}, "=key": 1}))
+    out = tmp_path / "trials.csv"
+    assert export.main(["--storage", str(experiment), "--out", str(out)]) == 0
+    header, *rows = list(csv.reader(out.open(newline="")))
+    cells = [c for row in [header, *rows] for c in row]
+    assert not [c for c in cells if c[:1] in ("=", "+", "-", "@", "\t", "\r")]
+    by_column = dict(zip(header, zip(*rows)))
+    for i, formula in enumerate(FORMULAS):  # kept, behind a quote a spreadsheet shows as text
+        assert set(by_column[f"x{i}"]) == {"'" + formula}
+    assert set(by_column["'=key"]) == {"1"} and set(by_column["model"]) == {"'" + FORMULAS[1]}
+    assert {float(v) for v in by_column["lr"]} == {1e-3, 2e-3, 3e-3, 2.5e-3}  # numbers as numbers
+
+
 def test_ray_state_marks_live_and_failed_trials(tmp_path):
     experiment = write_storage(tmp_path, with_space=True)
     write_state(experiment, "80054e2e", {"b0002": "RUNNING", "c0003": "ERROR"})
