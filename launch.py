@@ -151,7 +151,7 @@ def resolve_plan(args, argv: list[str]):
                      command=shlex.join(["python", "launch.py", *argv]),
                      confirm_top_k=(space.confirm_top_k if args.confirm is None or args.smoke_test
                                     else args.confirm),
-                     confirm_seeds=args.seeds or space.confirm_seeds or 3,
+                     confirm_seeds=args.seeds or space.confirm_seeds,
                      confirm_requested=args.confirm is not None)
 
 

@@ -268,9 +268,9 @@ class SearchSpace:
     gpus_per_trial: float     # fractional: several small trials share one GPU
     seed: int = 0             # master seed: every replicate's seeds derive from it (tune.seeds)
     # The default confirm stage: the top k configurations of each optimizer re-run with
-    # this many seeds, to the full budget (0 and 0: none).
+    # this many seeds, to the full budget (either 0: none).
     confirm_top_k: int = 0
-    confirm_seeds: int = 0
+    confirm_seeds: int = 3
     # Confirm runs train on train + val (the usual final training), or on train alone.
     refit: bool = True
     # Independent replicates of each optimizer's search and confirm stage (own searcher,
@@ -462,7 +462,7 @@ class SearchSpace:
         wrong types and bad values raise a one-line SpaceError naming `where` and the field.
 
         Every field with a default may be left out: `fixed`, `search_per_optimizer` (empty),
-        `seed` (0), the confirm stage (none), `refit` (true), `flatness_images` (2048),
+        `seed` (0), the confirm stage (none; 3 seeds once `confirm_top_k` is set), `refit` (true), `flatness_images` (2048),
         `replicates` (1), `primary_contrast` (derived), `equivalence_margin` (0.5),
         `refit_steps` (epochs), `retune_trials` (a third of the trials).
         """

@@ -15,6 +15,7 @@ from types import SimpleNamespace
 import numpy as np
 import optuna
 import pytest
+import yaml
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
@@ -495,6 +496,20 @@ def test_dry_run_names_the_arms_and_their_epochs(capsys):
     assert "replicates   3 of each optimizer's search" in out and "primary contrast zsharp against sam" in out
     assert "scored on test" in out and "ASHA per optimizer and replicate on val_acc" in out
 
+
+
+@pytest.mark.parametrize("seeds, says", [(None, "top 1 per optimizer and replicate x 3 seeds"),
+                                         (0, "none (confirm_seeds: 0)"), (4, "x 4 seeds")])
+def test_a_files_confirm_seeds_are_taken_as_written_and_zero_means_no_confirm_stage(
+        seeds, says, tmp_path, capsys):
+    import launch
+
+    space = get_space("quickstart").with_overrides(replicates=1).to_dict()
+    del space["confirm_seeds"]
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump({**space, **({} if seeds is None else {"confirm_seeds": seeds})}))
+    assert launch.main(["--space", str(path), "--dry-run", "--storage", str(tmp_path / "r")]) == 0
+    assert says in capsys.readouterr().out
 
 # ---- MLflow records -----------------------------------------------------------------------
 

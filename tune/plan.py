@@ -53,7 +53,7 @@ class SweepPlan:
     resume: bool = False
     command: str = ""
     confirm_top_k: int = 0      # the confirm stage: top k configs per optimizer ...
-    confirm_seeds: int = 0      # ... each re-run with this many seeds (0 and 0: none)
+    confirm_seeds: int = 0      # ... each re-run with this many seeds (either 0: none)
     confirm_requested: bool = False  # asked for on the command line (may follow a finished sweep)
     dashboard: bool = False     # Ray's dashboard on 127.0.0.1:RAY_DASHBOARD_PORT (a local Ray)
 
@@ -107,7 +107,7 @@ class SweepPlan:
 
     def _describe_confirm(self) -> str:
         if not self.confirms:
-            return "none"
+            return f"none ({'confirm_top_k' if self.confirm_top_k == 0 else 'confirm_seeds'}: 0)"
         s = self.space
         by_arm: dict[tuple[str, int], list[str]] = {}
         for (optimizer, arm), (_, epochs) in self.confirm_plan.items():
