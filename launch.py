@@ -15,7 +15,7 @@ import sys
 
 from commandline import OneLineArgumentParser
 from trainables.errors import ConfigError, check_range, shown
-from trainables.record import DEFAULT_STORE, default_tracking_uri
+from trainables.record import DEFAULT_STORE, default_studies_uri, default_tracking_uri
 
 SMOKE_TEST = dict(trials_per_optimizer=1, max_epochs=1, grace_period=1, confirm_top_k=0, replicates=1)
 
@@ -144,7 +144,7 @@ def resolve_plan(args, argv: list[str]):
             raise SweepError("--mlflow-uri is required when --storage is not a local folder")
         tracking = default_tracking_uri(local)
     # Only the driver reads and writes the studies: beside it, wherever the results go.
-    studies = args.optuna_storage or f"sqlite:///{os.path.join(local or os.getcwd(), 'optuna.db')}"
+    studies = args.optuna_storage or default_studies_uri(local or os.getcwd())
     return SweepPlan(space=space, experiment=args.experiment or space.name, storage=storage,
                      tracking_uri=tracking, optuna_uri=studies, data_dir=os.path.abspath(args.data_dir),
                      address=args.address, resume=args.resume, dashboard=args.dashboard,

@@ -40,18 +40,26 @@ def param_importances(sweep: Sweep, min_trials: int = MIN_IMPORTANCE_TRIALS) -> 
     return found
 
 
-def _optuna_distributions(sweep: Sweep, optimizer: str, params: list[str], trials: pd.DataFrame) -> dict:
+def _value_distribution(d):
+    """Optuna's distribution of a searched value itself (fANOVA fits the values as
+    recorded): a choice, an int range, or a float range on a log scale where the
+    value's own scale is log (trainables.hparams.Transform.log_axis)."""
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    if d.transform is None:
+        return CategoricalDistribution(list(d.values))
+    if d.transform.integral:
+        return IntDistribution(int(d.low), int(d.high))
+    return FloatDistribution(d.low, d.high, log=d.transform.log_axis)
+
+
+def _optuna_distributions(sweep: Sweep, optimizer: str, params: list[str], trials: pd.DataFrame) -> dict:
+    from optuna.distributions import FloatDistribution
 
     if sweep.space is not None and optimizer in sweep.space.optimizers:
         dists = {}
         for name, d in sweep.space.distributions_for(optimizer).items():
-            if d.kind == "choice":
-                dists[name] = CategoricalDistribution(list(d.values))
-            elif d.kind == "int":
-                dists[name] = IntDistribution(int(d.low), int(d.high))
-            else:
-                dists[name] = FloatDistribution(d.low, d.high, log=d.kind == "loguniform")
+            dists[name] = _value_distribution(d)
         return {name: dists[name] for name in params}
     return {name: FloatDistribution(float(trials[name].min()), float(trials[name].max()),
                                     log=bool(log_scaled(name) and (trials[name] > 0).all()))

@@ -11,10 +11,12 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from analysis.sweep import Sweep, epoch_frame, frames, resolved_config, trial_row, with_trial_keys
+from analysis.sweep import Provenance, Sweep, epoch_frame, frames, resolved_config, trial_row, with_trial_keys
 from analysis.untrusted import file_text, json_object, profile, test_correct
 from trainables.errors import one_line
-from trainables.record import LOSS_PROFILE_FILE, SPACE_FILE, TEST_CORRECT_FILE, TrialRecord, sqlite_path, sweep_parents
+from trainables.record import (COMMAND_TAG, COMMIT_TAG, LOSS_PROFILE_FILE, SPACE_FILE, SPACE_TAG, SWEEP_PATH_TAG,
+                               TEST_CORRECT_FILE, TrialRecord, children_query, loss_profile_points, runs_confirm_stage,
+                               sqlite_path, sweep_parents)
 from trainables.schema import LOSS_PROFILE, METRICS, TEST_CORRECT
 
 # MLflow is imported where it is used: a notebook that only reads storage need not wait for it.
@@ -62,7 +64,7 @@ def load_sweep(experiment: str | None, tracking_uri: str) -> Sweep:
     parent = parents[0]
     space = _mlflow_space(client, parent)
     children = _search_all(client, found.experiment_id,
-                           f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+                           children_query(parent.info.run_id))
     if not children:
         raise ValueError(f"the sweep in MLflow experiment '{one_line(experiment)}' has no trials yet")
     rows, epoch_frames = [], []
@@ -73,22 +75,15 @@ def load_sweep(experiment: str | None, tracking_uri: str) -> Sweep:
             epoch_frames.append(epochs)
     trials, epochs = frames(rows, epoch_frames)
     tags = parent.data.tags
-    meta = {"experiment": experiment, "space": tags.get("space", space.name if space else None),
-            "git_commit": tags.get("git_commit"), "command": tags.get("command"),
-            "started": pd.Timestamp(parent.info.start_time, unit="ms", tz="UTC"),
-            "source": f"MLflow {tracking_uri}, run {parent.info.run_id}",
-            "parent_run_id": parent.info.run_id, "sweep_path": tags.get("sweep_path"),
-            "dataset": parent.data.params.get("dataset"), "model": parent.data.params.get("model")}
-    meta["test_reads"] = _mlflow_test_reads(client, parent)
+    meta = Provenance(
+        source=f"MLflow {tracking_uri}, run {parent.info.run_id}",
+        space=tags.get(SPACE_TAG, space.name if space else None),
+        git_commit=tags.get(COMMIT_TAG), command=tags.get(COMMAND_TAG),
+        started=pd.Timestamp(parent.info.start_time, unit="ms", tz="UTC"),
+        sweep_path=tags.get(SWEEP_PATH_TAG), parent_run_id=parent.info.run_id,
+        dataset=parent.data.params.get("dataset"), model=parent.data.params.get("model"),
+        test_reads=_mlflow_test_reads(client, parent))
     return Sweep(name=experiment, trials=trials, epochs=epochs, space=space, meta=meta)
-
-
-def _reads_test(params: dict) -> bool:
-    """Whether a sweep's recorded plan (its parent run's params) ran a confirm stage."""
-    try:
-        return int(params.get("confirm_top_k", 0)) > 0 and int(params.get("confirm_seeds", 0)) > 0
-    except ValueError:
-        return False
 
 
 def _mlflow_test_reads(client, parent) -> int | None:
@@ -99,7 +94,7 @@ def _mlflow_test_reads(client, parent) -> int | None:
         return None
     ids = [e.experiment_id for e in client.search_experiments()]
     found = sweep_parents(client, ids, f"params.dataset = '{dataset}' and params.model = '{model}'")
-    return sum(1 for r in found if _reads_test(r.data.params)
+    return sum(1 for r in found if runs_confirm_stage(r.data.params)
                and r.info.start_time < parent.info.start_time and r.info.run_id != parent.info.run_id)
 
 
@@ -203,8 +198,6 @@ def _local_folder(uri: str | None) -> Path | None:
 
 
 def _mlflow_profile(client, run) -> tuple[tuple[float, float], ...] | None:
-    """The run's loss profile artifact ({"t": [...], "loss": [...]}), or None."""
-    data = json_object(_mlflow_text(client, run, LOSS_PROFILE_FILE))
-    if not isinstance(data.get("t"), list) or not isinstance(data.get("loss"), list):
-        return None
-    return profile([[t, v] for t, v in zip(data["t"], data["loss"])])
+    """The run's loss profile artifact (record.loss_profile_artifact), or None."""
+    points = loss_profile_points(json_object(_mlflow_text(client, run, LOSS_PROFILE_FILE)))
+    return None if points is None else profile(points)

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from analysis.sweep import FIELD_TYPES, Sweep, epoch_frame, frames, resolved_config, trial_row, with_trial_keys
+from analysis.sweep import (FIELD_TYPES, Provenance, Sweep, epoch_frame, frames, resolved_config, trial_row,
+                            with_trial_keys)
 from analysis.untrusted import json_object, number, profile, read_json, read_text, test_correct, text
 from trainables.errors import one_line
 from trainables.record import CONFIRM, SEARCH, SPACE_FILE, STAGE_SUFFIX, STAGES, TrialRecord, split_config
@@ -62,11 +63,9 @@ def load_sweep_from_storage(path: str | os.PathLike) -> Sweep:
     trials, epochs = frames([row for row, _ in stages], [e for _, e in stages if not e.empty])
     started = trials["start_time"].min() if len(trials) else None
     started = None if started is None or pd.isna(started) else started
-    meta = {"experiment": folder.name, "space": space.name if space else None,
-            "git_commit": None, "command": None, "started": started,
-            "source": f"Ray storage {folder}", "sweep_path": str(folder),
-            "dataset": space.dataset if space else None, "model": space.model if space else None,
-            "test_reads": _storage_test_reads(folder, space, started)}
+    meta = Provenance(source=f"Ray storage {folder}", space=space.name if space else None, started=started,
+                      sweep_path=str(folder), dataset=space.dataset if space else None,
+                      model=space.model if space else None, test_reads=_storage_test_reads(folder, space, started))
     return Sweep(name=folder.name, trials=trials, epochs=epochs, space=space, meta=meta)
 
 

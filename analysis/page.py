@@ -16,8 +16,7 @@ from plotly.offline import get_plotlyjs
 from analysis.figures import FIGURES, Figure, draw_all
 from analysis.importance import MIN_IMPORTANCE_TRIALS
 from analysis.inputs import ReportInputs
-from analysis.sweep import Sweep
-from analysis.tables import cost_tables
+from analysis.sweep import Provenance, Sweep
 from analysis.warnings import sweep_warnings
 
 
@@ -26,8 +25,6 @@ class ReportError(ValueError):
 
 
 _PLOT_CONFIG = {"displaylogo": False, "responsive": True}
-# The cost of the search follows the section on how ASHA spent it.
-_COST_AFTER = "asha"
 
 
 def figures(sweep: Sweep, importance_min_trials: int = MIN_IMPORTANCE_TRIALS) -> dict[str, go.Figure]:
@@ -48,25 +45,25 @@ def _warnings_html(inputs: ReportInputs) -> str:
 
 def _header(sweep: Sweep) -> str:
     meta = sweep.meta
-    started = meta.get("started")
-    rows = {"experiment": sweep.name, "space": meta.get("space") or "not recorded",
-            "git commit": meta.get("git_commit") or "not recorded",
+    started = meta.started
+    rows = {"experiment": sweep.name, "space": meta.space or "not recorded",
+            "git commit": meta.git_commit or "not recorded",
             "started": started.strftime("%Y-%m-%d %H:%M UTC") if started is not None else "unknown",
             "report made": pd.Timestamp.now(tz="UTC").strftime("%Y-%m-%d %H:%M UTC"),
-            "command": meta.get("command") or "not recorded", "loaded from": meta.get("source", ""),
+            "command": meta.command or "not recorded", "loaded from": meta.source,
             "earlier reads of this test split": _test_reads(meta)}
     cells = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows.items())
     return f"<h1>Sweep report: {html.escape(sweep.name)}</h1><table class='meta'>{cells}</table>"
 
 
-def _test_reads(meta: dict) -> str:
+def _test_reads(meta: Provenance) -> str:
     """How many earlier sweeps in this store scored their confirm runs on the same test
     split (data set and model): each look at the test split is one more chance to fit it."""
-    reads = meta.get("test_reads")
+    reads = meta.test_reads
     if reads is None:
         return "unknown"
     return (f"{reads} earlier sweep{'s' * (reads != 1)} in this store confirmed on the test split of "
-            f"{meta.get('dataset')} with {meta.get('model')}")
+            f"{meta.dataset} with {meta.model}")
 
 
 def _section(entry: Figure, inputs: ReportInputs, fig: go.Figure | None) -> str:
@@ -105,8 +102,8 @@ def _page(inputs: ReportInputs, made: dict[str, go.Figure] | None = None) -> str
     sections = []
     for key, entry in FIGURES.items():
         sections.append(_section(entry, inputs, made.get(key)))
-        if key == _COST_AFTER:
-            sections.append(f"<section id='cost'><h2>Cost of the search</h2>{cost_tables(inputs)}</section>")
+        if entry.then is not None:
+            sections.append(entry.then(inputs))
     name = html.escape(inputs.sweep.name)
     return (f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
             f"<title>Sweep report: {name}</title><style>{_STYLE}</style>"

@@ -48,7 +48,7 @@ def log_scaled(name: str) -> bool:
     log-uniformly, or a measured ascent radius. fANOVA (analysis.importance) also samples
     these on a log scale when no space gives their distributions."""
     hparam = all_hparams().get(name)
-    return name in _LOG_MEASURED or (hparam is not None and hparam.scale == "log")
+    return name in _LOG_MEASURED or (hparam is not None and hparam.transform.log_axis)
 
 
 def notebook_renderers() -> None:

@@ -17,9 +17,10 @@ from analysis.flatness import MEASURES, NOT_INVARIANT, error_text, flatness_summ
 from analysis.stats import paired_test_id
 from analysis.sweep import Sweep
 from analysis.text import (ARM_TITLES, compute_text, count, label, missing, num, pct, pct_interval, points,
-                           points_interval, run_label, wins_text)
+                           points_interval, wins_text)
 from analysis.verdict import ArmComparison, Comparison, comparison
 from analysis.warnings import sweep_warnings
+from trainables.record import UNKNOWN_UNIT
 from trainables.schema import EQUAL_COMPUTE, EQUAL_EPOCHS
 
 _ARM_NOTES = {EQUAL_EPOCHS: "every optimizer at the space's epochs",
@@ -87,7 +88,7 @@ def power_line(sweep: Sweep, result: Comparison, row: dict) -> str:
 def replicate_cost(sweep: Sweep, replicates: int) -> tuple[float, str]:
     """The compute one replicate of this sweep took (search, re-search and confirm, hours)
     and its unit (GPU or CPU)."""
-    units = sorted(set(sweep.trials["compute_unit"].dropna()) - {"unknown"})
+    units = sorted(set(sweep.trials["compute_unit"].dropna()) - {UNKNOWN_UNIT})
     return float(sweep.trials["compute_hours"].sum()) / max(1, replicates), "/".join(units) or "compute"
 
 
@@ -149,7 +150,7 @@ def _arm_lines(arm: str, result: ArmComparison, whole: Comparison, printed: set)
     runs_arm = result.frame.groupby("optimizer")["budget_arm"].first()
     lines = [f"final test accuracy {ARM_TITLES[arm]} ({_ARM_NOTES[arm]}): mean of the replicates' "
              f"means, {interval_words(whole)}:"]
-    lines += _aligned([[run_label(r.optimizer, runs_arm[r.optimizer]), count(r.runs, "run"), pct(r.mean),
+    lines += _aligned([[whole.run_label(r.optimizer, runs_arm[r.optimizer]), count(r.runs, "run"), pct(r.mean),
                         pct_interval(r.low, r.high)] for r in result.summary.itertuples()])
     for reference, table in result.paired.items():
         rows = []
@@ -157,12 +158,12 @@ def _arm_lines(arm: str, result: ArmComparison, whole: Comparison, printed: set)
             if paired_test_id(row) in printed or row["primary"]:
                 continue
             printed.add(paired_test_id(row))
-            rows.append([run_label(row["optimizer"], runs_arm[row["optimizer"]]), points(row["mean_diff"]),
+            rows.append([whole.run_label(row["optimizer"], runs_arm[row["optimizer"]]), points(row["mean_diff"]),
                          points_interval(row["low"], row["high"]), f"P(>) {num(row['p_better'], '.2f')}",
                          f"Holm p {num(row['p_holm'], '.2g')}", wins_text(row["wins"], row["ties"], row["pairs"]),
                          f"detects >= {num(100 * row['mde'], '.2g')} pts", row["verdict"]])
         if rows:
-            lines.append(f"  against {run_label(reference, runs_arm[reference])} (Holm over "
+            lines.append(f"  against {whole.run_label(reference, runs_arm[reference])} (Holm over "
                          f"{count(whole.secondary, 'secondary test')}; intervals unadjusted):")
             lines += _aligned(rows, indent=4)
     return lines

@@ -32,8 +32,8 @@ import pandas as pd
 
 from trainables.catalog import all_hparams, get_base, list_bases
 from trainables.config import TrialConfig
-from trainables.record import SEARCH, STAGES, TrialRecord, compute_unit
-from trainables.schema import FLATNESS_METRICS, LOSS_PROFILE, METRICS, TEST_CORRECT
+from trainables.record import SEARCH, STAGES, UNKNOWN_UNIT, TrialRecord, compute_unit
+from trainables.schema import FLATNESS_METRICS, LOSS_PROFILE, METRICS, TEST_CORRECT, final_metrics
 
 # search_spaces (torch, through the registries) is imported where it is used: a notebook
 # that only reads storage, or a command line that fails on a bad name, need not wait for it.
@@ -65,19 +65,32 @@ _TEXT_KEYS = tuple(f.name for f in dataclasses.fields(TrialRecord) if f.type == 
 _COUNT_KEYS = tuple(f.name for f in dataclasses.fields(TrialRecord) if f.type == "int | None")
 
 
+@dataclass(frozen=True)
+class Provenance:
+    """Where a sweep came from, as the report's header shows it (None: not recorded)."""
+
+    source: str = ""                     # where it was loaded from
+    space: str | None = None             # the space's name
+    git_commit: str | None = None
+    command: str | None = None
+    started: pd.Timestamp | None = None  # UTC
+    sweep_path: str | None = None        # its Ray experiment folder
+    parent_run_id: str | None = None     # its MLflow parent run
+    dataset: str | None = None
+    model: str | None = None
+    test_reads: int | None = None        # earlier sweeps in its store that confirmed on this test split
+
+
 @dataclass
 class Sweep:
-    """One sweep's results as tidy frames (see the module docstring for the columns).
-
-    `meta` holds the provenance the report's header shows: experiment, space, git_commit,
-    command, started (a UTC pandas Timestamp or None) and source (where it was loaded from).
-    """
+    """One sweep's results as tidy frames (see the module docstring for the columns) and
+    its provenance (`meta`)."""
 
     name: str
     trials: pd.DataFrame
     epochs: pd.DataFrame
     space: SearchSpace | None = None
-    meta: dict = field(default_factory=dict)
+    meta: Provenance = field(default_factory=Provenance)
 
     def stage(self, stage: str) -> pd.DataFrame:
         """The trials of one stage (trainables.record.STAGES)."""
@@ -161,14 +174,13 @@ def _summary(epochs: pd.DataFrame) -> dict:
                 **dict.fromkeys(FLATNESS_METRICS, math.nan)}
     val = epochs["val_acc"]
     best = val.idxmax() if val.notna().any() else None
-    last = epochs.iloc[-1]
-    return {"epochs_run": int(epochs["epoch"].max()),
-            "final_val_acc": float(last["val_acc"]),
+    last = epochs.iloc[-1]  # epochs are in order: the trial's last result
+    # The verdict reads the last epoch, never the best one: picking the best of many
+    # evaluations of the test split would bias it upwards.
+    return {**final_metrics(last.to_dict()),
             "best_val_acc": float(val[best]) if best is not None else math.nan,
             "best_epoch": int(epochs["epoch"][best]) if best is not None else 0,
-            # The verdict reads the last epoch, never the best one: picking the best of
-            # many evaluations of the test split would bias it upwards.
-            "final_test_acc": float(last["test_acc"]), "final_test_loss": float(last["test_loss"]),
+            "final_test_loss": float(last["test_loss"]),
             "perturbation_norm": float(epochs["perturbation_norm"].mean()),  # NaN if never reported
             "train_seconds": float(epochs["epoch_time_s"].fillna(0).sum()),
             "grad_evals": float(last["grad_evals"]),
@@ -182,7 +194,7 @@ def trial_row(record: TrialRecord, config: dict, epochs: pd.DataFrame, space: Se
     with, the summary of its epochs and its compute (the GPUs, or else the CPUs, its space
     gave a trial x its training seconds; unknown without the space)."""
     unit, units = (compute_unit(space.cpus_per_trial, space.gpus_per_trial) if space is not None
-                   else ("unknown", math.nan))
+                   else (UNKNOWN_UNIT, math.nan))
     keys = {"run_id": run_id, **dataclasses.asdict(record), "start_time": start_time}
     summary = _summary(epochs)
     return {**keys, **{k: v for k, v in config.items() if k not in keys}, **summary,

@@ -20,10 +20,10 @@ from analysis.sensitivity import GOOD_MARGIN, SENSITIVITY_PARAMS, good_region
 from analysis.summary import interval_words, power_line
 from analysis.sweep import Sweep
 from analysis.text import (ARM_TITLES, compute_text, count, label, num, pct, pct_interval, points,
-                           points_interval, run_label, wins_text)
+                           points_interval, wins_text)
 from analysis.verdict import ArmComparison, Comparison
-from trainables.record import CONFIRM, RETUNE, SEARCH
-from trainables.schema import EQUAL_COMPUTE, EQUAL_EPOCHS, rank_finalists
+from trainables.record import CONFIRM, RETUNE, SEARCH, group_of, ranked_by_group
+from trainables.schema import EQUAL_COMPUTE, EQUAL_EPOCHS
 
 _ARM_TEXT = {
     EQUAL_EPOCHS: "Every optimizer ran the space's epochs (the papers' protocol). A SAM-family "
@@ -77,10 +77,10 @@ def _arm_tables(result: Comparison, sweep: Sweep) -> str:
                   f"<p>{html.escape(_ARM_TEXT[arm])}</p>",
                   retuned if arm == EQUAL_COMPUTE else "", _summary_table(arm_result, result)]
         for reference, paired in arm_result.paired.items():
-            against = run_label(reference, _runs_arm(arm_result)[reference])
+            against = result.run_label(reference, _runs_arm(arm_result)[reference])
             parts.append(f"<h4>Paired by replicate and seed, against {html.escape(against)}, "
                          f"{html.escape(ARM_TITLES[arm])}</h4>")
-            parts.append(_paired_table(arm_result, paired))
+            parts.append(_paired_table(arm_result, paired, result))
     return "\n".join(parts)
 
 
@@ -124,8 +124,9 @@ def retune_table(sweep: Sweep, finalists: pd.DataFrame) -> str:
         return ""
     finalists = finalists.set_index(["optimizer", "replicate"])
     rows = []
-    for (optimizer, replicate), trials in retune.groupby(["optimizer", "replicate"], sort=False):
-        best = rank_finalists(trials.to_dict("records"))
+    records = retune.to_dict("records")
+    for (optimizer, replicate), best in ranked_by_group(records, group_of).items():
+        trials = retune[(retune["optimizer"] == optimizer) & (retune["replicate"] == replicate)]
         one_x = finalists["lr"].get((optimizer, replicate))
         rows.append({"optimizer": label(optimizer), "replicate": replicate, "trials": len(trials),
                      "lr at 1x epochs": num(one_x), "lr re-searched": num(best[0]["lr"]) if best else "–",
@@ -143,16 +144,16 @@ def _summary_table(result: ArmComparison, whole: Comparison) -> str:
     s, arms = result.summary, _runs_arm(result)
     interval = "95% interval" + (" (conditional on one search)" if whole.conditional else "")
     return table(pd.DataFrame({
-        "optimizer": [run_label(o, arms[o]) for o in s["optimizer"]], "replicates": s["replicates"],
+        "optimizer": [whole.run_label(o, arms[o]) for o in s["optimizer"]], "replicates": s["replicates"],
         "runs": s["runs"], "final test acc (mean of replicates)": s["mean"].map(pct),
         interval: [pct_interval(lo, hi) for lo, hi in zip(s["low"], s["high"])],
         "test examples": np.where(s["test_level"], "resampled", "not recorded: not resampled")}))
 
 
-def _paired_table(result: ArmComparison, p: pd.DataFrame) -> str:
+def _paired_table(result: ArmComparison, p: pd.DataFrame, whole: Comparison) -> str:
     arms = _runs_arm(result)
     return table(pd.DataFrame({
-        "optimizer": [run_label(o, arms[o]) + (" (primary)" if pr else "")
+        "optimizer": [whole.run_label(o, arms[o]) + (" (primary)" if pr else "")
                       for o, pr in zip(p["optimizer"], p["primary"])], "pairs": p["pairs"],
         "mean test difference": p["mean_diff"].map(points),
         "95% interval (unadjusted)": [points_interval(lo, hi) for lo, hi in zip(p["low"], p["high"])],
@@ -183,8 +184,9 @@ def cost_table(sweep: Sweep, stage: str = SEARCH) -> pd.DataFrame:
     return pd.concat([counted, pd.DataFrame([total])], ignore_index=True)
 
 
-def cost_tables(inputs: ReportInputs) -> str:
-    """The search's cost per optimizer and status, and a line on what the confirm stage cost."""
+def cost_section(inputs: ReportInputs) -> str:
+    """The section on the search's cost: per optimizer and status, and a line on what the
+    confirm stage cost."""
     sweep = inputs.sweep
     counted = cost_table(sweep)
     unit = "/".join(sorted(set(sweep.trials["compute_unit"].dropna()))) or "compute"
@@ -198,7 +200,7 @@ def cost_tables(inputs: ReportInputs) -> str:
         last = confirm.iloc[-1]
         html_table += (f"<p>The confirm stage cost another {int(last['trials'])} trials, "
                        f"{int(last['epochs'])} epochs and {compute_text(last['hours'], unit)}.</p>")
-    return html_table
+    return f"<section id='cost'><h2>Cost of the search</h2>{html_table}</section>"
 
 
 # ---- below the search's figures ------------------------------------------------------------

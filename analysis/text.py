@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from trainables.catalog import all_hparams, epochs_factor, get_optimizer_info, list_optimizers
+from trainables.catalog import all_hparams, epochs_factor, get_optimizer_info
 from trainables.schema import EQUAL_COMPUTE, EQUAL_EPOCHS
 
 # How each confirm-stage arm is named in headings and summaries.
@@ -31,14 +31,14 @@ def param_label(name: str) -> str:
     return hparam.label if hparam is not None and hparam.label else name
 
 
-def run_label(optimizer: str, arm: str | None) -> str:
+def run_label(optimizer: str, arm: str | None, optimizers) -> str:
     """An optimizer's label, marked when its runs are the equal-compute arm's longer ones
-    with how many times the epochs they ran (trainables.catalog.epochs_factor: the SAM
-    family's passes per step over the optimizer's)."""
+    with how many times the epochs they ran (trainables.catalog.epochs_factor: the most
+    passes per step among the sweep's `optimizers` over the optimizer's)."""
     if arm != EQUAL_COMPUTE:
         return label(optimizer)
     try:
-        return f"{label(optimizer)} ({epochs_factor(optimizer, list_optimizers())}x epochs)"
+        return f"{label(optimizer)} ({epochs_factor(optimizer, optimizers)}x epochs)"
     except ValueError:  # an optimizer no longer registered
         return f"{label(optimizer)} (longer runs)"
 

@@ -23,8 +23,8 @@ import pandas as pd
 from analysis import stats
 from analysis.sweep import TRIAL_DEFAULTS, Sweep
 from analysis.text import label, run_label
-from trainables.record import CONFIRM, SEARCH
-from trainables.schema import BUDGET_ARMS, EQUAL_COMPUTE, EQUAL_EPOCHS, ERROR, UNFINISHED, VERDICT_METRIC, rank_finalists
+from trainables.record import CONFIRM, SEARCH, group_of, ranked_by_group
+from trainables.schema import BUDGET_ARMS, EQUAL_COMPUTE, EQUAL_EPOCHS, ERROR, UNFINISHED, VERDICT_METRIC
 
 SAM_REFERENCE = "sam"
 RESULT_COLUMNS = ["optimizer", "replicate", "seed", VERDICT_METRIC, "test_correct", "budget_arm", "status",
@@ -82,7 +82,7 @@ def confirm_results(sweep: Sweep, arm: str = EQUAL_EPOCHS) -> tuple[pd.DataFrame
         confirm = confirm[ranks.fillna(1) == 1]
     failed = confirm[confirm["status"].isin([ERROR, *UNFINISHED]) | confirm["final_test_acc"].isna()]
     if len(failed):
-        runs = ", ".join(f"{run_label(o, a)} seed {s} ({st})" for o, a, s, st in
+        runs = ", ".join(f"{run_label(o, a, sweep.optimizers)} seed {s} ({st})" for o, a, s, st in
                          zip(failed["optimizer"], failed["budget_arm"], failed["seed"], failed["status"]))
         notes.append(f"Left out of the comparison, with no final test accuracy: {runs}. A failed "
                      "run counts against its optimizer; read the tables with that in mind.")
@@ -102,11 +102,9 @@ def search_best(sweep: Sweep) -> pd.DataFrame:
     accuracy; errors and divergences excluded): single runs on val. Rows best first by
     final val accuracy."""
     search = sweep.stage(SEARCH)
-    rows = []
-    for optimizer in sweep.optimizers:
-        mine = search[search["optimizer"] == optimizer]
-        for _, group in mine.groupby("replicate", sort=True):
-            rows += rank_finalists(group.to_dict("records"))[:1]
+    ranked = ranked_by_group(search[search["optimizer"].isin(sweep.optimizers)].to_dict("records"), group_of)
+    order = sorted(ranked, key=lambda group: (sweep.optimizers.index(group[0]), group[1]))
+    rows = [ranked[group][0] for group in order if ranked[group]]
     if not rows:
         return search.iloc[0:0]
     best = pd.DataFrame(rows, columns=search.columns)
@@ -151,6 +149,11 @@ class Comparison:
     primary: tuple | None = None
     margin: float = stats.EQUIVALENCE_MARGIN
     secondary: int = 0
+    optimizers: tuple = ()  # the sweep's: their passes per step set the longer arm's factor
+
+    def run_label(self, optimizer: str, arm: str | None) -> str:
+        """`optimizer`'s label for its runs in `arm` (analysis.text.run_label)."""
+        return run_label(optimizer, arm, self.optimizers)
 
     @property
     def test_level(self) -> bool:
@@ -218,14 +221,15 @@ def comparison(sweep: Sweep) -> Comparison:
                      "several seeds (launch.py ... --confirm 1 --seeds 5, on this experiment). "
                      "Below: the search's best trial per optimizer, single runs on val: not "
                      "evidence of a difference.")
-        return Comparison({}, list(dict.fromkeys(notes)), search_best(sweep))
+        return Comparison({}, list(dict.fromkeys(notes)), search_best(sweep), optimizers=tuple(sweep.optimizers))
     tables = [t for r in arms.values() for t in r.paired.values()]
     adjusted = iter(stats.holm_across(tables, margin=margin))
     for result in arms.values():
         result.paired = {reference: next(adjusted) for reference in result.paired}
     replicates = int(max(r.frame["replicate"].nunique() for r in arms.values()))
     return Comparison(arms, list(dict.fromkeys(notes)), search_best(sweep), replicates=replicates,
-                      primary=primary, margin=margin, secondary=stats.secondary_tests(tables))
+                      primary=primary, margin=margin, secondary=stats.secondary_tests(tables),
+                      optimizers=tuple(sweep.optimizers))
 
 
 def _references(sweep: Sweep, primary: tuple | None) -> list[str]:

@@ -31,7 +31,6 @@ MIN_TRIALS_PER_DIMENSION = 5
 # A refit taking this many more (or fewer) optimizer steps than the search tuned for is
 # worth a warning: the configuration was chosen for another schedule length.
 REFIT_STEPS_WARNING = 0.10
-_SCALE_WORDS = {"linear": "linear", "log": "log", "log_complement": "log(1 - value)"}
 
 
 def sweep_warnings(sweep: Sweep, result: Comparison | None = None) -> list[str]:
@@ -60,7 +59,7 @@ def _verdict_warnings(sweep: Sweep, result: Comparison) -> list[str]:
     sizes = runs.groupby(["optimizer", "budget_arm"], sort=False).size()
     few = sizes[sizes < MIN_PAIRS]
     if len(few):
-        names = ", ".join(f"{run_label(o, arm)} {n}" for (o, arm), n in few.items())
+        names = ", ".join(f"{result.run_label(o, arm)} {n}" for (o, arm), n in few.items())
         found.append(f"fewer than {MIN_PAIRS} confirm runs ({names}): no interval or test can rest "
                      f"on them; rerun with more --seeds")
     return found
@@ -72,7 +71,7 @@ def _diverged_warnings(sweep: Sweep) -> list[str]:
     diverged = confirm[confirm["status"] == DIVERGED]
     if diverged.empty:
         return []
-    runs = ", ".join(f"{run_label(o, a)} replicate {r} seed {s}" for o, a, r, s in
+    runs = ", ".join(f"{run_label(o, a, sweep.optimizers)} replicate {r} seed {s}" for o, a, r, s in
                      zip(diverged["optimizer"], diverged["budget_arm"], diverged["replicate"], diverged["seed"]))
     return [f"diverged confirm runs count at the accuracy they ended with ({count(len(diverged), 'run')}): "
             f"{runs}"]
@@ -130,7 +129,7 @@ def _edge_warnings(sweep: Sweep, result: Comparison) -> list[str]:
         edge, way = ("top", "upwards") if top else ("bottom", "downwards")
         values = ", ".join(f"{v:.3g} (replicate {r}, {w:.0%})" for r, v, w in hits)
         found.append(f"{label(optimizer)}: its best {name} lies at the {edge} of the searched range "
-                     f"[{dist.low:.3g}, {dist.high:.3g}] on its {_SCALE_WORDS[dist.scale]} scale: "
+                     f"[{dist.low:.3g}, {dist.high:.3g}] on its {dist.transform.words} scale: "
                      f"{values}; the best value may lie outside it; widen the range {way} and search again")
     return found
 

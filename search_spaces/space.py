@@ -138,10 +138,10 @@ class Distribution:
         high = _in_range(f"{self.kind} high", self.high, integral=integral)
         if not low < high:
             raise SpaceError(f"{self.kind} needs low < high, got [{shown(low)}, {shown(high)}]")
-        if self.kind == "loguniform" and low <= 0:
-            raise SpaceError(f"loguniform needs low > 0, got {shown(low)}")
-        if self.kind == "loguniform_complement" and high >= 1:
-            raise SpaceError(f"loguniform_complement needs high < 1 (1 - value is log-scaled), got {shown(high)}")
+        transform = self.transform
+        if transform.log and transform.bounds(low, high)[0] <= 0:  # a log scale needs a positive range
+            raise SpaceError(f"{self.kind} needs high < 1 (1 - value is log-scaled), got {shown(high)}"
+                             if transform.reflect else f"{self.kind} needs low > 0, got {shown(low)}")
         object.__setattr__(self, "low", low)
         object.__setattr__(self, "high", high)
 

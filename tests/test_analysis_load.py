@@ -30,7 +30,7 @@ from analysis.load import list_sweeps, load_sweep, load_sweep_from_storage
 from analysis.sweep import EPOCH_COLUMNS, TRIAL_COLUMNS
 from search_spaces.space import SearchSpace
 from trainables.record import CONFIRM as CONFIRM_STAGE
-from trainables.record import PARENT_STAGE, RETUNE as RETUNE_STAGE, SEARCH as SEARCH_STAGE, TrialRecord, with_record
+from trainables.record import PARENT_STAGE, SPACE_FILE, RETUNE as RETUNE_STAGE, SEARCH as SEARCH_STAGE, TrialRecord, with_record
 from trainables.schema import EQUAL_COMPUTE, EQUAL_EPOCHS, TEST_CORRECT, encode_correct
 
 BASE = {"dataset": "digits", "model": "res20s", "batch_size": 128, "epochs": 4, "warmup_epochs": 1,
@@ -106,7 +106,7 @@ def write_storage(folder: Path, with_space: bool) -> Path:
             json.dumps({**row, "trial_id": trial_id, "timestamp": 1.7e9 + 100 * n + i, "time_this_iter_s": 1.5})
             + "\n" for i, row in enumerate(epochs)))
     if with_space:
-        (folder / "exp" / "space.json").write_text(json.dumps(SearchSpace.from_dict(SPACE, "test").to_dict()))
+        (folder / "exp" / SPACE_FILE).write_text(json.dumps(SearchSpace.from_dict(SPACE, "test").to_dict()))
     return folder / "exp"
 
 
@@ -118,7 +118,7 @@ def write_mlflow(folder: Path) -> str:
     client = MlflowClient(uri)
     experiment = client.create_experiment("exp", artifact_location=str(folder / "artifacts"))
     parent = client.create_run(experiment, tags={"stage": PARENT_STAGE}).info.run_id
-    client.log_dict(parent, SearchSpace.from_dict(SPACE, "test").to_dict(), "space.json")
+    client.log_dict(parent, SearchSpace.from_dict(SPACE, "test").to_dict(), SPACE_FILE)
     for stage, trial_id, config, epochs in trials():
         tags = {"mlflow.parentRunId": parent, **record_of(stage, trial_id, config, epochs).to_tags()}
         run = client.create_run(experiment, tags=tags).info.run_id
@@ -350,10 +350,10 @@ MALFORMED = [  # (file in the experiment folder, its bytes, a ValueError naming 
     (f"{TRIAL}/result.json", b'{"epoch": 1, "timestamp": 1e400, "time_this_iter_s": -1e400}\n', False),
     (f"{TRIAL}/result.json", b'{"epoch": 1, "timestamp": 1' + b"0" * 400 + b"}\n", False),
     (f"{TRIAL}/result.json", b'{"epoch": 1, "val_acc": 1' + b"0" * 400 + b"}\n", False),
-    ("space.json", b"{not json", False),
-    ("space.json", DEEP, False),
-    ("space.json", b'{"name": [1]}', False),
-    ("space.json", json.dumps({**SPACE, "max_epochs": 10 ** 400}).encode(), False),
+    (SPACE_FILE, b"{not json", False),
+    (SPACE_FILE, DEEP, False),
+    (SPACE_FILE, b'{"name": [1]}', False),
+    (SPACE_FILE, json.dumps({**SPACE, "max_epochs": 10 ** 400}).encode(), False),
     (STATE, b"{not json", False),
     (STATE, b"\xff", False),
     (STATE, DEEP, False),
@@ -384,7 +384,7 @@ def test_the_report_counts_earlier_sweeps_that_read_the_same_test_split(tmp_path
 
     uri = write_mlflow(tmp_path)
     client = MlflowClient(uri)
-    ours = client.get_run(load_sweep("exp", uri).meta["parent_run_id"])
+    ours = client.get_run(load_sweep("exp", uri).meta.parent_run_id)
     for name, params in (("before", {"dataset": "digits", "model": "res20s", "confirm_top_k": 1, "confirm_seeds": 5}),
                          ("no-confirm", {"dataset": "digits", "model": "res20s", "confirm_top_k": 0,
                                          "confirm_seeds": 5}),
@@ -401,14 +401,14 @@ def test_the_report_counts_earlier_sweeps_that_read_the_same_test_split(tmp_path
     for key, value in {"dataset": "digits", "model": "res20s", "confirm_top_k": 1, "confirm_seeds": 5}.items():
         client.log_param(later, key, value)
     meta = load_sweep("exp", uri).meta
-    assert (meta["test_reads"], meta["dataset"], meta["model"]) == (1, "digits", "res20s")
+    assert (meta.test_reads, meta.dataset, meta.model) == (1, "digits", "res20s")
     # Ray storage: the sweeps beside it that have a confirm folder and the same space's data and model.
     folder = write_storage(tmp_path / "ray", with_space=True)
-    assert load_sweep_from_storage(folder).meta["test_reads"] == 0
+    assert load_sweep_from_storage(folder).meta.test_reads == 0
     import os
     import shutil
 
     shutil.copytree(folder, folder.with_name("earlier"))
     shutil.copytree(folder.with_name("exp-confirm"), folder.with_name("earlier-confirm"))
     os.utime(folder.with_name("earlier-confirm"), (1.0e9, 1.0e9))  # long before this sweep began
-    assert load_sweep_from_storage(folder).meta["test_reads"] == 1
+    assert load_sweep_from_storage(folder).meta.test_reads == 1

@@ -19,7 +19,7 @@ import pytest
 from scipy import stats as scipy_stats
 
 from analysis import report
-from analysis.sweep import EPOCH_COLUMNS, TRIAL_COLUMNS, TRIAL_DEFAULTS, Sweep
+from analysis.sweep import EPOCH_COLUMNS, TRIAL_COLUMNS, TRIAL_DEFAULTS, Provenance, Sweep
 from analysis.summary import sweep_summary
 from analysis.verdict import best_configs, comparison, confirm_arms, confirm_results, search_best
 from analysis.warnings import sweep_warnings
@@ -95,7 +95,7 @@ class Builder:
         trials["confirm_rank"] = trials["confirm_rank"].astype("Int64")
         epochs = pd.DataFrame(self.epochs).reindex(columns=EPOCH_COLUMNS)
         # Columns a trial does not have (the flatness diagnostics of a search trial) are NaN.
-        return Sweep("verdict_test", trials.reindex(columns=TRIAL_COLUMNS), epochs, SPACE, {"source": "memory"})
+        return Sweep("verdict_test", trials.reindex(columns=TRIAL_COLUMNS), epochs, SPACE, Provenance(source="memory"))
 
 
 def search_stage(builder: Builder, zsharp_trials: int = 6) -> None:
@@ -283,7 +283,7 @@ def test_a_best_value_inside_its_range_is_no_warning(sweep):
                            peaked_curve(finals[seed] + shift, MAX_EPOCHS), stage="confirm", arm=EQUAL_EPOCHS,
                            seed=seed, replicate=replicate, refit=False, **BEST[optimizer])
     no_refit = Sweep("inside", inside.sweep().trials, inside.sweep().epochs,
-                     SPACE.with_overrides(refit=False), {})
+                     SPACE.with_overrides(refit=False))
     assert sweep_warnings(no_refit) == []
 
 
@@ -603,15 +603,19 @@ def test_the_summary_prints_the_invariant_flatness_measures_first(sweep):
     assert adam[:3] == ["Adam", "5", "42"] and "(Lanczos residual <= 0.44)" in lines[start + 6]
     assert not any(line.strip().startswith("rough:") for line in lines)
 
-def test_the_longer_runs_label_is_the_arms_factor(monkeypatch):
-    """"2x epochs" is computed, not written: beside a 3-pass optimizer, Adam's equal-compute
-    runs are 3x (the plan's arm and the report's label agree)."""
+def test_the_longer_runs_label_is_the_arms_factor_in_that_sweep(monkeypatch):
+    """"2x epochs" is computed, not written, from the sweep's own optimizers: beside a
+    3-pass optimizer, Adam's equal-compute runs are 3x (the plan's arm and the report's
+    label agree); in a sweep without it they stay 2x, whatever else is registered."""
     from trainables import catalog
     from tune.budget import budget_arms
 
     monkeypatch.setattr(catalog, "_OPTIMIZERS", dict(catalog._OPTIMIZERS))  # the registration is undone
-    assert run_label("adam", EQUAL_COMPUTE) == "Adam (2x epochs)"
+    assert run_label("adam", EQUAL_COMPUTE, ["adam", "sam"]) == "Adam (2x epochs)"
     catalog.register_optimizer(catalog.OptimizerInfo("thrice", "three passes a step", 3, "trainables.optim:SAM",
                                                      (catalog.RHO,), label="Thrice"))
     assert budget_arms(["adam", "thrice"])["adam"] == [(EQUAL_EPOCHS, 1), (EQUAL_COMPUTE, 3)]
-    assert run_label("adam", EQUAL_COMPUTE) == "Adam (3x epochs)" and run_label("adam", EQUAL_EPOCHS) == "Adam"
+    assert run_label("adam", EQUAL_COMPUTE, ["adam", "thrice"]) == "Adam (3x epochs)"
+    assert budget_arms(["adam", "sam"])["adam"] == [(EQUAL_EPOCHS, 1), (EQUAL_COMPUTE, 2)]
+    assert run_label("adam", EQUAL_COMPUTE, ["adam", "sam"]) == "Adam (2x epochs)"
+    assert run_label("adam", EQUAL_EPOCHS, ["adam", "thrice"]) == "Adam"

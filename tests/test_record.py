@@ -12,8 +12,9 @@ import textwrap
 import pytest
 
 from conftest import ROOT
-from trainables.record import (CONFIRM, RECORD_KEY, SEARCH, TrialRecord, ranked_by_group, split_config,
-                               sqlite_path, tracking_uri_problem, with_record)
+from trainables.record import (CONFIRM, RECORD_KEY, SEARCH, STATUS_TAG, TRIAL_ID_TAG, TrialRecord, loss_profile_artifact,
+                               loss_profile_points, ranked_by_group, runs_confirm_stage, split_config, sqlite_path,
+                               tracking_uri_problem, with_record)
 from trainables.schema import EQUAL_COMPUTE
 
 FULL = TrialRecord(trial_id="ab12_00003", stage=CONFIRM, optimizer="zsharp", replicate=2, status="completed",
@@ -54,6 +55,27 @@ def test_old_and_untrusted_tags():
     assert TrialRecord.from_results([], {RECORD_KEY: "not a mapping", "replicate": True}).replicate == 0
     with pytest.raises(ValueError, match="unknown stage"):
         TrialRecord(stage="sweep")
+
+
+def test_the_tags_the_driver_sets_alone_are_record_fields():
+    assert {TRIAL_ID_TAG, STATUS_TAG} <= set(TrialRecord.columns())
+    assert FULL.to_tags()[TRIAL_ID_TAG] == FULL.trial_id and FULL.to_tags()[STATUS_TAG] == FULL.status
+
+
+def test_a_loss_profile_survives_its_artifact_and_a_malformed_one_is_none():
+    points = [[-1.0, 0.7], [0.0, 0.1], [1.0, 0.9]]
+    assert loss_profile_points(json.loads(json.dumps(loss_profile_artifact(points)))) == points
+    for bad in (None, [], {"t": [0.0]}, {"t": "0", "loss": [1.0]}):
+        assert loss_profile_points(bad) is None
+
+
+@pytest.mark.parametrize("plan, reads", [({"confirm_top_k": 1, "confirm_seeds": 3}, True),
+                                         ({"confirm_top_k": "2", "confirm_seeds": "5"}, True),  # MLflow params
+                                         ({"confirm_top_k": 1, "confirm_seeds": 0}, False),
+                                         ({"confirm_top_k": 0, "confirm_seeds": 3}, False),
+                                         ({"confirm_top_k": "x", "confirm_seeds": "3"}, False), ({}, False)])
+def test_a_plan_runs_a_confirm_stage_when_top_k_and_seeds_are_both_positive(plan, reads):
+    assert runs_confirm_stage(plan) is reads
 
 
 def test_ranked_by_group_keeps_first_appearance_and_ranks_each_group():

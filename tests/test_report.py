@@ -139,7 +139,7 @@ def test_frames_have_the_promised_columns(from_mlflow, from_storage):
         assert (trials.loc[sam_family, "perturbation_norm"] > 0).all()
         assert trials.loc[~sam_family, "perturbation_norm"].isna().all()
     assert from_mlflow.space is not None and from_mlflow.space.name == "digits_test"
-    assert len(from_mlflow.meta["git_commit"]) == 40 and "launch.py" in from_mlflow.meta["command"]
+    assert len(from_mlflow.meta.git_commit) == 40 and "launch.py" in from_mlflow.meta.command
 
 
 def test_compute_hours_are_positive_cpu_hours(from_mlflow, from_storage):
@@ -383,7 +383,7 @@ def test_report_is_one_self_contained_file(from_mlflow, tmp_path):
     page = path.read_text()
     assert page.count("<script type='text/javascript'>/**\n* plotly.js v") == 1  # inline, once
     assert not re.search(r"<script[^>]*\bsrc\s*=", page, re.IGNORECASE)  # nothing to fetch
-    for text in (from_mlflow.name, "digits_test", from_mlflow.meta["git_commit"], "id='warnings'",
+    for text in (from_mlflow.name, "digits_test", from_mlflow.meta.git_commit, "id='warnings'",
                  "Paired by replicate and seed, against SAM, at equal epochs",
                  "Paired by replicate and seed, against Adam, at equal epochs",
                  "Paired by replicate and seed, against Adam (2x epochs), at equal gradient evaluations",

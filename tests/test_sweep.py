@@ -24,6 +24,7 @@ import psutil
 import pytest
 from conftest import ENV, ROOT, SHARED_SWEEP, kill_processes, launch, space_file, stop_session
 from mlflow.tracking import MlflowClient
+from trainables.record import LOSS_PROFILE_FILE, TEST_CORRECT_FILE
 
 TERMINAL = {"completed", "stopped_early", "diverged", "error"}
 pytestmark = pytest.mark.slow
@@ -197,7 +198,7 @@ def test_search_trials_never_see_test_and_confirm_runs_are_scored_on_it(digits_s
         assert (run.data.params["eval_split"], run.data.params["refit"]) == ("test", "True")
         assert "test_acc" in run.data.metrics and "val_acc" not in run.data.metrics  # val is trained on
         # Which of the 360 test images it got right, as its last epoch's accuracy counts them.
-        text = Path(client.download_artifacts(run.info.run_id, "test_correct.txt", str(tmp_path))).read_text()
+        text = Path(client.download_artifacts(run.info.run_id, TEST_CORRECT_FILE, str(tmp_path))).read_text()
         correct = decode_correct(text)
         assert len(correct) == 360 and correct.mean() == pytest.approx(run.data.metrics["test_acc"])
 
@@ -215,7 +216,7 @@ def test_confirm_runs_end_with_the_flatness_diagnostics_and_search_trials_never(
         # Logged with the last epoch, at its step.
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "hessian_top_eig")]
         assert steps == [int(metrics["epoch"])]
-        profile = json.loads(Path(client.download_artifacts(run.info.run_id, "loss_profile.json",
+        profile = json.loads(Path(client.download_artifacts(run.info.run_id, LOSS_PROFILE_FILE,
                                                             str(tmp_path))).read_text())
         assert profile["t"] == pytest.approx([i / 10 - 1 for i in range(21)]) and len(profile["loss"]) == 21
 

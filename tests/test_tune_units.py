@@ -24,7 +24,7 @@ from search_spaces import Distribution, SpaceError, get_space
 from trainables.train import run_trial
 from trainables.schema import duration_text
 from tune.budget import budget_arms, random_start, stretched
-from trainables.record import RECORD_KEY
+from trainables.record import PARENT_STAGE, RECORD_KEY
 from tune.confirm import confirm_trials, select_finalists
 from tune.search import GroupedSearch, search_groups
 from tune.seeds import replicate_seeds
@@ -521,13 +521,13 @@ def test_a_sweep_is_found_again_whatever_quotes_its_path_holds(tmp_path):
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     path = str(tmp_path / "it's a \"sweep\"")
-    run_id, _ = open_parent_run(client, "exp", path, False, {"stage": "sweep"},
+    run_id, _ = open_parent_run(client, "exp", path, False, {"stage": PARENT_STAGE},
                                 artifact_location=str(tmp_path / "artifacts"))
     client.create_run(client.get_experiment_by_name("exp").experiment_id,
-                      tags={"stage": "sweep", "mlflow.parentRunId": run_id, "trial_id": "t1"})
+                      tags={"stage": PARENT_STAGE, "mlflow.parentRunId": run_id, "trial_id": "t1"})
     assert find_parent_run(client, "exp", path).info.run_id == run_id
     assert find_parent_run(client, "exp", path + "x") is None
-    assert open_parent_run(client, "exp", path, True, {"stage": "sweep"})[0] == run_id
+    assert open_parent_run(client, "exp", path, True, {"stage": PARENT_STAGE})[0] == run_id
 
 
 def _epoch(n: int) -> dict:
@@ -547,7 +547,7 @@ def test_a_resumed_trial_continues_its_run_and_logs_no_epoch_twice(tmp_path):
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)
-    parent, experiment = open_parent_run(client, "exp", str(tmp_path), False, {"stage": "sweep"},
+    parent, experiment = open_parent_run(client, "exp", str(tmp_path), False, {"stage": PARENT_STAGE},
                                          artifact_location=str(tmp_path / "artifacts"))
     trial = SimpleNamespace(trial_id="t1", config={"optimizer": "sam", "epochs": 4, "rho": 0.1},
                             last_result={})

@@ -29,6 +29,18 @@ class Transform:
     reflect: bool = False
     integral: bool = False
 
+    @property
+    def words(self) -> str:
+        """The scale as a reader names it: linear, log or log(1 - value)."""
+        kind = "log" if self.log else "linear"
+        return f"{kind}(1 - value)" if self.reflect else kind
+
+    @property
+    def log_axis(self) -> bool:
+        """Whether the value itself lies on a log scale (an axis or a model can say so;
+        log(1 - value) they cannot: linear)."""
+        return self.log and not self.reflect
+
     def inner(self, value: float) -> float:
         """What is drawn for `value`: the value, or 1 - value (its own inverse)."""
         return 1.0 - value if self.reflect else value
@@ -113,12 +125,11 @@ class HParam:
         return f"{self.label or self.name}; {bounds or 'any finite number'}"
 
     @property
-    def scale(self) -> str:
-        """The scale its default search samples on and figures plot it on (its kind's
-        `Transform`): log for a log-uniform search, log_complement for a complement's,
-        linear otherwise."""
+    def transform(self) -> Transform:
+        """How its default search samples it and figures plot it (its kind's `Transform`;
+        linear where it is not searched or is a choice)."""
         transform = TRANSFORMS.get(next(iter(self.search))) if self.search else None
-        return transform.scale if transform else "linear"
+        return transform or TRANSFORMS["uniform"]
 
     def searched(self, spec: dict) -> HParam:
         """The same hyperparameter with another default search distribution."""

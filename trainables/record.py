@@ -29,10 +29,21 @@ from trainables.schema import BUDGET_ARMS, STATUSES, UNFINISHED, rank_finalists
 SEARCH, RETUNE, CONFIRM = "search", "retune", "confirm"
 STAGES = (SEARCH, RETUNE, CONFIRM)
 STAGE_SUFFIX = {SEARCH: "", RETUNE: "-retune", CONFIRM: "-confirm"}
+STAGE_NAMES = {SEARCH: "search", RETUNE: "re-search", CONFIRM: "confirm"}  # as printed
 # The `stage` tag of a sweep's parent run (the run, not a stage). Sweeps recorded before
 # the search stage had its own word tagged their search trials with it too: read as SEARCH.
 PARENT_STAGE = "sweep"
 _OLD_STAGES = {PARENT_STAGE: SEARCH}
+
+# The parent run's tags beside `stage`: the space's name, the command that ran, the code's
+# commit, the sweep's storage path (how --resume finds its parent) and, while a signal has
+# it stopped, the signal's name.
+SPACE_TAG, COMMAND_TAG, COMMIT_TAG = "space", "command", "git_commit"
+SWEEP_PATH_TAG, INTERRUPTED_TAG = "sweep_path", "interrupted"
+# A trial run's tags beside its record's: MLflow's link to the parent run, and the Optuna
+# study and trial number of a searched trial.
+PARENT_RUN_TAG = "mlflow.parentRunId"
+OPTUNA_STUDY_TAG, OPTUNA_TRIAL_TAG = "optuna_study", "optuna_trial"
 
 # The Ray trial config's key for a trial's record (a dict of its tags): the driver sets
 # it, the trainable and the searchers never read it.
@@ -43,6 +54,9 @@ RECORD_KEY = "record"
 LOSS_PROFILE_FILE = "loss_profile.json"
 TEST_CORRECT_FILE = "test_correct.txt"
 SPACE_FILE = "space.json"
+# The parent run's resolved plan and, at its end, each stage's trial summaries.
+PLAN_FILE = "plan.json"
+TRIALS_FILE = "trials.json"
 
 # Settings measured in epochs: a longer arm and a matched refit multiply them together,
 # so the schedule keeps its shape.
@@ -138,6 +152,16 @@ class TrialRecord:
         return tuple(f.name for f in dataclasses.fields(cls))
 
 
+# The record's tags the driver finds a run by or sets alone (fields of TrialRecord).
+TRIAL_ID_TAG, STATUS_TAG = "trial_id", "status"
+
+
+def runs_confirm_stage(plan: Mapping) -> bool:
+    """Whether a sweep's plan (tune.plan.SweepPlan.record(), as its parent run's params
+    hold it) runs a confirm stage, and so reads the test split: top k and seeds both > 0."""
+    return (_count(plan.get("confirm_top_k")) or 0) > 0 and (_count(plan.get("confirm_seeds")) or 0) > 0
+
+
 def split_config(config: Mapping) -> tuple[dict, dict]:
     """(the trial's settings, its record's tags) of a Ray trial config."""
     settings = {k: v for k, v in config.items() if k != RECORD_KEY}
@@ -148,8 +172,26 @@ def split_config(config: Mapping) -> tuple[dict, dict]:
 def with_record(config: Mapping, record: TrialRecord) -> dict:
     """A Ray trial config carrying `record`'s tags (trial_id, stage and status are the
     driver's to set when it runs)."""
-    tags = {k: v for k, v in record.to_tags().items() if k not in ("trial_id", "status")}
+    tags = {k: v for k, v in record.to_tags().items() if k not in (TRIAL_ID_TAG, STATUS_TAG)}
     return {**config, RECORD_KEY: tags}
+
+
+def loss_profile_artifact(points: Iterable) -> dict:
+    """A confirm run's loss profile ([[t, loss], ...]) as its LOSS_PROFILE_FILE holds it."""
+    points = list(points)
+    return {"t": [t for t, _ in points], "loss": [loss for _, loss in points]}
+
+
+def loss_profile_points(data) -> list[list] | None:
+    """The [[t, loss], ...] a LOSS_PROFILE_FILE's (untrusted) data holds; None if malformed."""
+    if not isinstance(data, Mapping) or not isinstance(data.get("t"), list) or not isinstance(data.get("loss"), list):
+        return None
+    return [[t, loss] for t, loss in zip(data["t"], data["loss"])]
+
+
+def group_of(row: Mapping) -> tuple[str, int]:
+    """The group a trial belongs to, from its config or its row: (optimizer, replicate)."""
+    return row["optimizer"], int(row.get("replicate", 0))
 
 
 def ranked_by_group(rows: Iterable[Mapping], group: Callable[[Mapping], Hashable]) -> dict[Hashable, list]:
@@ -161,10 +203,14 @@ def ranked_by_group(rows: Iterable[Mapping], group: Callable[[Mapping], Hashable
     return {key: rank_finalists(found) for key, found in members.items()}
 
 
+# Compute is counted in GPU-hours or CPU-hours; UNKNOWN_UNIT where a sweep's space is lost.
+GPU_UNIT, CPU_UNIT, UNKNOWN_UNIT = "GPU", "CPU", "unknown"
+
+
 def compute_unit(cpus: float, gpus: float) -> tuple[str, float]:
-    """What one trial holds, for compute counted as units x wall time: ("GPU", its GPUs)
-    when it holds GPUs, else ("CPU", its CPUs)."""
-    return ("GPU", float(gpus)) if gpus else ("CPU", float(cpus))
+    """What one trial holds, for compute counted as units x wall time: (GPU_UNIT, its GPUs)
+    when it holds GPUs, else (CPU_UNIT, its CPUs)."""
+    return (GPU_UNIT, float(gpus)) if gpus else (CPU_UNIT, float(cpus))
 
 
 def sqlite_path(uri: str) -> Path | None:
@@ -204,9 +250,24 @@ def server_problem(uri: str) -> str | None:
                 f"{one_line(getattr(error, 'reason', error))}")
 
 
+def is_server_uri(uri: str) -> bool:
+    """Whether `uri` names a tracking server (http(s)://host[:port]) rather than a file."""
+    return sqlite_path(uri) is None and _is_server_uri(uri)
+
+
 def default_tracking_uri(store: str | Path) -> str:
     """The tracking URI of the SQLite store a local results folder holds."""
     return f"{_SQLITE}{Path(store) / 'mlflow.db'}"
+
+
+def default_studies_uri(store: str | Path) -> str:
+    """The Optuna storage URL of the SQLite database beside it (only the driver opens it)."""
+    return f"{_SQLITE}{Path(store) / 'optuna.db'}"
+
+
+def children_query(parent_run_id: str, where: str = "") -> str:
+    """The MLflow filter of a sweep's trial runs (`where` more of it, joined with "and")."""
+    return f"tags.{PARENT_RUN_TAG} = '{parent_run_id}'" + (f" and {where}" if where else "")
 
 
 def sweep_parents(client, experiment_ids: list[str], where: str = "") -> list:
@@ -217,4 +278,4 @@ def sweep_parents(client, experiment_ids: list[str], where: str = "") -> list:
     query = f"tags.stage = '{PARENT_STAGE}'" + (f" and {where}" if where else "")
     runs = client.search_runs(experiment_ids, filter_string=query, order_by=["attributes.start_time DESC"],
                               max_results=1000)
-    return [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    return [r for r in runs if PARENT_RUN_TAG not in r.data.tags]

@@ -71,13 +71,17 @@ def trial_status(last_result: Mapping, planned_epochs: int, errored: bool) -> st
     return COMPLETED if last_result.get("epoch", 0) >= planned_epochs else STOPPED_EARLY
 
 
-def trial_summary(last_result: Mapping, planned_epochs: int, errored: bool) -> dict:
-    """How a trial ended, from its last result: status (`trial_status`), epochs run, and
-    the final val and test accuracy (NaN where the trial did not evaluate the split)."""
-    return {"status": trial_status(last_result, planned_epochs, errored),
-            "epochs_run": int(last_result.get("epoch", 0)),
+def final_metrics(last_result: Mapping) -> dict:
+    """What a trial's last result says of its end: epochs run, and the final val and test
+    accuracy (NaN where the trial did not evaluate the split)."""
+    return {"epochs_run": int(last_result.get("epoch", 0)),
             "final_val_acc": float(last_result.get(SEARCH_METRIC, math.nan)),
             "final_test_acc": float(last_result.get(VERDICT_METRIC, math.nan))}
+
+
+def trial_summary(last_result: Mapping, planned_epochs: int, errored: bool) -> dict:
+    """How a trial ended, from its last result: status (`trial_status`) and `final_metrics`."""
+    return {"status": trial_status(last_result, planned_epochs, errored), **final_metrics(last_result)}
 
 
 def finalist_key(status: str, epochs_run: int, final_val_acc: float) -> tuple[int, float] | None:

@@ -67,6 +67,6 @@ def confirm_runs(space, top_k: int, seeds: int) -> dict[tuple[str, str], tuple[i
     for optimizer, arms in budget_arms(space.optimizers).items():
         for arm, longer in arms:
             configs = 1 if longer > 1 and optimizer in again else top_k
-            epochs = max(1, round(round(space.max_epochs * longer) * factor))
+            epochs = stretched(stretched({"epochs": space.max_epochs}, longer), factor)["epochs"]
             plan[(optimizer, arm)] = (space.replicates * configs * seeds, epochs)
     return plan

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from trainables.record import SPACE_FILE
+from trainables.record import INTERRUPTED_TAG, SPACE_FILE, STATUS_TAG, children_query
 from trainables.schema import INTERRUPTED
 from tune.interrupt import Interrupted
 from tune.plan import SweepPlan, local_storage
@@ -26,10 +26,10 @@ def end_live_runs(client: MlflowClient, experiment_id: str, parent_run_id: str,
     ("interrupted": stopped by a signal at their last checkpoint, continued by --resume;
     "error": still running after the sweep ended, so they belong to no trial). Returns
     how many."""
-    live = client.search_runs([experiment_id], filter_string=(
-        f"tags.mlflow.parentRunId = '{parent_run_id}' and attributes.status = 'RUNNING'"))
+    live = client.search_runs([experiment_id], filter_string=children_query(
+        parent_run_id, "attributes.status = 'RUNNING'"))
     for run in live:
-        client.set_tag(run.info.run_id, "status", status)
+        client.set_tag(run.info.run_id, STATUS_TAG, status)
         client.set_terminated(run.info.run_id, "KILLED")
     return len(live)
 
@@ -40,7 +40,7 @@ def record_interruption(client: MlflowClient, experiment_id: str, parent_run_id:
     KILLED, the trials tagged `interrupted` and the parent tagged with the signal. Returns
     the number of trials stopped mid-run."""
     stopped = end_live_runs(client, experiment_id, parent_run_id, INTERRUPTED)
-    client.set_tag(parent_run_id, "interrupted", stop.name)
+    client.set_tag(parent_run_id, INTERRUPTED_TAG, stop.name)
     client.set_terminated(parent_run_id, "KILLED")
     return stopped
 

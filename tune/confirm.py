@@ -21,10 +21,10 @@ import json
 
 from ray.tune.search import Searcher
 
-from trainables.record import CONFIRM, TrialRecord, ranked_by_group, with_record
+from trainables.record import CONFIRM, TrialRecord, group_of, ranked_by_group, with_record
 from trainables.schema import EQUAL_EPOCHS, VERDICT_METRIC
 from tune.budget import stretched
-from tune.search import PickledSearcher, group_of
+from tune.search import PickledSearcher
 
 
 def config_key(config: dict) -> str:

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 
 from trainables.catalog import download_note
-from trainables.record import compute_unit
+from trainables.record import CONFIRM, RETUNE, SEARCH, STAGE_NAMES, compute_unit
 from trainables.schema import EQUAL_COMPUTE, duration_text
 from tune.budget import retune_trials
 from tune.plan import SweepPlan, local_gpus
@@ -36,7 +36,7 @@ class Budget:
 
     def stages(self) -> dict[str, dict[str, int]]:
         """The stages by name, in the order they run."""
-        return {"search": self.search, "re-search": self.retune, "confirm": self.confirm}
+        return {SEARCH: self.search, RETUNE: self.retune, CONFIRM: self.confirm}
 
 
 def budget(plan: SweepPlan) -> Budget:
@@ -125,7 +125,7 @@ def describe(plan: SweepPlan, times: dict[str, float] | None = None) -> str:
     for stage, trial_epochs in b.stages().items():
         seconds = sum(trial_epochs[o] * times[o] for o in trial_epochs)
         if seconds:
-            bound = "about " if stage == "confirm" else "at most "
-            lines.append(f"             {stage}: {bound}{duration_text(seconds / concurrent)} wall, "
+            bound = "about " if stage == CONFIRM else "at most "
+            lines.append(f"             {STAGE_NAMES[stage]}: {bound}{duration_text(seconds / concurrent)} wall, "
                          f"{seconds * per_trial / 3600:.2g} {unit}-hours")
     return "\n".join(lines)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from search_spaces import SearchSpace
 from trainables.errors import ConfigError
-from trainables.record import CONFIRM, RETUNE, STAGE_SUFFIX
+from trainables.record import CONFIRM, RETUNE, STAGE_SUFFIX, runs_confirm_stage
 from trainables.schema import EQUAL_COMPUTE
 from tune.budget import confirm_runs, random_start, retune_trials, retuned
 
@@ -89,7 +89,7 @@ class SweepPlan:
 
     @property
     def confirms(self) -> bool:
-        return self.confirm_top_k > 0 and self.confirm_seeds > 0
+        return runs_confirm_stage(self.record())
 
     @property
     def confirm_path(self) -> str:

@@ -19,7 +19,8 @@ from ray import tune
 
 from trainables.data import load_dataset
 from trainables.errors import DataUnavailableError, one_line
-from trainables.record import CONNECT_TIMEOUT_S, RETUNE, server_problem, sqlite_path, tracking_uri_problem
+from trainables.record import (CONNECT_TIMEOUT_S, PLAN_FILE, RETUNE, server_problem, sqlite_path,
+                               tracking_uri_problem)
 from tune.plan import RAY_DASHBOARD_PORT, SweepError, SweepPlan, local_storage, record_differences
 from tune.search import study_name
 from tune.tracking import find_parent_run
@@ -167,7 +168,7 @@ def _recorded_plan(client: MlflowClient, run_id: str) -> dict | None:
     recorded)."""
     with tempfile.TemporaryDirectory() as folder:
         try:
-            path = client.download_artifacts(run_id, "plan.json", folder)
+            path = client.download_artifacts(run_id, PLAN_FILE, folder)
         except (MlflowException, OSError):
             return None
         return json.loads(Path(path).read_text())

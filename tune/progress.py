@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 from ray.tune import Callback
 
-from trainables.record import ranked_by_group
-from trainables.schema import STATUSES, duration_text, trial_summary
+from trainables.record import group_of, ranked_by_group
+from trainables.schema import COMPLETED, DIVERGED, ERROR, STATUSES, STOPPED_EARLY, duration_text, trial_summary
 from tune.confirm import config_key
 
 _HEARTBEAT_S = 30.0
@@ -90,8 +90,8 @@ class ConciseProgress(Callback):
         counts = {s: sum(r["status"] == s for r in self._ended.values()) for s in STATUSES}
         return (f"[{duration_text(self.clock() - self._started):>6s}] trials "
                 f"{len(self._ended)}/{self.budget.trials} done (running {running}; completed "
-                f"{counts['completed']}, stopped early {counts['stopped_early']}, diverged "
-                f"{counts['diverged']}, errors {counts['error']}); trial-epochs "
+                f"{counts[COMPLETED]}, stopped early {counts[STOPPED_EARLY]}, diverged "
+                f"{counts[DIVERGED]}, errors {counts[ERROR]}); trial-epochs "
                 f"{sum(self._epochs.values())}/{self.budget.trial_epochs}; {self._eta(running)}; "
                 f"compute {self._compute_hours():.3g} {self.budget.unit}-h"
                 f"{self._leaders()}{self._waiting()}")
@@ -122,7 +122,7 @@ class ConciseProgress(Callback):
                 if values:
                     means.append(f"{label} {sum(values) / len(values):.4f} ({len(values)}/{planned})")
             return f"; mean {self.metric} so far: {', '.join(means)}" if means else ""
-        ranked = ranked_by_group([{**r, "final_val_acc": r["final"]} for r in rows], lambda r: r["optimizer"])
+        ranked = ranked_by_group(rows, lambda r: r["optimizer"])  # the search and re-search: on val
         best = [f"{optimizer} {found[0]['final_val_acc']:.4f}" for optimizer, found in ranked.items() if found]
         return f"; best finished {self.metric}: {', '.join(best)}" if best else ""
 
@@ -151,11 +151,11 @@ class ConciseProgress(Callback):
     def _finished(self, trials, trial, errored: bool) -> None:
         last = trial.last_result or {}
         ended = trial_summary(last, trial.config["epochs"], errored)
-        status, final = ended["status"], float(last.get(self.metric, float("nan")))
+        status, final = ended["status"], ended[f"final_{self.metric}"]
         self._planned.setdefault(trial.trial_id, int(trial.config["epochs"]))
         self._ended[trial.trial_id] = {
-            "optimizer": trial.config["optimizer"], "status": status, "epochs_run": ended["epochs_run"],
-            "final": final, "group": (self.budget.groups or {}).get(config_key(trial.config))}
+            **ended, "optimizer": trial.config["optimizer"], "final": final,
+            "group": (self.budget.groups or {}).get(config_key(trial.config))}
         self.out(f"{trial.trial_id} {trial.config['optimizer']:7s} {status:13s} {self.metric} "
                  f"{final:.4f}  {_hparams(trial.config, self.searched)}")
         self.out(self._line(trials))
@@ -180,7 +180,7 @@ def best_table(rows: list[dict], searched: tuple[str, ...]) -> str:
     with `optimizer`, `replicate`, `status`, `epochs_run`, `final_val_acc`, `config`."""
     lines = [f"{'optimizer':9s} {'rep':>3s} {'trials':>6s} {'final val_acc':>13s} {'epochs':>6s}  hyperparameters"]
     sizes = Counter((r["optimizer"], r["replicate"]) for r in rows)
-    for (optimizer, replicate), ranked in ranked_by_group(rows, lambda r: (r["optimizer"], r["replicate"])).items():
+    for (optimizer, replicate), ranked in ranked_by_group(rows, group_of).items():
         trials = sizes[(optimizer, replicate)]
         if not ranked:
             lines.append(f"{optimizer:9s} {replicate:3d} {trials:6d} {'-':>13s} {'-':>6s}  "

@@ -12,10 +12,10 @@ the stretched epochs. Every other setting is the finalist's.
 from __future__ import annotations
 
 from search_spaces import Distribution, SearchSpace
-from trainables.record import RETUNE
+from trainables.record import RETUNE, group_of
 from trainables.schema import EQUAL_COMPUTE
 from tune.budget import budget_arms, retune_trials, retuned, stretched
-from tune.search import SearchGroup, group_of, study_name
+from tune.search import SearchGroup, study_name
 from tune.seeds import replicate_seeds
 
 # The re-searched learning rate: log-uniform on [lr / RETUNE_SPAN, lr * RETUNE_SPAN].

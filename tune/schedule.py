@@ -16,7 +16,8 @@ import pyarrow.fs
 from ray.tune.result import SHOULD_CHECKPOINT
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-from tune.search import group_of
+from trainables.record import group_of
+
 
 
 class SafeSnapshots(FIFOScheduler):
@@ -91,7 +92,7 @@ def delete_checkpoints_before(checkpoint) -> None:
 
 
 class PerGroupASHA(SafeSnapshots):
-    """Routes every trial event to the ASHA of the trial's group (tune.search.group_of:
+    """Routes every trial event to the ASHA of the trial's group (trainables.record.group_of:
     its optimizer and replicate)."""
 
     def __init__(self, groups, max_t: int, grace_period: int, reduction_factor: float,

@@ -29,7 +29,7 @@ from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
 from search_spaces import Distribution, SearchSpace
-from trainables.record import SEARCH
+from trainables.record import OPTUNA_STUDY_TAG, OPTUNA_TRIAL_TAG, SEARCH, group_of
 from trainables.schema import ERROR, SEARCH_METRIC, STOPPED_EARLY, trial_status
 from tune.budget import random_start
 from tune.seeds import replicate_seeds
@@ -56,11 +56,6 @@ def study_name(experiment: str, optimizer: str, replicate: int, stage: str = SEA
     "EXPERIMENT/OPTIMIZER/rREPLICATE" (the search), ".../retune" (the re-search)."""
     name = f"{experiment}/{optimizer}/r{replicate}"
     return name if stage == SEARCH else f"{name}/{stage}"
-
-
-def group_of(config: dict) -> tuple[str, int]:
-    """The group a trial config belongs to: (optimizer, replicate)."""
-    return config["optimizer"], int(config.get("replicate", 0))
 
 
 @dataclass(frozen=True)
@@ -204,7 +199,7 @@ class OptunaLinks:
                     trial_id = self._storage.get_trial_id_from_study_id_trial_number(
                         study_id, trial.number)
                     self._storage.set_trial_user_attr(trial_id, "mlflow_run_id", run_id)
-                return {"optuna_study": name, "optuna_trial": str(trial.number)}
+                return {OPTUNA_STUDY_TAG: name, OPTUNA_TRIAL_TAG: str(trial.number)}
         return {}
 
 

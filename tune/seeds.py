@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from trainables.record import SEARCH
+from trainables.record import CONFIRM, SEARCH
 
 # Optuna seeds numpy's RandomState: 32 bits.
 _BITS = 32
@@ -47,4 +47,4 @@ def replicate_seeds(master: int, replicate: int, confirm_runs: int) -> Replicate
     with `confirm_runs` confirm seeds."""
     return ReplicateSeeds(master, replicate, train=derived(master, replicate, "train"),
                           holdout=derived(master, replicate, "holdout"),
-                          confirm=tuple(derived(master, replicate, "confirm", s) for s in range(confirm_runs)))
+                          confirm=tuple(derived(master, replicate, CONFIRM, s) for s in range(confirm_runs)))

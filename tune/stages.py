@@ -12,7 +12,8 @@ from pathlib import Path
 import ray
 from ray import tune
 
-from trainables.record import CONFIRM, PARENT_STAGE, RECORD_KEY, RETUNE, compute_unit, ranked_by_group, split_config
+from trainables.record import (COMMAND_TAG, COMMIT_TAG, CONFIRM, DEFAULT_STORE, PARENT_STAGE, RECORD_KEY, RETUNE,
+                               SPACE_TAG, compute_unit, group_of, is_server_uri, ranked_by_group, split_config)
 from trainables.schema import SEARCH_METRIC, VERDICT_METRIC, trial_summary
 from tune.budget import budget_arms
 from tune.confirm import FixedConfigs, config_key, confirm_trials
@@ -20,7 +21,7 @@ from tune.plan import RAY_DASHBOARD_PORT, SweepError, SweepPlan, is_uri
 from tune.progress import ConciseProgress, StageBudget
 from tune.retune import retune_groups
 from tune.schedule import PerGroupASHA, SafeSnapshots
-from tune.search import GroupedSearch, OptunaLinks, group_of, search_groups
+from tune.search import GroupedSearch, OptunaLinks, search_groups
 from tune.seeds import replicate_seeds
 from tune.tracking import MlflowTracking
 from tune.trainable import tune_trial
@@ -28,7 +29,7 @@ from tune.trainable import tune_trial
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 # Shipped to a cluster as the job's working directory: code only.
-_SHIP_EXCLUDES = [".venv/", ".git/", "results/", "data/", "*.db", "mlruns/", "__pycache__/"]
+_SHIP_EXCLUDES = [".venv/", ".git/", f"{DEFAULT_STORE}/", "data/", "*.db", "mlruns/", "__pycache__/"]
 
 
 def start_ray(plan: SweepPlan) -> bool:
@@ -67,7 +68,7 @@ def check_cluster(plan: SweepPlan, out=print) -> None:
     if not is_uri(plan.storage):
         raise SweepError(f"the cluster has {len(nodes)} nodes, but storage {plan.storage} is a "
                          "local path; pass --storage s3://... or file:///shared/nfs/path")
-    if not plan.tracking_uri.startswith(("http://", "https://")):
+    if not is_server_uri(plan.tracking_uri):
         raise SweepError(f"the cluster has {len(nodes)} nodes: pass --mlflow-uri "
                          "http://host:port of a tracking server they can reach")
 
@@ -95,7 +96,7 @@ def provenance(plan: SweepPlan) -> dict:
     except OSError:
         commit = "unknown"
     versions = {p: metadata.version(p) for p in ("torch", "torchvision", "ray", "optuna", "mlflow")}
-    return {"space": plan.space.name, "command": plan.command, "git_commit": commit,
+    return {SPACE_TAG: plan.space.name, COMMAND_TAG: plan.command, COMMIT_TAG: commit,
             "python": sys.version.split()[0], "stage": PARENT_STAGE,
             **{f"version.{p}": v for p, v in versions.items()}}
 

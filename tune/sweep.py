@@ -12,7 +12,7 @@ from pathlib import Path
 import ray
 from mlflow.tracking import MlflowClient
 
-from trainables.record import SPACE_FILE
+from trainables.record import PLAN_FILE, SPACE_FILE, TRIALS_FILE
 from trainables.schema import ERROR
 from tune.closing import (closing_commands, closing_summary, end_live_runs, interruption_note,
                           log_summary_metrics, record_interruption, recorded_sweep, rows_for_mlflow,
@@ -68,7 +68,7 @@ def _run(plan: SweepPlan, run_search: bool, run_confirm: bool, out, signals: Sto
         provenance(plan), artifact_location=str(Path(local, "mlartifacts")) if local else None)
     if run_search and not plan.resume:
         client.log_dict(parent_run_id, plan.space.to_dict(), SPACE_FILE)
-        client.log_dict(parent_run_id, plan.record(), "plan.json")
+        client.log_dict(parent_run_id, plan.record(), PLAN_FILE)
         log_params(client, parent_run_id, flat_params(plan.record()))
     try:
         return _stages(plan, run_search, run_confirm, out, signals, client, parent_run_id,
@@ -105,7 +105,7 @@ def _stages(plan: SweepPlan, run_search: bool, run_confirm: bool, out, signals: 
     # Past here every trial has ended: after a first signal the summary and the report
     # are still written (a second one stops at once).
     end_live_runs(client, experiment_id, parent_run_id, ERROR)
-    client.log_dict(parent_run_id, rows_for_mlflow(rows + retune_rows + confirm_rows), "trials.json")
+    client.log_dict(parent_run_id, rows_for_mlflow(rows + retune_rows + confirm_rows), TRIALS_FILE)
     sweep = recorded_sweep(plan)
     out("\n" + closing_summary(sweep, confirm_rows))
     log_summary_metrics(client, parent_run_id, sweep, out)

@@ -20,7 +20,9 @@ from ray.tune import Callback
 from ray.tune.result import AUTO_RESULT_KEYS
 
 from trainables.config import TrialConfig
-from trainables.record import LOSS_PROFILE_FILE, SEARCH, TEST_CORRECT_FILE, TrialRecord, split_config, sweep_parents
+from trainables.record import (INTERRUPTED_TAG, LOSS_PROFILE_FILE, PARENT_RUN_TAG, SEARCH, STATUS_TAG,
+                               SWEEP_PATH_TAG, TEST_CORRECT_FILE, TRIAL_ID_TAG, TrialRecord, children_query,
+                               loss_profile_artifact, split_config, sweep_parents)
 from trainables.schema import LOSS_PROFILE, RUNNING, TEST_CORRECT, trial_status
 
 
@@ -33,8 +35,8 @@ def find_parent_run(client: MlflowClient, experiment: str, sweep_path: str):
         return None
     # Matched here rather than in the filter string: a path may hold quotes of both kinds,
     # which MLflow's filter syntax cannot escape.
-    runs = sweep_parents(client, [found.experiment_id], "tags.sweep_path LIKE '%'")
-    return next((r for r in runs if r.data.tags.get("sweep_path") == sweep_path), None)
+    runs = sweep_parents(client, [found.experiment_id], f"tags.{SWEEP_PATH_TAG} LIKE '%'")
+    return next((r for r in runs if r.data.tags.get(SWEEP_PATH_TAG) == sweep_path), None)
 
 
 def open_parent_run(client: MlflowClient, experiment: str, sweep_path: str, resume: bool,
@@ -51,11 +53,11 @@ def open_parent_run(client: MlflowClient, experiment: str, sweep_path: str, resu
     parent = find_parent_run(client, experiment, sweep_path) if resume else None
     if parent is not None:
         client.update_run(parent.info.run_id, status="RUNNING")
-        if "interrupted" in parent.data.tags:  # a signal stopped it; it runs again
-            client.delete_tag(parent.info.run_id, "interrupted")
+        if INTERRUPTED_TAG in parent.data.tags:  # a signal stopped it; it runs again
+            client.delete_tag(parent.info.run_id, INTERRUPTED_TAG)
         return parent.info.run_id, experiment_id
     run = client.create_run(experiment_id, tags={
-        "mlflow.runName": f"sweep {experiment}", "sweep_path": sweep_path, **tags})
+        "mlflow.runName": f"sweep {experiment}", SWEEP_PATH_TAG: sweep_path, **tags})
     return run.info.run_id, experiment_id
 
 
@@ -129,8 +131,7 @@ class MlflowTracking(Callback):
     def _find_run(self, trial_id: str) -> str | None:
         runs = self.client.search_runs(
             [self.experiment_id],
-            filter_string=f"tags.trial_id = '{trial_id}' and "
-                          f"tags.mlflow.parentRunId = '{self.parent_run_id}'")
+            filter_string=children_query(self.parent_run_id, f"tags.{TRIAL_ID_TAG} = '{trial_id}'"))
         return runs[0].info.run_id if runs else None
 
     def _create_run(self, trial) -> str:
@@ -138,7 +139,7 @@ class MlflowTracking(Callback):
         record = TrialRecord.from_tags(own, trial_id=trial.trial_id, stage=self.stage, status=RUNNING,
                                        optimizer=settings.get("optimizer"), replicate=settings.get("replicate", 0))
         run = self.client.create_run(self.experiment_id, tags={
-            "mlflow.parentRunId": self.parent_run_id, "mlflow.runName": f"{record.optimizer}-{trial.trial_id}",
+            PARENT_RUN_TAG: self.parent_run_id, "mlflow.runName": f"{record.optimizer}-{trial.trial_id}",
             **record.to_tags()})
         # Defaults filled in, the settings its optimizer ignores left out.
         acting = TrialConfig.from_dict(settings).acting()
@@ -170,7 +171,7 @@ class MlflowTracking(Callback):
                 self._final.add(run_id)
             elif run.info.status != "RUNNING":
                 self.client.update_run(run_id, status="RUNNING")
-                self.client.set_tag(run_id, "status", RUNNING)
+                self.client.set_tag(run_id, STATUS_TAG, RUNNING)
             self._synced.add(run_id)
         self._runs[trial.trial_id] = run_id
         return run_id
@@ -188,9 +189,7 @@ class MlflowTracking(Callback):
                    for k, v in _numeric_metrics(result).items()]
         self.client.log_batch(run_id, metrics=metrics)
         if isinstance(result.get(LOSS_PROFILE), list):  # the last epoch of a confirm run
-            self.client.log_dict(run_id, {"t": [t for t, _ in result[LOSS_PROFILE]],
-                                          "loss": [v for _, v in result[LOSS_PROFILE]]},
-                                 LOSS_PROFILE_FILE)
+            self.client.log_dict(run_id, loss_profile_artifact(result[LOSS_PROFILE]), LOSS_PROFILE_FILE)
         if isinstance(result.get(TEST_CORRECT), str):  # how a confirm run ended, per test example
             self.client.log_text(run_id, result[TEST_CORRECT], TEST_CORRECT_FILE)
         self._logged[run_id] = epoch
@@ -200,7 +199,7 @@ class MlflowTracking(Callback):
         if run_id in self._final:
             return
         status = trial_status(trial.last_result or {}, trial.config["epochs"], errored)
-        self.client.log_batch(run_id, tags=[RunTag("status", status)])
+        self.client.log_batch(run_id, tags=[RunTag(STATUS_TAG, status)])
         self.client.set_terminated(run_id, RunStatus.to_string(
             RunStatus.FAILED if errored else RunStatus.FINISHED))
 

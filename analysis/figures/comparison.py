@@ -29,7 +29,7 @@ def figure_comparison(inputs: ReportInputs) -> go.Figure:
     fig = go.Figure()
     groups = _confirm_groups(result)
     for optimizer, arm, seeds, row in groups:
-        _add_seeds_and_mean(fig, optimizer, arm, seeds, row)
+        _add_seeds_and_mean(fig, optimizer, arm, result.run_label(optimizer, arm), seeds, row)
     shown = pd.concat([seeds[VERDICT_METRIC] for _, _, seeds, _ in groups]
                       + [pd.Series([row.low, row.high]) for *_, row in groups]).dropna()
     yrange = [max(0.0, shown.min() - 0.02), min(1.0, shown.max() + 0.02)]
@@ -65,9 +65,9 @@ def _confirm_groups(result: Comparison) -> list[tuple]:
                                                   g[1] == EQUAL_COMPUTE))
 
 
-def _add_seeds_and_mean(fig: go.Figure, optimizer: str, arm: str, seeds: pd.DataFrame, row) -> None:
+def _add_seeds_and_mean(fig: go.Figure, optimizer: str, arm: str, name: str, seeds: pd.DataFrame, row) -> None:
     """One optimizer's runs as small markers and its mean with the interval as error bars."""
-    name, c, longer = run_label(optimizer, arm), color(optimizer), arm == EQUAL_COMPUTE
+    c, longer = color(optimizer), arm == EQUAL_COMPUTE
     fig.add_trace(go.Scatter(
         x=[name] * len(seeds), y=seeds[VERDICT_METRIC], mode="markers", name=f"{name} runs",
         marker={"size": 7, "color": rgba(c, 0.5)}, text=[f"replicate {r}, seed {s}" for r, s in
@@ -138,7 +138,7 @@ def figure_learning_curves(inputs: ReportInputs) -> go.Figure:
             longer = arm == EQUAL_COMPUTE
             panels = [(2, band["evals"])] if longer else [(1, band.index), (2, band["evals"])]
             for i, (col, x) in enumerate(panels):
-                _band(fig, x, band, optimizer, run_label(optimizer, arm), col, i == 0,
+                _band(fig, x, band, optimizer, run_label(optimizer, arm, inputs.sweep.optimizers), col, i == 0,
                       "dash" if longer else "solid")
     if source == CONFIRM:
         dashed = "; dashed: the 1-pass optimizers' longer runs" if (arm_of == EQUAL_COMPUTE).any() else ""

@@ -21,8 +21,9 @@ SectionPart = Callable[[ReportInputs], str]  # HTML a section shows besides its 
 @dataclass(frozen=True)
 class Figure:
     """One figure of the page and its section: the title and text shown with it, the
-    function that draws it (it returns None where the sweep has no data for it), and the
-    HTML shown above and below it (analysis.tables)."""
+    function that draws it (it returns None where the sweep has no data for it), the HTML
+    shown above and below it (analysis.tables), and a section of tables alone that follows
+    it (`then`: its whole HTML)."""
 
     key: str
     title: str
@@ -30,21 +31,22 @@ class Figure:
     draw: Callable[[ReportInputs], go.Figure | None]
     above: SectionPart | None = None
     below: SectionPart | None = None
+    then: SectionPart | None = None
 
 
 FIGURES: dict[str, Figure] = {}  # key -> its figure, in page order (the order registered)
 
 
 def figure(key: str, title: str, text: str = "", *, above: SectionPart | None = None,
-           below: SectionPart | None = None):
+           below: SectionPart | None = None, then: SectionPart | None = None):
     """Register the decorated function, which draws from a report's inputs, as the figure
-    `key` of the page, under `title` with `text` (and the `above` and `below` HTML).
+    `key` of the page, under `title` with `text` (and the `above`, `below` and `then` HTML).
 
     The name it is bound to draws it from a `Sweep` instead, as a notebook calls it:
     `figure_x(sweep, min_trials=...)`, `min_trials` being ReportInputs' fANOVA minimum.
     """
     def register(draw: Callable[[ReportInputs], go.Figure | None]):
-        FIGURES[key] = Figure(key, title, text, draw, above, below)
+        FIGURES[key] = Figure(key, title, text, draw, above, below, then)
 
         def from_sweep(sweep: Sweep, min_trials: int = MIN_IMPORTANCE_TRIALS) -> go.Figure | None:
             return draw(ReportInputs(sweep, min_trials))

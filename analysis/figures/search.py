@@ -17,7 +17,7 @@ from analysis.plotstyle import color, layout, log_scaled
 from analysis.sensitivity import MEASURED, SENSITIVITY_PARAMS, has_values
 from analysis.sweep import in_param_order
 from analysis.text import compute_scale, label, num, param_label
-from trainables.record import SEARCH
+from trainables.record import SEARCH, UNKNOWN_UNIT
 
 
 @figure("compute", "Accuracy against compute",
@@ -30,8 +30,8 @@ def figure_compute(inputs: ReportInputs) -> go.Figure:
     sweep = inputs.sweep
     search = sweep.stage(SEARCH)
     units = set(search["compute_unit"].dropna())
-    unit = units.pop() if len(units) == 1 else "unknown"
-    known = unit in ("CPU", "GPU")
+    unit = units.pop() if len(units) == 1 else UNKNOWN_UNIT
+    known = unit != UNKNOWN_UNIT
     factor, scale = compute_scale(search.groupby("optimizer")[
         "compute_hours" if known else "train_seconds"].sum().max() / (1 if known else 3600))
     fig = go.Figure()
@@ -177,7 +177,7 @@ def figure_importance(inputs: ReportInputs) -> go.Figure | None:
 
 @figure("asha", "Early stopping (ASHA)",
         "ASHA stops the worst trials at each rung; the trials that reached the last bar got the "
-        "full budget.", below=tables.rung_table)
+        "full budget.", below=tables.rung_table, then=tables.cost_section)
 def figure_asha(inputs: ReportInputs) -> go.Figure:
     """How ASHA spent the budget: search trials by the epochs they reached, per optimizer."""
     sweep = inputs.sweep
