@@ -14,7 +14,7 @@ import shlex
 import sys
 
 from commandline import OneLineArgumentParser
-from trainables.errors import ConfigError, check_range, shown
+from trainables.errors import ConfigError, check_range, printable, shown
 from trainables.record import DEFAULT_STORE, default_studies_uri, default_tracking_uri
 
 SMOKE_TEST = dict(trials_per_optimizer=1, max_epochs=1, grace_period=1, confirm_top_k=0, replicates=1)
@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.list_spaces:
             from search_spaces import get_space, list_spaces
             for name in list_spaces():
-                print(f"{name:22s} {get_space(name).description}")
+                print(printable(f"{name:22s} {get_space(name).description}"))
             return 0
         plan = resolve_plan(args, argv)
         if args.sample:

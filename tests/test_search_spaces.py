@@ -6,6 +6,7 @@ files must fail with a one-line SpaceError that names where and which field.
 
 import inspect
 import json
+import os
 
 import pytest
 import torch
@@ -15,7 +16,7 @@ from search_spaces import (
     Distribution, SearchSpace, SpaceError, get_space, list_spaces, load_space_file, register_space,
 )
 from search_spaces import registry
-from conftest import PUBLISHED
+from conftest import PUBLISHED, run_module
 from trainables.catalog import get_optimizer_info, hparams_of, list_optimizers
 from trainables.config import TrialConfig
 
@@ -414,6 +415,10 @@ BAD_FILES = [
     (HAND_WRITTEN.replace("alpha: {uniform: [0.5, 0.99]}", "alpha: {uniform: [0.5, 1.0]}"), "search.alpha"),
     (HAND_WRITTEN.replace("max_concurrent: 1", "max_concurrent: yes"), "max_concurrent"),
     (b"\xff\xfe name", "cannot read"),
+    ("a: " + "[" * 5000 + "]" * 5000, "nested too deeply"),
+    ("name: x\nseed: " + "9" * 5000 + "\n", "a value cannot be read: Exceeds the limit (4300 digits)"),
+    ("name: x\nwhen: 2026-13-01\n", "a value cannot be read: month must be in 1..12"),
+    ("#" * 1_000_001, "larger than 1 MB"),
 ]
 
 
@@ -424,6 +429,17 @@ def test_bad_file(content, field, tmp_path):
     with pytest.raises(SpaceError) as err:
         get_space(str(path))
     assert_one_line_error(err, str(path), field)
+
+
+def test_only_a_regular_file_is_read_as_a_space(tmp_path):
+    # A FIFO would block the reader and /dev/zero never end: both are refused unread, in a
+    # child process so that a regression fails the test instead of hanging it.
+    fifo = tmp_path / "space.fifo"
+    os.mkfifo(fifo)
+    for path in (fifo, "/dev/zero", tmp_path):
+        done = run_module("launch", "--space", str(path), "--dry-run", timeout=60)
+        assert done.returncode == 2 and done.stderr == (
+            f"launch.py: error: {path}: not a regular file (a search space is a YAML file)\n")
 
 
 def test_missing_file(tmp_path):

@@ -511,6 +511,18 @@ def test_a_files_confirm_seeds_are_taken_as_written_and_zero_means_no_confirm_st
     assert launch.main(["--space", str(path), "--dry-run", "--storage", str(tmp_path / "r")]) == 0
     assert says in capsys.readouterr().out
 
+
+def test_a_space_files_control_characters_reach_the_terminal_escaped(tmp_path, capsys):
+    import launch
+
+    space = {**get_space("quickstart").to_dict(), "description": "a \x1b[31mred\x1b]0;title\x07 \rgone\nline"}
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(space))
+    assert launch.main(["--space", str(path), "--dry-run", "--storage", str(tmp_path / "r")]) == 0
+    out = capsys.readouterr().out
+    assert not {"\x1b", "\x07", "\r"} & set(out)
+    assert out.splitlines()[0] == "space        quickstart: a \\x1b[31mred\\x1b]0;title\\x07 \\rgone\\nline"
+
 # ---- MLflow records -----------------------------------------------------------------------
 
 

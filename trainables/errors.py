@@ -18,14 +18,18 @@ _REPR.maxstring = _REPR.maxother = SHOWN_LIMIT
 _REPR.maxlong = 40
 
 
+def printable(text) -> str:
+    """`str(text)` with every non-printable character escaped as repr writes it (a newline
+    reads \\n, an escape \\x1b): untrusted text shown on a terminal cannot recolour, retitle,
+    hide or break its line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
 def one_line(text, limit: int = SHOWN_LIMIT, *, squash_space: bool = False) -> str:
-    """`str(text)` as one printable line of at most `limit` characters, for an error
-    message: every non-printable character escaped as repr writes it (a newline reads \\n,
-    an escape \\x1b, so untrusted text cannot break the line or drive the terminal), then
-    cut, ending in "..." where cut. With `squash_space`, runs of whitespace (newlines
-    included) first become one space: for prose such as an exception's text."""
-    text = " ".join(str(text).split()) if squash_space else str(text)
-    escaped = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    """`str(text)` as one `printable` line of at most `limit` characters, for an error
+    message: cut, ending in "..." where cut. With `squash_space`, runs of whitespace
+    (newlines included) first become one space: for prose such as an exception's text."""
+    escaped = printable(" ".join(str(text).split()) if squash_space else text)
     return escaped if len(escaped) <= limit else escaped[:limit - 3] + "..."
 
 

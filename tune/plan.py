@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 
 from search_spaces import SearchSpace
-from trainables.errors import ConfigError
+from trainables.errors import ConfigError, printable
 from trainables.record import CONFIRM, RETUNE, STAGE_SUFFIX, runs_confirm_stage
 from trainables.schema import EQUAL_COMPUTE
 from tune.budget import confirm_runs, random_start, retune_trials, retuned
@@ -187,7 +187,7 @@ class SweepPlan:
             searched = ", ".join(f"{n} {d.kind} {_range(d)}"
                                  for n, d in s.distributions_for(optimizer).items())
             lines.append(f"  {optimizer:8s} {searched}")
-        return "\n".join(lines)
+        return "\n".join(map(printable, lines))  # a space file's description and choices are untrusted
 
 
 def _range(distribution) -> str:
