@@ -8,18 +8,24 @@ STAMP := $(VENV)/.installed
 # pip warns once per local wheel location it skips; the warnings are harmless here.
 PIP := $(PY) -m pip install -q --disable-pip-version-check -c constraints.txt
 QUIET := 2>&1 | { grep -v "is ignored" || true; }
+COMMA := ,
 
 .PHONY: setup demo test bench clean browser notebooks
+
+# A step of the setup, said before it starts and timed when it ends: $(call step,what,command).
+define step
+	@echo "setup: $(1) ..."; start=$$(date +%s); $(2); echo "setup: $(1): done in $$(( $$(date +%s) - start )) s"
+endef
 
 setup: $(STAMP)
 
 # torch and torchvision first (large, CUDA build, from local disk where available), then
 # the pinned stack and the project itself, editable. Re-runs only when the pins change.
 $(STAMP): pyproject.toml constraints.txt
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) torch torchvision $(QUIET)
-	$(PIP) -e '.[sweep,png,test]' $(QUIET)
-	touch $@
+	$(call step,a virtual environment in $(VENV),test -x $(PY) || $(PYTHON) -m venv $(VENV))
+	$(call step,torch and torchvision (the largest step: minutes),$(PIP) torch torchvision $(QUIET))
+	$(call step,Ray Tune + Optuna + MLflow + Plotly + test tools (pinned in constraints.txt),$(PIP) -e '.[sweep$(COMMA)png$(COMMA)test]' $(QUIET))
+	@touch $@
 
 # The quickstart sweep on the offline digits data; a new experiment name per run so a
 # second `make demo` does not collide with the first (resume one with launch.py --resume).

@@ -13,7 +13,7 @@ import os
 import shlex
 import sys
 
-from commandline import OneLineArgumentParser
+from commandline import OneLineArgumentParser, from_here, python_command
 from trainables.errors import ConfigError, check_range, printable, shown
 from trainables.record import DEFAULT_STORE, default_studies_uri, default_tracking_uri
 
@@ -148,7 +148,7 @@ def resolve_plan(args, argv: list[str]):
     return SweepPlan(space=space, experiment=args.experiment or space.name, storage=storage,
                      tracking_uri=tracking, optuna_uri=studies, data_dir=os.path.abspath(args.data_dir),
                      address=args.address, resume=args.resume, dashboard=args.dashboard,
-                     command=shlex.join(["python", "launch.py", *argv]),
+                     command=shlex.join(python_command(from_here(__file__), *argv)),
                      confirm_top_k=(space.confirm_top_k if args.confirm is None or args.smoke_test
                                     else args.confirm),
                      confirm_seeds=args.seeds or space.confirm_seeds,

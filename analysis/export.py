@@ -17,6 +17,7 @@ import logging
 import sys
 
 from analysis.report import command_line, error_line, load
+from trainables.schema import count
 
 
 def trial_table(sweep):
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as error:
         print(f"{parser.prog}: error: {error_line(error)}", file=sys.stderr)
         return 2
-    print(f"{args.out}: {len(table)} trials")
+    print(f"{args.out}: {count(len(table), 'trial')}")
     return 0
 
 

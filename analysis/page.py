@@ -18,6 +18,7 @@ from analysis.importance import MIN_IMPORTANCE_TRIALS
 from analysis.inputs import ReportInputs
 from analysis.sweep import Provenance, Sweep
 from analysis.warnings import sweep_warnings
+from trainables.schema import count
 
 
 class ReportError(ValueError):
@@ -62,7 +63,7 @@ def _test_reads(meta: Provenance) -> str:
     reads = meta.test_reads
     if reads is None:
         return "unknown"
-    return (f"{reads} earlier sweep{'s' * (reads != 1)} in this store confirmed on the test split of "
+    return (f"{count(reads, 'earlier sweep')} in this store confirmed on the test split of "
             f"{meta.dataset} with {meta.model}")
 
 

@@ -16,12 +16,12 @@ from __future__ import annotations
 from analysis.flatness import MEASURES, NOT_INVARIANT, error_text, flatness_summary, rough_rule, units_text
 from analysis.stats import paired_test_id
 from analysis.sweep import Sweep
-from analysis.text import (ARM_TITLES, compute_text, count, label, missing, num, pct, pct_interval, points,
+from analysis.text import (ARM_TITLES, compute_text, label, missing, num, pct, pct_interval, points,
                            points_interval, wins_text)
 from analysis.verdict import ArmComparison, Comparison, comparison
 from analysis.warnings import sweep_warnings
 from trainables.record import UNKNOWN_UNIT
-from trainables.schema import EQUAL_COMPUTE, EQUAL_EPOCHS
+from trainables.schema import EQUAL_COMPUTE, EQUAL_EPOCHS, count
 
 _ARM_NOTES = {EQUAL_EPOCHS: "every optimizer at the space's epochs",
               EQUAL_COMPUTE: "1-pass optimizers at the SAM family's gradient evaluations, with the lr "

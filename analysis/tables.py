@@ -19,11 +19,11 @@ from analysis.rungs import rung_correlations
 from analysis.sensitivity import GOOD_MARGIN, SENSITIVITY_PARAMS, good_region
 from analysis.summary import interval_words, power_line
 from analysis.sweep import Sweep
-from analysis.text import (ARM_TITLES, compute_text, count, label, num, pct, pct_interval, points,
+from analysis.text import (ARM_TITLES, compute_text, label, num, pct, pct_interval, points,
                            points_interval, wins_text)
 from analysis.verdict import ArmComparison, Comparison
 from trainables.record import CONFIRM, RETUNE, SEARCH, group_of, ranked_by_group
-from trainables.schema import EQUAL_COMPUTE, EQUAL_EPOCHS
+from trainables.schema import EQUAL_COMPUTE, EQUAL_EPOCHS, count
 
 _ARM_TEXT = {
     EQUAL_EPOCHS: "Every optimizer ran the space's epochs (the papers' protocol). A SAM-family "
@@ -198,7 +198,7 @@ def cost_section(inputs: ReportInputs) -> str:
     confirm = cost_table(sweep, CONFIRM)
     if len(confirm) > 1:
         last = confirm.iloc[-1]
-        html_table += (f"<p>The confirm stage cost another {int(last['trials'])} trials, "
+        html_table += (f"<p>The confirm stage cost another {count(int(last['trials']), 'trial')}, "
                        f"{int(last['epochs'])} epochs and {compute_text(last['hours'], unit)}.</p>")
     return f"<section id='cost'><h2>Cost of the search</h2>{html_table}</section>"
 

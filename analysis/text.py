@@ -9,7 +9,7 @@ from __future__ import annotations
 import pandas as pd
 
 from trainables.catalog import all_hparams, epochs_factor, get_optimizer_info
-from trainables.schema import EQUAL_COMPUTE, EQUAL_EPOCHS
+from trainables.schema import EQUAL_COMPUTE, EQUAL_EPOCHS, count
 
 # How each confirm-stage arm is named in headings and summaries.
 ARM_TITLES = {EQUAL_EPOCHS: "at equal epochs", EQUAL_COMPUTE: "at equal gradient evaluations"}
@@ -71,11 +71,6 @@ def points(x: float) -> str:
 def points_interval(low: float, high: float) -> str:
     """An interval of differences in points: "[-0.20, +0.99] pts"."""
     return f"[{num(100 * low, '+.2f')}, {num(100 * high, '+.2f')}] pts"
-
-
-def count(n: int, noun: str) -> str:
-    """A count with its noun, singular or plural: "1 seed", "3 seeds"."""
-    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def wins_text(wins: int, ties: int, n: int) -> str:

@@ -17,10 +17,10 @@ from analysis.flatness import flatness_warnings
 from analysis.rungs import rung_warnings
 from analysis.stats import MIN_PAIRS
 from analysis.sweep import Sweep
-from analysis.text import ARM_TITLES, count, label, run_label
+from analysis.text import ARM_TITLES, label, run_label
 from analysis.verdict import Comparison, best_configs, comparison
 from trainables.record import CONFIRM, SEARCH
-from trainables.schema import DIVERGED
+from trainables.schema import DIVERGED, count
 
 # A best value within this fraction of either end of its range, on the range's own
 # sampling scale, suggests the optimum lies beyond the range.

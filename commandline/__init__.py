@@ -7,8 +7,10 @@ Standard library only, so every package may import it without pulling anything i
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 
-__all__ = ["OneLineArgumentParser"]
+__all__ = ["OneLineArgumentParser", "from_here", "python_command"]
 
 
 class OneLineArgumentParser(argparse.ArgumentParser):
@@ -16,3 +18,16 @@ class OneLineArgumentParser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def python_command(*args: str) -> list[str]:
+    """A command line of this Python (a virtualenv's is not on PATH, and a bare `python`
+    may be another), that runs as printed from the current folder: paths inside it are
+    relative, others absolute."""
+    return [from_here(sys.executable), *args]
+
+
+def from_here(path: str) -> str:
+    """`path` as the current folder reaches it: relative inside it, else absolute."""
+    relative = os.path.relpath(path)
+    return relative if not relative.startswith(os.pardir) else os.path.abspath(path)

@@ -93,8 +93,13 @@ def stop_session(session_id: int) -> None:
 def launch(*args, timeout=900) -> subprocess.CompletedProcess:
     """`python launch.py ARGS` as a user runs it, in its own session: whatever its Ray
     leaves running afterwards is stopped with it."""
-    process = subprocess.Popen([sys.executable, str(ROOT / "launch.py"), *args], cwd=ROOT,
-                               env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    return run_printed([sys.executable, str(ROOT / "launch.py"), *args], timeout=timeout)
+
+
+def run_printed(command: list[str], timeout=900, **env) -> subprocess.CompletedProcess:
+    """`command` run as a user runs a command the tool printed (from the project folder,
+    in its own session, stopped with whatever it leaves running; `env` added to ENV)."""
+    process = subprocess.Popen(command, cwd=ROOT, env={**ENV, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True, start_new_session=True)
     try:
         stdout, stderr = process.communicate(timeout=timeout)

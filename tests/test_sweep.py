@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import ENV, ROOT, SHARED_SWEEP, kill_processes, launch, space_file, stop_session
+from conftest import ENV, ROOT, SHARED_SWEEP, kill_processes, launch, run_printed, space_file, stop_session
 from mlflow.tracking import MlflowClient
 from trainables.record import LOSS_PROFILE_FILE, TEST_CORRECT_FILE
 
@@ -91,7 +92,7 @@ def stage(children, name):
     return [c for c in children if c.data.tags["stage"] == name]
 
 
-def test_sweep_runs_to_the_end_and_prints_the_best_per_optimizer(digits_sweep):
+def test_sweep_runs_to_the_end_and_prints_the_best_per_optimizer(digits_sweep, tmp_path):
     done = digits_sweep.done
     assert done.returncode == 0, done.stderr[-3000:]
     table = done.stdout.split("\noptimizer ")[1].split("confirm stage")[0]
@@ -104,10 +105,16 @@ def test_sweep_runs_to_the_end_and_prints_the_best_per_optimizer(digits_sweep):
     assert ("flatness of the equal-epochs runs, means over the replicates' means (each over its seeds) "
             "(diagnostics, not the verdict") in done.stdout
     # At the start and at the end, runnable as printed (the environment's own mlflow).
-    browse = f"{Path(sys.executable).parent / 'mlflow'} ui --backend-store-uri {digits_sweep.tracking_uri}"
+    browse = (f"{Path(sys.executable).parent / 'mlflow'} ui --workers 1 --backend-store-uri "
+              f"{digits_sweep.tracking_uri}")
     assert done.stdout.count(browse) == 2 and Path(browse.split()[0]).is_file()
     report = next(Path(digits_sweep.storage / "digits_test").glob("*-report.html"))
-    assert f"report     {sys.executable} -m webbrowser -t {report.as_uri()}\n" in done.stdout
+    line = next(line for line in done.stdout.splitlines() if line.startswith("report     "))
+    shown, opener = line.removeprefix("report     ").removesuffix(")").split("  (to open it: ")
+    assert Path(shown) == report.resolve()
+    # Run as printed, with a "browser" that writes down what it was asked to open.
+    opened = run_printed(shlex.split(opener), BROWSER=f"sh -c 'echo %s > {tmp_path / 'opened'}'", timeout=60)
+    assert opened.returncode == 0 and (tmp_path / "opened").read_text().strip() == report.resolve().as_uri()
     assert f"notebooks  make -C {ROOT} notebooks" in done.stdout
     assert "Traceback" not in done.stdout + done.stderr
 
@@ -360,6 +367,30 @@ def test_optuna_dashboard_serves_each_optimizers_study_linked_to_its_mlflow_runs
         server.wait()
 
 
+def test_the_mlflow_ui_command_the_sweep_prints_serves_the_sweep(digits_sweep):
+    """The `mlflow ui` line, run as printed (on a free port instead of 5000), serves the
+    store on loopback: the sweep's experiment and its parent run's children."""
+    printed = next(line for line in digits_sweep.done.stdout.splitlines() if line.startswith("mlflow ui  "))
+    port = free_port()
+    server = subprocess.Popen([*shlex.split(printed.removeprefix("mlflow ui  ")), "--port", str(port)],
+                              cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    try:
+        api = f"http://127.0.0.1:{port}/ajax-api/2.0/mlflow"
+        found = wait_for(lambda: _json(f"{api}/experiments/get-by-name?experiment_name=digits_test"), 120,
+                         "mlflow ui to answer", server)["experiment"]
+        request = urllib.request.Request(f"{api}/runs/search", method="POST", headers={"Content-Type": "application/json"},
+                                         data=json.dumps({"experiment_ids": [found["experiment_id"]],
+                                                          "max_results": 1000}).encode())
+        with urllib.request.urlopen(request, timeout=30) as response:
+            served = json.load(response)["runs"]
+        _, children = runs_of(tracking(digits_sweep.storage), "digits_test")
+        assert len(served) == len(children) + 1  # the parent run and one run per trial
+    finally:
+        kill_tree(psutil.Process(server.pid))
+        server.wait()
+
+
 def test_a_second_launch_without_resume_refuses(digits_sweep):
     done = launch("--space", digits_sweep.space, "--storage", str(digits_sweep.storage))
     assert done.returncode == 2
@@ -369,11 +400,11 @@ def test_a_second_launch_without_resume_refuses(digits_sweep):
 
 # ---- crashes --------------------------------------------------------------------------
 
-def start_driver(folder: Path, *args: str, env: dict = ENV) -> subprocess.Popen:
-    """launch.py ARGS in the background, in its own session (and so its own process group,
-    as a shell runs it), logging to folder/driver.log."""
+def start_driver(folder: Path, *args: str, env: dict = ENV, command: list[str] | None = None) -> subprocess.Popen:
+    """launch.py ARGS (or `command`, as printed) in the background, in its own session (and
+    so its own process group, as a shell runs it), logging to folder/driver.log."""
     log = open(folder / "driver.log", "w")
-    return subprocess.Popen(launch_cmd(*args), cwd=ROOT, env=env, stdout=log,
+    return subprocess.Popen(command or launch_cmd(*args), cwd=ROOT, env=env, stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
 
 
@@ -539,12 +570,12 @@ def test_driver_killed_again_and_again_then_resumed(tmp_path):
 SIGNAL_EPOCHS = 6  # the signals scenario's max_epochs (and grace period: no trial stops early)
 
 
-def _stopped_by_signal(tmp_path, client, args, send, signum, epoch_at_stop: dict) -> set[str]:
-    """Run the driver (`args`) until a trial trains an epoch under it with epochs still to
-    go, `send` it `signum`, and check what it leaves: its exit status, one honest line, the
-    runs' record. Returns the ids of the runs it left unfinished; records each running
-    run's epoch in `epoch_at_stop`."""
-    driver = start_driver(tmp_path, *args)
+def _stopped_by_signal(tmp_path, client, command, send, signum, epoch_at_stop: dict) -> tuple[set[str], list[str]]:
+    """Run the driver (`command`) until a trial trains an epoch under it with epochs still
+    to go, `send` it `signum`, and check what it leaves: its exit status, one honest line,
+    the runs' record. Returns the ids of the runs it left unfinished and the command it
+    printed to continue; records each running run's epoch in `epoch_at_stop`."""
+    driver = start_driver(tmp_path, command=command)
 
     def a_trial_trained_an_epoch_here():
         # Not a trial's last epoch: a resumed trial one epoch from its end would finish as
@@ -565,7 +596,9 @@ def _stopped_by_signal(tmp_path, client, args, send, signum, epoch_at_stop: dict
     assert code == 128 + signum, log[-3000:]
     assert "Traceback" not in log and "Error" not in log, log[-3000:]
     assert f"sweep interrupted by {name}" in log
-    assert f"continue it with: python launch.py {' '.join(args[:4])} --resume" in log
+    resume = shlex.split(re.search(r"continue it with: (.*)", log).group(1))
+    assert resume[-1] == "--resume" and "--space" in resume
+    assert (ROOT / resume[0]).samefile(sys.executable)  # this environment's Python, not a bare `python`
     parents, children = runs_of(client, "signal")
     assert parents[0].info.status == "KILLED" and parents[0].data.tags["interrupted"] == name
     stopped = [c for c in children if c.info.status != "FINISHED"]
@@ -573,7 +606,7 @@ def _stopped_by_signal(tmp_path, client, args, send, signum, epoch_at_stop: dict
                            for c in stopped)
     assert all(c.data.tags["status"] in TERMINAL - {"error"} for c in children if c not in stopped)
     epoch_at_stop.update({c.info.run_id: c.data.metrics.get("epoch", 0) for c in stopped})
-    return {c.info.run_id for c in stopped}
+    return {c.info.run_id for c in stopped}, resume
 
 
 def test_signals_stop_the_sweep_with_an_honest_record_and_resume_finishes_it(tmp_path):
@@ -587,11 +620,13 @@ def test_signals_stop_the_sweep_with_an_honest_record_and_resume_finishes_it(tmp
     args = ("--space", space, "--storage", str(storage))
     client = tracking(storage)
     epoch_at_stop: dict[str, float] = {}
-    stopped = _stopped_by_signal(tmp_path, client, args, os.killpg, signal.SIGINT, epoch_at_stop)
-    stopped |= _stopped_by_signal(tmp_path, client, (*args, "--resume"), os.kill, signal.SIGTERM,
-                                  epoch_at_stop)
+    # Each resume runs the command the stopped driver printed, as printed.
+    stopped, resume = _stopped_by_signal(tmp_path, client, launch_cmd(*args), os.killpg, signal.SIGINT,
+                                         epoch_at_stop)
+    more, resume = _stopped_by_signal(tmp_path, client, resume, os.kill, signal.SIGTERM, epoch_at_stop)
+    stopped |= more
 
-    resumed = launch(*args, "--resume")
+    resumed = run_printed(resume)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     parents, children = runs_of(client, "signal")
     assert parents[0].info.status == "FINISHED" and "interrupted" not in parents[0].data.tags

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import pickle
+import re
 import sys
 import warnings
 from types import SimpleNamespace
@@ -523,6 +524,16 @@ def test_a_space_files_control_characters_reach_the_terminal_escaped(tmp_path, c
     assert not {"\x1b", "\x07", "\r"} & set(out)
     assert out.splitlines()[0] == "space        quickstart: a \\x1b[31mred\\x1b]0;title\\x07 \\rgone\\nline"
 
+
+def test_one_of_a_thing_is_said_in_the_singular(capsys):
+    import launch
+
+    assert launch.main(["--space", "quickstart", "--dry-run", "--storage", "/tmp/unused-dry", "--num-samples", "1",
+                        "--max-concurrent", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "1 trial each per replicate" in out and "1 trial at a time" in out
+    assert not re.search(r"\b1 (trials|runs|seeds|GPUs)\b", out)
+
 # ---- MLflow records -----------------------------------------------------------------------
 
 
@@ -849,7 +860,7 @@ def test_the_browse_command_is_this_environments_mlflow_or_the_server_itself():
     from tune.store import browse_command
 
     command = browse_command("sqlite:////data/results/mlflow.db").split()
-    assert command == [str(Path(sys.executable).parent / "mlflow"), "ui", "--backend-store-uri",
+    assert command == [str(Path(sys.executable).parent / "mlflow"), "ui", "--workers", "1", "--backend-store-uri",
                        "sqlite:////data/results/mlflow.db"] and Path(command[0]).is_file()
     assert browse_command("http://127.0.0.1:5000") == "open http://127.0.0.1:5000 in a browser"
 

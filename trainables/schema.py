@@ -140,6 +140,11 @@ def decode_correct(text):
     return None if bits[count:].any() else bits[:count].astype(bool)
 
 
+def count(n: int, noun: str) -> str:
+    """A count with its noun, singular or plural: "1 seed", "3 seeds"."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def duration_text(seconds: float) -> str:
     """A duration in the unit that reads: 45s, 12m05s, 3h20m."""
     seconds = max(0, round(seconds))

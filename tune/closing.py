@@ -5,13 +5,14 @@ what it left."""
 from __future__ import annotations
 
 import json
-import sys
+import shlex
 from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
+from commandline import python_command
 from trainables.record import INTERRUPTED_TAG, SPACE_FILE, STATUS_TAG, children_query
-from trainables.schema import INTERRUPTED
+from trainables.schema import INTERRUPTED, count
 from tune.interrupt import Interrupted
 from tune.plan import SweepPlan, local_storage
 from tune.progress import seed_table
@@ -53,7 +54,7 @@ def resume_command(plan: SweepPlan) -> str:
 def interruption_note(plan: SweepPlan, stop: Interrupted, stopped: int | None) -> str:
     """What the driver prints when a signal stopped the sweep."""
     trials = ("" if stopped is None else
-              f"; {stopped} running trial{'s' * (stopped != 1)} stopped at {'their' if stopped != 1 else 'its'} "
+              f"; {count(stopped, 'running trial')} stopped at {'their' if stopped != 1 else 'its'} "
               "last epoch checkpoint (tagged interrupted)")
     how = " at once, without Tune's last snapshot" if stop.at_once else ""
     return (f"\nsweep interrupted by {stop.name}{how}{trials}; finished trials are kept.\n"
@@ -113,9 +114,9 @@ def write_sweep_report(plan: SweepPlan, client: MlflowClient, parent_run_id: str
 
         path = write_report(sweep, folder / f"{plan.experiment}-report.html")
     except Exception as error:  # noqa: BLE001  the trials are safe whatever went wrong here
-        return (f"not written ({type(error).__name__}: {error}); rebuild it with python -m "
-                f"analysis.report --experiment {plan.experiment} --mlflow-uri {plan.tracking_uri} "
-                "--out report.html")
+        rebuild = python_command("-m", "analysis.report", "--experiment", plan.experiment,
+                                 "--mlflow-uri", plan.tracking_uri, "--out", "report.html")
+        return f"not written ({type(error).__name__}: {error}); rebuild it with {shlex.join(rebuild)}"
     client.log_artifact(parent_run_id, str(path))
     return str(path)
 
@@ -123,9 +124,10 @@ def write_sweep_report(plan: SweepPlan, client: MlflowClient, parent_run_id: str
 def closing_commands(plan: SweepPlan, report: str) -> str:
     """The commands that open what the sweep left, each runnable as printed: its report,
     the MLflow UI, Optuna's dashboard and the notebooks (which read the most recent sweep)."""
-    python = Path(sys.executable)
-    opener = (f"{python} -m webbrowser -t {Path(report).resolve().as_uri()}"
-              if Path(report).is_file() else report)
+    path = Path(report).resolve()
+    # webbrowser does nothing, silently, on a machine without a browser: the path comes first.
+    opener = (f"{path}  (to open it: {shlex.join(python_command('-m', 'webbrowser', '-t', path.as_uri()))})"
+              if path.is_file() else report)
     return (f"report     {opener}\n"
             f"mlflow ui  {browse_command(plan.tracking_uri)}\n"
             f"optuna     {dashboard_command(plan.optuna_uri)}\n"

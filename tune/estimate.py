@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from trainables.catalog import download_note
 from trainables.record import CONFIRM, RETUNE, SEARCH, STAGE_NAMES, compute_unit
-from trainables.schema import EQUAL_COMPUTE, duration_text
+from trainables.schema import EQUAL_COMPUTE, count, duration_text
 from tune.budget import retune_trials
 from tune.plan import SweepPlan, local_gpus
 
@@ -71,7 +71,7 @@ def local_warnings(plan: SweepPlan) -> list[str]:
         found.append(f"trials ask for {s.gpus_per_trial:g} GPU each but this machine has none: the "
                      "sweep would refuse to start (--gpus-per-trial 0 trains on the CPU)")
     elif plan.address is None and gpus and not s.gpus_per_trial:
-        found.append(f"this machine has {gpus} GPU{'s' * (gpus > 1)} and the trials use none "
+        found.append(f"this machine has {count(gpus, 'GPU')} and the trials use none "
                      "(--gpus-per-trial 1, or a fraction to share one)")
     note = download_note(s.dataset, plan.data_dir)
     if note:
@@ -114,7 +114,7 @@ def describe(plan: SweepPlan, times: dict[str, float] | None = None) -> str:
     b, concurrent = budget(plan), at_once(plan)
     lines = [f"cost         search at most {sum(b.search.values())} trial-epochs (ASHA stops some), "
              f"re-search at most {sum(b.retune.values())}, confirm {sum(b.confirm.values())}; "
-             f"{concurrent} trials at a time"]
+             f"{count(concurrent, 'trial')} at a time"]
     if times is None:
         return "\n".join(lines)
     unit, per_trial = compute_unit(plan.space.cpus_per_trial, plan.space.gpus_per_trial)

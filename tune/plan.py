@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from search_spaces import SearchSpace
 from trainables.errors import ConfigError, printable
 from trainables.record import CONFIRM, RETUNE, STAGE_SUFFIX, runs_confirm_stage
-from trainables.schema import EQUAL_COMPUTE
+from trainables.schema import EQUAL_COMPUTE, count
 from tune.budget import confirm_runs, random_start, retune_trials, retuned
 
 RAY_DASHBOARD_PORT = 8265  # Ray's own default
@@ -131,7 +131,8 @@ class SweepPlan:
             return "none: the equal-compute arm reuses the lr tuned at 1x epochs (retune_trials 0)"
         return (f"lr of {', '.join(self.retunes)} searched again at the equal-compute arm's epochs "
                 f"({', '.join(f'{o} {e}' for o, e in longer.items())}), "
-                f"{trials} trial{'s' * (trials != 1)} per replicate, on val, around the 1x optimum ({self.retune_total} trials)")
+                f"{count(trials, 'trial')} per replicate, on val, around the 1x optimum "
+                f"({count(self.retune_total, 'trial')})")
 
     def _describe_refit(self) -> str:
         """How a refit's steps compare with the search's."""
@@ -167,8 +168,8 @@ class SweepPlan:
             f"space        {s.name}: {s.description}",
             f"data, model  {s.dataset} (from {self.data_dir}), {s.model}",
             f"replicates   {self.describe_replicates()}",
-            f"optimizers   {', '.join(s.optimizers)}: {s.trials_per_optimizer} trials each per replicate, "
-            f"{self.total_trials} in all",
+            f"optimizers   {', '.join(s.optimizers)}: {count(s.trials_per_optimizer, 'trial')} each per "
+            f"replicate, {self.total_trials} in all",
             f"budget       up to {s.max_epochs} epochs per trial (at most {worst_epochs} trial-epochs); "
             f"ASHA per optimizer and replicate on val_acc: grace {s.grace_period}, reduction factor "
             f"{s.reduction_factor:g}; TPE after {random_start(s.trials_per_optimizer)} random trials",

@@ -27,11 +27,12 @@ def prepare_store(uri: str) -> None:
 
 def browse_command(uri: str) -> str:
     """The command that shows the store in MLflow's UI (on 127.0.0.1:5000), runnable as
-    printed: this environment's own `mlflow` (a virtualenv's is not on PATH). A tracking
-    server is its own UI."""
+    printed: this environment's own `mlflow` (a virtualenv's is not on PATH), one worker
+    (MLflow's default 4 failed their health checks on a busy 2-core machine and never
+    served). A tracking server is its own UI."""
     if sqlite_path(uri) is None:
         return f"open {uri} in a browser"
-    return f"{Path(sys.executable).parent / 'mlflow'} ui --backend-store-uri {uri}"
+    return f"{Path(sys.executable).parent / 'mlflow'} ui --workers 1 --backend-store-uri {uri}"
 
 
 def dashboard_command(url: str) -> str:
