@@ -534,6 +534,21 @@ def test_one_of_a_thing_is_said_in_the_singular(capsys):
     assert "1 trial each per replicate" in out and "1 trial at a time" in out
     assert not re.search(r"\b1 (trials|runs|seeds|GPUs)\b", out)
 
+
+@pytest.mark.parametrize("flags, says", [
+    (["--mlflow-uri", "ftp://x"], "--mlflow-uri must be sqlite:////absolute/path.db"),
+    (["--optuna-storage", "sqlite//x"], "--optuna-storage must be a database URL"),
+    (["--optuna-storage", "foo://host/db"], "Can't load plugin: sqlalchemy.dialects:foo")])
+def test_the_dry_run_refuses_the_uris_the_run_refuses(flags, says, tmp_path, capsys):
+    import launch
+
+    for mode in (["--dry-run"], []):
+        argv = ["--space", "quickstart", "--storage", str(tmp_path / "r"), *flags, *mode]
+        assert launch.main(argv) == 2
+        err = capsys.readouterr().err.splitlines()
+        assert len(err) == 1 and says in err[0]
+    assert not (tmp_path / "r").exists()  # refused before anything was made
+
 # ---- MLflow records -----------------------------------------------------------------------
 
 

@@ -6,8 +6,8 @@ import os
 from dataclasses import dataclass
 
 from search_spaces import SearchSpace
-from trainables.errors import ConfigError, printable
-from trainables.record import CONFIRM, RETUNE, STAGE_SUFFIX, runs_confirm_stage
+from trainables.errors import ConfigError, one_line, printable
+from trainables.record import CONFIRM, RETUNE, STAGE_SUFFIX, runs_confirm_stage, tracking_uri_problem
 from trainables.schema import EQUAL_COMPUTE, count
 from tune.budget import confirm_runs, random_start, retune_trials, retuned
 
@@ -30,6 +30,20 @@ def local_gpus() -> int:
 def is_uri(location: str) -> bool:
     """True for `scheme://...` locations (s3://, gs://, file://, http://...)."""
     return "://" in location
+
+
+def studies_url_problem(url: str) -> str | None:
+    """Why `url` is no database URL Optuna can open (None if it is one): malformed, or a
+    database kind SQLAlchemy does not know. Whether it answers is the run's to find out."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        make_url(url).get_dialect()
+    except (ArgumentError, NoSuchModuleError, ValueError) as error:
+        return (f"--optuna-storage must be a database URL (sqlite:////absolute/path.db, "
+                f"postgresql://user@host/db, ...), got '{one_line(url)}': {one_line(error, squash_space=True)}")
+    return None
 
 
 def local_storage(location: str) -> str | None:
@@ -60,6 +74,10 @@ class SweepPlan:
     def __post_init__(self):
         if not self.experiment or "/" in self.experiment or self.experiment.startswith("."):
             raise SweepError(f"experiment name must be a plain folder name, got {self.experiment!r}")
+        # Checked here, so the dry run refuses what the run would.
+        problem = tracking_uri_problem(self.tracking_uri) or studies_url_problem(self.optuna_uri)
+        if problem:
+            raise SweepError(problem)
 
     @property
     def total_trials(self) -> int:

@@ -19,8 +19,7 @@ from ray import tune
 
 from trainables.data import load_dataset
 from trainables.errors import DataUnavailableError, one_line
-from trainables.record import (CONNECT_TIMEOUT_S, PLAN_FILE, RETUNE, server_problem, sqlite_path,
-                               tracking_uri_problem)
+from trainables.record import CONNECT_TIMEOUT_S, PLAN_FILE, RETUNE, server_problem, sqlite_path
 from tune.plan import RAY_DASHBOARD_PORT, SweepError, SweepPlan, local_storage, record_differences
 from tune.search import study_name
 from tune.tracking import find_parent_run
@@ -63,7 +62,7 @@ def stages(plan: SweepPlan) -> tuple[bool, bool]:
 
 def check_tracking(uri: str) -> None:
     """A tracking server must answer; a SQLite file must be creatable."""
-    problem = tracking_uri_problem(uri) or server_problem(uri)
+    problem = server_problem(uri)  # the URI's form: checked by SweepPlan
     if problem:
         raise SweepError(problem)
     database = sqlite_path(uri)
