@@ -549,6 +549,20 @@ def test_the_dry_run_refuses_the_uris_the_run_refuses(flags, says, tmp_path, cap
         assert len(err) == 1 and says in err[0]
     assert not (tmp_path / "r").exists()  # refused before anything was made
 
+
+def test_a_damaged_mlflow_store_is_one_line_naming_it(tmp_path):
+    from tune.plan import SweepError
+    from tune.store import prepare_store
+
+    database = tmp_path / "mlflow.db"
+    database.write_bytes(bytes(range(256)) * 20)  # not SQLite
+    with pytest.raises(SweepError) as refused:
+        prepare_store(f"sqlite:///{database}")
+    message = str(refused.value)
+    assert "\n" not in message and len(message) < 400
+    assert message.startswith(f"the MLflow database {database} cannot be opened (DatabaseError: ")
+    assert "file is not a database" in message and database.read_bytes() == bytes(range(256)) * 20
+
 # ---- MLflow records -----------------------------------------------------------------------
 
 

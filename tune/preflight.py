@@ -22,6 +22,7 @@ from trainables.errors import DataUnavailableError, one_line
 from trainables.record import CONNECT_TIMEOUT_S, PLAN_FILE, RETUNE, server_problem, sqlite_path
 from tune.plan import RAY_DASHBOARD_PORT, SweepError, SweepPlan, local_storage, record_differences
 from tune.search import study_name
+from tune.store import store_error
 from tune.tracking import find_parent_run
 
 
@@ -144,7 +145,7 @@ def check_studies(plan: SweepPlan, run_search: bool) -> None:
         held = {s.study_name: s.n_trials for s in optuna.get_all_study_summaries(plan.optuna_uri)}
     except Exception as error:  # noqa: BLE001  SQLAlchemy's and Optuna's errors have no common base
         raise SweepError(f"the Optuna database {plan.optuna_uri} cannot be opened "
-                         f"({type(error).__name__}: {one_line(error)})") from None
+                         f"({store_error(error)})") from None
     groups = [(o, r) for r in range(plan.space.replicates) for o in plan.space.optimizers]
     names = [study_name(plan.experiment, o, r) for o, r in groups]
     if plan.resume and tune.Tuner.can_restore(plan.retune_path):

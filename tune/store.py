@@ -1,5 +1,5 @@
 """The MLflow store a sweep records into, and the commands that browse it and its Optuna
-studies. Imports MLflow and nothing of Ray (~2 s), so
+studies. Imports MLflow and nothing of Ray or torch (~2 s), so
 a process that only opens the store does not pay for Ray, Optuna and torch."""
 
 from __future__ import annotations
@@ -10,7 +10,9 @@ from pathlib import Path
 from filelock import FileLock
 from mlflow.tracking import MlflowClient
 
+from trainables.errors import one_line
 from trainables.record import sqlite_path
+from tune.plan import SweepError
 
 
 def prepare_store(uri: str) -> None:
@@ -22,7 +24,19 @@ def prepare_store(uri: str) -> None:
         return
     database.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(f"{database}.lock"):
-        MlflowClient(uri).search_experiments(max_results=1)
+        try:
+            MlflowClient(uri).search_experiments(max_results=1)
+        except Exception as error:  # noqa: BLE001  MLflow's and SQLAlchemy's errors share no base
+            raise SweepError(f"the MLflow database {database} cannot be opened ({store_error(error)}); "
+                             "if another process holds it, try again once it is done; if it is damaged, move "
+                             "it away and a new one is made") from None
+
+
+def store_error(error: BaseException) -> str:
+    """A database error in one line: its kind and the first line of its text (SQLAlchemy's
+    add the statement and a link)."""
+    first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return one_line(f"{type(error).__name__}: {first}", squash_space=True)
 
 
 def browse_command(uri: str) -> str:
