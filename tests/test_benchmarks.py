@@ -67,7 +67,8 @@ def test_quickstart_spread_counts_the_pairs_whose_interval_holds_the_other_estim
 
 def test_command_times_smoke_prints_each_launch_command_with_its_target():
     out = run_smoke_test("command_times.py")
-    for name, target in (("launch --help", "0.5"), ("launch --list-spaces", "0.5"), ("launch --dry-run", "1.5")):
+    for name, target in (("launch --help", "0.5"), ("launch --list-spaces", "0.5"), ("launch --dry-run", "1.5"),
+                         ("launch zsharp_c100, no GPU", "2.0")):
         figure(rf"^{name}\s+({NUMBER})\s+{NUMBER}\s+{re.escape(target)}$", out)
 
 

@@ -31,6 +31,26 @@ def test_sample_command_prints_each_optimizers_prior_as_json_lines():
                for c in configs)
 
 
+_REFUSED = """
+import sys
+import launch
+code = launch.main(sys.argv[1:])
+print(sorted(m for m in ("torch", "ray", "mlflow", "optuna") if m in sys.modules))
+sys.exit(code)
+"""
+
+
+def test_a_sweep_this_machine_cannot_run_is_refused_before_torch_or_ray_is_imported(tmp_path):
+    # A trial asking for a GPU, every GPU hidden; and storage that cannot be written.
+    env = {**ENV, "CUDA_VISIBLE_DEVICES": "-1"}
+    for args, says in ((["--space", "zsharp_c100", "--storage", str(tmp_path / "r")], "this machine has none"),
+                       (["--space", "quickstart", "--storage", "/proc/sweep"], "not writable")):
+        done = subprocess.run([sys.executable, "-c", _REFUSED, *args], capture_output=True, text=True,
+                              timeout=120, cwd=ROOT, env=env)
+        assert done.returncode == 2 and says in done.stderr and len(done.stderr.splitlines()) == 1
+        assert done.stdout.strip() == "[]"  # none of the heavy imports
+
+
 _OPEN_STORE = """
 import sys, time
 from pathlib import Path

@@ -11,6 +11,7 @@ import pickle
 import re
 import sys
 import warnings
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -562,6 +563,33 @@ def test_a_damaged_mlflow_store_is_one_line_naming_it(tmp_path):
     assert "\n" not in message and len(message) < 400
     assert message.startswith(f"the MLflow database {database} cannot be opened (DatabaseError: ")
     assert "file is not a database" in message and database.read_bytes() == bytes(range(256)) * 20
+
+
+@pytest.mark.parametrize("visible, seen", [(None, 2), ("1", 1), ("0,1,2", 2), ("-1", 0), ("", 0), ("0,-1,1", 1)])
+def test_the_gpus_seen_without_torch_are_the_drivers_as_cuda_visible_devices_limits_them(
+        visible, seen, tmp_path, monkeypatch):
+    from tune import early
+
+    gpus = tmp_path / "gpus"
+    for bus in ("0000:01:00.0", "0000:02:00.0"):
+        (gpus / bus).mkdir(parents=True)
+    monkeypatch.setattr(early, "_NVIDIA_GPUS", gpus)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    if visible is not None:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    assert early.gpus_seen() == seen
+
+
+def test_without_the_drivers_list_the_gpus_are_none_or_unknown_until_torch_says(tmp_path, monkeypatch):
+    from tune import early
+
+    monkeypatch.setattr(early, "_NVIDIA_GPUS", tmp_path / "absent")
+    monkeypatch.setattr(early.sys, "platform", "linux")
+    monkeypatch.setattr(early.shutil, "which", lambda name: None)
+    monkeypatch.setattr(early, "Path", lambda p: tmp_path / "absent" if p == "/dev/kfd" else Path(p))
+    assert early.gpus_seen() == 0
+    monkeypatch.setattr(early.shutil, "which", lambda name: "/usr/bin/nvidia-smi" if name == "nvidia-smi" else None)
+    assert early.gpus_seen() is None  # a driver /proc does not list: torch counts later
 
 # ---- MLflow records -----------------------------------------------------------------------
 

@@ -1,6 +1,6 @@
-"""Pre-flight: every check a sweep makes before Ray starts, each failing with one line
-(`SweepError`; exit 2 at the command line) before the first trial runs, and the lock that
-keeps one driver per experiment."""
+"""Pre-flight, after tune.early's checks: the ones that need torch, Ray, MLflow or Optuna,
+each failing with one line (`SweepError`; exit 2 at the command line) before the first
+trial runs, and the lock that keeps one driver per experiment."""
 
 from __future__ import annotations
 
@@ -19,25 +19,12 @@ from ray import tune
 
 from trainables.data import load_dataset
 from trainables.errors import DataUnavailableError, one_line
-from trainables.record import CONNECT_TIMEOUT_S, PLAN_FILE, RETUNE, server_problem, sqlite_path
+from trainables.record import PLAN_FILE, RETUNE, sqlite_path
+from tune.early import check_machine
 from tune.plan import RAY_DASHBOARD_PORT, SweepError, SweepPlan, local_storage, record_differences
 from tune.search import study_name
 from tune.store import store_error
 from tune.tracking import find_parent_run
-
-
-def check_storage(plan: SweepPlan) -> None:
-    """Local storage must be writable."""
-    path = local_storage(plan.storage)
-    if path is None:
-        return
-    try:
-        Path(path).mkdir(parents=True, exist_ok=True)
-        probe = Path(path) / ".write-probe"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as error:
-        raise SweepError(f"storage {path} is not writable: {error.strerror or error}") from None
 
 
 def stages(plan: SweepPlan) -> tuple[bool, bool]:
@@ -59,30 +46,6 @@ def stages(plan: SweepPlan) -> tuple[bool, bool]:
         return False, True
     raise SweepError(f"experiment {plan.experiment!r} already exists in {plan.storage}; "
                      "pass --resume to continue it, or --experiment NAME for a new one")
-
-
-def check_tracking(uri: str) -> None:
-    """A tracking server must answer; a SQLite file must be creatable."""
-    problem = server_problem(uri)  # the URI's form: checked by SweepPlan
-    if problem:
-        raise SweepError(problem)
-    database = sqlite_path(uri)
-    if database is None:
-        return
-    folder = database.parent
-    if not os.access(folder if folder.exists() else folder.parent, os.W_OK):
-        raise SweepError(f"cannot write the MLflow database in {folder}")
-
-
-def check_address(address: str | None) -> None:
-    """An explicit host:port must accept a connection (ray.init would wait a minute)."""
-    if address in (None, "auto") or address.startswith("ray://"):
-        return
-    host, _, port = address.rpartition(":")
-    try:
-        socket.create_connection((host or "127.0.0.1", int(port)), timeout=CONNECT_TIMEOUT_S).close()
-    except (OSError, ValueError) as error:
-        raise SweepError(f"Ray cluster at {address} is unreachable: {error}") from None
 
 
 @contextlib.contextmanager
@@ -175,21 +138,12 @@ def _recorded_plan(client: MlflowClient, run_id: str) -> dict | None:
 
 
 def check_resources(plan: SweepPlan) -> None:
-    """A local trial must fit this machine: CPUs, GPUs and a fixed device it can honour.
-    (On a cluster, `check_cluster` compares with its nodes.)"""
+    """A local trial must fit this machine as torch sees it (tune.early checked what it
+    could without torch): CPUs, GPUs and a fixed device it can honour."""
     if plan.address is not None:
         return
-    space = plan.space
-    cpus, gpus = os.cpu_count() or 1, torch.cuda.device_count()
-    if space.cpus_per_trial > cpus:
-        raise SweepError(f"a trial asks for {space.cpus_per_trial:g} CPUs; this machine has {cpus} "
-                         "(--cpus-per-trial)")
-    if space.gpus_per_trial > gpus:
-        raise SweepError(f"a trial asks for {space.gpus_per_trial:g} GPUs; this machine has "
-                         f"{gpus or 'none'} (--gpus-per-trial 0 trains on the CPU)")
-    device = str(space.fixed.get("device", "auto"))
-    if device.startswith("cuda") and gpus == 0:
-        raise SweepError(f"the space fixes device {device}, but this machine has no GPU")
+    check_machine(plan, os.cpu_count() or 1, torch.cuda.device_count())
+    device = str(plan.space.fixed.get("device", "auto"))
     if device == "mps" and not torch.backends.mps.is_available():
         raise SweepError("the space fixes device mps, but this machine has no Apple GPU")
 

@@ -1,5 +1,6 @@
-"""`run_sweep(plan)`: the pre-flight checks (tune.preflight), then Ray and the stages
-(tune.stages), then the closing summary and report (tune.closing).
+"""`run_sweep(plan)`: the checks that need neither torch nor Ray (tune.early), then, with
+torch and Ray imported, the rest of the pre-flight, the stages and the closing summary and
+report (tune.running).
 
 Every check that can fail on user input runs before the first trial starts, and fails
 with a `SweepError` (one line; exit 2 at the command line).
@@ -7,109 +8,16 @@ with a `SweepError` (one line; exit 2 at the command line).
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import ray
-from mlflow.tracking import MlflowClient
-
-from trainables.record import PLAN_FILE, SPACE_FILE, TRIALS_FILE
-from trainables.schema import ERROR
-from tune.closing import (closing_commands, closing_summary, end_live_runs, interruption_note,
-                          log_summary_metrics, record_interruption, recorded_sweep, rows_for_mlflow,
-                          write_sweep_report)
-from tune.confirm import select_finalists
-from tune.interrupt import Interrupted, StopSignals
-from tune.plan import RAY_DASHBOARD_PORT, SweepPlan, local_storage
-from tune.preflight import (check_address, check_dashboard, check_data, check_resources, check_same_sweep,
-                            check_storage, check_studies, check_tracking, driver_lock, stages)
-from tune.progress import best_table
-from tune.stages import (check_cluster, confirm, finished_results, provenance, retune, search, searched_names,
-                         start_ray, summarize)
-from tune.store import browse_command, dashboard_command, prepare_store
-from tune.tracking import flat_params, log_params, open_parent_run
+from tune.early import early_checks
+from tune.plan import SweepPlan
 
 
 def run_sweep(plan: SweepPlan, out=print) -> int:
     """Run (or resume) the search and the confirm stage; returns 0, 1 if a trial failed
     with an error, or 128 + the signal (130, 143) if SIGINT or SIGTERM stopped it. Every
     check runs before Ray starts; one driver per experiment."""
-    check_storage(plan)
-    with StopSignals() as signals, driver_lock(plan):
-        try:
-            run_search, run_confirm = stages(plan)
-            check_tracking(plan.tracking_uri)
-            check_address(plan.address)
-            check_dashboard(plan)
-            check_resources(plan)
-            if plan.resume or not run_search:
-                check_same_sweep(plan, confirm_only=not run_search)
-            check_data(plan)
-            prepare_store(plan.tracking_uri)
-            check_studies(plan, run_search)
-            signals.check()
-            started_ray = start_ray(plan)
-            signals.install()  # ray.init sets a SIGTERM handler of its own
-            try:
-                check_cluster(plan, out)
-                return _run(plan, run_search, run_confirm, out, signals)
-            finally:
-                if started_ray:
-                    ray.shutdown()
-        except Interrupted as stop:  # before the parent run existed, or a second signal
-            out(interruption_note(plan, stop, None))
-            return stop.exit_code
+    early_checks(plan)
+    # Imported only now: torch, Ray and MLflow take about 10 s, which a refusal need not wait.
+    from tune.running import run_checked
 
-
-def _run(plan: SweepPlan, run_search: bool, run_confirm: bool, out, signals: StopSignals) -> int:
-    client = MlflowClient(plan.tracking_uri)
-    local = local_storage(plan.storage)
-    parent_run_id, experiment_id = open_parent_run(
-        client, plan.experiment, plan.experiment_path, not run_search or plan.resume,
-        provenance(plan), artifact_location=str(Path(local, "mlartifacts")) if local else None)
-    if run_search and not plan.resume:
-        client.log_dict(parent_run_id, plan.space.to_dict(), SPACE_FILE)
-        client.log_dict(parent_run_id, plan.record(), PLAN_FILE)
-        log_params(client, parent_run_id, flat_params(plan.record()))
-    try:
-        return _stages(plan, run_search, run_confirm, out, signals, client, parent_run_id,
-                       experiment_id)
-    except Interrupted as stop:
-        stopped = record_interruption(client, experiment_id, parent_run_id, stop)
-        out(interruption_note(plan, stop, stopped))
-        return stop.exit_code
-
-
-def _stages(plan: SweepPlan, run_search: bool, run_confirm: bool, out, signals: StopSignals,
-            client: MlflowClient, parent_run_id: str, experiment_id: str) -> int:
-    out(plan.describe())
-    out(f"mlflow ui    {browse_command(plan.tracking_uri)}  (while it runs, too)\n"
-        f"optuna       {dashboard_command(plan.optuna_uri)}"
-        + (f"\nray          http://127.0.0.1:{RAY_DASHBOARD_PORT}  (it asks for Ray's token: "
-           "~/.ray/auth_token)" if plan.dashboard else ""))
-    signals.check()
-    results = search(plan, parent_run_id, experiment_id) if run_search else finished_results(plan)
-    signals.check()
-    rows = summarize(results)
-    out("\nsearch (single runs on the validation split; each optimizer's finalist per replicate)\n"
-        + best_table(rows, searched_names(plan)))
-    confirm_rows, retune_rows = [], []
-    if run_confirm:
-        finalists = select_finalists(rows, plan.confirm_top_k)
-        retuned, retune_rows = retune(plan, finalists, parent_run_id, experiment_id, out)
-        signals.check()
-        out(f"\nconfirm stage: top {plan.confirm_top_k} per replicate x {plan.confirm_seeds} seeds, "
-            "on the test split")
-        confirm_results = confirm(plan, finalists, retuned, parent_run_id, experiment_id)
-        signals.check()
-        confirm_rows = summarize(confirm_results)
-    # Past here every trial has ended: after a first signal the summary and the report
-    # are still written (a second one stops at once).
-    end_live_runs(client, experiment_id, parent_run_id, ERROR)
-    client.log_dict(parent_run_id, rows_for_mlflow(rows + retune_rows + confirm_rows), TRIALS_FILE)
-    sweep = recorded_sweep(plan)
-    out("\n" + closing_summary(sweep, confirm_rows))
-    log_summary_metrics(client, parent_run_id, sweep, out)
-    report = write_sweep_report(plan, client, parent_run_id, sweep)
-    client.set_terminated(parent_run_id, "FINISHED")
-    out(f"\nresults    {plan.experiment_path}\n{closing_commands(plan, report)}")
-    return 1 if any(r["status"] == ERROR for r in rows + retune_rows + confirm_rows) else 0
+    return run_checked(plan, out)
