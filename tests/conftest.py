@@ -78,16 +78,21 @@ def kill_processes(processes: list[psutil.Process]) -> None:
     psutil.wait_procs(processes, timeout=15)
 
 
-def stop_session(session_id: int) -> None:
-    """SIGKILL every process of a session (what a driver's local Ray left), by pid."""
-    victims = []
+def session_processes(session_id: int) -> list[psutil.Process]:
+    """The live processes of a session (a driver's and its local Ray's)."""
+    found = []
     for process in psutil.process_iter():
         try:
-            if os.getsid(process.pid) == session_id:
-                victims.append(process)
+            if os.getsid(process.pid) == session_id and process.status() != psutil.STATUS_ZOMBIE:
+                found.append(process)
         except (ProcessLookupError, psutil.NoSuchProcess, PermissionError):
             pass
-    kill_processes(victims)
+    return found
+
+
+def stop_session(session_id: int) -> None:
+    """SIGKILL every process of a session (what a driver's local Ray left), by pid."""
+    kill_processes(session_processes(session_id))
 
 
 def launch(*args, timeout=900) -> subprocess.CompletedProcess:

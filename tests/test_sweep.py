@@ -23,7 +23,8 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import ENV, ROOT, SHARED_SWEEP, kill_processes, launch, run_printed, space_file, stop_session
+from conftest import (ENV, ROOT, SHARED_SWEEP, kill_processes, launch, run_printed, session_processes, space_file,
+                      stop_session)
 from mlflow.tracking import MlflowClient
 from trainables.record import LOSS_PROFILE_FILE, TEST_CORRECT_FILE
 
@@ -570,11 +571,14 @@ def test_driver_killed_again_and_again_then_resumed(tmp_path):
 SIGNAL_EPOCHS = 6  # the signals scenario's max_epochs (and grace period: no trial stops early)
 
 
-def _stopped_by_signal(tmp_path, client, command, send, signum, epoch_at_stop: dict) -> tuple[set[str], list[str]]:
+def _stopped_by_signal(tmp_path, client, command, send, signum, epoch_at_stop: dict,
+                       twice: bool = False) -> tuple[set[str], list[str]]:
     """Run the driver (`command`) until a trial trains an epoch under it with epochs still
-    to go, `send` it `signum`, and check what it leaves: its exit status, one honest line,
-    the runs' record. Returns the ids of the runs it left unfinished and the command it
-    printed to continue; records each running run's epoch in `epoch_at_stop`."""
+    to go, `send` it `signum` (`twice`: again half a second later, as an impatient user
+    does), and check what it leaves: its exit status, one honest line, the runs' record,
+    and (twice) no process of its local Ray. Returns the ids of the runs it left unfinished
+    and the command it printed to continue; records each running run's epoch in
+    `epoch_at_stop`."""
     driver = start_driver(tmp_path, command=command)
 
     def a_trial_trained_an_epoch_here():
@@ -586,7 +590,12 @@ def _stopped_by_signal(tmp_path, client, command, send, signum, epoch_at_stop: d
     try:
         wait_for(a_trial_trained_an_epoch_here, 600, "a trial that trained an epoch", driver)
         send(driver.pid, signum)
+        if twice:
+            time.sleep(0.5)
+            send(driver.pid, signum)
         code = driver.wait(timeout=300)
+        if twice:  # it stopped its Ray on the way out
+            assert wait_for(lambda: not session_processes(driver.pid), 30, "the local Ray to end")
     finally:
         if driver.poll() is None:
             kill_tree(psutil.Process(driver.pid))
@@ -595,7 +604,7 @@ def _stopped_by_signal(tmp_path, client, command, send, signum, epoch_at_stop: d
     name = signal.Signals(signum).name
     assert code == 128 + signum, log[-3000:]
     assert "Traceback" not in log and "Error" not in log, log[-3000:]
-    assert f"sweep interrupted by {name}" in log
+    assert f"sweep interrupted by {name}{' at once' if twice else ''}" in log
     resume = shlex.split(re.search(r"continue it with: (.*)", log).group(1))
     assert resume[-1] == "--resume" and "--space" in resume
     assert (ROOT / resume[0]).samefile(sys.executable)  # this environment's Python, not a bare `python`
@@ -610,8 +619,9 @@ def _stopped_by_signal(tmp_path, client, command, send, signum, epoch_at_stop: d
 
 
 def test_signals_stop_the_sweep_with_an_honest_record_and_resume_finishes_it(tmp_path):
-    """Ctrl-C (SIGINT to the terminal's process group) while one trial runs and the others
-    wait, pending, for its CPUs; then, on the resumed sweep, SIGTERM (to the driver, as a
+    """Ctrl-C twice (SIGINT to the terminal's process group: the second stops at once) while
+    one trial runs and the others wait, pending, for its CPUs; then, on the resumed sweep,
+    SIGTERM (to the driver, as a
     scheduler sends it); then a resume that finishes it: every stopped trial continues in
     its own run, each optimizer ends with its budget, no epoch is logged twice."""
     storage = tmp_path / "results"
@@ -622,7 +632,7 @@ def test_signals_stop_the_sweep_with_an_honest_record_and_resume_finishes_it(tmp
     epoch_at_stop: dict[str, float] = {}
     # Each resume runs the command the stopped driver printed, as printed.
     stopped, resume = _stopped_by_signal(tmp_path, client, launch_cmd(*args), os.killpg, signal.SIGINT,
-                                         epoch_at_stop)
+                                         epoch_at_stop, twice=True)
     more, resume = _stopped_by_signal(tmp_path, client, resume, os.kill, signal.SIGTERM, epoch_at_stop)
     stopped |= more
 

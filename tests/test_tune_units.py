@@ -9,7 +9,9 @@ from __future__ import annotations
 import math
 import pickle
 import re
+import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
@@ -21,7 +23,7 @@ import yaml
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
-from conftest import DIGITS_TRIAL
+from conftest import DIGITS_TRIAL, ROOT
 from search_spaces import Distribution, SpaceError, get_space
 from trainables.train import run_trial
 from trainables.schema import duration_text
@@ -668,7 +670,7 @@ def test_a_resumed_trial_continues_its_run_and_logs_no_epoch_twice(tmp_path):
 
 # ---- signals, snapshots and progress ---------------------------------------------------
 
-def test_a_first_signal_is_recorded_and_handed_to_tunes_graceful_stop():
+def test_a_first_signal_is_recorded_and_handed_to_tunes_graceful_stop(monkeypatch, capfd):
     import os
     import signal
 
@@ -685,13 +687,72 @@ def test_a_first_signal_is_recorded_and_handed_to_tunes_graceful_stop():
             with pytest.raises(Interrupted) as stop:
                 signals.check()
             assert (stop.value.exit_code, stop.value.name, stop.value.at_once) == (143, "SIGTERM", False)
-            with pytest.raises(Interrupted) as again:  # a second signal stops at once
-                os.kill(os.getpid(), signal.SIGINT)
-            assert again.value.at_once and again.value.exit_code == 143  # the first one's code
+            # A second signal ends the process at once, raising nothing into whatever code
+            # runs: last words (the record, the resume line), then this process's children
+            # (its local Ray) killed, then exit with the first one's code; last words that
+            # fail are said and do not stop the rest.
+            from tune import interrupt
+
+            said, exits = [], []
+            monkeypatch.setattr(os, "_exit", exits.append)  # instead of ending pytest
+            monkeypatch.setattr(interrupt, "_kill_children", lambda: said.append("children killed"))
+
+            def last_words(stop):
+                said.append(("last words", stop.name, stop.at_once))
+                raise OSError("the store is gone")
+            signals.last_words = last_words
+            os.kill(os.getpid(), signal.SIGINT)
+            assert said == [("last words", "SIGTERM", True), "children killed"] and exits == [143]
+            assert capfd.readouterr().err == "while stopping: OSError: the store is gone\n"
         assert signal.getsignal(signal.SIGINT) is before  # restored
         assert "TUNE_DISABLE_SIGINT_HANDLER" not in os.environ
     finally:
         signal.signal(signal.SIGUSR1, previous_usr1)
+
+
+def test_last_words_that_hang_do_not_hold_the_exit(monkeypatch, capfd):
+    import os
+    import signal
+    import threading
+
+    from tune import interrupt
+
+    exits, stuck = [], threading.Event()
+    monkeypatch.setattr(os, "_exit", exits.append)
+    monkeypatch.setattr(interrupt, "_kill_children", lambda: None)
+    monkeypatch.setattr(interrupt, "LAST_WORDS_S", 0.2)
+    with interrupt.StopSignals() as signals:
+        signals.last_words = lambda stop: stuck.wait()  # a lock the interrupted code holds
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)
+    stuck.set()
+    assert exits == [130] and "did not finish within 0.2 s" in capfd.readouterr().err
+
+
+_KILLS_ITS_CHILDREN = """
+import subprocess, sys, time
+from tune import interrupt
+sleep = [sys.executable, "-c", "import subprocess, sys, time; subprocess.Popen(sys.argv[1:]); time.sleep(60)",
+         sys.executable, "-c", "import time; time.sleep(60)"]
+child = subprocess.Popen(sleep)
+time.sleep(2.0)  # the grandchild started too
+import psutil
+print(" ".join(str(p.pid) for p in psutil.Process().children(recursive=True)), flush=True)
+interrupt._kill_children()
+"""
+
+
+def test_a_second_signal_kills_the_children_this_process_started():
+    import psutil
+
+    done = subprocess.run([sys.executable, "-c", _KILLS_ITS_CHILDREN], capture_output=True, text=True,
+                          timeout=60, cwd=ROOT)
+    pids = [int(p) for p in done.stdout.split()]
+    assert done.returncode == 0 and len(pids) == 2, done.stderr
+    deadline = time.monotonic() + 10
+    while any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in pids):
+        assert time.monotonic() < deadline, "a child outlived the kill"
+        time.sleep(0.1)
 
 
 def test_sigint_exits_130_and_no_tune_handler_outside_a_fit_is_fine():

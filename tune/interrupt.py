@@ -3,16 +3,25 @@
 The first SIGINT or SIGTERM asks Ray Tune to end the run the way its own Ctrl-C handling
 does (one last experiment snapshot; running trials stop at their last epoch checkpoint and
 stay unfinished, so `--resume` continues them) and the driver then stops at its next
-stage boundary. A second signal stops at once; `--resume` then continues from the last
-snapshot, as after a crash.
+stage boundary. A second signal stops at once, recording and saying what the first would
+have (runs interrupted, the resume line) and stopping the local Ray; `--resume` then
+continues from the last snapshot, as after a crash.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import sys
+import threading
+from collections.abc import Callable
+
+import psutil
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# Seconds a second signal waits for the last words (the record and the resume line): they
+# may wait on a lock the interrupted code holds, and the exit must come regardless.
+LAST_WORDS_S = 15.0
 
 
 class Interrupted(BaseException):
@@ -38,11 +47,14 @@ class Interrupted(BaseException):
 class StopSignals:
     """While entered, SIGINT and SIGTERM are recorded rather than fatal. `install()` again
     after `ray.init`, which sets a SIGTERM handler of its own; `check()` at each stage
-    boundary raises `Interrupted` once a signal came."""
+    boundary raises `Interrupted` once a signal came. On a second signal the process ends at
+    once, after `last_words` (given the `Interrupted`: record the stop and say how to
+    resume) and after stopping the processes it started (a local Ray)."""
 
     def __init__(self):
         self.received: int | None = None
         self._previous: dict[int, object] = {}
+        self.last_words: Callable[[Interrupted], None] | None = None
 
     def __enter__(self) -> StopSignals:
         # Tune would install its own SIGINT handler during a fit; this one forwards to it.
@@ -66,7 +78,7 @@ class StopSignals:
 
     def _handle(self, signum: int, frame) -> None:
         if self.received is not None:
-            raise Interrupted(self.received, at_once=True)
+            self._exit_at_once(Interrupted(self.received, at_once=True))
         self.received = signum
         # During a fit, the SIGUSR1 handler is Tune's graceful stop (the function its own
         # Ctrl-C handling calls); outside a fit it is the default action or a finished
@@ -75,7 +87,50 @@ class StopSignals:
         if callable(tune_stop):
             tune_stop(signal.SIGUSR1, frame)
 
+    def _exit_at_once(self, stop: Interrupted) -> None:
+        """End the process now with 128 + the first signal. Nothing is raised: the main
+        thread may be inside library code (in Ray's wait an exception became SystemError and
+        pages of tracebacks, and the runs stayed RUNNING). The last words run in a thread,
+        at most LAST_WORDS_S: this handler runs in the main thread, which may hold a lock
+        they need; Ray is stopped by killing this process's children, which takes none."""
+        try:
+            if self.last_words is not None:
+                words = threading.Thread(target=self._say, args=(stop,), daemon=True)
+                words.start()
+                words.join(LAST_WORDS_S)
+                if words.is_alive():
+                    _stderr(f"the record of the stop did not finish within {LAST_WORDS_S:g} s; "
+                            "--resume continues from the last snapshot all the same")
+            _kill_children()
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except (OSError, RuntimeError, ValueError):  # a reentrant or closed stream
+                    pass
+            os._exit(stop.exit_code)
+
+    def _say(self, stop: Interrupted) -> None:
+        try:
+            self.last_words(stop)
+        except Exception as error:  # noqa: BLE001  ending regardless; say what failed
+            _stderr(f"while stopping: {type(error).__name__}: {error}")
+
     def check(self) -> None:
         """Raise `Interrupted` if a signal came."""
         if self.received is not None:
             raise Interrupted(self.received)
+
+
+def _stderr(line: str) -> None:
+    """One line on stderr without Python's buffer, whose lock the interrupted code may hold."""
+    os.write(2, (line + "\n").encode(errors="replace"))
+
+
+def _kill_children() -> None:
+    """SIGKILL every process this one started (its local Ray's), children first found."""
+    for child in psutil.Process().children(recursive=True):
+        try:
+            child.kill()
+        except psutil.Error:  # gone already
+            pass

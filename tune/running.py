@@ -30,6 +30,7 @@ from tune.tracking import flat_params, log_params, open_parent_run
 def run_checked(plan: SweepPlan, out=print) -> int:
     """`run_sweep` past tune.early's checks: every other check, then the stages."""
     with StopSignals() as signals, driver_lock(plan):
+        signals.last_words = lambda stop: out(interruption_note(plan, stop, None))
         try:
             run_search, run_confirm = stages(plan)
             check_dashboard(plan)
@@ -48,7 +49,7 @@ def run_checked(plan: SweepPlan, out=print) -> int:
             finally:
                 if started_ray:
                     ray.shutdown()
-        except Interrupted as stop:  # before the parent run existed, or a second signal
+        except Interrupted as stop:  # a first signal, before the parent run existed
             out(interruption_note(plan, stop, None))
             return stop.exit_code
 
@@ -59,6 +60,8 @@ def _run(plan: SweepPlan, run_search: bool, run_confirm: bool, out, signals: Sto
     parent_run_id, experiment_id = open_parent_run(
         client, plan.experiment, plan.experiment_path, not run_search or plan.resume,
         provenance(plan), artifact_location=str(Path(local, "mlartifacts")) if local else None)
+    signals.last_words = lambda stop: out(interruption_note(
+        plan, stop, record_interruption(client, experiment_id, parent_run_id, stop)))
     if run_search and not plan.resume:
         client.log_dict(parent_run_id, plan.space.to_dict(), SPACE_FILE)
         client.log_dict(parent_run_id, plan.record(), PLAN_FILE)
