@@ -695,7 +695,7 @@ def test_a_first_signal_is_recorded_and_handed_to_tunes_graceful_stop(monkeypatc
 
             said, exits = [], []
             monkeypatch.setattr(os, "_exit", exits.append)  # instead of ending pytest
-            monkeypatch.setattr(interrupt, "_kill_children", lambda: said.append("children killed"))
+            monkeypatch.setattr(interrupt, "kill_children", lambda: said.append("children killed"))
 
             def last_words(stop):
                 said.append(("last words", stop.name, stop.at_once))
@@ -719,7 +719,7 @@ def test_last_words_that_hang_do_not_hold_the_exit(monkeypatch, capfd):
 
     exits, stuck = [], threading.Event()
     monkeypatch.setattr(os, "_exit", exits.append)
-    monkeypatch.setattr(interrupt, "_kill_children", lambda: None)
+    monkeypatch.setattr(interrupt, "kill_children", lambda: None)
     monkeypatch.setattr(interrupt, "LAST_WORDS_S", 0.2)
     with interrupt.StopSignals() as signals:
         signals.last_words = lambda stop: stuck.wait()  # a lock the interrupted code holds
@@ -738,7 +738,7 @@ child = subprocess.Popen(sleep)
 time.sleep(2.0)  # the grandchild started too
 import psutil
 print(" ".join(str(p.pid) for p in psutil.Process().children(recursive=True)), flush=True)
-interrupt._kill_children()
+interrupt.kill_children()
 """
 
 
@@ -753,6 +753,33 @@ def test_a_second_signal_kills_the_children_this_process_started():
     while any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in pids):
         assert time.monotonic() < deadline, "a child outlived the kill"
         time.sleep(0.1)
+
+
+def test_a_local_ray_that_does_not_start_is_one_line_and_leaves_no_process(monkeypatch, tmp_path):
+    # What Ray does when its node times out on a busy machine: it has started processes,
+    # then raises a bare Exception.
+    import psutil
+    import ray
+
+    from tune import stages
+    from tune.plan import SweepError, SweepPlan
+
+    started = []
+
+    def slow_start(**options):
+        started.append(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]))
+        raise Exception("The current node timed out during startup. This could happen because some of "
+                        "the raylet failed to startup or the GCS has become overloaded.")
+    monkeypatch.setattr(ray, "init", slow_start)
+    plan = SweepPlan(space=small_space(), experiment="x", storage=str(tmp_path), data_dir="data",
+                     tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", optuna_uri=f"sqlite:///{tmp_path / 'o.db'}")
+    with pytest.raises(SweepError) as refused:
+        stages.start_ray(plan)
+    message = str(refused.value)
+    assert message.startswith("the local Ray did not start (The current node timed out during startup.")
+    assert message.endswith("it can time out: rerun the same command") and "\n" not in message
+    assert started[0].wait(timeout=10) == -9  # killed, not left running
+    assert psutil.Process().children() == []
 
 
 def test_sigint_exits_130_and_no_tune_handler_outside_a_fit_is_fine():

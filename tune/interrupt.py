@@ -101,7 +101,7 @@ class StopSignals:
                 if words.is_alive():
                     _stderr(f"the record of the stop did not finish within {LAST_WORDS_S:g} s; "
                             "--resume continues from the last snapshot all the same")
-            _kill_children()
+            kill_children()
         finally:
             for stream in (sys.stdout, sys.stderr):
                 try:
@@ -127,8 +127,8 @@ def _stderr(line: str) -> None:
     os.write(2, (line + "\n").encode(errors="replace"))
 
 
-def _kill_children() -> None:
-    """SIGKILL every process this one started (its local Ray's), children first found."""
+def kill_children() -> None:
+    """SIGKILL every process this one started (its local Ray's), without waiting or locks."""
     for child in psutil.Process().children(recursive=True):
         try:
             child.kill()

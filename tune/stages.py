@@ -4,6 +4,7 @@ resumed, tracked in MLflow from the driver."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from importlib import metadata
@@ -14,9 +15,11 @@ from ray import tune
 
 from trainables.record import (COMMAND_TAG, COMMIT_TAG, CONFIRM, DEFAULT_STORE, PARENT_STAGE, RECORD_KEY, RETUNE,
                                SPACE_TAG, compute_unit, group_of, is_server_uri, ranked_by_group, split_config)
+from trainables.errors import one_line
 from trainables.schema import SEARCH_METRIC, VERDICT_METRIC, trial_summary
 from tune.budget import budget_arms
 from tune.confirm import FixedConfigs, config_key, confirm_trials
+from tune.interrupt import kill_children
 from tune.plan import RAY_DASHBOARD_PORT, SweepError, SweepPlan, is_uri
 from tune.progress import ConciseProgress, StageBudget
 from tune.retune import retune_groups
@@ -45,7 +48,13 @@ def start_ray(plan: SweepPlan) -> bool:
         # Ray's token authentication stays on (its default): the local Ray's GCS, raylet
         # and workers listen on every interface, and Ray has no option to bind them to
         # 127.0.0.1, so the token is what keeps other machines from joining it.
-        ray.init(**common)
+        try:
+            ray.init(**common)
+        except Exception as error:  # noqa: BLE001  Ray raises bare Exception on a startup timeout
+            kill_children()  # what it started before giving up
+            raise SweepError(f"the local Ray did not start ({one_line(error, squash_space=True)}); on a busy "
+                             f"machine (load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores) it can time "
+                             "out: rerun the same command") from None
         return True
     try:
         ray.init(address=plan.address, runtime_env={
