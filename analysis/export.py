@@ -13,10 +13,10 @@ single quote (OWASP's CSV-injection advice); numbers are written as numbers.
 
 from __future__ import annotations
 
-import logging
 import sys
 
 from analysis.report import command_line, error_line, load
+from commandline import quiet_libraries
 from trainables.schema import count
 
 
@@ -54,8 +54,7 @@ def inert_table(table):
 def main(argv: list[str] | None = None) -> int:
     """Write the CSV the command line asks for; returns the exit status (2: one line on
     stderr says why not)."""
-    logging.getLogger("mlflow").setLevel(logging.WARNING)  # bad input: one line on stderr
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    quiet_libraries()
     parser = command_line("python -m analysis.export", __doc__)
     parser.add_argument("--out", default="trials.csv", help="the CSV file to write (default: %(default)s)")
     args = parser.parse_args(argv)

@@ -18,12 +18,11 @@ across the page; analysis.verdict), at equal epochs and at equal gradient evalua
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
 from analysis.minimums import MIN_IMPORTANCE_TRIALS
-from commandline import OneLineArgumentParser
+from commandline import OneLineArgumentParser, quiet_libraries
 from trainables.errors import one_line
 from trainables.record import DEFAULT_STORE, TRACKING_FORMS, default_tracking_uri, server_problem, tracking_uri_problem
 
@@ -119,8 +118,7 @@ def error_line(error: Exception) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Write the report the command line asks for; returns the exit status (2: one line
     on stderr says why not)."""
-    logging.getLogger("mlflow").setLevel(logging.WARNING)  # bad input: one line on stderr
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    quiet_libraries()
     parser = build_parser()
     args = parser.parse_args(argv)
     from analysis.page import write_report

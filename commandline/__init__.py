@@ -7,10 +7,11 @@ Standard library only, so every package may import it without pulling anything i
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 
-__all__ = ["OneLineArgumentParser", "from_here", "python_command"]
+__all__ = ["OneLineArgumentParser", "from_here", "python_command", "quiet_libraries"]
 
 
 class OneLineArgumentParser(argparse.ArgumentParser):
@@ -18,6 +19,14 @@ class OneLineArgumentParser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def quiet_libraries() -> None:
+    """MLflow's and its migrations' INFO lines off the console ("Creating initial MLflow
+    database tables..."): a command says what it does itself, and bad input stays one line.
+    Call it after MLflow is imported, which sets its own levels."""
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def python_command(*args: str) -> list[str]:

@@ -118,6 +118,7 @@ def test_sweep_runs_to_the_end_and_prints_the_best_per_optimizer(digits_sweep, t
     assert opened.returncode == 0 and (tmp_path / "opened").read_text().strip() == report.resolve().as_uri()
     assert f"notebooks  make -C {ROOT} notebooks" in done.stdout
     assert "Traceback" not in done.stdout + done.stderr
+    assert "INFO mlflow" not in done.stdout + done.stderr  # MLflow's own chatter is off
 
 
 def test_mlflow_holds_the_parent_and_one_child_per_trial(digits_sweep):

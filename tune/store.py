@@ -10,9 +10,12 @@ from pathlib import Path
 from filelock import FileLock
 from mlflow.tracking import MlflowClient
 
+from commandline import quiet_libraries
 from trainables.errors import one_line
 from trainables.record import sqlite_path
 from tune.plan import SweepError
+
+quiet_libraries()  # MLflow set its levels as it was imported
 
 
 def prepare_store(uri: str) -> None:
