@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--space", default="quickstart",
                    help=f"a named space ({', '.join(list_spaces())}) or a YAML file (default: %(default)s)")
     p.add_argument("--list-spaces", action="store_true", help="list the named spaces and exit")
+    p.add_argument("--show-space", metavar="NAME",
+                   help="print a named space (or a YAML file's), with the flags below applied, as "
+                        "a YAML file that --space reads back, and exit")
     p.add_argument("--num-samples", type=_number(int, 1, False), metavar="N",
                    help="trials per optimizer (default: the space's)")
     p.add_argument("--max-epochs", type=_number(int, 1, False), metavar="N",
@@ -187,6 +190,10 @@ def main(argv: list[str] | None = None) -> int:
             from search_spaces import get_space, list_spaces
             for name in list_spaces():
                 print(printable(f"{name:22s} {get_space(name).description}"))
+            return 0
+        if args.show_space:
+            from search_spaces import get_space, space_yaml
+            print(space_yaml(get_space(args.show_space).with_overrides(**_space_overrides(args))), end="")
             return 0
         plan = resolve_plan(args, argv)
         if args.sample:

@@ -9,7 +9,7 @@
 the built-in spaces are in `search_spaces/builtin.py`.
 """
 
-from search_spaces.files import load_space_file
+from search_spaces.files import load_space_file, space_yaml
 from search_spaces.registry import get_space, list_spaces, register_space
 from search_spaces.space import Distribution, SearchSpace, SpaceError
 from search_spaces import builtin  # noqa: F401  (registers the built-in spaces)
@@ -21,5 +21,6 @@ __all__ = [
     "get_space",
     "list_spaces",
     "load_space_file",
+    "space_yaml",
     "register_space",
 ]

@@ -60,6 +60,14 @@ def _parse(text: str, where: str):
         raise SpaceError(f"{where}: not valid YAML{at}: {problem}") from None
 
 
+def space_yaml(space: SearchSpace) -> str:
+    """`space` as a YAML file holds it, fields in their order, that `load_space_file` reads
+    back equal; a comment line first says where it came from."""
+    body = yaml.safe_dump(space.to_dict(), sort_keys=False, default_flow_style=None, width=100)
+    return (f"# search space {space.name!r} (launch.py --show-space {space.name}): save it, "
+            "edit it, run it with launch.py --space FILE\n" + body)
+
+
 def load_space_file(path: str | os.PathLike) -> SearchSpace:
     """The search space in a YAML (or JSON) file; SpaceError naming the path if the file is
     missing or unreadable, is not valid YAML, does not hold a mapping or holds a bad space."""

@@ -260,12 +260,12 @@ class SearchSpace:
     search: dict              # name -> Distribution, for every optimizer that takes the name
     search_per_optimizer: dict  # optimizer -> {name -> Distribution}: overrides or additions
     max_epochs: int           # epochs per trial: TrialConfig.epochs and ASHA's max_t
-    grace_period: int         # ASHA: epochs before the first stopping decision
-    reduction_factor: float   # ASHA: 1/reduction_factor of the trials go on at each rung
     trials_per_optimizer: int
-    max_concurrent: int       # trials running at once
-    cpus_per_trial: float
-    gpus_per_trial: float     # fractional: several small trials share one GPU
+    grace_period: int = 1           # ASHA: epochs before the first stopping decision (Ray's default)
+    reduction_factor: float = 4     # ASHA: 1/reduction_factor of the trials go on at each rung (Ray's)
+    max_concurrent: int = 1         # trials running at once
+    cpus_per_trial: float = 1
+    gpus_per_trial: float = 0       # fractional: several small trials share one GPU
     seed: int = 0             # master seed: every replicate's seeds derive from it (tune.seeds)
     # The default confirm stage: the top k configurations of each optimizer re-run with
     # this many seeds, to the full budget (either 0: none).
@@ -461,10 +461,14 @@ class SearchSpace:
         """Build from plain data (a YAML file's mapping); strict: unknown or missing keys,
         wrong types and bad values raise a one-line SpaceError naming `where` and the field.
 
-        Every field with a default may be left out: `fixed`, `search_per_optimizer` (empty),
-        `seed` (0), the confirm stage (none; 3 seeds once `confirm_top_k` is set), `refit` (true), `flatness_images` (2048),
-        `replicates` (1), `primary_contrast` (derived), `equivalence_margin` (0.5),
-        `refit_steps` (epochs), `retune_trials` (a third of the trials).
+        Required: name, description, dataset, model, optimizers, search, max_epochs and
+        trials_per_optimizer. Every other field has a default and may be left out: `fixed`,
+        `search_per_optimizer` (empty), ASHA's `grace_period` (1) and `reduction_factor` (4),
+        `max_concurrent` (1), `cpus_per_trial` (1), `gpus_per_trial` (0), `seed` (0), the
+        confirm stage (none; 3 seeds once `confirm_top_k` is set), `refit` (true),
+        `flatness_images` (2048), `replicates` (1), `primary_contrast` (derived),
+        `equivalence_margin` (0.5), `refit_steps` (epochs), `retune_trials` (a third of the
+        trials).
         """
         if not isinstance(data, Mapping):
             raise SpaceError(f"{where}: a search space must be a mapping of its fields, "

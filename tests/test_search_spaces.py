@@ -16,7 +16,7 @@ from search_spaces import (
     Distribution, SearchSpace, SpaceError, get_space, list_spaces, load_space_file, register_space,
 )
 from search_spaces import registry
-from conftest import PUBLISHED, run_module
+from conftest import PUBLISHED, ROOT, run_module
 from trainables.catalog import get_optimizer_info, hparams_of, list_optimizers
 from trainables.config import TrialConfig
 
@@ -79,6 +79,42 @@ def test_builtin_space_round_trips_through_dict_yaml_and_json(name, tmp_path):
     json_path = tmp_path / f"{name}.json"  # any existing file is read as YAML (JSON is YAML)
     json_path.write_text(json.dumps(space.to_dict()))
     assert get_space(json_path) == space
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_show_space_prints_a_file_that_loads_back_as_the_same_space(name, tmp_path, capsys):
+    import launch
+
+    assert launch.main(["--show-space", name]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith(f"# search space '{name}' (launch.py --show-space {name})")
+    path = tmp_path / "shown.yaml"
+    path.write_text(text)
+    assert get_space(str(path)) == get_space(name)
+    assert launch.main(["--show-space", name, "--max-epochs", "3"]) == 0  # the flags applied
+    path.write_text(capsys.readouterr().out)
+    assert get_space(str(path)) == get_space(name).with_overrides(max_epochs=3)
+
+
+def test_the_example_file_loads_and_a_file_of_the_required_keys_alone_gets_the_defaults(tmp_path):
+    example = get_space(str(ROOT / "search_spaces" / "example.yaml"))
+    assert (example.name, example.optimizers, example.replicates) == ("example", ("adam", "zsharp"), 2)
+    assert example.distributions_for("zsharp")["alpha"] == Distribution("loguniform_complement", 0.5, 0.99)
+    assert "alpha" not in example.distributions_for("adam")  # Adam reads no alpha
+    required = {k: v for k, v in yaml.safe_load((ROOT / "search_spaces" / "example.yaml").read_text()).items()
+                if k in ("name", "description", "dataset", "model", "optimizers", "search", "max_epochs",
+                         "trials_per_optimizer")}
+    path = tmp_path / "minimal.yaml"
+    path.write_text(yaml.safe_dump(required))
+    minimal = get_space(str(path))
+    # The defaults as the README states them (ASHA as Ray's own, one trial of 1 CPU at a time).
+    assert (minimal.grace_period, minimal.reduction_factor, minimal.max_concurrent, minimal.cpus_per_trial,
+            minimal.gpus_per_trial, minimal.fixed, minimal.confirm_top_k) == (1, 4, 1, 1, 0, {}, 0)
+    for key in required:
+        smaller = {k: v for k, v in required.items() if k != key}
+        path.write_text(yaml.safe_dump(smaller))
+        with pytest.raises(SpaceError, match=f"missing key\\(s\\) {key}"):
+            get_space(str(path))
 
 
 @pytest.mark.parametrize("name", BUILTIN)
