@@ -176,7 +176,7 @@ def print_dry_run(plan, timed: bool) -> None:
     print(plan.describe())
     times = estimate.epoch_times(plan) if timed else None
     print(estimate.describe(plan, times))
-    for warning in estimate.local_warnings(plan):
+    for warning in estimate.dry_run_warnings(plan):
         print(f"warning: {warning}")
 
 

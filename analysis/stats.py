@@ -35,13 +35,13 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from analysis.minimums import MIN_PAIRS
 from trainables.schema import VERDICT_METRIC
 
 ALPHA = 0.05          # the primary contrast's level, and the secondary family's (Holm)
 POWER = 0.80          # the power at which a difference counts as detectable
 P_BETTER = 0.75       # P(A > B) above this, and a difference that excludes 0: "better"
 EQUIVALENCE_MARGIN = 0.005  # accuracy (0.5 points): the default of a space's equivalence_margin
-MIN_PAIRS = 3         # below this many paired runs no p-value and no "better"
 N_BOOT = 2000         # bootstrap draws: Monte-Carlo error of a 95% bound about 2% of its width
 _CHUNK = 250          # draws reweighted at once: bounds the test weights to 250 x examples floats
 # Paired differences closer than this are the same (accuracies are ratios of counts, in floats).

@@ -8,21 +8,13 @@ from __future__ import annotations
 
 import pandas as pd
 
-from trainables.catalog import all_hparams, epochs_factor, get_optimizer_info
+from trainables.catalog import all_hparams, epochs_factor
+from trainables.catalog import optimizer_label as label  # the report's name for it
 from trainables.schema import EQUAL_COMPUTE, EQUAL_EPOCHS, count
 
 # How each confirm-stage arm is named in headings and summaries.
 ARM_TITLES = {EQUAL_EPOCHS: "at equal epochs", EQUAL_COMPUTE: "at equal gradient evaluations"}
 DASH = "–"  # what a missing number shows
-
-
-def label(optimizer: str) -> str:
-    """The name the report shows for an optimizer: its registry label (the name itself if
-    it is not registered, as in results of an optimizer since removed)."""
-    try:
-        return get_optimizer_info(optimizer).label
-    except ValueError:
-        return optimizer
 
 
 def param_label(name: str) -> str:

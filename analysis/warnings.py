@@ -15,7 +15,7 @@ import itertools
 
 from analysis.flatness import flatness_warnings
 from analysis.rungs import rung_warnings
-from analysis.stats import MIN_PAIRS
+from analysis.minimums import MIN_PAIRS, ONE_REPLICATE, few_runs, no_verdict, thin_search
 from analysis.sweep import Sweep
 from analysis.text import ARM_TITLES, label, run_label
 from analysis.verdict import Comparison, best_configs, comparison
@@ -25,9 +25,6 @@ from trainables.schema import DIVERGED, count
 # A best value within this fraction of either end of its range, on the range's own
 # sampling scale, suggests the optimum lies beyond the range.
 EDGE = 0.05
-# A common rule of thumb for a model-based search (TPE): below about 5 trials per searched
-# dimension, most of the space is never sampled.
-MIN_TRIALS_PER_DIMENSION = 5
 # A refit taking this many more (or fewer) optimizer steps than the search tuned for is
 # worth a warning: the configuration was chosen for another schedule length.
 REFIT_STEPS_WARNING = 0.10
@@ -47,21 +44,12 @@ def _verdict_warnings(sweep: Sweep, result: Comparison) -> list[str]:
     own variance is not in the intervals), or too few runs for a test."""
     runs = result.compared_runs
     if runs.empty:
-        what = "no confirm stage" if sweep.stage(CONFIRM).empty else "no confirm run finished"
-        return [f"{what}: the search's figures are single runs on the validation split, not a "
-                "verdict; rerun the best configurations with several seeds "
-                "(launch.py ... --confirm 1 --seeds 5)"]
-    found = []
-    if result.conditional:
-        found.append("one replicate of the search: every interval is conditional on one search, "
-                     "whose own variance (which configuration it picks) is not included; a rerun "
-                     "can move the verdict by more than the interval (launch.py ... --replicates 3)")
+        return [no_verdict("no confirm stage" if sweep.stage(CONFIRM).empty else "no confirm run finished")]
+    found = [ONE_REPLICATE] if result.conditional else []
     sizes = runs.groupby(["optimizer", "budget_arm"], sort=False).size()
     few = sizes[sizes < MIN_PAIRS]
     if len(few):
-        names = ", ".join(f"{result.run_label(o, arm)} {n}" for (o, arm), n in few.items())
-        found.append(f"fewer than {MIN_PAIRS} confirm runs ({names}): no interval or test can rest "
-                     f"on them; rerun with more --seeds")
+        found.append(few_runs(", ".join(f"{result.run_label(o, arm)} {n}" for (o, arm), n in few.items())))
     return found
 
 
@@ -142,13 +130,7 @@ def _thin_search_warnings(sweep: Sweep) -> list[str]:
     for optimizer in sweep.optimizers:
         mine = search[search["optimizer"] == optimizer]
         replicates = max(1, mine["replicate"].nunique())
-        trials = len(mine) // replicates
-        dims = sweep.searched_params(optimizer)
-        needed = MIN_TRIALS_PER_DIMENSION * len(dims)
-        if trials < needed:
-            found.append(
-                f"{label(optimizer)}: {count(trials, 'search trial')} per replicate for "
-                f"{count(len(dims), 'searched hyperparameter')} ({', '.join(dims)}): fewer than "
-                f"{MIN_TRIALS_PER_DIMENSION} per dimension, so most of the space was never sampled; "
-                f"run at least {needed} (--num-samples)")
+        thin = thin_search(label(optimizer), len(mine) // replicates, sweep.searched_params(optimizer))
+        if thin:
+            found.append(thin)
     return found

@@ -515,6 +515,19 @@ class SearchSpace:
         dists.update(self.search_per_optimizer.get(optimizer, {}))
         return dists
 
+    def unequal_searches(self) -> list[tuple[str, list[str], list[str]]]:
+        """(name, optimizers that search it, optimizers that take it but hold it fixed) for
+        each searched setting some optimizers search and others only take: a comparison
+        that is not tuned against tuned."""
+        found = []
+        searched = {o: self.distributions_for(o) for o in self.optimizers}
+        for name in dict.fromkeys(n for dists in searched.values() for n in dists):
+            takers = [o for o in self.optimizers if self._takes(o, name)]
+            fixed = [o for o in takers if name not in searched[o]]
+            if fixed:
+                found.append((name, [o for o in takers if name in searched[o]], fixed))
+        return found
+
     def base_config(self, optimizer: str) -> dict:
         """The fixed part of one optimizer's TrialConfig dict: dataset, model, optimizer,
         epochs (= max_epochs) and `fixed`; a trial adds the sampled values."""

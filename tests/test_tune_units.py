@@ -277,17 +277,18 @@ def test_the_dry_run_budget_counts_every_trial_epoch_of_every_stage(tmp_path):
 def test_the_dry_run_warns_of_a_missing_gpu_and_of_a_download(tmp_path, monkeypatch):
     from tune import estimate
 
-    monkeypatch.setattr(estimate, "local_gpus", lambda: 0)
-    warned = estimate.local_warnings(dry_plan(tmp_path, dataset="c100", gpus_per_trial=0.5))
+    monkeypatch.setattr(estimate, "gpus_seen", lambda: 0)
+    plan = dry_plan(tmp_path, dataset="c100", gpus_per_trial=0.5)
+    warned = estimate.dry_run_warnings(plan)[-2:]  # after the plan's own
     assert warned == [
-        "trials ask for 0.5 GPU each but this machine has none: the sweep would refuse to start "
+        "the sweep would refuse to start here: a trial asks for 0.5 GPUs; this machine has none "
         "(--gpus-per-trial 0 trains on the CPU)",
         f"c100 is not in {tmp_path / 'data'} (cifar-100-python/): the sweep downloads it first, "
         f"{169_001_437 / 2 ** 20:.0f} MiB"]
     (tmp_path / "data" / "cifar-100-python").mkdir(parents=True)
-    monkeypatch.setattr(estimate, "local_gpus", lambda: 2)
-    assert estimate.local_warnings(dry_plan(tmp_path, dataset="c100", gpus_per_trial=0)) == [
-        "this machine has 2 GPUs and the trials use none (--gpus-per-trial 1, or a fraction to share one)"]
+    monkeypatch.setattr(estimate, "gpus_seen", lambda: 2)
+    assert estimate.dry_run_warnings(dry_plan(tmp_path, dataset="c100", gpus_per_trial=0))[-1] == (
+        "this machine has 2 GPUs and the trials use none (--gpus-per-trial 1, or a fraction to share one)")
 
 
 def test_the_timed_estimate_times_each_optimizer_or_says_why_not(tmp_path, monkeypatch):
@@ -592,6 +593,32 @@ def test_without_the_drivers_list_the_gpus_are_none_or_unknown_until_torch_says(
     assert early.gpus_seen() == 0
     monkeypatch.setattr(early.shutil, "which", lambda name: "/usr/bin/nvidia-smi" if name == "nvidia-smi" else None)
     assert early.gpus_seen() is None  # a driver /proc does not list: torch counts later
+
+
+def test_the_dry_run_warns_of_what_the_closing_summary_would(tmp_path, capsys):
+    import launch
+
+    def warnings_of(*flags, space="quickstart"):
+        assert launch.main(["--space", space, "--dry-run", "--storage", str(tmp_path / "r"), *flags]) == 0
+        return [line.removeprefix("warning: ") for line in capsys.readouterr().out.splitlines()
+                if line.startswith("warning: ")]
+
+    assert warnings_of() == []  # the demo as it ships
+    thin = warnings_of("--num-samples", "4", "--max-epochs", "2", "--replicates", "1", "--seeds", "1")
+    assert thin[0].startswith("one replicate of the search: every interval is conditional on one search")
+    assert thin[1].startswith("fewer than 3 confirm runs (Adam 1, SAM 1, ASAM 1, Friendly-SAM 1, ZSharp 1)")
+    assert ("ZSharp: 4 search trials per replicate for 3 searched hyperparameters (lr, rho, alpha): fewer than 5 "
+            "per dimension, so most of the space was never sampled; run at least 15 (--num-samples)") in thin
+    assert thin[-1] == ("ASHA stops no trial: its grace period (2 epochs) reaches max_epochs (2), so every "
+                        "trial runs its full budget")
+    assert warnings_of("--confirm", "0")[0].startswith("no confirm stage: the search's figures are single runs")
+    unequal = {**get_space("quickstart").to_dict(), "search_per_optimizer": {
+        **get_space("quickstart").to_dict()["search_per_optimizer"], "adam": {"weight_decay": {"loguniform": [1e-5, 1e-2]}}}}
+    path = tmp_path / "unequal.yaml"
+    path.write_text(yaml.safe_dump(unequal))
+    assert warnings_of(space=str(path)) == [
+        "weight_decay is searched for Adam but fixed for SAM, ASAM, Friendly-SAM, ZSharp: not tuned against "
+        "tuned; search it for every optimizer that takes it (search:) or for none"]
 
 # ---- MLflow records -----------------------------------------------------------------------
 

@@ -184,6 +184,15 @@ def get_optimizer_info(name: str) -> OptimizerInfo:
         raise ValueError(f"unknown optimizer {name!r}; choose from {', '.join(list_optimizers())}") from None
 
 
+def optimizer_label(name: str) -> str:
+    """The name people read for an optimizer: its registry label (the name itself if it is
+    not registered, as in results of an optimizer since removed)."""
+    try:
+        return get_optimizer_info(name).label
+    except ValueError:
+        return name
+
+
 def entry_of(wrapper: type) -> OptimizerInfo:
     """The registry entry of a SAM-family class (the first registered with it); ValueError
     if none names it."""

@@ -15,11 +15,13 @@ import os
 import time
 from dataclasses import dataclass
 
-from trainables.catalog import download_note
+from analysis.minimums import plan_warnings
+from trainables.catalog import download_note, optimizer_label
 from trainables.record import CONFIRM, RETUNE, SEARCH, STAGE_NAMES, compute_unit
 from trainables.schema import EQUAL_COMPUTE, count, duration_text
 from tune.budget import retune_trials
-from tune.plan import SweepPlan, local_gpus
+from tune.early import gpus_seen, machine_problem
+from tune.plan import SweepPlan
 
 TIMING_BUDGET_S = 20.0
 TIMED_STEPS = 3
@@ -58,18 +60,21 @@ def at_once(plan: SweepPlan) -> int:
     limit = s.max_concurrent
     if plan.address is None:
         limit = min(limit, max(1, int((os.cpu_count() or 1) // s.cpus_per_trial)))
-        if s.gpus_per_trial:
-            limit = min(limit, max(1, int(local_gpus() // s.gpus_per_trial)))
+        gpus = gpus_seen()
+        if s.gpus_per_trial and gpus is not None:
+            limit = min(limit, max(1, int(gpus // s.gpus_per_trial)))
     return limit
 
 
-def local_warnings(plan: SweepPlan) -> list[str]:
-    """What would stop or slow the sweep on this machine (no torch imported)."""
-    found = []
-    s, gpus = plan.space, local_gpus()
-    if plan.address is None and s.gpus_per_trial and not gpus:
-        found.append(f"trials ask for {s.gpus_per_trial:g} GPU each but this machine has none: the "
-                     "sweep would refuse to start (--gpus-per-trial 0 trains on the CPU)")
+def dry_run_warnings(plan: SweepPlan) -> list[str]:
+    """Every warning the plan earns before it runs: the closing summary's, as far as the
+    plan decides them (analysis.minimums), then what would stop or slow it on this machine
+    (no torch imported)."""
+    found = plan_warnings(plan.space, plan.confirm_top_k, plan.confirm_seeds, optimizer_label)
+    s, gpus = plan.space, gpus_seen()
+    refused = None if plan.address is not None else machine_problem(plan, os.cpu_count() or 1, gpus)
+    if refused:
+        found.append(f"the sweep would refuse to start here: {refused}")
     elif plan.address is None and gpus and not s.gpus_per_trial:
         found.append(f"this machine has {count(gpus, 'GPU')} and the trials use none "
                      "(--gpus-per-trial 1, or a fraction to share one)")

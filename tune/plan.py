@@ -18,15 +18,6 @@ class SweepError(ConfigError):
     """The sweep cannot start as asked (unreachable cluster or server, storage, data...)."""
 
 
-def local_gpus() -> int:
-    """NVIDIA GPUs on this machine, as its driver lists them (no torch or CUDA call: the
-    dry run's check; the sweep itself asks torch)."""
-    try:
-        return len(os.listdir("/proc/driver/nvidia/gpus"))
-    except OSError:
-        return 0
-
-
 def is_uri(location: str) -> bool:
     """True for `scheme://...` locations (s3://, gs://, file://, http://...)."""
     return "://" in location
