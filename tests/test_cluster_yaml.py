@@ -151,7 +151,7 @@ def test_ray_start_commands(prepared):
 
 def test_head_starts_mlflow_server_for_the_cluster(raw):
     (cmd,) = [c for c in raw["head_start_ray_commands"] if "mlflow server" in c]
-    assert "--host 0.0.0.0 --port 5000" in cmd
+    assert "--host 127.0.0.1 --port 5000" in cmd  # no authentication: loopback, reached by ssh
     assert "--backend-store-uri sqlite:///$HOME/mlflow.db" in cmd
     assert "nohup" in cmd and "&" in cmd  # in the background, outliving the ssh session
 

@@ -663,6 +663,25 @@ ray.shutdown()
 """
 
 
+def _listening_ports(session_id: int) -> set[int]:
+    """The TCP ports the processes of a session listen on, beyond loopback."""
+    pids = {p.pid for p in session_processes(session_id)}
+    return {c.laddr.port for c in psutil.net_connections(kind="tcp")
+            if c.status == psutil.CONN_LISTEN and c.pid in pids and not c.laddr.ip.startswith(("127.", "::1"))}
+
+
+def _http_answers(host: str, port: int) -> bool:
+    """Whether an HTTP GET / at host:port is answered without asking for Ray's token (a
+    gRPC port gives no HTTP answer; a guarded one, 401 or 403)."""
+    try:
+        with socket.create_connection((host, port), timeout=3) as s:
+            s.sendall(f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+            status = s.recv(16).split()
+    except OSError:
+        return False
+    return len(status) >= 2 and status[0].startswith(b"HTTP/1.") and status[1] not in (b"401", b"403")
+
+
 def test_the_local_ray_refuses_a_client_without_its_token(tmp_path):
     """Ray listens on every interface; its token is what keeps a stranger on the network
     out. Joined through the machine's network address (not loopback), a wrong token is
@@ -694,6 +713,10 @@ def test_the_local_ray_refuses_a_client_without_its_token(tmp_path):
         friend = subprocess.run([sys.executable, "-c", join], cwd=ROOT, text=True, timeout=120,
                                 env={**client_env, "RAY_AUTH_TOKEN": token}, capture_output=True)
         assert friend.returncode == 0 and float(friend.stdout.split()[-1]) >= 1, friend.stderr[-2000:]
+        # No HTTP server of the local Ray answers a stranger on the network address, but for
+        # the autoscaler's and the dashboard's read-only Prometheus exporters (Ray's ports).
+        answering = {port for port in _listening_ports(server.pid) if _http_answers(info["ip"], port)}
+        assert answering <= {44217, 44227}, answering
     finally:
         server.stdin.close()
         try:

@@ -18,3 +18,8 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 # (a cluster may have no internet), and the telemetry client's session-id variable in
 # os.environ was seen to race the driver's tracking thread (a KeyError in runs/create).
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# No Prometheus exporter in the local Ray's node agent: it listens on every interface without
+# Ray's token (Ray binds it to loopback only for a loopback node IP, which ray.init refuses),
+# and nothing here reads it. The autoscaler's and dashboard's own read-only exporters
+# (ports 44217 and 44227) remain; every port that controls Ray checks the token.
+os.environ.setdefault("RAY_enable_metrics_collection", "0")
