@@ -351,8 +351,15 @@ def test_optuna_dashboard_serves_each_optimizers_study_linked_to_its_mlflow_runs
             _, optimizer, replicate = study["study_name"].split("/")
             runs = {c.data.tags["trial_id"]: c for c in search if c.data.tags["optimizer"] == optimizer
                     and c.data.tags["replicate"] == replicate.removeprefix("r")}
-            trials = _json(f"{api}/{study['study_id']}")["trials"]
+            detail = _json(f"{api}/{study['study_id']}")
+            trials = detail["trials"]
             assert len(trials) == len(runs) == 3
+            # Named as the sweep names it: the objective, the space, the MLflow experiment,
+            # and ZSharp's alpha as the trials' parameter 1-alpha reads.
+            about = {a["key"]: a["value"] for a in detail["user_attrs"]}
+            assert detail["objective_names"] == ["val_acc"]
+            assert about["space"] == "digits_test" and about["mlflow_experiment"] == "digits_test"
+            assert ("1-alpha" in about) == (optimizer == "zsharp") and "launch.py" in about["command"]
             for trial in trials:
                 attrs = {a["key"]: a["value"] for a in trial["user_attrs"]}
                 run = runs[attrs["ray_trial_id"]]

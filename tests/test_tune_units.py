@@ -196,6 +196,18 @@ def test_a_resumed_search_tells_optuna_each_trial_once_and_asks_no_extra_one(stu
     assert [t.user_attrs["ray_trial_id"] for t in trials] == ["t0", "t1", "t3", "t4"]
 
 
+def test_each_study_names_its_objective_its_sweep_and_a_complement_searched_value(studies):
+    about = {"space": "quickstart", "command": "launch.py --space quickstart", "mlflow_experiment": "exp"}
+    GroupedSearch(search_groups(small_space(optimizers=["adam", "zsharp"]), "exp", {}), studies, about)
+    for optimizer in ("adam", "zsharp"):
+        study = optuna.load_study(study_name=f"exp/{optimizer}/r0", storage=studies)
+        assert study.metric_names == ["val_acc"]
+        notes = {k: v for k, v in study.user_attrs.items() if k not in about}
+        assert {k: study.user_attrs[k] for k in about} == about
+        assert notes == ({"1-alpha": "1 - alpha, searched on a log scale: alpha = 1 - this value"}
+                         if optimizer == "zsharp" else {})
+
+
 def test_an_optuna_trial_and_its_mlflow_run_name_each_other(studies):
     from tune.search import OptunaLinks
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import pickle
+import warnings
 from dataclasses import dataclass, field
 
 import optuna
@@ -85,7 +86,7 @@ class OptimizerStudy:
     """
 
     def __init__(self, url: str, name: str, distributions: dict[str, Distribution], seed: int,
-                 budget: int, first: tuple[dict, ...] = ()):
+                 budget: int, first: tuple[dict, ...] = (), about: dict[str, str] | None = None):
         self.url, self.name, self.distributions = url, name, distributions
         # constant_liar: trials running at once are imputed a bad value, so concurrent
         # suggestions spread out instead of piling onto one promising point. multivariate:
@@ -98,6 +99,7 @@ class OptimizerStudy:
         # before Ray recorded anything.
         self.study = optuna.create_study(study_name=name, storage=url, direction="maximize",
                                          sampler=self.sampler, load_if_exists=True)
+        _describe(self.study, distributions, about or {})
         for params in first:
             self.study.enqueue_trial(params, skip_if_exists=True)
         self.trials: dict[str, optuna.Trial] = {}
@@ -165,6 +167,19 @@ class OptimizerStudy:
             self.study.tell(trial, float(value))
 
 
+def _describe(study: optuna.Study, distributions: dict[str, Distribution], about: dict[str, str]) -> None:
+    """What optuna-dashboard shows of a study: its objective's name, `about` (the space, the
+    command, the MLflow experiment) and, for a value searched through its complement, how
+    the trials' parameter reads."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # stable since 3.2
+        study.set_metric_names([SEARCH_METRIC])
+    notes = {f"1-{name}": f"1 - {name}, searched on a log scale: {name} = 1 - this value"
+             for name, d in distributions.items() if d.transform is not None and d.transform.reflect}
+    for key, value in {**about, **notes}.items():
+        study.set_user_attr(key, value)
+
+
 def _finite(value) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
 
@@ -207,10 +222,10 @@ class GroupedSearch(PickledSearcher):
     """Round-robin over groups (tune.search.SearchGroup: an optimizer in a replicate), each
     with its own seeded TPE study in Optuna storage `url`."""
 
-    def __init__(self, groups: list[SearchGroup], url: str):
+    def __init__(self, groups: list[SearchGroup], url: str, about: dict[str, str] | None = None):
         super().__init__(metric=SEARCH_METRIC, mode="max")
         self._groups = {g.key: g for g in groups}
-        self._studies = {g.key: OptimizerStudy(url, g.name, g.distributions, g.seed, g.budget, g.first)
+        self._studies = {g.key: OptimizerStudy(url, g.name, g.distributions, g.seed, g.budget, g.first, about)
                          for g in groups}
         self._suggested = {g.key: 0 for g in groups}
         self._owner: dict[str, tuple[str, int]] = {}

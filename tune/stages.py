@@ -148,13 +148,19 @@ def stage_budget(plan: SweepPlan, epochs: list[int], groups: dict[str, str] | No
     return StageBudget(len(epochs), sum(epochs), *compute_unit(plan.space.cpus_per_trial, plan.space.gpus_per_trial), groups)
 
 
+def study_about(plan: SweepPlan) -> dict[str, str]:
+    """What each Optuna study records of its sweep (optuna-dashboard shows it)."""
+    return {"space": plan.space.name, "command": plan.command, "mlflow_experiment": plan.experiment,
+            "mlflow_tracking_uri": plan.tracking_uri}
+
+
 def search(plan: SweepPlan, parent_run_id: str, experiment_id: str):
     """The search: one Optuna searcher and one ASHA per optimizer and replicate."""
     space = plan.space
     groups = search_groups(space, plan.experiment, {"data_dir": plan.data_dir})
     return run_stage(
         plan, plan.experiment_path,
-        search_alg=GroupedSearch(groups, plan.optuna_uri),
+        search_alg=GroupedSearch(groups, plan.optuna_uri, study_about(plan)),
         scheduler=PerGroupASHA([g.key for g in groups], space.max_epochs, space.grace_period,
                                space.reduction_factor),
         callbacks=[MlflowTracking(plan.tracking_uri, parent_run_id, experiment_id,
@@ -181,7 +187,7 @@ def retune(plan: SweepPlan, finalists: list[dict], parent_run_id: str, experimen
     epochs = groups[0].base["epochs"]  # every retuned optimizer runs the same longer arm
     factor = epochs / space.max_epochs
     results = run_stage(
-        plan, plan.retune_path, search_alg=GroupedSearch(groups, plan.optuna_uri),
+        plan, plan.retune_path, search_alg=GroupedSearch(groups, plan.optuna_uri, study_about(plan)),
         scheduler=PerGroupASHA([g.key for g in groups], epochs, round(space.grace_period * factor),
                                space.reduction_factor),
         callbacks=[MlflowTracking(plan.tracking_uri, parent_run_id, experiment_id, stage=RETUNE,
