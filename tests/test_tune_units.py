@@ -998,6 +998,31 @@ def test_the_status_line_counts_trial_epochs_compute_eta_and_the_best_finished_t
     assert lines[-1] == finished_line.replace("[ 1h00m]", "[   40s]")
 
 
+def test_the_eta_covers_the_stages_still_to_come():
+    from tune.progress import ConciseProgress, StageBudget
+
+    now, lines = [100.0], []
+    progress = ConciseProgress(StageBudget(2, 6, "CPU", 1, later_epochs=9), ("lr",), "val_acc",
+                               out=lines.append, clock=lambda: now[0])
+    progress.setup()
+    a, b = fake_trial("a", "adam"), fake_trial("b", "adam", status="PENDING")
+    report(progress, [a, b], a, 1, 10.0, val_acc=0.5)
+    now[0] = 131.0
+    progress.on_step_end(0, [a, b])
+    # 1 epoch in 10 s, one trial running: 5 epochs left here (2 of a, 3 of b), 9 after.
+    assert "; ETA <= 50s this stage, 2m20s the sweep;" in lines[-1]
+
+
+def test_each_stages_eta_counts_the_stages_after_it(tmp_path):
+    from tune import stages
+
+    plan = dry_plan(tmp_path, optimizers=["adam", "sam"], trials_per_optimizer=15, max_epochs=10, replicates=2)
+    # As the dry run counts them: search 600, re-search 200, confirm 400 trial-epochs.
+    assert stages.stage_budget(plan, [10] * 60, "search").later_epochs == 200 + 400
+    assert stages.stage_budget(plan, [20] * 10, "retune").later_epochs == 400
+    assert stages.stage_budget(plan, [10] * 40, "confirm", {}).later_epochs == 0
+
+
 def test_the_confirm_status_line_gives_each_groups_mean_so_far_and_runs_done():
     from tune.confirm import config_key
     from tune.progress import ConciseProgress, StageBudget

@@ -29,6 +29,8 @@ class StageBudget:
     ("GPU" or "CPU", how many), so that compute = per_trial x its wall time. groups: in the
     confirm stage, config key (tune.confirm.config_key) -> "optimizer arm", the groups whose
     mean so far the line shows; None in the search (its best finished trial per optimizer).
+    later_epochs: the trial-epochs of the stages still to come (tune.estimate.budget), so
+    that the ETA covers the whole sweep.
     """
 
     trials: int
@@ -36,6 +38,7 @@ class StageBudget:
     unit: str
     per_trial: float
     groups: dict[str, str] | None = None
+    later_epochs: int = 0
 
     @property
     def planned(self) -> dict[str, int]:
@@ -97,16 +100,22 @@ class ConciseProgress(Callback):
                 f"{self._leaders()}{self._waiting()}")
 
     def _eta(self, running: int) -> str:
-        """Epochs left (every unfinished trial at its full budget) x the mean epoch time,
-        over the trials running at once; an upper bound while ASHA may stop trials."""
+        """Epochs left (every unfinished trial at its full budget, and the later stages'
+        trial-epochs) x this stage's mean epoch time, over the trials running at once; an
+        upper bound while ASHA may stop trials (the search and the re-search). The summary
+        and the report after the last stage take seconds, not counted."""
         done = sum(self._epochs.values())
         if not done:
             return "ETA -"
         unseen = self.budget.trial_epochs - sum(self._planned.values())
         left = unseen + sum(self._planned[t] - self._epochs.get(t, 0)
                             for t in self._planned if t not in self._ended)
+        per_epoch = self._seconds / done / max(running, 1)
         bound = "<=" if self.budget.groups is None else "~"
-        return f"ETA {bound} {duration_text(left * self._seconds / done / max(running, 1))}"
+        here = f"ETA {bound} {duration_text(left * per_epoch)}"
+        if not self.budget.later_epochs:
+            return here
+        return f"{here} this stage, {duration_text((left + self.budget.later_epochs) * per_epoch)} the sweep"
 
     def _compute_hours(self) -> float:
         return self._seconds * self.budget.per_trial / 3600

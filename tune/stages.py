@@ -14,11 +14,12 @@ import ray
 from ray import tune
 
 from trainables.record import (COMMAND_TAG, COMMIT_TAG, CONFIRM, DEFAULT_STORE, PARENT_STAGE, RECORD_KEY, RETUNE,
-                               SPACE_TAG, compute_unit, group_of, is_server_uri, ranked_by_group, split_config)
+                               SEARCH, SPACE_TAG, compute_unit, group_of, is_server_uri, ranked_by_group, split_config)
 from trainables.errors import one_line
 from trainables.schema import SEARCH_METRIC, VERDICT_METRIC, trial_summary
 from tune.budget import budget_arms
 from tune.confirm import FixedConfigs, config_key, confirm_trials
+from tune.estimate import budget
 from tune.interrupt import kill_children
 from tune.plan import RAY_DASHBOARD_PORT, SweepError, SweepPlan, is_uri
 from tune.progress import ConciseProgress, StageBudget
@@ -142,10 +143,15 @@ def run_stage(plan: SweepPlan, path: str, *, search_alg, scheduler, callbacks, n
     return tuner.fit()
 
 
-def stage_budget(plan: SweepPlan, epochs: list[int], groups: dict[str, str] | None = None) -> StageBudget:
-    """The status line's plan of a stage whose trials run `epochs` each; compute is counted
-    in GPU-hours when trials hold GPUs, else in CPU-hours."""
-    return StageBudget(len(epochs), sum(epochs), *compute_unit(plan.space.cpus_per_trial, plan.space.gpus_per_trial), groups)
+def stage_budget(plan: SweepPlan, epochs: list[int], stage: str,
+                 groups: dict[str, str] | None = None) -> StageBudget:
+    """The status line's plan of `stage`, whose trials run `epochs` each, and the stages
+    after it; compute is counted in GPU-hours when trials hold GPUs, else in CPU-hours."""
+    planned = budget(plan).stages()
+    later = list(planned)[list(planned).index(stage) + 1:]
+    unit = compute_unit(plan.space.cpus_per_trial, plan.space.gpus_per_trial)
+    later_epochs = sum(sum(planned[s].values()) for s in later)
+    return StageBudget(len(epochs), sum(epochs), *unit, groups, later_epochs=later_epochs)
 
 
 def study_about(plan: SweepPlan) -> dict[str, str]:
@@ -165,7 +171,7 @@ def search(plan: SweepPlan, parent_run_id: str, experiment_id: str):
                                space.reduction_factor),
         callbacks=[MlflowTracking(plan.tracking_uri, parent_run_id, experiment_id,
                                   optuna_links=OptunaLinks(plan.optuna_uri, plan.experiment)),
-                   ConciseProgress(stage_budget(plan, [space.max_epochs] * plan.total_trials),
+                   ConciseProgress(stage_budget(plan, [space.max_epochs] * plan.total_trials, SEARCH),
                                    searched_names(plan), SEARCH_METRIC,
                                    waiting_for=waiting_for(plan))],
         num_samples=plan.total_trials)
@@ -192,7 +198,8 @@ def retune(plan: SweepPlan, finalists: list[dict], parent_run_id: str, experimen
                                space.reduction_factor),
         callbacks=[MlflowTracking(plan.tracking_uri, parent_run_id, experiment_id, stage=RETUNE,
                                   optuna_links=OptunaLinks(plan.optuna_uri, plan.experiment, RETUNE)),
-                   ConciseProgress(stage_budget(plan, [g.base["epochs"] for g in groups for _ in range(g.budget)]),
+                   ConciseProgress(stage_budget(plan, [g.base["epochs"] for g in groups for _ in range(g.budget)],
+                                                RETUNE),
                                    ("lr",), SEARCH_METRIC, waiting_for=waiting_for(plan))],
         num_samples=sum(g.budget for g in groups))
     rows = summarize(results)
@@ -222,7 +229,7 @@ def confirm(plan: SweepPlan, finalists: list[dict], retuned: dict, parent_run_id
     results = run_stage(
         plan, plan.confirm_path, search_alg=FixedConfigs(configs), scheduler=SafeSnapshots(),
         callbacks=[MlflowTracking(plan.tracking_uri, parent_run_id, experiment_id, stage=CONFIRM),
-                   ConciseProgress(stage_budget(plan, [c["epochs"] for c in configs], {
+                   ConciseProgress(stage_budget(plan, [c["epochs"] for c in configs], CONFIRM, {
                                        config_key(c): f"{c['optimizer']} {c[RECORD_KEY]['budget_arm']}"
                                        for c in configs}),
                                    ("seed", "epochs"), VERDICT_METRIC, waiting_for=waiting_for(plan))],
