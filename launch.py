@@ -185,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     args = parser.parse_args(argv)
+    from tune.plan import SweepFailed  # here, not at the top: --help stays quick
+
     try:
         if args.list_spaces:
             from search_spaces import get_space, list_spaces
@@ -207,6 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 2
+    except SweepFailed as error:  # not the input's fault
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:  # Ctrl-C before the sweep took over its signals: nothing ran
         print(f"{parser.prog}: interrupted before the sweep started", file=sys.stderr)
         return 130

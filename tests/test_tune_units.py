@@ -801,7 +801,7 @@ def test_a_local_ray_that_does_not_start_is_one_line_and_leaves_no_process(monke
     import ray
 
     from tune import stages
-    from tune.plan import SweepError, SweepPlan
+    from tune.plan import SweepFailed, SweepPlan
 
     started = []
 
@@ -812,13 +812,26 @@ def test_a_local_ray_that_does_not_start_is_one_line_and_leaves_no_process(monke
     monkeypatch.setattr(ray, "init", slow_start)
     plan = SweepPlan(space=small_space(), experiment="x", storage=str(tmp_path), data_dir="data",
                      tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", optuna_uri=f"sqlite:///{tmp_path / 'o.db'}")
-    with pytest.raises(SweepError) as refused:
+    with pytest.raises(SweepFailed) as refused:
         stages.start_ray(plan)
     message = str(refused.value)
     assert message.startswith("the local Ray did not start (The current node timed out during startup.")
     assert message.endswith("it can time out: rerun the same command") and "\n" not in message
     assert started[0].wait(timeout=10) == -9  # killed, not left running
     assert psutil.Process().children() == []
+
+
+def test_a_sweep_that_fails_for_no_fault_of_its_input_exits_1_with_one_line(monkeypatch, tmp_path, capsys):
+    import launch
+    from tune import sweep
+    from tune.plan import SweepFailed
+
+    def ray_would_not_start(plan):
+        raise SweepFailed("the local Ray did not start (timed out); rerun the same command")
+    monkeypatch.setattr(sweep, "run_sweep", ray_would_not_start)
+    assert launch.main(["--space", "quickstart", "--storage", str(tmp_path)]) == 1
+    assert capsys.readouterr().err == ("launch.py: error: the local Ray did not start (timed out); rerun the "
+                                       "same command\n")
 
 
 def test_sigint_exits_130_and_no_tune_handler_outside_a_fit_is_fine():

@@ -18,6 +18,11 @@ class SweepError(ConfigError):
     """The sweep cannot start as asked (unreachable cluster or server, storage, data...)."""
 
 
+class SweepFailed(RuntimeError):
+    """The sweep could not go on for a reason outside what was asked (the local Ray did not
+    start): one line and exit 1 at the command line."""
+
+
 def is_uri(location: str) -> bool:
     """True for `scheme://...` locations (s3://, gs://, file://, http://...)."""
     return "://" in location

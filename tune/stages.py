@@ -21,7 +21,7 @@ from tune.budget import budget_arms
 from tune.confirm import FixedConfigs, config_key, confirm_trials
 from tune.estimate import budget
 from tune.interrupt import kill_children
-from tune.plan import RAY_DASHBOARD_PORT, SweepError, SweepPlan, is_uri
+from tune.plan import RAY_DASHBOARD_PORT, SweepError, SweepFailed, SweepPlan, is_uri
 from tune.progress import ConciseProgress, StageBudget
 from tune.retune import retune_groups
 from tune.schedule import PerGroupASHA, SafeSnapshots
@@ -53,7 +53,7 @@ def start_ray(plan: SweepPlan) -> bool:
             ray.init(**common)
         except Exception as error:  # noqa: BLE001  Ray raises bare Exception on a startup timeout
             kill_children()  # what it started before giving up
-            raise SweepError(f"the local Ray did not start ({one_line(error, squash_space=True)}); on a busy "
+            raise SweepFailed(f"the local Ray did not start ({one_line(error, squash_space=True)}); on a busy "
                              f"machine (load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores) it can time "
                              "out: rerun the same command") from None
         return True
