@@ -367,6 +367,21 @@ def test_checkpoint_holds_everything_and_bn_counts_one_pass_per_step(tmp_path):
     assert tracked and all(int(t) == digits_steps_per_epoch() for t in tracked)
 
 
+def test_the_checkpoint_size_bound_holds_for_every_optimizer_and_is_tight(tmp_path):
+    # What the sweep's storage check counts on (tune.diskspace): a real checkpoint of each
+    # registered optimizer after a step, against the bound computed from the model alone.
+    from trainables.catalog import list_optimizers
+    from trainables.train import checkpoint_bytes
+
+    bound = checkpoint_bytes("res8s", load_dataset("digits"))
+    sizes = {}
+    for optimizer in list_optimizers():
+        folder = tmp_path / optimizer
+        run_trial({**SMALL, "model": "res8s", "optimizer": optimizer, "epochs": 1, "device": "cpu"}, None, folder)
+        sizes[optimizer] = (folder / CHECKPOINT_FILE).stat().st_size
+    assert max(sizes.values()) <= bound < 1.25 * max(sizes.values()), (bound, sizes)
+
+
 def test_a_damaged_checkpoint_or_a_file_for_a_folder_is_one_config_error(tmp_path):
     (tmp_path / CHECKPOINT_FILE).write_bytes(b"not a checkpoint")
     with pytest.raises(ConfigError, match="cannot be read"):

@@ -722,7 +722,7 @@ def test_a_first_signal_is_recorded_and_handed_to_tunes_graceful_stop(monkeypatc
         with StopSignals() as signals:
             assert os.environ["TUNE_DISABLE_SIGINT_HANDLER"] == "1"
             os.kill(os.getpid(), signal.SIGTERM)  # would end this process without the handler
-            assert signals.received == signal.SIGTERM and tune_stops == [signal.SIGUSR1]
+            assert signals.received.signum == signal.SIGTERM and tune_stops == [signal.SIGUSR1]
             with pytest.raises(Interrupted) as stop:
                 signals.check()
             assert (stop.value.exit_code, stop.value.name, stop.value.at_once) == (143, "SIGTERM", False)
@@ -832,6 +832,41 @@ def test_a_sweep_that_fails_for_no_fault_of_its_input_exits_1_with_one_line(monk
     assert launch.main(["--space", "quickstart", "--storage", str(tmp_path)]) == 1
     assert capsys.readouterr().err == ("launch.py: error: the local Ray did not start (timed out); rerun the "
                                        "same command\n")
+
+
+def test_storage_too_small_for_the_sweeps_checkpoints_is_refused_before_it_starts(tmp_path):
+    import shutil
+
+    from tune.diskspace import SPARE_BYTES, space_needed, space_problem
+
+    plan = dry_plan(tmp_path, optimizers=["adam", "sam"], trials_per_optimizer=3, replicates=2)
+    # 12 search, 2 re-search and 2 x 2 x 5 + 2 x 5 confirm trials, two checkpoints each, and
+    # each trial running at once writing a third.
+    trials = 12 + 2 + 30
+    assert space_needed(plan, 10 ** 6) == (trials * 2 * 10 ** 6 + 2 * 10 ** 6 + SPARE_BYTES, 2 * 10 ** 6 + SPARE_BYTES)
+    assert space_problem(plan, 1000) is None  # this disk holds 88 checkpoints of 1 kB
+    free = shutil.disk_usage(tmp_path).free
+    problem = space_problem(plan, free // 50)  # 88 of a 50th of it do not fit
+    assert problem.startswith(f"storage {tmp_path} has ") and "44 trials x 2 checkpoints" in problem
+    assert problem.endswith("free space, or pass --storage on a larger disk")
+
+
+def test_the_disk_watch_stops_the_sweep_as_a_signal_would_when_storage_runs_low(tmp_path):
+    import shutil
+
+    from tune.diskspace import DiskWatch
+    from tune.interrupt import Interrupted, StopSignals
+
+    plan = dry_plan(tmp_path)
+    free = shutil.disk_usage(tmp_path).free
+    with StopSignals() as signals:
+        DiskWatch(plan, reserve=free // 2).on_trial_result(0, [], None, {})
+        signals.check()  # plenty left: nothing happens
+        DiskWatch(plan, reserve=free + 2 ** 40).on_trial_result(0, [], None, {})
+        with pytest.raises(Interrupted) as stop:
+            signals.check()
+    assert stop.value.exit_code == 1 and stop.value.signum is None
+    assert stop.value.name.startswith(f"low disk space: storage {tmp_path} has ")
 
 
 def test_sigint_exits_130_and_no_tune_handler_outside_a_fit_is_fine():

@@ -25,34 +25,43 @@ LAST_WORDS_S = 15.0
 
 
 class Interrupted(BaseException):
-    """The sweep was stopped by signal `signum` (a BaseException, like KeyboardInterrupt,
-    so that no `except Exception` on the way treats it as a trial's or a library's error).
-    `at_once`: by a second signal, without Tune's last snapshot."""
+    """The sweep was stopped by signal `signum`, or by the driver itself for `reason`
+    (storage running out); a BaseException, like KeyboardInterrupt, so that no `except
+    Exception` on the way treats it as a trial's or a library's error. `at_once`: by a
+    second signal, without Tune's last snapshot."""
 
-    def __init__(self, signum: int, at_once: bool = False):
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-        self.at_once = at_once
+    def __init__(self, signum: int | None = None, at_once: bool = False, reason: str | None = None):
+        self.signum, self.at_once, self.reason = signum, at_once, reason
+        super().__init__(self.name)
 
     @property
     def name(self) -> str:
-        return signal.Signals(self.signum).name
+        return self.reason or signal.Signals(self.signum).name
 
     @property
     def exit_code(self) -> int:
-        """The shell's convention: 128 + the signal (130 for SIGINT, 143 for SIGTERM)."""
-        return 128 + self.signum
+        """The shell's convention for a signal: 128 + it (130 for SIGINT, 143 for SIGTERM);
+        1 for a stop of the driver's own (a runtime failure)."""
+        return 1 if self.signum is None else 128 + self.signum
+
+    def again(self) -> Interrupted:
+        """This stop, made at once by a second signal."""
+        return Interrupted(self.signum, at_once=True, reason=self.reason)
 
 
 class StopSignals:
     """While entered, SIGINT and SIGTERM are recorded rather than fatal. `install()` again
     after `ray.init`, which sets a SIGTERM handler of its own; `check()` at each stage
-    boundary raises `Interrupted` once a signal came. On a second signal the process ends at
-    once, after `last_words` (given the `Interrupted`: record the stop and say how to
-    resume) and after stopping the processes it started (a local Ray)."""
+    boundary raises `Interrupted` once a signal came, or once `stop` was asked (the driver's
+    own reason). On a second signal the process ends at once, after `last_words` (given
+    the `Interrupted`: record the stop and say how to resume) and after stopping the
+    processes it started (a local Ray). `StopSignals.current`: the one entered, if any
+    (signal handlers are the process's: one at a time)."""
+
+    current: StopSignals | None = None
 
     def __init__(self):
-        self.received: int | None = None
+        self.received: Interrupted | None = None
         self._previous: dict[int, object] = {}
         self.last_words: Callable[[Interrupted], None] | None = None
 
@@ -62,6 +71,7 @@ class StopSignals:
         os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
         self._previous = {s: signal.getsignal(s) for s in SIGNALS}
         self.install()
+        StopSignals.current = self
         return self
 
     def install(self) -> None:
@@ -69,6 +79,7 @@ class StopSignals:
             signal.signal(signum, self._handle)
 
     def __exit__(self, *exc) -> None:
+        StopSignals.current = None
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         if self._tune_sigint is None:
@@ -78,8 +89,16 @@ class StopSignals:
 
     def _handle(self, signum: int, frame) -> None:
         if self.received is not None:
-            self._exit_at_once(Interrupted(self.received, at_once=True))
-        self.received = signum
+            self._exit_at_once(self.received.again())
+        self.stop(Interrupted(signum), frame)
+
+    def stop(self, why: Interrupted, frame=None) -> None:
+        """Stop as a first signal does: Tune's graceful stop now (trials end at their last
+        checkpoint, one last snapshot), `Interrupted` at the next check(). A later stop
+        changes nothing."""
+        if self.received is not None:
+            return
+        self.received = why
         # During a fit, the SIGUSR1 handler is Tune's graceful stop (the function its own
         # Ctrl-C handling calls); outside a fit it is the default action or a finished
         # fit's, and the stop happens at the next check() instead. A test pins this.
@@ -117,9 +136,9 @@ class StopSignals:
             _stderr(f"while stopping: {type(error).__name__}: {error}")
 
     def check(self) -> None:
-        """Raise `Interrupted` if a signal came."""
+        """Raise `Interrupted` if a signal came or a stop was asked."""
         if self.received is not None:
-            raise Interrupted(self.received)
+            raise self.received
 
 
 def _stderr(line: str) -> None:

@@ -17,9 +17,11 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from ray import tune
 
-from trainables.data import load_dataset
+from trainables.data import ImageData, load_dataset
 from trainables.errors import DataUnavailableError, one_line
 from trainables.record import PLAN_FILE, RETUNE, sqlite_path
+from trainables.train import checkpoint_bytes
+from tune.diskspace import space_problem
 from tune.early import check_machine
 from tune.plan import RAY_DASHBOARD_PORT, SweepError, SweepPlan, local_storage, record_differences
 from tune.search import study_name
@@ -169,9 +171,19 @@ def check_dashboard(plan: SweepPlan) -> None:
                              "Ray's dashboard?)") from None
 
 
-def check_data(plan: SweepPlan) -> None:
+def check_data(plan: SweepPlan) -> ImageData:
     """Fetch the data set once here (or fail now) rather than in every trial."""
     try:
-        load_dataset(plan.space.dataset, plan.data_dir)
+        return load_dataset(plan.space.dataset, plan.data_dir)
     except DataUnavailableError as error:
         raise SweepError(str(error)) from None
+
+
+def check_space(plan: SweepPlan, data: ImageData) -> int:
+    """Local storage must hold the sweep's checkpoints (tune.diskspace); returns the bytes
+    one checkpoint may take."""
+    checkpoint = checkpoint_bytes(plan.space.model, data)
+    problem = space_problem(plan, checkpoint)
+    if problem:
+        raise SweepError(problem)
+    return checkpoint

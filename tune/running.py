@@ -18,8 +18,9 @@ from tune.closing import (closing_commands, closing_summary, end_live_runs, inte
 from tune.confirm import select_finalists
 from tune.interrupt import Interrupted, StopSignals
 from tune.plan import RAY_DASHBOARD_PORT, SweepPlan, local_storage
-from tune.preflight import (check_dashboard, check_data, check_resources, check_same_sweep, check_studies,
-                            driver_lock, stages)
+from tune.diskspace import DiskWatch, space_needed
+from tune.preflight import (check_dashboard, check_data, check_resources, check_same_sweep, check_space,
+                            check_studies, driver_lock, stages)
 from tune.progress import best_table
 from tune.stages import (check_cluster, confirm, finished_results, provenance, retune, search, searched_names,
                          start_ray, summarize)
@@ -37,7 +38,7 @@ def run_checked(plan: SweepPlan, out=print) -> int:
             check_resources(plan)
             if plan.resume or not run_search:
                 check_same_sweep(plan, confirm_only=not run_search)
-            check_data(plan)
+            reserve = space_needed(plan, check_space(plan, check_data(plan)))[1]
             prepare_store(plan.tracking_uri)
             check_studies(plan, run_search)
             signals.check()
@@ -45,7 +46,7 @@ def run_checked(plan: SweepPlan, out=print) -> int:
             signals.install()  # ray.init sets a SIGTERM handler of its own
             try:
                 check_cluster(plan, out)
-                return _run(plan, run_search, run_confirm, out, signals)
+                return _run(plan, run_search, run_confirm, out, signals, (DiskWatch(plan, reserve),))
             finally:
                 if started_ray:
                     ray.shutdown()
@@ -54,7 +55,7 @@ def run_checked(plan: SweepPlan, out=print) -> int:
             return stop.exit_code
 
 
-def _run(plan: SweepPlan, run_search: bool, run_confirm: bool, out, signals: StopSignals) -> int:
+def _run(plan: SweepPlan, run_search: bool, run_confirm: bool, out, signals: StopSignals, watch: tuple) -> int:
     client = MlflowClient(plan.tracking_uri)
     local = local_storage(plan.storage)
     parent_run_id, experiment_id = open_parent_run(
@@ -68,7 +69,7 @@ def _run(plan: SweepPlan, run_search: bool, run_confirm: bool, out, signals: Sto
         log_params(client, parent_run_id, flat_params(plan.record()))
     try:
         return _stages(plan, run_search, run_confirm, out, signals, client, parent_run_id,
-                       experiment_id)
+                       experiment_id, watch)
     except Interrupted as stop:
         stopped = record_interruption(client, experiment_id, parent_run_id, stop)
         out(interruption_note(plan, stop, stopped))
@@ -76,14 +77,14 @@ def _run(plan: SweepPlan, run_search: bool, run_confirm: bool, out, signals: Sto
 
 
 def _stages(plan: SweepPlan, run_search: bool, run_confirm: bool, out, signals: StopSignals,
-            client: MlflowClient, parent_run_id: str, experiment_id: str) -> int:
+            client: MlflowClient, parent_run_id: str, experiment_id: str, watch: tuple) -> int:
     out(plan.describe())
     out(f"mlflow ui    {browse_command(plan.tracking_uri)}  (while it runs, too)\n"
         f"optuna       {dashboard_command(plan.optuna_uri)}"
         + (f"\nray          http://127.0.0.1:{RAY_DASHBOARD_PORT}  (it asks for Ray's token: "
            "~/.ray/auth_token)" if plan.dashboard else ""))
     signals.check()
-    results = search(plan, parent_run_id, experiment_id) if run_search else finished_results(plan)
+    results = search(plan, parent_run_id, experiment_id, watch) if run_search else finished_results(plan)
     signals.check()
     rows = summarize(results)
     out("\nsearch (single runs on the validation split; each optimizer's finalist per replicate)\n"
@@ -91,11 +92,11 @@ def _stages(plan: SweepPlan, run_search: bool, run_confirm: bool, out, signals: 
     confirm_rows, retune_rows = [], []
     if run_confirm:
         finalists = select_finalists(rows, plan.confirm_top_k)
-        retuned, retune_rows = retune(plan, finalists, parent_run_id, experiment_id, out)
+        retuned, retune_rows = retune(plan, finalists, parent_run_id, experiment_id, out, watch)
         signals.check()
         out(f"\nconfirm stage: top {plan.confirm_top_k} per replicate x {plan.confirm_seeds} seeds, "
             "on the test split")
-        confirm_results = confirm(plan, finalists, retuned, parent_run_id, experiment_id)
+        confirm_results = confirm(plan, finalists, retuned, parent_run_id, experiment_id, watch)
         signals.check()
         confirm_rows = summarize(confirm_results)
     # Past here every trial has ended: after a first signal the summary and the report

@@ -160,8 +160,9 @@ def study_about(plan: SweepPlan) -> dict[str, str]:
             "mlflow_tracking_uri": plan.tracking_uri}
 
 
-def search(plan: SweepPlan, parent_run_id: str, experiment_id: str):
-    """The search: one Optuna searcher and one ASHA per optimizer and replicate."""
+def search(plan: SweepPlan, parent_run_id: str, experiment_id: str, watch: tuple = ()):
+    """The search: one Optuna searcher and one ASHA per optimizer and replicate. `watch`:
+    more callbacks (tune.diskspace.DiskWatch), as in every stage."""
     space = plan.space
     groups = search_groups(space, plan.experiment, {"data_dir": plan.data_dir})
     return run_stage(
@@ -173,12 +174,12 @@ def search(plan: SweepPlan, parent_run_id: str, experiment_id: str):
                                   optuna_links=OptunaLinks(plan.optuna_uri, plan.experiment)),
                    ConciseProgress(stage_budget(plan, [space.max_epochs] * plan.total_trials, SEARCH),
                                    searched_names(plan), SEARCH_METRIC,
-                                   waiting_for=waiting_for(plan))],
+                                   waiting_for=waiting_for(plan)), *watch],
         num_samples=plan.total_trials)
 
 
 def retune(plan: SweepPlan, finalists: list[dict], parent_run_id: str, experiment_id: str,
-           out=print) -> tuple[dict, list[dict]]:
+           out=print, watch: tuple = ()) -> tuple[dict, list[dict]]:
     """The equal-compute arm's learning-rate re-search (tune.retune), per retuned optimizer
     and replicate with a finalist, on val; returns (optimizer, replicate) -> its best
     trial's summary row, and every trial's row (none without a re-search)."""
@@ -200,7 +201,7 @@ def retune(plan: SweepPlan, finalists: list[dict], parent_run_id: str, experimen
                                   optuna_links=OptunaLinks(plan.optuna_uri, plan.experiment, RETUNE)),
                    ConciseProgress(stage_budget(plan, [g.base["epochs"] for g in groups for _ in range(g.budget)],
                                                 RETUNE),
-                                   ("lr",), SEARCH_METRIC, waiting_for=waiting_for(plan))],
+                                   ("lr",), SEARCH_METRIC, waiting_for=waiting_for(plan)), *watch],
         num_samples=sum(g.budget for g in groups))
     rows = summarize(results)
     ranked = ranked_by_group(rows, lambda r: group_of(r["config"]))
@@ -219,7 +220,7 @@ def _drop_studies(url: str, names: list[str]) -> None:
 
 
 def confirm(plan: SweepPlan, finalists: list[dict], retuned: dict, parent_run_id: str,
-            experiment_id: str):
+            experiment_id: str, watch: tuple = ()):
     """The confirm stage: finalists x budget arms x their replicate's seeds, scored on test,
     FIFO (no early stopping). Returns Ray's results."""
     space = plan.space
@@ -232,7 +233,7 @@ def confirm(plan: SweepPlan, finalists: list[dict], retuned: dict, parent_run_id
                    ConciseProgress(stage_budget(plan, [c["epochs"] for c in configs], CONFIRM, {
                                        config_key(c): f"{c['optimizer']} {c[RECORD_KEY]['budget_arm']}"
                                        for c in configs}),
-                                   ("seed", "epochs"), VERDICT_METRIC, waiting_for=waiting_for(plan))],
+                                   ("seed", "epochs"), VERDICT_METRIC, waiting_for=waiting_for(plan)), *watch],
         num_samples=len(configs))
     return results
 
