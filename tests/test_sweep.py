@@ -379,7 +379,8 @@ def test_optuna_dashboard_serves_each_optimizers_study_linked_to_its_mlflow_runs
 def test_the_mlflow_ui_command_the_sweep_prints_serves_the_sweep(digits_sweep):
     """The `mlflow ui` line, run as printed (on a free port instead of 5000), serves the
     store on loopback: the sweep's experiment and its parent run's children."""
-    printed = next(line for line in digits_sweep.done.stdout.splitlines() if line.startswith("mlflow ui  "))
+    # The closing line (the one at the start adds "(while it runs, too)").
+    printed = [line for line in digits_sweep.done.stdout.splitlines() if line.startswith("mlflow ui  ")][-1]
     port = free_port()
     server = subprocess.Popen([*shlex.split(printed.removeprefix("mlflow ui  ")), "--port", str(port)],
                               cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -396,7 +397,7 @@ def test_the_mlflow_ui_command_the_sweep_prints_serves_the_sweep(digits_sweep):
         _, children = runs_of(tracking(digits_sweep.storage), "digits_test")
         assert len(served) == len(children) + 1  # the parent run and one run per trial
     finally:
-        kill_tree(psutil.Process(server.pid))
+        stop_session(server.pid)  # the server and its workers, whether or not it still runs
         server.wait()
 
 
@@ -654,6 +655,51 @@ def test_signals_stop_the_sweep_with_an_honest_record_and_resume_finishes_it(tmp
     assert stopped <= {c.info.run_id for c in children}
     for c in children:
         assert epochs_logged(client, c.info.run_id) == list(range(1, int(c.data.metrics["epoch"]) + 1))
+
+
+# A disk that fills while the sweep runs, on a real file system of 400 MiB (tmpfs, in a
+# mount namespace of its own: nothing outside sees it, and it goes with the script): the
+# sweep starts, a file takes all but 50 MiB once a trial has checkpointed, the driver must
+# stop; the file goes, the printed resume must finish the sweep.
+_FULL_DISK = """
+set -u
+mount -t tmpfs -o size=400m tmpfs "$STORE" || exit 90
+"$PY" launch.py --space "$SPACE" --storage "$STORE" > "$OUT/first.log" 2>&1 &
+DRIVER=$!
+for _ in $(seq 1500); do
+  [ -n "$(find "$STORE" -name checkpoint.pt -print -quit 2>/dev/null)" ] && break
+  sleep 0.2
+done
+"$PY" -c "import os, shutil, sys; free = shutil.disk_usage(sys.argv[1]).free
+with open(os.path.join(sys.argv[1], 'filler'), 'wb') as f: os.posix_fallocate(f.fileno(), 0, free - 50 * 2**20)" "$STORE"
+wait $DRIVER; echo $? > "$OUT/first.code"
+rm "$STORE/filler"
+RESUME=$(sed -n 's/^continue it with: //p' "$OUT/first.log")
+sh -c "$RESUME" > "$OUT/resume.log" 2>&1; echo $? > "$OUT/resume.code"
+cp "$STORE/mlflow.db" "$OUT/"
+"""
+
+
+def test_a_disk_that_fills_stops_the_sweep_in_one_line_and_resume_finishes_it(tmp_path):
+    store, out = tmp_path / "store", tmp_path / "out"
+    store.mkdir(), out.mkdir()
+    space = space_file(tmp_path, name="disk", optimizers=["adam", "zsharp"], max_epochs=SIGNAL_EPOCHS,
+                       grace_period=SIGNAL_EPOCHS, trials_per_optimizer=1, max_concurrent=2, replicates=1,
+                       confirm_top_k=0)
+    # As root a mount namespace is enough; otherwise a user namespace maps this user to root.
+    unshare = ["unshare", "-m", "--propagation", "private"] if os.getuid() == 0 else ["unshare", "-rm"]
+    done = subprocess.run([*unshare, "sh", "-c", _FULL_DISK], cwd=ROOT, timeout=900, capture_output=True, text=True,
+                          env={**ENV, "PY": sys.executable, "SPACE": space, "STORE": str(store), "OUT": str(out)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    first = (out / "first.log").read_text()
+    assert (out / "first.code").read_text().strip() == "1", first[-3000:]
+    assert re.search(rf"sweep interrupted by low disk space: storage {store} has [0-9]+ MiB free, under the "
+                     r"[0-9]+ MiB the running trials' next checkpoints and the records need; ", first), first[-3000:]
+    assert "Traceback" not in first and "continue it with: " in first
+    assert (out / "resume.code").read_text().strip() == "0", (out / "resume.log").read_text()[-3000:]
+    parents, children = runs_of(MlflowClient(f"sqlite:///{out / 'mlflow.db'}"), "disk")
+    assert parents[0].info.status == "FINISHED" and len(children) == 2
+    assert all(c.info.status == "FINISHED" and c.data.tags["status"] == "completed" for c in children)
 
 
 # The local Ray exactly as launch.py starts it (tune.stages.start_ray), serving until stdin
