@@ -14,7 +14,7 @@ import shlex
 import sys
 
 from commandline import OneLineArgumentParser, from_here, python_command
-from trainables.errors import ConfigError, check_range, printable, shown
+from trainables.errors import ConfigError, check_range, printable, shown, store_error
 from trainables.record import DEFAULT_STORE, default_studies_uri, default_tracking_uri
 
 SMOKE_TEST = dict(trials_per_optimizer=1, max_epochs=1, grace_period=1, confirm_top_k=0, replicates=1)
@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--space", default="quickstart",
                    help=f"a named space ({', '.join(list_spaces())}) or a YAML file (default: %(default)s)")
     p.add_argument("--list-spaces", action="store_true", help="list the named spaces and exit")
+    p.add_argument("--list-sweeps", action="store_true",
+                   help="list the sweeps in the store (--storage, or --mlflow-uri): start, status, "
+                        "trials and each optimizer's result, newest first; needs no Ray, and exit")
     p.add_argument("--show-space", metavar="NAME",
                    help="print a named space (or a YAML file's), with the flags below applied, as "
                         "a YAML file that --space reads back, and exit")
@@ -158,6 +161,31 @@ def resolve_plan(args, argv: list[str]):
                      confirm_requested=args.confirm is not None)
 
 
+def print_sweeps(args) -> None:
+    """The sweeps the store holds, a line each (analysis.load.sweep_rows)."""
+    from analysis.load import sweep_rows
+    from commandline import quiet_libraries
+    from trainables.catalog import optimizer_label
+    from trainables.record import sqlite_path, tracking_uri_problem
+
+    uri = args.mlflow_uri or default_tracking_uri(os.path.abspath(args.storage))
+    problem = tracking_uri_problem(uri)
+    if problem or (sqlite_path(uri) is not None and not sqlite_path(uri).is_file()):
+        raise ConfigError(problem or f"no MLflow store at {sqlite_path(uri)} (--storage, or --mlflow-uri)")
+    quiet_libraries()
+    try:
+        rows = sweep_rows(uri)
+    except Exception as error:  # noqa: BLE001  MLflow's and SQLAlchemy's errors share no base
+        raise ConfigError(f"the MLflow store {uri} cannot be read ({store_error(error)})") from None
+    if not rows:
+        print(f"no sweeps in {uri}")
+    for row in rows:
+        best_first = sorted(row["results"].items(), key=lambda item: -item[1][1])
+        results = ", ".join(f"{optimizer_label(o)} {100 * v:.1f}% {what}" for o, (what, v) in best_first)
+        print(printable(f"{row['experiment']:28s} {row['started']:%Y-%m-%d %H:%M} UTC  {row['status']:28s} "
+                        f"{row['trials']:5d} trials  {results or 'no result yet'}"))
+
+
 def print_samples(space, count: int) -> None:
     """`count` search-trial configs per optimizer from its prior, one JSON object a line,
     reproducible from the space's seed."""
@@ -192,6 +220,9 @@ def main(argv: list[str] | None = None) -> int:
             from search_spaces import get_space, list_spaces
             for name in list_spaces():
                 print(printable(f"{name:22s} {get_space(name).description}"))
+            return 0
+        if args.list_sweeps:
+            print_sweeps(args)
             return 0
         if args.show_space:
             from search_spaces import get_space, space_yaml

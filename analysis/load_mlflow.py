@@ -14,10 +14,10 @@ import pandas as pd
 from analysis.sweep import Provenance, Sweep, epoch_frame, frames, resolved_config, trial_row, with_trial_keys
 from analysis.untrusted import file_text, json_object, profile, test_correct
 from trainables.errors import one_line
-from trainables.record import (COMMAND_TAG, COMMIT_TAG, LOSS_PROFILE_FILE, SPACE_FILE, SPACE_TAG, SWEEP_PATH_TAG,
-                               TEST_CORRECT_FILE, TrialRecord, children_query, loss_profile_points, runs_confirm_stage,
+from trainables.record import (COMMAND_TAG, COMMIT_TAG, INTERRUPTED_TAG, LOSS_PROFILE_FILE, SPACE_FILE, SPACE_TAG,
+                               SWEEP_PATH_TAG, TEST_CORRECT_FILE, TrialRecord, children_query, loss_profile_points, runs_confirm_stage,
                                sqlite_path, sweep_parents)
-from trainables.schema import LOSS_PROFILE, METRICS, TEST_CORRECT
+from trainables.schema import EQUAL_EPOCHS, LOSS_PROFILE, METRICS, TEST_CORRECT
 
 # MLflow is imported where it is used: a notebook that only reads storage need not wait for it.
 if TYPE_CHECKING:
@@ -104,6 +104,47 @@ def list_sweeps(tracking_uri: str) -> list[str]:
     from mlflow.tracking import MlflowClient
 
     return _sweep_experiments(MlflowClient(tracking_uri))
+
+
+def sweep_rows(tracking_uri: str) -> list[dict]:
+    """Each sweep the MLflow store at `tracking_uri` holds, newest first: its experiment,
+    start (UTC), status, trials recorded, and each optimizer's result as its parent run
+    records it at the end (`analysis.summary.summary_metrics`: the equal-epochs confirm
+    runs' mean test accuracy, else the search's best val accuracy; none while it runs).
+    MLflow only: no Ray, no torch."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    names = {e.experiment_id: e.name for e in client.search_experiments()}
+    rows = []
+    for parent in sweep_parents(client, list(names)):
+        trials = _search_all(client, parent.info.experiment_id, children_query(parent.info.run_id))
+        rows.append({"experiment": names[parent.info.experiment_id],
+                     "started": pd.Timestamp(parent.info.start_time, unit="ms", tz="UTC"),
+                     "status": _sweep_status(parent), "trials": len(trials),
+                     "results": _sweep_results(parent.data.metrics)})
+    return rows
+
+
+def _sweep_status(parent) -> str:
+    interrupted = parent.data.tags.get(INTERRUPTED_TAG)
+    if interrupted:
+        return f"interrupted ({interrupted})"
+    return {"RUNNING": "running (or its driver died)", "FINISHED": "finished",
+            "FAILED": "failed", "KILLED": "stopped"}.get(parent.info.status, parent.info.status.lower())
+
+
+def _sweep_results(metrics: dict) -> dict[str, tuple[str, float]]:
+    """optimizer -> (what, accuracy): the equal-epochs confirm mean test accuracy where the
+    parent run has it, else the search's best val accuracy."""
+    found = {}
+    for key, value in metrics.items():
+        parts = key.split(".")
+        if parts[0] == "search" and parts[-1] == "best_val_acc":
+            found.setdefault(parts[1], ("best val", value))
+        elif parts[:2] == ["confirm", EQUAL_EPOCHS] and parts[-1] == "test_acc_mean":
+            found[parts[2]] = ("test", value)
+    return found
 
 
 def _sweep_experiments(client) -> list[str]:

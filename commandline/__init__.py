@@ -24,9 +24,12 @@ class OneLineArgumentParser(argparse.ArgumentParser):
 def quiet_libraries() -> None:
     """MLflow's and its migrations' INFO lines off the console ("Creating initial MLflow
     database tables..."): a command says what it does itself, and bad input stays one line.
-    Call it after MLflow is imported, which sets its own levels."""
+    Before or after MLflow is imported (it sets its level from MLFLOW_LOGGING_LEVEL then);
+    a level the user set stays."""
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    level = logging.getLevelName(os.environ["MLFLOW_LOGGING_LEVEL"].upper())
     for name in ("mlflow", "alembic"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+        logging.getLogger(name).setLevel(level if isinstance(level, int) else logging.WARNING)
 
 
 def python_command(*args: str) -> list[str]:

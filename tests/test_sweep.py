@@ -401,6 +401,19 @@ def test_the_mlflow_ui_command_the_sweep_prints_serves_the_sweep(digits_sweep):
         server.wait()
 
 
+def test_list_sweeps_gives_each_sweeps_status_trials_and_results_from_the_store(digits_sweep, capsys):
+    assert run_main(["--list-sweeps", "--storage", str(digits_sweep.storage)]) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    parents, children = runs_of(tracking(digits_sweep.storage), "digits_test")
+    metrics = parents[0].data.metrics
+    labels = {"adam": "Adam", "sam": "SAM", "zsharp": "ZSharp", "fsam": "Friendly-SAM", "asam": "ASAM"}
+    found = sorted(((metrics[key], labels[key.split(".")[2]]) for key in metrics
+                    if key.startswith("confirm.equal_epochs.") and key.endswith(".test_acc_mean")), reverse=True)
+    expected = ", ".join(f"{label} {100 * value:.1f}% test" for value, label in found)  # best first
+    assert line.startswith("digits_test ") and " finished " in line
+    assert f" {len(children)} trials  " in line and line.endswith(expected)
+
+
 def test_a_second_launch_without_resume_refuses(digits_sweep):
     done = launch("--space", digits_sweep.space, "--storage", str(digits_sweep.storage))
     assert done.returncode == 2

@@ -566,6 +566,23 @@ def test_the_dry_run_refuses_the_uris_the_run_refuses(flags, says, tmp_path, cap
     assert not (tmp_path / "r").exists()  # refused before anything was made
 
 
+def test_list_sweeps_says_when_a_store_holds_none_is_missing_or_is_damaged(tmp_path, capsys):
+    import launch
+    from tune.store import prepare_store
+
+    prepare_store(f"sqlite:///{tmp_path / 'empty' / 'mlflow.db'}")
+    assert launch.main(["--list-sweeps", "--storage", str(tmp_path / "empty")]) == 0
+    assert capsys.readouterr().out == f"no sweeps in sqlite:///{tmp_path / 'empty' / 'mlflow.db'}\n"
+    assert launch.main(["--list-sweeps", "--storage", str(tmp_path / "none")]) == 2
+    assert capsys.readouterr().err == (f"launch.py: error: no MLflow store at {tmp_path / 'none' / 'mlflow.db'} "
+                                       "(--storage, or --mlflow-uri)\n")
+    (tmp_path / "damaged").mkdir()
+    (tmp_path / "damaged" / "mlflow.db").write_bytes(b"x" * 4096)
+    assert launch.main(["--list-sweeps", "--storage", str(tmp_path / "damaged")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "cannot be read (DatabaseError: " in err
+
+
 def test_a_damaged_mlflow_store_is_one_line_naming_it(tmp_path):
     from tune.plan import SweepError
     from tune.store import prepare_store

@@ -33,6 +33,13 @@ def one_line(text, limit: int = SHOWN_LIMIT, *, squash_space: bool = False) -> s
     return escaped if len(escaped) <= limit else escaped[:limit - 3] + "..."
 
 
+def store_error(error: BaseException) -> str:
+    """A database error in one line: its kind and the first line of its text (SQLAlchemy's
+    add the statement and a link)."""
+    first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return one_line(f"{type(error).__name__}: {first}", squash_space=True)
+
+
 def shown(value) -> str:
     """`repr(value)` for an error message (`one_line`). Cheap for any input: reprlib stops
     at a few levels and items, so a YAML alias bomb (a few hundred bytes that expand to

@@ -18,14 +18,13 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 
 from trainables.data import ImageData, load_dataset
-from trainables.errors import DataUnavailableError, one_line
+from trainables.errors import DataUnavailableError, one_line, store_error
 from trainables.record import PLAN_FILE, RETUNE, sqlite_path
 from trainables.train import checkpoint_bytes
 from tune.diskspace import space_problem
 from tune.early import check_machine
 from tune.plan import RAY_DASHBOARD_PORT, SweepError, SweepPlan, local_storage, record_differences
 from tune.search import study_name
-from tune.store import store_error
 from tune.tracking import find_parent_run
 
 

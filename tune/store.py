@@ -11,7 +11,7 @@ from filelock import FileLock
 from mlflow.tracking import MlflowClient
 
 from commandline import quiet_libraries
-from trainables.errors import one_line
+from trainables.errors import store_error
 from trainables.record import sqlite_path
 from tune.plan import SweepError
 
@@ -34,12 +34,6 @@ def prepare_store(uri: str) -> None:
                              "if another process holds it, try again once it is done; if it is damaged, move "
                              "it away and a new one is made") from None
 
-
-def store_error(error: BaseException) -> str:
-    """A database error in one line: its kind and the first line of its text (SQLAlchemy's
-    add the statement and a link)."""
-    first = str(error).strip().splitlines()[0] if str(error).strip() else ""
-    return one_line(f"{type(error).__name__}: {first}", squash_space=True)
 
 
 def browse_command(uri: str) -> str:
