@@ -44,6 +44,12 @@ def _warnings_html(inputs: ReportInputs) -> str:
     return f"<section id='warnings' class='warnings'><h2>Warnings</h2><ul>{items}</ul></section>"
 
 
+def _partial_html(partial: str | None) -> str:
+    if partial is None:
+        return ""
+    return f"<p id='partial' class='partial'>partial: {html.escape(partial)}</p>\n"
+
+
 def _header(sweep: Sweep) -> str:
     meta = sweep.meta
     started = meta.started
@@ -91,14 +97,16 @@ table { border-collapse: collapse; margin: 0.5em 0 1em; font-size: 0.9em; }
 th, td { padding: 0.25em 0.7em; border-bottom: 1px solid #ddd; text-align: left; }
 table.meta th { color: #666; font-weight: normal; }
 .notes li { color: #8a4b00; }
+.partial { background: #e8f0fe; border: 2px solid #4a7bd0; padding: 0.5em 1em; font-weight: bold; }
 .warnings { border: 2px solid #c77700; background: #fff6e5; padding: 0.3em 1.2em; border-radius: 4px; }
 .warnings h2 { color: #8a4b00; margin: 0.4em 0; }
 section { margin-bottom: 2.5em; }
 """
 
 
-def _page(inputs: ReportInputs, made: dict[str, go.Figure] | None = None) -> str:
-    """The page of `inputs.sweep` with the figures `made` (drawn here if None)."""
+def _page(inputs: ReportInputs, made: dict[str, go.Figure] | None = None, partial: str | None = None) -> str:
+    """The page of `inputs.sweep` with the figures `made` (drawn here if None), under a
+    banner saying what is still to come when `partial`."""
     made = draw_all(inputs) if made is None else made
     sections = []
     for key, entry in FIGURES.items():
@@ -109,7 +117,7 @@ def _page(inputs: ReportInputs, made: dict[str, go.Figure] | None = None) -> str
     return (f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
             f"<title>Sweep report: {name}</title><style>{_STYLE}</style>"
             f"<script type='text/javascript'>{get_plotlyjs()}</script></head>"
-            f"<body>{_header(inputs.sweep)}\n{_warnings_html(inputs)}\n" + "\n".join(sections)
+            f"<body>{_header(inputs.sweep)}\n{_partial_html(partial)}{_warnings_html(inputs)}\n" + "\n".join(sections)
             + "</body></html>\n")
 
 
@@ -135,14 +143,15 @@ def export_png(made: dict[str, go.Figure], folder: str | Path) -> list[Path]:
 
 
 def write_report(sweep: Sweep, out_path: str | Path, *, png_dir: str | Path | None = None,
-                 importance_min_trials: int = MIN_IMPORTANCE_TRIALS) -> Path:
+                 importance_min_trials: int = MIN_IMPORTANCE_TRIALS, partial: str | None = None) -> Path:
     """Write the report of `sweep` to `out_path` (one self-contained HTML file) and,
-    with `png_dir`, each figure as a PNG there. Returns the report's path."""
+    with `png_dir`, each figure as a PNG there; `partial`: what is still to come, shown
+    in a banner (a sweep that runs on). Returns the report's path."""
     inputs = ReportInputs(sweep, importance_min_trials)
     made = draw_all(inputs)
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(_page(inputs, made), encoding="utf-8")
+    out.write_text(_page(inputs, made, partial), encoding="utf-8")
     if png_dir is not None:
         export_png(made, png_dir)
     return out

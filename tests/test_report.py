@@ -391,6 +391,11 @@ def test_report_is_one_self_contained_file(from_mlflow, tmp_path):
                  "earlier reads of this test split", "Cost of the search"):
         assert text in page, text
     assert page.index("id='warnings'") < page.index("id='comparison'")
+    assert "id='partial'" not in page
+    # Written while a sweep runs on, it says so first.
+    page = write_report(from_mlflow, tmp_path / "partial.html", partial="24 of 48 trials: <the search> is done").read_text()
+    banner = "<p id='partial' class='partial'>partial: 24 of 48 trials: &lt;the search&gt; is done</p>"
+    assert banner in page and page.index(banner) < page.index("id='warnings'")
 
 
 def test_report_renders_every_figure_in_headless_chromium(all_finished, tmp_path):

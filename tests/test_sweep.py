@@ -110,7 +110,12 @@ def test_sweep_runs_to_the_end_and_prints_the_best_per_optimizer(digits_sweep, t
               f"{digits_sweep.tracking_uri}")
     assert done.stdout.count(browse) == 2 and Path(browse.split()[0]).is_file()
     report = next(Path(digits_sweep.storage / "digits_test").glob("*-report.html"))
-    line = next(line for line in done.stdout.splitlines() if line.startswith("report     "))
+    # The report is written after the search, marked partial, before the confirm stage starts.
+    lines = done.stdout.splitlines()
+    partial = next(i for i, line in enumerate(lines) if line == f"report       {report.resolve()}  (partial)")
+    assert partial < next(i for i, line in enumerate(lines) if line.startswith("confirm stage: "))
+    assert "id='partial'" not in report.read_text()  # rewritten whole at the end
+    line = next(line for line in done.stdout.splitlines() if line.startswith("report     ") and "(to open it" in line)
     shown, opener = line.removeprefix("report     ").removesuffix(")").split("  (to open it: ")
     assert Path(shown) == report.resolve()
     # Run as printed, with a "browser" that writes down what it was asked to open.

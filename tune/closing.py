@@ -99,25 +99,34 @@ def log_summary_metrics(client: MlflowClient, parent_run_id: str, sweep, out=pri
         out(f"summary metrics not logged ({type(error).__name__}: {error})")
 
 
-def write_sweep_report(plan: SweepPlan, client: MlflowClient, parent_run_id: str, sweep) -> str:
-    """The HTML report of the recorded sweep, in the experiment folder (or the working
-    folder for remote storage), attached to the parent run. A report that fails does not
-    fail a finished sweep: it says so and how to rebuild it."""
+def report_path(plan: SweepPlan) -> Path:
+    """Where the sweep's report goes: its experiment folder (the working folder for remote
+    storage)."""
     local = local_storage(plan.storage)
-    folder = Path(local, plan.experiment) if local else Path.cwd()
-    if local:  # lets a report be rebuilt from Ray's storage alone (analysis.load)
-        (folder / SPACE_FILE).write_text(json.dumps(plan.space.to_dict()))
+    return (Path(local, plan.experiment) if local else Path.cwd()) / f"{plan.experiment}-report.html"
+
+
+def write_sweep_report(plan: SweepPlan, client: MlflowClient, parent_run_id: str, sweep,
+                       partial: str | None = None) -> str:
+    """The HTML report of the recorded sweep at `report_path`, attached to the parent run
+    once whole (`partial`: what is still to come, for the banner of a report written while
+    the sweep runs on). A report that fails does not fail the sweep: it says so and how
+    to rebuild it."""
+    path = report_path(plan)
+    if local_storage(plan.storage):  # lets a report be rebuilt from Ray's storage alone (analysis.load)
+        (path.parent / SPACE_FILE).write_text(json.dumps(plan.space.to_dict()))
     try:
         if isinstance(sweep, Exception):
             raise sweep
         from analysis.page import write_report
 
-        path = write_report(sweep, folder / f"{plan.experiment}-report.html")
+        write_report(sweep, path, partial=partial)
     except Exception as error:  # noqa: BLE001  the trials are safe whatever went wrong here
         rebuild = python_command("-m", "analysis.report", "--experiment", plan.experiment,
                                  "--mlflow-uri", plan.tracking_uri, "--out", "report.html")
         return f"not written ({type(error).__name__}: {error}); rebuild it with {shlex.join(rebuild)}"
-    client.log_artifact(parent_run_id, str(path))
+    if partial is None:
+        client.log_artifact(parent_run_id, str(path))
     return str(path)
 
 

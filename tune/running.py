@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 from trainables.record import PLAN_FILE, SPACE_FILE, TRIALS_FILE
 from trainables.schema import ERROR
 from tune.closing import (closing_commands, closing_summary, end_live_runs, interruption_note,
-                          log_summary_metrics, record_interruption, recorded_sweep, rows_for_mlflow,
+                          log_summary_metrics, record_interruption, recorded_sweep, report_path, rows_for_mlflow,
                           write_sweep_report)
 from tune.confirm import select_finalists
 from tune.interrupt import Interrupted, StopSignals
@@ -76,11 +76,22 @@ def _run(plan: SweepPlan, run_search: bool, run_confirm: bool, out, signals: Sto
         return stop.exit_code
 
 
+def _partial_report(plan: SweepPlan, client: MlflowClient, parent_run_id: str, out) -> None:
+    """The report of the search, before the stages that follow it, marked partial."""
+    sweep = recorded_sweep(plan)
+    planned = plan.total_trials + plan.retune_total + plan.confirm_trials
+    done = 0 if isinstance(sweep, Exception) else len(sweep.trials)
+    to_come = "the re-search and the confirm stage are" if plan.retunes else "the confirm stage is"
+    partial = f"{done} of {planned} trials: the search is done; {to_come} to come, so no verdict yet"
+    out(f"\nreport       {write_sweep_report(plan, client, parent_run_id, sweep, partial)}  (partial)")
+
+
 def _stages(plan: SweepPlan, run_search: bool, run_confirm: bool, out, signals: StopSignals,
             client: MlflowClient, parent_run_id: str, experiment_id: str, watch: tuple) -> int:
     out(plan.describe())
     out(f"mlflow ui    {browse_command(plan.tracking_uri)}  (while it runs, too)\n"
-        f"optuna       {dashboard_command(plan.optuna_uri)}"
+        f"optuna       {dashboard_command(plan.optuna_uri)}\n"
+        f"report       {report_path(plan)}  ({'after the search, partial, and ' if run_confirm else ''}at the end)"
         + (f"\nray          http://127.0.0.1:{RAY_DASHBOARD_PORT}  (it asks for Ray's token: "
            "~/.ray/auth_token)" if plan.dashboard else ""))
     signals.check()
@@ -91,6 +102,7 @@ def _stages(plan: SweepPlan, run_search: bool, run_confirm: bool, out, signals: 
         + best_table(rows, searched_names(plan)))
     confirm_rows, retune_rows = [], []
     if run_confirm:
+        _partial_report(plan, client, parent_run_id, out)
         finalists = select_finalists(rows, plan.confirm_top_k)
         retuned, retune_rows = retune(plan, finalists, parent_run_id, experiment_id, out, watch)
         signals.check()
