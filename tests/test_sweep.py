@@ -124,6 +124,9 @@ def test_sweep_runs_to_the_end_and_prints_the_best_per_optimizer(digits_sweep, t
     assert f"notebooks  make -C {ROOT} notebooks" in done.stdout
     assert "Traceback" not in done.stdout + done.stderr
     assert "INFO mlflow" not in done.stdout + done.stderr  # MLflow's own chatter is off
+    folders = [p for stage in ("", "-retune", "-confirm") for p in (digits_sweep.storage / f"digits_test{stage}").iterdir()
+               if p.is_dir() and (p / "params.json").exists()]
+    assert len(folders) == 42 and max(len(p.name) for p in folders) <= 30  # Ray's own names ran to 150
 
 
 def test_mlflow_holds_the_parent_and_one_child_per_trial(digits_sweep):

@@ -583,6 +583,17 @@ def test_list_sweeps_says_when_a_store_holds_none_is_missing_or_is_damaged(tmp_p
     assert len(err.splitlines()) == 1 and "cannot be read (DatabaseError: " in err
 
 
+def test_a_trials_folder_name_is_short_and_names_it_as_the_analysis_reads_it():
+    from analysis.load_storage import _TRIAL_DIR
+    from tune.stages import trial_folder
+
+    trial = SimpleNamespace(trainable_name="tune_trial", trial_id="ab12c_00003",
+                            experiment_tag="3_alpha=0.9433,lr=0.0054,rho=0.0539")
+    name = trial_folder(trial)
+    assert name == "tune_trial_ab12c_00003_3_"
+    assert _TRIAL_DIR.search(name).groups() == ("ab12c_00003", "3")
+
+
 def test_a_damaged_mlflow_store_is_one_line_naming_it(tmp_path):
     from tune.plan import SweepError
     from tune.store import prepare_store

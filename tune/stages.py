@@ -121,6 +121,13 @@ def _trainable(plan: SweepPlan):
                                             "gpu": plan.space.gpus_per_trial})
 
 
+def trial_folder(trial) -> str:
+    """A trial's folder name: its trainable, id and index, as analysis.load_storage reads
+    them (Ray's default adds every setting and the date: 150 characters)."""
+    index = str(trial.experiment_tag).split("_", 1)[0]
+    return f"{trial.trainable_name}_{trial.trial_id}_{index}_"
+
+
 def run_stage(plan: SweepPlan, path: str, *, search_alg, scheduler, callbacks, num_samples: int):
     """Fit one Ray experiment at `path` (storage/name): restored if it exists, else new."""
     if tune.Tuner.can_restore(path):
@@ -132,7 +139,7 @@ def run_stage(plan: SweepPlan, path: str, *, search_alg, scheduler, callbacks, n
             tune_config=tune.TuneConfig(search_alg=search_alg, scheduler=scheduler,
                                         num_samples=num_samples,
                                         max_concurrent_trials=plan.space.max_concurrent,
-                                        reuse_actors=True),
+                                        reuse_actors=True, trial_dirname_creator=trial_folder),
             run_config=tune.RunConfig(
                 name=path.rsplit("/", 1)[1], storage_path=plan.storage, callbacks=callbacks,
                 verbose=0, failure_config=tune.FailureConfig(max_failures=3),
