@@ -23,8 +23,9 @@ from pathlib import Path
 
 from analysis.minimums import MIN_IMPORTANCE_TRIALS
 from commandline import OneLineArgumentParser, quiet_libraries
-from trainables.errors import one_line
+from trainables.errors import one_line, printable
 from trainables.record import DEFAULT_STORE, TRACKING_FORMS, default_tracking_uri, server_problem, tracking_uri_problem
+from trainables.schema import count
 
 # Imported on first use (a page needs pandas, plotly and scipy: 2-5 s, too slow for
 # --help): the page's functions, and the figures and tables notebooks call through this
@@ -124,12 +125,12 @@ def main(argv: list[str] | None = None) -> int:
     from analysis.page import write_report
 
     try:
-        path = write_report(load(args), args.out, png_dir=args.png,
-                            importance_min_trials=args.importance_min_trials)
+        sweep = load(args)
+        path = write_report(sweep, args.out, png_dir=args.png, importance_min_trials=args.importance_min_trials)
     except (ValueError, OSError) as error:
         print(f"{parser.prog}: error: {error_line(error)}", file=sys.stderr)
         return 2
-    print(path)
+    print(printable(f"{path}: sweep {sweep.name} ({count(len(sweep.trials), 'trial')}), from {sweep.meta.source}"))
     return 0
 
 

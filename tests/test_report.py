@@ -425,6 +425,9 @@ def test_command_line_writes_the_report_and_its_figures_as_png(storage, experime
                    "--png", str(png))
     assert done.returncode == 0, done.stderr[-2000:]
     assert out.stat().st_size > 1_000_000 and experiment in out.read_text()
+    # It says which sweep it picked, and from where.
+    assert done.stdout == (f"{out}: sweep {experiment} ({len(from_storage.trials)} trials), from Ray storage "
+                           f"{storage / experiment}\n")
     made = sorted(p.name for p in png.iterdir())
     drawn = figures(from_storage)  # every registered figure the sweep has data for, as the page draws them
     assert made == sorted(f"{name}.png" for name in drawn) and set(drawn) <= set(FIGURES)
