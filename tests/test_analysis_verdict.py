@@ -498,6 +498,9 @@ def test_the_flatness_section_gives_each_measures_mean_and_interval_over_seeds(s
         mean = next(t for t in profiles.data if t.name == label(optimizer))
         assert list(mean.x) == [-1.0, -0.5, 0.0, 0.5, 1.0]  # rise over t = 0, mean over seeds
         assert list(mean.y) == pytest.approx([(base + 2) * t * t for t in mean.x])
+    # The axis spans the wells' inner half (|t| <= 0.5), where they differ, not the rises at |t| = 1.
+    top = max((base + 2) * 0.25 for base in FLAT_BASE.values())
+    assert list(profiles.layout.yaxis.range) == pytest.approx([-0.05 * top, 1.15 * top])
     html = flatness_tables(ReportInputs(sweep))
     headers = ["adaptive worst-case sharpness", "adaptive average-case sharpness",
                "top Hessian eigenvalue (not invariant to rescaling)", "Hessian trace (not invariant to rescaling)",

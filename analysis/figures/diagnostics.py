@@ -17,6 +17,8 @@ from analysis.text import label, param_label
 from trainables.record import CONFIRM, SEARCH
 from trainables.schema import LOSS_PROFILE
 
+INNER_T = 0.5  # the loss profiles' axis spans the rises at |t| up to this (of the filter norm)
+
 
 @figure("zsharp_ascent", "ZSharp: its ascent against SAM's",
         "ZSharp perturbs along the gradient's large-z-score entries only. The cosine between its "
@@ -107,7 +109,7 @@ def figure_loss_profiles(inputs: ReportInputs) -> go.Figure | None:
     runs = runs[runs[LOSS_PROFILE].notna()] if LOSS_PROFILE in runs else runs.iloc[0:0]
     if runs.empty:
         return None
-    fig = go.Figure()
+    fig, means = go.Figure(), []
     for optimizer, mine in runs.groupby("optimizer", sort=False):
         c, rises = color(optimizer), []
         for run in mine.itertuples():
@@ -117,10 +119,20 @@ def figure_loss_profiles(inputs: ReportInputs) -> go.Figure | None:
                                      legendgroup=optimizer, line={"color": rgba(c, 0.25), "width": 1},
                                      hovertemplate=f"seed {run.seed}: t %{{x:.2f}}, +%{{y:.3g}}<extra></extra>"))
         mean = pd.concat(rises, axis=1).mean(axis=1)
+        means.append(mean)
         fig.add_trace(go.Scatter(x=mean.index, y=mean.values, mode="lines", name=label(optimizer),
                                  legendgroup=optimizer, line={"color": c, "width": 2.5},
                                  hovertemplate=f"{label(optimizer)}: t %{{x:.2f}}, mean +%{{y:.3g}}<extra></extra>"))
-    return layout(fig, "Confirm runs: loss along a filter-normalised direction (mean over seeds; "
-                  "faint: each run)",
-                  xaxis_title="step t along the direction (1: one filter norm)",
-                  yaxis_title="loss(t) - loss(0)", height=420)
+    # The rise at |t| = 1 can be 100x the rise inside the well, which then looks flat: the
+    # axis spans the inner half (|t| <= INNER_T) and the outer rises leave it (a
+    # double-click on the chart shows them all).
+    stacked = pd.concat(means)
+    inner = stacked[np.abs(stacked.index) <= INNER_T]
+    top = float(inner.max()) if len(inner) and inner.max() > 0 else None
+    fig = layout(fig, "Confirm runs: loss along a filter-normalised direction (mean over seeds; "
+                 f"faint: each run; the axis spans |t| <= {INNER_T:g}, double-click for all)",
+                 xaxis_title="step t along the direction (1: one filter norm)",
+                 yaxis_title="loss(t) - loss(0)", height=420)
+    if top is not None:
+        fig.update_yaxes(range=[min(0.0, float(inner.min())) - 0.05 * top, 1.15 * top])
+    return fig
