@@ -10,6 +10,9 @@ from trainables.schema import count
 
 # fANOVA's importances from fewer finished search trials of one optimizer are noise.
 MIN_IMPORTANCE_TRIALS = 5
+# A contour interpolated from fewer full-budget trials looks authoritative and is not: below
+# this many, the rho-lr map shows the trials alone.
+MIN_CONTOUR_TRIALS = 6
 # Below this many paired confirm runs of an optimizer no p-value and no "better".
 MIN_PAIRS = 3
 # A common rule of thumb for a model-based search (TPE): below about 5 trials per searched

@@ -293,8 +293,16 @@ def test_the_search_figures_show_each_trial_its_curve_its_slices_and_the_rho_lr_
             continue
         assert {x for x in ranges[points.xaxis].x if x is not None} == {d.low, d.high}
     contour = figure_contour(from_mlflow)
-    assert [a.text for a in contour.layout.annotations] == ["SAM", "ZSharp"]  # both search rho and lr
+    t = from_mlflow.trials
+    full = {o: int(((t["stage"] == "search") & (t["optimizer"] == o) & (t["epochs_run"] == t["epochs"])
+                    & t["final_val_acc"].notna()).sum()) for o in ("sam", "zsharp")}  # both search rho and lr
+    # Each panel says what its map rests on; below 6 full-budget trials it draws the trials alone.
+    assert [a.text for a in contour.layout.annotations] == [
+        f"{name}: map from {full[o]} full-budget trials" if full[o] >= 6 else
+        f"{name}: {full[o]} full-budget trial{'s' * (full[o] != 1)}, too few for a map"
+        for o, name in (("sam", "SAM"), ("zsharp", "ZSharp"))]
     assert sum(t.type == "scatter" for t in contour.data) == 2
+    assert sum(t.type == "contour" for t in contour.data) == sum(n >= 6 for n in full.values())
 
 
 def test_zsharps_ascent_is_drawn_per_trial_against_alpha(from_mlflow):

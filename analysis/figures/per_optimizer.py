@@ -12,11 +12,12 @@ from plotly.subplots import make_subplots
 
 from analysis.figures.registry import budget_markers, figure, ran_full_budget
 from analysis.inputs import ReportInputs
+from analysis.minimums import MIN_CONTOUR_TRIALS
 from analysis.plotstyle import color, epoch_ticks, layout, log_scaled, rgba
 from analysis.sweep import Sweep
 from analysis.text import label, param_label
 from trainables.record import SEARCH
-from trainables.schema import SEARCH_METRIC, STOPPED_EARLY
+from trainables.schema import SEARCH_METRIC, STOPPED_EARLY, count
 
 
 def search_by_optimizer(sweep: Sweep) -> dict[str, pd.DataFrame]:
@@ -160,11 +161,13 @@ def _contour_optimizers(sweep: Sweep) -> list[str]:
 @figure("contour", "rho against learning rate",
         "Final val accuracy of the search trials over rho and the learning rate, interpolated "
         "between the trials (points) that ran the full budget; white where no trials surround a "
-        "point. Few trials make a rough map: read it for where the good region lies.")
+        f"point. Each panel says how many trials its map rests on; below {MIN_CONTOUR_TRIALS} it "
+        "shows the trials alone. Few trials make a rough map: read it for where the good region lies.")
 def figure_contour(inputs: ReportInputs) -> go.Figure | None:
     """Per SAM-family optimizer, a contour of final val accuracy over log rho x log lr,
-    linearly interpolated between its full-budget search trials (at least 3, not on one
-    line), with every trial as a point (open: stopped early)."""
+    linearly interpolated between its full-budget search trials (at least
+    MIN_CONTOUR_TRIALS, not on one line), with every trial as a point (open: stopped
+    early); each panel's title says how many trials the map rests on."""
     from scipy.interpolate import griddata
 
     sweep = inputs.sweep
@@ -172,12 +175,16 @@ def figure_contour(inputs: ReportInputs) -> go.Figure | None:
     optimizers = [o for o in _contour_optimizers(sweep) if o in trials]
     if not optimizers:
         return None
-    fig, cols = _grid(len(optimizers), [label(o) for o in optimizers])
+    scored = {o: trials[o].dropna(subset=["final_val_acc"]) for o in optimizers}
+    full_counts = {o: int(scored[o]["full"].sum()) for o in optimizers}
+    fig, cols = _grid(len(optimizers), [
+        f"{label(o)}: map from {count(n, 'full-budget trial')}" if n >= MIN_CONTOUR_TRIALS
+        else f"{label(o)}: {count(n, 'full-budget trial')}, too few for a map" for o, n in full_counts.items()])
     for i, optimizer in enumerate(optimizers):
-        mine, (row, col) = trials[optimizer].dropna(subset=["final_val_acc"]), (i // cols + 1, i % cols + 1)
+        mine, (row, col) = scored[optimizer], (i // cols + 1, i % cols + 1)
         full = mine[mine["full"]]
         x, y = np.log10(full["lr"].astype(float)), np.log10(full["rho"].astype(float))
-        if len(full) >= 3 and np.linalg.matrix_rank(np.c_[x - x.mean(), y - y.mean()]) == 2:
+        if len(full) >= MIN_CONTOUR_TRIALS and np.linalg.matrix_rank(np.c_[x - x.mean(), y - y.mean()]) == 2:
             gx, gy = np.meshgrid(np.linspace(x.min(), x.max(), 40), np.linspace(y.min(), y.max(), 40))
             z = griddata((x, y), full["final_val_acc"], (gx, gy), method="linear")
             fig.add_trace(go.Contour(x=10 ** gx[0], y=10 ** gy[:, 0], z=z, colorscale="Viridis",
