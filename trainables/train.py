@@ -46,9 +46,7 @@ __all__ = ["TrialConfig", "TrialResult", "run_trial", "trial_data", "epoch_secon
            "CHECKPOINT_FILE", "EXIT_DIVERGED"]
 
 CHECKPOINT_FILE = "checkpoint.pt"
-# What a checkpoint holds per model tensor, at most: the weights and three optimizer-state
-# tensors like them (Adam's two moments, the SAM family's saved weights).
-CHECKPOINT_COPIES = 4
+CHECKPOINT_COPIES = 4  # per model tensor, at most: the weights, Adam's moments, the SAM family's saved weights
 # Exit status of the command line for a run that diverged (a NaN or infinite loss): not a
 # success (0), not bad input (2).
 EXIT_DIVERGED = 3
@@ -235,9 +233,8 @@ def trial_data(data: ImageData, config: TrialConfig) -> ImageData:
 # ---- checkpoints ------------------------------------------------------------------------
 
 def checkpoint_bytes(model_name: str, data: ImageData) -> int:
-    """An upper bound on one trial checkpoint of `model_name` on `data`: CHECKPOINT_COPIES x
-    its parameters and buffers (built on the meta device: no memory, no time), plus 256 KiB
-    for the scheduler, RNG states, metrics and config (a few KiB measured)."""
+    """An upper bound on a trial checkpoint of `model_name` on `data`: CHECKPOINT_COPIES x its
+    tensors (built on the meta device: no memory), + 256 KiB for the rest (a few KiB seen)."""
     channels, size, _ = data.shape
     with torch.device("meta"):
         model = create_model(model_name, data.num_classes, in_channels=channels, image_size=size)
