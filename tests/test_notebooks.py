@@ -2,6 +2,7 @@
 an executed notebook exported to HTML (nbconvert, as `jupyter nbconvert --to html` does)
 draws its figures offline in headless Chromium."""
 
+import re
 from pathlib import Path
 
 import nbformat
@@ -36,6 +37,9 @@ def test_notebook_is_stored_without_outputs_runs_and_draws_in_exported_html(
     # Each figure as Plotly's own output (JupyterLab) and as HTML (an exported copy).
     figures = [o for o in outputs if PLOTLY in o.get("data", {})]
     assert len(figures) >= 2 and all("text/html" in o["data"] for o in figures)
+    if name == "compare_optimizers":  # accuracy in percent and differences in points, as the report
+        tables = " ".join(o.get("data", {}).get("text/html", "") for o in outputs)
+        assert re.search(r">\d{2,3}\.\d%</td>", tables) and re.search(r">[+-]\d+\.\d\d pts</td>", tables)
     if name == "explore_sweep":
         # 3 finished trials per optimizer: below the report's minimum, no fANOVA either.
         assert any("no importance estimate" in str(o.get("data", {}).get("text/plain", ""))
