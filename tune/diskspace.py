@@ -29,9 +29,8 @@ def space_needed(plan: SweepPlan, checkpoint: int) -> tuple[int, int]:
     """(bytes the whole sweep may write, bytes it must keep free while it runs) for
     checkpoints of `checkpoint` bytes: every trial of every stage keeping two, and each
     running trial writing a third; SPARE_BYTES on top of both."""
-    trials = plan.total_trials + plan.retune_total + plan.confirm_trials
     writing = at_once(plan) * checkpoint
-    return trials * 2 * checkpoint + writing + SPARE_BYTES, writing + SPARE_BYTES
+    return plan.all_trials * 2 * checkpoint + writing + SPARE_BYTES, writing + SPARE_BYTES
 
 
 def free_bytes(plan: SweepPlan) -> int | None:
@@ -46,9 +45,8 @@ def space_problem(plan: SweepPlan, checkpoint: int) -> str | None:
     need, _ = space_needed(plan, checkpoint)
     if free is None or free >= need:
         return None
-    trials = plan.total_trials + plan.retune_total + plan.confirm_trials
     return (f"storage {local_storage(plan.storage)} has {mib(free)} free; the sweep may write {mib(need)} "
-            f"({count(trials, 'trial')} x 2 checkpoints of up to {mib(checkpoint)}, and {mib(SPARE_BYTES)} "
+            f"({count(plan.all_trials, 'trial')} x 2 checkpoints of up to {mib(checkpoint)}, and {mib(SPARE_BYTES)} "
             "for its records): free space, or pass --storage on a larger disk")
 
 

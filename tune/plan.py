@@ -119,6 +119,11 @@ class SweepPlan:
     def confirm_trials(self) -> int:
         return sum(runs for runs, _ in self.confirm_plan.values())
 
+    @property
+    def all_trials(self) -> int:
+        """Every stage's trials: the search's, the re-search's and the confirm stage's."""
+        return self.total_trials + self.retune_total + self.confirm_trials
+
     def _describe_confirm(self) -> str:
         if not self.confirms:
             return f"none ({'confirm_top_k' if self.confirm_top_k == 0 else 'confirm_seeds'}: 0)"
