@@ -51,7 +51,7 @@ def run_checked(plan: SweepPlan, out=print) -> int:
                 if started_ray:
                     ray.shutdown()
         except Interrupted as stop:  # a first signal, before the parent run existed
-            out(interruption_note(plan, stop, None))
+            signals.last_words(stop)
             return stop.exit_code
 
 
@@ -71,18 +71,16 @@ def _run(plan: SweepPlan, run_search: bool, run_confirm: bool, out, signals: Sto
         return _stages(plan, run_search, run_confirm, out, signals, client, parent_run_id,
                        experiment_id, watch)
     except Interrupted as stop:
-        stopped = record_interruption(client, experiment_id, parent_run_id, stop)
-        out(interruption_note(plan, stop, stopped))
+        signals.last_words(stop)  # the record and the resume line, as a second signal says them
         return stop.exit_code
 
 
 def _partial_report(plan: SweepPlan, client: MlflowClient, parent_run_id: str, out) -> None:
     """The report of the search, before the stages that follow it, marked partial."""
     sweep = recorded_sweep(plan)
-    planned = plan.total_trials + plan.retune_total + plan.confirm_trials
     done = 0 if isinstance(sweep, Exception) else len(sweep.trials)
     to_come = "the re-search and the confirm stage are" if plan.retunes else "the confirm stage is"
-    partial = f"{done} of {planned} trials: the search is done; {to_come} to come, so no verdict yet"
+    partial = f"{done} of {plan.all_trials} trials: the search is done; {to_come} to come, so no verdict yet"
     out(f"\nreport       {write_sweep_report(plan, client, parent_run_id, sweep, partial)}  (partial)")
 
 
