@@ -176,6 +176,17 @@ def with_record(config: Mapping, record: TrialRecord) -> dict:
     return {**config, RECORD_KEY: tags}
 
 
+def search_result_key(optimizer: str) -> str:
+    """The parent run's metric of `optimizer`'s best search trial's final val accuracy."""
+    return f"search.{optimizer}.best_val_acc"
+
+
+def confirm_result_key(arm: str, optimizer: str, part: str) -> str:
+    """The parent run's metric of `optimizer`'s confirm runs in budget arm `arm`: their mean
+    final test accuracy, or its 95% interval's end (`part`: mean, low or high)."""
+    return f"confirm.{arm}.{optimizer}.test_acc_{part}"
+
+
 def loss_profile_artifact(points: Iterable) -> dict:
     """A confirm run's loss profile ([[t, loss], ...]) as its LOSS_PROFILE_FILE holds it."""
     points = list(points)
@@ -222,12 +233,13 @@ def tracking_uri_problem(uri: str) -> str | None:
     """Why `uri` is no tracking URI a sweep accepts (None if it is one): a SQLite file or
     http(s)://host[:port] without spaces or control characters (urlsplit would drop some
     silently)."""
-    if uri.isprintable() and (sqlite_path(uri) is not None or _is_server_uri(uri)):
+    if uri.isprintable() and (sqlite_path(uri) is not None or is_server_uri(uri)):
         return None
     return f"--mlflow-uri must be {TRACKING_FORMS}, got '{one_line(uri)}'"
 
 
-def _is_server_uri(uri: str) -> bool:
+def is_server_uri(uri: str) -> bool:
+    """Whether `uri` names a tracking server (http(s)://host[:port]) rather than a file."""
     try:
         parts = urllib.parse.urlsplit(uri)
         port_ok = parts.port is None or parts.port > 0  # .port raises ValueError for a bad one
@@ -248,11 +260,6 @@ def server_problem(uri: str) -> str | None:
     except (OSError, http.client.HTTPException) as error:  # HTTPException: no HTTP server there
         return (f"MLflow tracking server '{one_line(uri)}' is unreachable: "
                 f"{one_line(getattr(error, 'reason', error))}")
-
-
-def is_server_uri(uri: str) -> bool:
-    """Whether `uri` names a tracking server (http(s)://host[:port]) rather than a file."""
-    return sqlite_path(uri) is None and _is_server_uri(uri)
 
 
 def default_tracking_uri(store: str | Path) -> str:
