@@ -49,6 +49,13 @@ def create_model(
     return catalog.model_builder(name)(*sizes)
 
 
+def model_for(name: str, data) -> nn.Module:
+    """`create_model(name, ...)` for the images of `data` (an ImageData): its classes,
+    channels and image size."""
+    channels, size, _ = data.shape
+    return create_model(name, data.num_classes, in_channels=channels, image_size=size)
+
+
 # --- CIFAR ResNets (He et al. 2016, section 4.2; akamaster/pytorch_resnet_cifar10) ---
 
 

@@ -36,7 +36,7 @@ from trainables.config import EVAL_SPLITS, TrialConfig
 from trainables.data import ImageData, load_dataset
 from trainables.lr_schedule import lr_factor
 from trainables.errors import ConfigError, DataUnavailableError
-from trainables.models import create_model
+from trainables.models import model_for
 from trainables.optim import (all_hparams, create_optimizer, get_optimizer_info, hparams_of, list_optimizers,
                               optimizer_kwargs)
 from trainables.schema import COMPLETED, DIVERGED, LOSS_PROFILE, TEST_CORRECT, encode_correct
@@ -115,9 +115,7 @@ class _Trial:
         self.generator = torch.Generator(device=self.data.train_images.device)
         self.generator.manual_seed(config.seed)
         torch.manual_seed(config.seed)
-        channels, size, _ = data.shape
-        self.model = create_model(config.model, data.num_classes, in_channels=channels,
-                                  image_size=size).to(device)
+        self.model = model_for(config.model, data).to(device)
         self.memory_format = channels_format(device)
         self.model.to(memory_format=self.memory_format)
         self.forward_model = (torch.compile(self.model, backend=COMPILE_BACKEND) if config.compile
@@ -235,9 +233,8 @@ def trial_data(data: ImageData, config: TrialConfig) -> ImageData:
 def checkpoint_bytes(model_name: str, data: ImageData) -> int:
     """An upper bound on a trial checkpoint of `model_name` on `data`: CHECKPOINT_COPIES x its
     tensors (built on the meta device: no memory), + 256 KiB for the rest (a few KiB seen)."""
-    channels, size, _ = data.shape
     with torch.device("meta"):
-        model = create_model(model_name, data.num_classes, in_channels=channels, image_size=size)
+        model = model_for(model_name, data)
     tensors = [*model.parameters(), *model.buffers()]
     return CHECKPOINT_COPIES * sum(t.numel() * t.element_size() for t in tensors) + 2 ** 18
 
