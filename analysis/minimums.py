@@ -48,12 +48,13 @@ def thin_search(label: str, trials: int, dims: list[str]) -> str | None:
             f"run at least {needed} (--num-samples)")
 
 
-def plan_warnings(space, confirm_top_k: int, confirm_seeds: int, label) -> list[str]:
-    """The warnings a sweep of `space` (a SearchSpace, with this confirm stage) earns before
-    it runs, in the closing summary's words where it has them; `label(optimizer)` names an
-    optimizer for people."""
+def plan_warnings(space, confirm_seeds: int, label) -> list[str]:
+    """The warnings a sweep of `space` (a SearchSpace) earns before it runs, in the closing
+    summary's words where it has them; `confirm_seeds`: its confirm stage's seeds per
+    configuration, 0 without one (tune.plan.SweepPlan.confirms decides); `label(optimizer)`
+    names an optimizer for people."""
     found = []
-    if confirm_top_k == 0 or confirm_seeds == 0:
+    if confirm_seeds == 0:
         found.append(no_verdict("no confirm stage"))
     else:
         if space.replicates == 1:

@@ -70,7 +70,7 @@ def dry_run_warnings(plan: SweepPlan) -> list[str]:
     """Every warning the plan earns before it runs: the closing summary's, as far as the
     plan decides them (analysis.minimums), then what would stop or slow it on this machine
     (no torch imported)."""
-    found = plan_warnings(plan.space, plan.confirm_top_k, plan.confirm_seeds, optimizer_label)
+    found = plan_warnings(plan.space, plan.confirm_seeds if plan.confirms else 0, optimizer_label)
     s, gpus = plan.space, gpus_seen()
     refused = None if plan.address is not None else machine_problem(plan, os.cpu_count() or 1, gpus)
     if refused:
