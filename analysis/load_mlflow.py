@@ -15,8 +15,9 @@ from analysis.sweep import Provenance, Sweep, epoch_frame, frames, resolved_conf
 from analysis.untrusted import file_text, json_object, profile, test_correct
 from trainables.errors import one_line
 from trainables.record import (COMMAND_TAG, COMMIT_TAG, INTERRUPTED_TAG, LOSS_PROFILE_FILE, SPACE_FILE, SPACE_TAG,
-                               SWEEP_PATH_TAG, TEST_CORRECT_FILE, TrialRecord, children_query, loss_profile_points, runs_confirm_stage,
-                               sqlite_path, sweep_parents)
+                               SWEEP_PATH_TAG, TEST_CORRECT_FILE, TrialRecord, children_query, confirm_result_key,
+                               loss_profile_points, runs_confirm_stage, search_result_key, sqlite_path,
+                               sweep_parents)
 from trainables.schema import EQUAL_EPOCHS, LOSS_PROFILE, METRICS, TEST_CORRECT
 
 # MLflow is imported where it is used: a notebook that only reads storage need not wait for it.
@@ -119,10 +120,11 @@ def sweep_rows(tracking_uri: str) -> list[dict]:
     rows = []
     for parent in sweep_parents(client, list(names)):
         trials = _search_all(client, parent.info.experiment_id, children_query(parent.info.run_id))
+        optimizers = dict.fromkeys(TrialRecord.from_tags(t.data.tags).optimizer for t in trials)
         rows.append({"experiment": names[parent.info.experiment_id],
                      "started": pd.Timestamp(parent.info.start_time, unit="ms", tz="UTC"),
                      "status": _sweep_status(parent), "trials": len(trials),
-                     "results": _sweep_results(parent.data.metrics)})
+                     "results": _sweep_results(parent.data.metrics, optimizers)})
     return rows
 
 
@@ -134,16 +136,16 @@ def _sweep_status(parent) -> str:
             "FAILED": "failed", "KILLED": "stopped"}.get(parent.info.status, parent.info.status.lower())
 
 
-def _sweep_results(metrics: dict) -> dict[str, tuple[str, float]]:
-    """optimizer -> (what, accuracy): the equal-epochs confirm mean test accuracy where the
-    parent run has it, else the search's best val accuracy."""
+def _sweep_results(metrics: dict, optimizers) -> dict[str, tuple[str, float]]:
+    """optimizer -> (what, accuracy) for each of `optimizers` the parent run's metrics hold:
+    the equal-epochs confirm mean test accuracy, else the search's best val accuracy."""
     found = {}
-    for key, value in metrics.items():
-        parts = key.split(".")
-        if parts[0] == "search" and parts[-1] == "best_val_acc":
-            found.setdefault(parts[1], ("best val", value))
-        elif parts[:2] == ["confirm", EQUAL_EPOCHS] and parts[-1] == "test_acc_mean":
-            found[parts[2]] = ("test", value)
+    for optimizer in optimizers:
+        confirmed, searched = confirm_result_key(EQUAL_EPOCHS, optimizer, "mean"), search_result_key(optimizer)
+        if confirmed in metrics:
+            found[optimizer] = ("test", metrics[confirmed])
+        elif searched in metrics:
+            found[optimizer] = ("best val", metrics[searched])
     return found
 
 

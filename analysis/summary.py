@@ -20,7 +20,7 @@ from analysis.text import (ARM_TITLES, compute_text, label, missing, num, pct, p
                            points_interval, wins_text)
 from analysis.verdict import ArmComparison, Comparison, comparison
 from analysis.warnings import sweep_warnings
-from trainables.record import UNKNOWN_UNIT
+from trainables.record import UNKNOWN_UNIT, confirm_result_key, search_result_key
 from trainables.schema import EQUAL_COMPUTE, EQUAL_EPOCHS, count
 
 _ARM_NOTES = {EQUAL_EPOCHS: "every optimizer at the space's epochs",
@@ -128,11 +128,11 @@ def summary_metrics(sweep: Sweep) -> dict[str, float]:
     result = comparison(sweep)
     metrics = {}
     for r in result.search_best.itertuples():
-        key = f"search.{r.optimizer}.best_val_acc"
+        key = search_result_key(r.optimizer)
         metrics[key] = max(metrics.get(key, float("-inf")), float(r.final_val_acc))
     for arm, arm_result in result.arms.items():
         for r in arm_result.summary.itertuples():
-            metrics.update({f"confirm.{arm}.{r.optimizer}.test_acc_{part}": float(getattr(r, part))
+            metrics.update({confirm_result_key(arm, r.optimizer, part): float(getattr(r, part))
                             for part in ("mean", "low", "high")})
     return metrics
 
