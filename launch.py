@@ -13,7 +13,7 @@ import os
 import shlex
 import sys
 
-from commandline import OneLineArgumentParser, from_here, python_command
+from commandline import OneLineArgumentParser, from_here, python_command, quiet_libraries
 from trainables.errors import ConfigError, check_range, printable, shown, store_error
 from trainables.record import DEFAULT_STORE, default_studies_uri, default_tracking_uri
 
@@ -138,17 +138,13 @@ def _space_overrides(args) -> dict:
 def resolve_plan(args, argv: list[str]):
     """Space + overrides + locations -> a validated SweepPlan (raises ConfigError)."""
     from search_spaces import get_space
-    from tune.plan import SweepError, SweepPlan, is_uri, local_storage
+    from tune.plan import SweepPlan, is_uri, local_storage
 
     space = get_space(args.space)
     space = space.with_overrides(**_space_overrides(args))
     local = local_storage(args.storage)
     storage = args.storage if is_uri(args.storage) else local  # made absolute for Ray
-    tracking = args.mlflow_uri
-    if tracking is None:
-        if local is None:
-            raise SweepError("--mlflow-uri is required when --storage is not a local folder")
-        tracking = default_tracking_uri(local)
+    tracking = tracking_uri(args)
     # Only the driver reads and writes the studies: beside it, wherever the results go.
     studies = args.optuna_storage or default_studies_uri(local or os.getcwd())
     return SweepPlan(space=space, experiment=args.experiment or space.name, storage=storage,
@@ -161,17 +157,28 @@ def resolve_plan(args, argv: list[str]):
                      confirm_requested=args.confirm is not None)
 
 
+def tracking_uri(args) -> str:
+    """The MLflow store the flags name: --mlflow-uri, else the one in the --storage folder."""
+    from tune.plan import SweepError, local_storage
+
+    if args.mlflow_uri is not None:
+        return args.mlflow_uri
+    local = local_storage(args.storage)
+    if local is None:
+        raise SweepError("--mlflow-uri is required when --storage is not a local folder")
+    return default_tracking_uri(local)
+
+
 def print_sweeps(args) -> None:
     """The sweeps the store holds, a line each (analysis.load.sweep_rows)."""
     from analysis.load import sweep_rows
-    from commandline import quiet_libraries
     from trainables.catalog import optimizer_label
     from trainables.record import sqlite_path, tracking_uri_problem
 
-    uri = args.mlflow_uri or default_tracking_uri(os.path.abspath(args.storage))
-    problem = tracking_uri_problem(uri)
-    if problem or (sqlite_path(uri) is not None and not sqlite_path(uri).is_file()):
-        raise ConfigError(problem or f"no MLflow store at {sqlite_path(uri)} (--storage, or --mlflow-uri)")
+    uri = tracking_uri(args)
+    problem, database = tracking_uri_problem(uri), sqlite_path(uri)
+    if problem or (database is not None and not database.is_file()):
+        raise ConfigError(problem or f"no MLflow store at {database} (--storage, or --mlflow-uri)")
     quiet_libraries()
     try:
         rows = sweep_rows(uri)
